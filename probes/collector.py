@@ -1,0 +1,132 @@
+"""Sources of frames: the live collector thread, and a fixed sequence.
+
+Both hand `(frame, views)` to one callback from their own thread, so the
+UI cannot tell them apart and never samples on its own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+from .base import Probe, ProbeUnavailable
+from .frame import Frame
+from .views import derive_frame
+
+FrameCallback = Callable[[Frame, dict[str, Any]], None]
+
+MIN_INTERVAL_S = 0.2
+MAX_INTERVAL_S = 60.0
+# The first view needs two samples; take the second one soon so the screen
+# fills in well before a long interval has passed.
+FIRST_INTERVAL_S = 0.25
+
+
+def start_probes(probes: Iterable[Probe[Any]]) -> tuple[list[Probe[Any]], dict[str, tuple[str, str]]]:
+    """Start each probe; return those running and (reason, remedy) for the rest."""
+    running: list[Probe[Any]] = []
+    unavailable: dict[str, tuple[str, str]] = {}
+    for probe in probes:
+        try:
+            probe.start()
+        except ProbeUnavailable as exc:
+            unavailable[probe.name] = (exc.reason, exc.remedy)
+        else:
+            running.append(probe)
+    return running, unavailable
+
+
+def sample_frame(probes: Iterable[Probe[Any]], unavailable: dict[str, tuple[str, str]]) -> Frame:
+    """Sample every running probe once.
+
+    A probe that fails mid-run is reported as unavailable from then on instead
+    of taking the whole collector down.
+    """
+    samples: dict[str, Any] = {}
+    wall_ns = time.time_ns()
+    mono_ns = time.monotonic_ns()
+    for probe in probes:
+        if probe.name in unavailable:
+            continue
+        try:
+            samples[probe.name] = probe.sample()
+        except ProbeUnavailable as exc:
+            unavailable[probe.name] = (exc.reason, exc.remedy)
+        except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the rest
+            unavailable[probe.name] = (f"{probe.name} probe failed: {exc!r}", "please report this as a bug")
+    return Frame(wall_ns=wall_ns, mono_ns=mono_ns, samples=samples, unavailable=dict(unavailable))
+
+
+class Collector:
+    """Samples probes every `interval_s` on its own thread."""
+
+    def __init__(self, probes: Sequence[Probe[Any]], interval_s: float = 1.0) -> None:
+        self._probes = list(probes)
+        self.interval_s = interval_s
+        self.paused = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_frame: FrameCallback) -> None:
+        self._thread = threading.Thread(target=self._run, args=(on_frame,), name="orac-collector", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def refresh(self) -> None:
+        """Sample now instead of waiting for the rest of the interval."""
+        self._wake.set()
+
+    def _run(self, on_frame: FrameCallback) -> None:
+        running, unavailable = start_probes(self._probes)
+        prev: Frame | None = None
+        wait_s = FIRST_INTERVAL_S
+        try:
+            while not self._stop.is_set():
+                if not self.paused:
+                    frame = sample_frame(running, unavailable)
+                    on_frame(frame, derive_frame(prev, frame))
+                    wait_s = FIRST_INTERVAL_S if prev is None else self.interval_s
+                    prev = frame
+                self._wake.wait(wait_s)
+                self._wake.clear()
+        finally:
+            for probe in running:
+                probe.stop()
+
+
+class FrameSequence:
+    """Plays a fixed list of frames, as fast as the receiver takes them.
+
+    Used by tests and screenshots for deterministic screens; it goes through
+    the same derive step as live frames.
+    """
+
+    def __init__(self, frames: Sequence[Frame]) -> None:
+        self._frames = list(frames)
+        self.interval_s = 1.0
+        self.paused = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_frame: FrameCallback) -> None:
+        self._thread = threading.Thread(target=self._run, args=(on_frame,), name="orac-frames", daemon=True)
+        self._thread.start()
+
+    def _run(self, on_frame: FrameCallback) -> None:
+        prev: Frame | None = None
+        for frame in self._frames:
+            on_frame(frame, derive_frame(prev, frame))
+            prev = frame
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def refresh(self) -> None:
+        pass

@@ -1,0 +1,48 @@
+"""`orac doctor`: can each probe run here, and if not, why and what to do."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .base import Probe, ProbeUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCheck:
+    name: str
+    ok: bool
+    reason: str = ""
+    remedy: str = ""
+    # the cost of one sample here, measured, so users see what a probe costs
+    sample_ms: float | None = None
+
+
+def check(probe: Probe[Any]) -> ProbeCheck:
+    try:
+        probe.start()
+    except ProbeUnavailable as exc:
+        return ProbeCheck(probe.name, False, exc.reason, exc.remedy)
+    try:
+        probe.sample()
+        start = time.perf_counter()
+        probe.sample()
+        elapsed_ms = (time.perf_counter() - start) * 1000
+    except ProbeUnavailable as exc:
+        return ProbeCheck(probe.name, False, exc.reason, exc.remedy)
+    finally:
+        probe.stop()
+    return ProbeCheck(probe.name, True, sample_ms=elapsed_ms)
+
+
+def report(checks: Iterable[ProbeCheck]) -> str:
+    lines = []
+    for c in checks:
+        if c.ok:
+            lines.append(f"{c.name:<10} ok           one sample takes {c.sample_ms:.1f} ms")
+        else:
+            lines.append(f"{c.name:<10} unavailable  {c.reason}")
+            if c.remedy:
+                lines.append(f"{'':<10} fix:         {c.remedy}")
+    return "\n".join(lines)

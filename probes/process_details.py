@@ -1,0 +1,55 @@
+"""What the process screen shows beyond the table, read once per tick for one pid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import psutil
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessDetails:
+    """None marks a field the kernel would not tell us (permission), shown as "-"."""
+
+    pid: int
+    cmdline: str
+    exe: str | None
+    cwd: str | None
+    status: str
+    num_threads: int
+    num_fds: int | None
+    started: float
+
+
+class ProcessGone(Exception):
+    pass
+
+
+def read_details(pid: int) -> ProcessDetails:
+    """Raises ProcessGone when the process has exited."""
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return ProcessDetails(
+                pid=pid,
+                cmdline=" ".join(proc.cmdline()) or f"[{proc.name()}]",
+                exe=_allowed(proc.exe),
+                cwd=_allowed(proc.cwd),
+                status=proc.status(),
+                num_threads=proc.num_threads(),
+                num_fds=_allowed(proc.num_fds),
+                started=proc.create_time(),
+            )
+    except (psutil.NoSuchProcess, psutil.ZombieProcess) as exc:
+        raise ProcessGone(f"process {pid} has exited") from exc
+
+
+def _allowed(getter: Callable[[], T]) -> T | None:
+    try:
+        return getter()
+    except psutil.AccessDenied:
+        return None

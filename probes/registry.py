@@ -1,0 +1,13 @@
+"""Every probe orac knows, in the order panes and `orac doctor` list them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Probe
+from .processes import ProcessProbe
+from .system import SystemProbe
+
+
+def all_probes() -> list[Probe[Any]]:
+    return [SystemProbe(), ProcessProbe()]

@@ -1,0 +1,185 @@
+"""Derived views: rates and percentages computed from two raw frames.
+
+Nothing here is stored in a recording; live and replayed frames are turned
+into views by the same functions, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .frame import Frame
+from .processes import ProcessesSample, ProcSample, short_cgroup
+from .system import CpuTimes, Pressure, SystemSample
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUsage:
+    """Share of one CPU's time in the interval, in percent of that CPU."""
+
+    busy_percent: float
+    user_percent: float
+    system_percent: float
+    iowait_percent: float
+    steal_percent: float
+    irq_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class SystemView:
+    hostname: str
+    kernel: str
+    uptime_s: float
+    load_avg: tuple[float, float, float]
+    cpu_total: CpuUsage
+    cpus: tuple[CpuUsage, ...]
+    context_switches_per_s: float
+    interrupts_per_s: float
+    memory_total_bytes: int
+    memory_used_bytes: int
+    memory_cached_bytes: int
+    memory_buffers_bytes: int
+    memory_available_bytes: int
+    swap_total_bytes: int
+    swap_used_bytes: int
+    page_faults_per_s: float | None
+    major_page_faults_per_s: float | None
+    pressure: Mapping[str, Pressure | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessView:
+    pid: int
+    ppid: int
+    user: str
+    state: str
+    cpu_percent: float
+    rss_bytes: int
+    num_threads: int
+    cpu_time_s: float
+    cgroup: str
+    name: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessesView:
+    processes: tuple[ProcessView, ...]
+    num_threads: int
+    unreadable: int
+
+
+def cpu_usage(prev: CpuTimes, curr: CpuTimes) -> CpuUsage:
+    """Percentages of the interval between two cumulative CPU time readings."""
+    total = curr.total_ns - prev.total_ns
+    if total <= 0:
+        return CpuUsage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    scale = 100.0 / total
+
+    def pct(a: int, b: int) -> float:
+        return max(0, b - a) * scale
+
+    user = pct(prev.user_ns + prev.nice_ns, curr.user_ns + curr.nice_ns)
+    system = pct(prev.system_ns, curr.system_ns)
+    iowait = pct(prev.iowait_ns, curr.iowait_ns)
+    steal = pct(prev.steal_ns, curr.steal_ns)
+    irq = pct(prev.irq_ns + prev.softirq_ns, curr.irq_ns + curr.softirq_ns)
+    # iowait is idle time with I/O outstanding: the CPU was free to run
+    # something else, so it is shown but not counted as busy (as top does).
+    busy = min(100.0, user + system + steal + irq)
+    return CpuUsage(busy, user, system, iowait, steal, irq)
+
+
+def _rate(prev: int | None, curr: int | None, dt_s: float) -> float | None:
+    if prev is None or curr is None:
+        return None
+    return max(0, curr - prev) / dt_s
+
+
+def derive_system(prev: SystemSample, curr: SystemSample, dt_s: float) -> SystemView:
+    mem = curr.memory
+    cpus = tuple(cpu_usage(p, c) for p, c in zip(prev.cpus, curr.cpus))
+    used = mem.total_bytes - mem.free_bytes - mem.buffers_bytes - mem.cached_bytes
+    return SystemView(
+        hostname=curr.hostname,
+        kernel=curr.kernel,
+        uptime_s=curr.uptime_s,
+        load_avg=curr.load_avg,
+        cpu_total=cpu_usage(prev.cpu_total, curr.cpu_total),
+        cpus=cpus,
+        context_switches_per_s=_rate(prev.context_switches, curr.context_switches, dt_s) or 0.0,
+        interrupts_per_s=_rate(prev.interrupts, curr.interrupts, dt_s) or 0.0,
+        memory_total_bytes=mem.total_bytes,
+        memory_used_bytes=max(0, used),
+        memory_cached_bytes=mem.cached_bytes,
+        memory_buffers_bytes=mem.buffers_bytes,
+        memory_available_bytes=mem.available_bytes,
+        swap_total_bytes=mem.swap_total_bytes,
+        swap_used_bytes=mem.swap_total_bytes - mem.swap_free_bytes,
+        page_faults_per_s=_rate(prev.page_faults, curr.page_faults, dt_s),
+        major_page_faults_per_s=_rate(prev.major_page_faults, curr.major_page_faults, dt_s),
+        pressure=curr.pressure,
+    )
+
+
+def process_view(curr: ProcSample, cpu_percent: float) -> ProcessView:
+    return ProcessView(
+        pid=curr.pid,
+        ppid=curr.ppid,
+        user=curr.user,
+        state=curr.state,
+        cpu_percent=cpu_percent,
+        rss_bytes=curr.rss_bytes,
+        num_threads=curr.num_threads,
+        cpu_time_s=(curr.cpu_user_ns + curr.cpu_system_ns) / 1e9,
+        cgroup=short_cgroup(curr.cgroup),
+        name=curr.name,
+        command=curr.cmdline or f"[{curr.name}]",
+    )
+
+
+def derive_processes(prev: ProcessesSample, curr: ProcessesSample, dt_s: float) -> ProcessesView:
+    """CPU % of one core per process over the interval, as top and htop show it."""
+    before = {p.pid: p for p in prev.processes}
+    scale = 100.0 / (dt_s * 1e9)
+    views = []
+    threads = 0
+    for p in curr.processes:
+        threads += p.num_threads
+        old = before.get(p.pid)
+        if old is p:
+            cpu = 0.0
+        elif old is None or old.start_time_ns != p.start_time_ns:
+            # Started within the interval: all its CPU time was spent in it.
+            cpu = (p.cpu_user_ns + p.cpu_system_ns) * scale
+        else:
+            busy = (p.cpu_user_ns + p.cpu_system_ns) - (old.cpu_user_ns + old.cpu_system_ns)
+            cpu = max(0, busy) * scale
+        views.append(process_view(p, cpu))
+    return ProcessesView(tuple(views), threads, curr.unreadable)
+
+
+DERIVERS: dict[str, Callable[[Any, Any, float], Any]] = {
+    "cpu": derive_system,
+    "procs": derive_processes,
+}
+
+
+def derive_frame(prev: Frame | None, curr: Frame) -> dict[str, Any]:
+    """Views for every probe present in both frames.
+
+    A probe's first frame has nothing to compare with, so it has no view yet.
+    """
+    if prev is None:
+        return {}
+    dt_s = (curr.mono_ns - prev.mono_ns) / 1e9
+    if dt_s <= 0:
+        return {}
+    views: dict[str, Any] = {}
+    for name, sample in curr.samples.items():
+        derive = DERIVERS.get(name)
+        before = prev.samples.get(name)
+        if derive is not None and before is not None:
+            views[name] = derive(before, sample, dt_s)
+    return views

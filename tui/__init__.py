@@ -1,0 +1,1 @@
+"""orac's Textual user interface."""

@@ -1,0 +1,154 @@
+"""The orac application: panes fed by one frame source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Protocol
+
+from textual import events, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from probes.collector import FrameCallback
+from probes.frame import Frame
+from probes.history import ProcessHistory
+from themes import DEFAULT_THEME, STYLESHEET, THEMES
+
+from .header_bar import HeaderBar
+from .help_screen import HelpScreen
+from .messages import FrameReady
+from .pane import Pane
+from .process_pane import ProcessPane
+from .process_screen import ProcessScreen
+from .process_table import ProcessTable
+from .screenshot import capture, write_screenshot
+from .system_panes import CpuPane, MemoryPane
+
+MIN_WIDTH = 80
+MIN_HEIGHT = 24
+
+
+class FrameSource(Protocol):
+    paused: bool
+
+    def start(self, on_frame: FrameCallback) -> None: ...
+    def stop(self) -> None: ...
+    def refresh(self) -> None: ...
+
+
+class OracApp(App[None]):
+    TITLE = "orac"
+    CSS_PATH = STYLESHEET
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Keys"),
+        Binding("p", "pause", "Pause"),
+        Binding("s", "screenshot", "Screenshot"),
+    ]
+
+    def __init__(
+        self,
+        source: FrameSource,
+        *,
+        theme: str = DEFAULT_THEME,
+        screenshot_dir: Path = Path("orac-screenshots"),
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.initial_theme = theme
+        self.screenshot_dir = screenshot_dir
+        self.history = ProcessHistory()
+        self.views: dict[str, Any] = {}
+        self.frame: Frame | None = None
+
+    def compose(self) -> ComposeResult:
+        yield HeaderBar()
+        with Vertical(id="main"):
+            with Horizontal(id="top"):
+                yield CpuPane()
+                yield MemoryPane()
+            yield ProcessPane()
+        yield Static(
+            f"The terminal is too small for orac.\nIt needs at least {MIN_WIDTH}x{MIN_HEIGHT}; enlarge the window.",
+            id="too-small",
+        )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for theme in THEMES.values():
+            self.register_theme(theme)
+        self.theme = self.initial_theme
+        self._check_size(self.size.width, self.size.height)
+        self.query_one(ProcessTable).focus()
+        self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
+
+    def on_unmount(self) -> None:
+        self.source.stop()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size.width, event.size.height)
+
+    def _check_size(self, width: int, height: int) -> None:
+        self.set_class(width < MIN_WIDTH or height < MIN_HEIGHT, "-too-small")
+
+    def on_frame_ready(self, message: FrameReady) -> None:
+        frame, views = message.frame, message.views
+        self.frame = frame
+        self.views = views
+        if "procs" in views:
+            self.history.add(views["procs"].processes)
+        self.query_one(HeaderBar).update_views(views.get("cpu"), views.get("procs"))
+        for screen in self.screen_stack:
+            self._feed(screen, frame, views)
+
+    def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
+        for pane in screen.query(Pane):
+            if pane.PROBE in views:
+                pane.show_view(views[pane.PROBE])
+            elif pane.PROBE in frame.unavailable:
+                pane.show_unavailable(*frame.unavailable[pane.PROBE])
+
+    def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
+        self.push_screen(ProcessScreen(message.pid, self.history.series(message.pid)))
+
+    # actions
+
+    def action_pause(self) -> None:
+        self.source.paused = not self.source.paused
+        self.query_one(HeaderBar).set_flags(["PAUSED"] if self.source.paused else [])
+        self.notify("paused: press p to resume" if self.source.paused else "resumed")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.key_sections()))
+
+    def key_sections(self) -> Iterable[tuple[str, Iterable[Binding]]]:
+        palette = Binding("ctrl+p", "command_palette", "Command palette: themes, actions, keys")
+        return [
+            ("Everywhere", [*self.BINDINGS, palette]),
+            ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
+            ("Process screen", ProcessScreen.BINDINGS),
+        ]
+
+    def action_screenshot(self) -> None:
+        svg, text = capture(self)
+        self._write_screenshot(svg, text)
+
+    @work(thread=True, exit_on_error=False)
+    def _write_screenshot(self, svg: str, text: str) -> None:
+        try:
+            paths = write_screenshot(self.screenshot_dir, svg, text)
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"screenshot not saved: {exc}", severity="error")
+            return
+        names = ", ".join(p.name for p in paths)
+        self.call_from_thread(self.notify, f"saved {names} in {paths[0].parent}/", title="Screenshot")
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Pause / resume", "Stop or restart sampling (p)", self.action_pause)
+        yield SystemCommand("Screenshot", "Save SVG, PNG and text of the screen (s)", self.action_screenshot)
+        yield SystemCommand("Show all keys", "Every key orac understands (?)", self.action_help)

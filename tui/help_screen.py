@@ -1,0 +1,48 @@
+"""`?`: every key, read from the bindings themselves so the list cannot drift."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Iterable
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEY_NAMES = {"slash": "/", "question_mark": "?", "escape": "Esc", "enter": "Enter", "ctrl+p": "Ctrl+P"}
+
+
+def key_label(key: str) -> str:
+    return ", ".join(KEY_NAMES.get(k, k) for k in key.split(","))
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("escape,question_mark,q", "app.pop_screen", "Close help"),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 72; height: 80%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    """
+
+    def __init__(self, sections: Iterable[tuple[str, Iterable[Binding]]]) -> None:
+        super().__init__()
+        self.sections = list(sections)
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, expand=True, show_header=False)
+        table.add_column("key", style="bold", width=14)
+        table.add_column("what it does")
+        for title, bindings in self.sections:
+            table.add_row(f"[b u]{title}[/]", "")
+            for b in bindings:
+                table.add_row(key_label(b.key), b.description)
+            table.add_row("", "")
+        with VerticalScroll():
+            yield Static(table)

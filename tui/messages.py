@@ -1,0 +1,24 @@
+"""Messages that flow up from sources to the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+from probes.frame import Frame
+
+
+class FrameReady(Message):
+    """A new frame and its derived views, posted from the source's thread."""
+
+    def __init__(self, frame: Frame, views: dict[str, Any]) -> None:
+        super().__init__()
+        self.frame = frame
+        self.views = views
+
+    def can_replace(self, message: Message) -> bool:
+        # If the UI is behind, the newest frame wins: drawing a stale one
+        # first would only cost time. Views are derived against the previous
+        # *frame*, not the previous draw, so nothing is lost but a redraw.
+        return isinstance(message, FrameReady)

@@ -1,0 +1,40 @@
+"""The base of every pane: a widget fed one probe's derived view."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual.widget import Widget
+
+
+class Pane(Widget):
+    """A widget subscribed to one probe.
+
+    The app sets `view` from each FrameReady ("attributes down"); a probe
+    that cannot run gives the pane its reason and remedy to show instead.
+    """
+
+    PROBE: ClassVar[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.view: Any = None
+        self.unavailable: tuple[str, str] | None = None
+
+    def show_view(self, view: Any) -> None:
+        # The first view, or one after an outage, changes the pane's height;
+        # later ones only its content, which is the cheaper refresh.
+        relayout = self.view is None or self.unavailable is not None
+        self.view = view
+        self.unavailable = None
+        self.refresh(layout=relayout)
+
+    def show_unavailable(self, reason: str, remedy: str) -> None:
+        if self.unavailable != (reason, remedy):
+            self.unavailable = (reason, remedy)
+            self.refresh(layout=True)
+
+    def unavailable_text(self) -> str:
+        assert self.unavailable is not None
+        reason, remedy = self.unavailable
+        return f"{self.PROBE}: {reason}" + (f"\n{remedy}" if remedy else "")

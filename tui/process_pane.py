@@ -1,0 +1,137 @@
+"""The process pane: the table, its incremental filter and signal sending."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Input
+
+from probes.views import ProcessesView
+
+from .pane import Pane
+from .process_table import ProcessTable
+from .signal_screen import SignalScreen
+
+
+class ProcessPane(Pane):
+    """Every process, fed by the "procs" probe."""
+
+    PROBE: ClassVar[str] = "procs"
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("slash", "filter", "Filter"),
+        Binding("k", "kill", "Signal"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    ProcessPane {
+        height: 1fr;
+        border: round $primary;
+        border-title-color: $primary;
+    }
+    ProcessPane > Input {
+        dock: bottom;
+        display: none;
+        border: none;
+        height: 1;
+        padding: 0 1;
+        background: $panel;
+    }
+    ProcessPane.-filtering > Input { display: block; }
+    ProcessPane > .unavailable { padding: 1 2; color: $error; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield ProcessTable()
+        yield Input(placeholder="filter on command or user; Enter keeps it, Escape clears it")
+
+    def on_mount(self) -> None:
+        self.border_title = "Processes"
+
+    @property
+    def table(self) -> ProcessTable:
+        return self.query_one(ProcessTable)
+
+    def show_view(self, view: ProcessesView) -> None:
+        self.view = view
+        self.unavailable = None
+        self.table.update_processes(view.processes)
+        self._update_title()
+
+    def show_unavailable(self, reason: str, remedy: str) -> None:
+        super().show_unavailable(reason, remedy)
+        self.border_subtitle = f"[$error]{reason}[/]"
+
+    def _update_title(self) -> None:
+        view: ProcessesView | None = self.view
+        if view is None:
+            return
+        table = self.table
+        shown = len(table.rows)
+        total = len(view.processes)
+        title = f"Processes {total}"
+        if table.filter_text:
+            title = f"Processes {shown} of {total} matching '{table.filter_text}'"
+        if table.tree_mode:
+            title += " (tree)"
+        self.border_title = title
+        self.border_subtitle = f"{view.unreadable} unreadable" if view.unreadable else ""
+
+    # filter
+
+    def action_filter(self) -> None:
+        self.add_class("-filtering")
+        filter_input = self.query_one(Input)
+        filter_input.value = self.table.filter_text
+        filter_input.focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one(Input).value = ""
+        self.remove_class("-filtering")
+        self.table.set_filter("")
+        self.table.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.table.set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.value:
+            self.remove_class("-filtering")
+        self.table.focus()
+
+    def on_process_table_reordered(self, event: ProcessTable.Reordered) -> None:
+        event.stop()
+        self._update_title()
+
+    # signals
+
+    def action_kill(self) -> None:
+        proc = self.table.selected
+        if proc is None:
+            return
+        label = f"{proc.pid} ({proc.name}) of {proc.user}: {proc.command}"
+
+        def send(signum: int | None) -> None:
+            if signum is None:
+                return
+            name = signal.Signals(signum).name
+            try:
+                os.kill(proc.pid, signum)
+            except ProcessLookupError:
+                self.notify(f"{proc.pid} ({proc.name}) has already exited", severity="warning")
+            except PermissionError:
+                self.notify(
+                    f"not allowed to send {name} to {proc.pid} ({proc.name}): run orac as its owner or root",
+                    severity="error",
+                )
+            else:
+                self.notify(f"sent {name} to {proc.pid} ({proc.name})")
+
+        self.app.push_screen(SignalScreen(label), send)

@@ -1,0 +1,139 @@
+"""The process screen: one process in detail, with its last minute as sparklines."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Label, Sparkline, Static
+
+from probes.process_details import ProcessDetails, ProcessGone, read_details
+from probes.views import ProcessesView, ProcessView
+
+from .format import MISSING, cpu_time, human_bytes
+from .pane import Pane
+
+
+class ProcessSummary(Pane):
+    """The chosen process's row of the "procs" view, its details and history."""
+
+    PROBE: ClassVar[str] = "procs"
+
+    DEFAULT_CSS = """
+    ProcessSummary { height: auto; border: round $primary; border-title-color: $primary; padding: 0 1; }
+    ProcessSummary #details { height: auto; }
+    ProcessSummary .gone { color: $error; text-style: bold; }
+    ProcessSummary Horizontal { height: 3; margin-top: 1; }
+    ProcessSummary Horizontal > Label { width: 16; }
+    ProcessSummary Sparkline { width: 1fr; height: 2; }
+    ProcessSummary #cpu-spark > .sparkline--max-color { color: $error; }
+    ProcessSummary #cpu-spark > .sparkline--min-color { color: $success; }
+    ProcessSummary #rss-spark > .sparkline--max-color { color: $accent; }
+    ProcessSummary #rss-spark > .sparkline--min-color { color: $primary; }
+    """
+
+    def __init__(self, pid: int, history: tuple[list[float], list[float]]) -> None:
+        super().__init__()
+        self.pid = pid
+        self.cpu_history, self.rss_history = history
+        self.last: ProcessView | None = None
+        self.details: ProcessDetails | None = None
+        self.gone = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="details")
+        with Horizontal():
+            yield Label("CPU %", id="cpu-label")
+            yield Sparkline(self.cpu_history, id="cpu-spark")
+        with Horizontal():
+            yield Label("RSS", id="rss-label")
+            yield Sparkline(self.rss_history, id="rss-spark")
+
+    def on_mount(self) -> None:
+        self.border_title = f"Process {self.pid}"
+        self._load_details()
+        self._draw()
+
+    def show_view(self, view: ProcessesView) -> None:
+        found = next((p for p in view.processes if p.pid == self.pid), None)
+        if found is None:
+            self.gone = True
+        else:
+            self.last = found
+            self.cpu_history = (self.cpu_history + [found.cpu_percent])[-60:]
+            self.rss_history = (self.rss_history + [float(found.rss_bytes)])[-60:]
+            self._load_details()
+        self._draw()
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def _load_details(self) -> None:
+        try:
+            details = read_details(self.pid)
+        except ProcessGone:
+            self.app.call_from_thread(self._mark_gone)
+            return
+        self.app.call_from_thread(self._set_details, details)
+
+    def _mark_gone(self) -> None:
+        self.gone = True
+        self._draw()
+
+    def _set_details(self, details: ProcessDetails) -> None:
+        self.details = details
+        self._draw()
+
+    def _draw(self) -> None:
+        p = self.last
+        d = self.details
+        rows: list[tuple[str, str]] = []
+        rows.append(("command", d.cmdline if d else (p.command if p else MISSING)))
+        rows.append(("exe", (d.exe or MISSING) if d else MISSING))
+        rows.append(("cwd", (d.cwd or MISSING) if d else MISSING))
+        rows.append(("state", f"{p.state} ({d.status})" if p and d else p.state if p else MISSING))
+        rows.append(("user", p.user if p else MISSING))
+        rows.append(("threads", str(p.num_threads) if p else MISSING))
+        rows.append(("open fds", str(d.num_fds) if d and d.num_fds is not None else MISSING))
+        rows.append(("cgroup", p.cgroup if p else MISSING))
+        rows.append(("parent", str(p.ppid) if p else MISSING))
+        if d:
+            rows.append(("started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.started))))
+        rows.append(("cpu time", cpu_time(p.cpu_time_s) if p else MISSING))
+        text = "\n".join(f"[b]{name:>9}[/b]  {escape(value)}" for name, value in rows)
+        if self.gone:
+            text = "[$error b]this process has exited; showing its last data[/]\n" + text
+        self.query_one("#details", Static).update(text)
+        if p is not None:
+            self.border_title = f"Process {p.pid} ({p.name})"
+            self.query_one("#cpu-label", Label).update(f"CPU {p.cpu_percent:5.1f}%")
+            self.query_one("#rss-label", Label).update(f"RSS {human_bytes(p.rss_bytes):>6}")
+        self.query_one("#cpu-spark", Sparkline).data = self.cpu_history
+        self.query_one("#rss-spark", Sparkline).data = self.rss_history
+
+
+class ProcessScreen(Screen[None]):
+    """Opened with Enter on a process; Escape goes back."""
+
+    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "app.pop_screen", "Back")]
+
+    DEFAULT_CSS = """
+    ProcessScreen > Vertical { height: 1fr; }
+    ProcessScreen #drilldown { height: 1fr; }
+    """
+
+    def __init__(self, pid: int, history: tuple[list[float], list[float]]) -> None:
+        super().__init__()
+        self.pid = pid
+        self.history = history
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield ProcessSummary(self.pid, self.history)
+            # Where the eBPF drill-down (syscalls, off-CPU, profile) will go.
+            yield Vertical(id="drilldown")
+        yield Footer()
