@@ -45,9 +45,9 @@ class OracApp(App[None]):
 
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("q", "quit", "Quit"),
-        Binding("question_mark", "help", "Keys"),
-        Binding("p", "pause", "Pause"),
-        Binding("s", "screenshot", "Screenshot"),
+        Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
+        Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
+        Binding("s", "screenshot", "Screenshot", tooltip="Save the screen as SVG, PNG and text"),
     ]
 
     def __init__(
@@ -82,8 +82,8 @@ class OracApp(App[None]):
         for theme in THEMES.values():
             self.register_theme(theme)
         self.theme = self.initial_theme
-        self._check_size(self.size.width, self.size.height)
         self.query_one(ProcessTable).focus()
+        self._check_size(self.size.width, self.size.height)
         self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
 
     def on_unmount(self) -> None:
@@ -93,7 +93,11 @@ class OracApp(App[None]):
         self._check_size(event.size.width, event.size.height)
 
     def _check_size(self, width: int, height: int) -> None:
-        self.set_class(width < MIN_WIDTH or height < MIN_HEIGHT, "-too-small")
+        too_small = width < MIN_WIDTH or height < MIN_HEIGHT
+        self.set_class(too_small, "-too-small")
+        # Hiding the panes took focus away from the table; give it back.
+        if not too_small and self.screen is self.screen_stack[0] and self.focused is None:
+            self.call_after_refresh(self.query_one(ProcessTable).focus)
 
     def on_frame_ready(self, message: FrameReady) -> None:
         frame, views = message.frame, message.views

@@ -26,7 +26,7 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll {
-        width: 72; height: 80%;
+        width: 80; height: auto; max-height: 90%;
         border: thick $primary; background: $surface; padding: 0 1;
     }
     """
@@ -42,7 +42,10 @@ class HelpScreen(ModalScreen[None]):
         for title, bindings in self.sections:
             table.add_row(f"[b u]{title}[/]", "")
             for b in bindings:
-                table.add_row(key_label(b.key), b.description)
+                table.add_row(key_label(b.key), b.tooltip or b.description)
             table.add_row("", "")
+        table.add_row("[b u]Mouse[/]", "")
+        table.add_row("click header", "Sort by that column; again reverses")
+        table.add_row("click row", "Select it; double-click opens it")
         with VerticalScroll():
             yield Static(table)

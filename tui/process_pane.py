@@ -23,8 +23,8 @@ class ProcessPane(Pane):
     PROBE: ClassVar[str] = "procs"
 
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("slash", "filter", "Filter"),
-        Binding("k", "kill", "Signal"),
+        Binding("slash", "filter", "Filter", tooltip="Filter on command and user as you type"),
+        Binding("k", "kill", "Signal", tooltip="Send a signal to the selected process, after confirming"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -34,7 +34,7 @@ class ProcessPane(Pane):
         border: round $primary;
         border-title-color: $primary;
     }
-    ProcessPane > Input {
+    ProcessPane > Input, ProcessPane > Input:focus {
         dock: bottom;
         display: none;
         border: none;

@@ -104,12 +104,12 @@ class ProcessTable(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "edge(-1)", "First", show=False),
         Binding("end", "edge(1)", "Last", show=False),
-        Binding("enter", "open", "Open process"),
-        Binding("P", "sort('cpu')", "Sort CPU%"),
-        Binding("M", "sort('rss')", "Sort memory"),
-        Binding("N", "sort('pid')", "Sort PID", show=False),
-        Binding("T", "sort('time')", "Sort time", show=False),
-        Binding("t", "toggle_tree", "Tree"),
+        Binding("enter", "open", "Open process", tooltip="Open the process screen of the selected process"),
+        Binding("P", "sort('cpu')", "Sort CPU%", tooltip="Sort by CPU %; again reverses"),
+        Binding("M", "sort('rss')", "Sort memory", tooltip="Sort by resident memory; again reverses"),
+        Binding("N", "sort('pid')", "Sort PID", show=False, tooltip="Sort by PID; again reverses"),
+        Binding("T", "sort('time')", "Sort time", show=False, tooltip="Sort by CPU time used; again reverses"),
+        Binding("t", "toggle_tree", "Tree", tooltip="Show processes under their parents, or as a list"),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {

@@ -56,5 +56,9 @@ def write_screenshot(directory: Path, svg: str, text: str) -> list[Path]:
     txt_path = stem.with_suffix(".txt")
     svg_path.write_text(svg, encoding="utf-8")
     txt_path.write_text(text, encoding="utf-8")
-    cairosvg.svg2png(bytestring=svg.encode("utf-8"), write_to=str(png_path))
+    # cairosvg takes only the first family of a list, and Fira Code (the SVG's
+    # web font) is rarely installed: name the generic family so fontconfig
+    # picks the box's monospace font and the columns stay aligned.
+    png_svg = svg.replace("font-family: Fira Code, monospace", "font-family: monospace")
+    cairosvg.svg2png(bytestring=png_svg.encode("utf-8"), write_to=str(png_path))
     return [svg_path, png_path, txt_path]

@@ -1,0 +1,91 @@
+"""Hand-made frames with known values, for deterministic UI tests and snapshots."""
+
+from __future__ import annotations
+
+from probes.frame import Frame
+from probes.processes import ProcessesSample, ProcSample
+from probes.system import CpuTimes, MemorySample, Pressure, SystemSample
+
+GIB = 1024**3
+MIB = 1024**2
+S = 1_000_000_000
+
+# (pid, ppid, user, state, name, cmdline, cgroup, cpu ns used in the second, rss MiB, threads, cpu s so far)
+PROCESSES = [
+    (1, 0, "root", "S", "systemd", "/sbin/init", "/init.scope", 0, 12, 1, 95.0),
+    (412, 1, "root", "S", "sshd", "sshd: /usr/sbin/sshd -D", "/system.slice/ssh.service", 10_000_000, 9, 1, 3.2),
+    (977, 1, "postgres", "S", "postgres", "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql", "/system.slice/postgresql.service", 50_000_000, 210, 6, 4120.5),
+    (978, 977, "postgres", "R", "postgres", "postgres: checkpointer", "/system.slice/postgresql.service", 730_000_000, 64, 1, 800.0),
+    (1200, 1, "www-data", "D", "nginx", "nginx: worker process", "/system.slice/docker-3f2a9c1b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170.scope", 120_000_000, 48, 4, 61.25),
+    (2001, 412, "alice", "S", "bash", "-bash", "/user.slice/user-1000.slice/session-2.scope", 0, 5, 1, 0.4),
+    (2002, 2001, "alice", "R", "python3", "python3 train.py --epochs 10", "/user.slice/user-1000.slice/session-2.scope", 990_000_000, 1536, 12, 3605.0),
+    (2, 0, "root", "S", "kthreadd", "", "/", 0, 0, 1, 0.0),
+]
+
+
+def cpu_times(user: int, system: int, idle: int, iowait: int = 0, irq: int = 0, steal: int = 0) -> CpuTimes:
+    return CpuTimes(user * S // 100, 0, system * S // 100, idle * S // 100, iowait * S // 100, irq * S // 100, 0, steal * S // 100)
+
+
+def system_sample(t: int) -> SystemSample:
+    """t = 0 or 1: the second sample adds one second of known CPU use."""
+    cpus = (
+        cpu_times(100 + 60 * t, 100 + 20 * t, 1000 + 15 * t, 5 * t),
+        cpu_times(100 + 10 * t, 100 + 5 * t, 1000 + 80 * t, 0, 5 * t),
+        cpu_times(100 + 90 * t, 100 + 10 * t, 1000, 0),
+        cpu_times(100, 100 + 2 * t, 1000 + 88 * t, 0, 0, 10 * t),
+    )
+    total = CpuTimes(*(sum(getattr(c, f) for c in cpus) for f in CpuTimes.__slots__))
+    return SystemSample(
+        hostname="db-7",
+        kernel="6.1.0-test-amd64",
+        uptime_s=3 * 86400 + 4 * 3600 + 5 * 60 + t,
+        load_avg=(2.35, 1.80, 1.20),
+        cpu_total=total,
+        cpus=cpus,
+        context_switches=1_000_000 + 12_345 * t,
+        interrupts=500_000 + 6_789 * t,
+        memory=MemorySample(
+            total_bytes=16 * GIB,
+            free_bytes=2 * GIB,
+            available_bytes=9 * GIB,
+            buffers_bytes=512 * MIB,
+            cached_bytes=6 * GIB,
+            swap_total_bytes=4 * GIB,
+            swap_free_bytes=3 * GIB,
+        ),
+        page_faults=900_000 + 4_200 * t,
+        major_page_faults=1_000 + 3 * t,
+        pressure={
+            "cpu": Pressure(12.5, 1000, None, None),
+            "memory": Pressure(0.5, 100, 0.25, 50),
+            "io": None,
+        },
+    )
+
+
+def processes_sample(t: int, processes: list[tuple] = PROCESSES) -> ProcessesSample:
+    procs = []
+    for pid, ppid, user, state, name, cmdline, cgroup, used_ns, rss_mib, threads, cpu_s in processes:
+        cpu_ns = int(cpu_s * S) + used_ns * t
+        procs.append(
+            ProcSample(
+                pid=pid, ppid=ppid, state=state, name=name, cmdline=cmdline, user=user, cgroup=cgroup,
+                cpu_user_ns=cpu_ns, cpu_system_ns=0, rss_bytes=rss_mib * MIB, num_threads=threads,
+                start_time_ns=pid * S,
+            )
+        )
+    return ProcessesSample(tuple(procs), unreadable=0)
+
+
+def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str, str]] | None = None) -> list[Frame]:
+    """Two frames one second apart."""
+    return [
+        Frame(
+            wall_ns=1_764_000_000 * S + t * S,
+            mono_ns=(1000 + t) * S,
+            samples={"cpu": system_sample(t), "procs": processes_sample(t, processes)},
+            unavailable=unavailable or {},
+        )
+        for t in (0, 1)
+    ]

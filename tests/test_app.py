@@ -1,0 +1,207 @@
+"""Pilot tests of the live screen, fed with fixed frames."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from probes.collector import FrameSequence
+from tui.app import OracApp
+from tui.header_bar import HeaderBar
+from tui.process_pane import ProcessPane
+from tui.process_screen import ProcessScreen, ProcessSummary
+from tui.process_table import ProcessTable
+from tui.screenshot import capture
+from tui.signal_screen import SignalScreen
+
+import synthetic
+from ui import make_app, screenshot_files, until_drawn
+
+SIZE = (160, 48)
+
+
+def pids(app: OracApp) -> list[int]:
+    return [p.pid for p, _ in app.query_one(ProcessTable).rows]
+
+
+async def test_default_sort_is_cpu_descending() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        assert pids(app)[:3] == [2002, 978, 1200]
+
+
+async def test_sort_keys_and_reverse() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("M")
+        assert pids(app)[0] == 2002  # 1.5 GiB
+        assert pids(app)[-1] == 2  # kernel thread, no RSS
+        await pilot.press("N")
+        assert pids(app) == sorted(pids(app))
+        await pilot.press("N")
+        assert pids(app) == sorted(pids(app), reverse=True)
+        await pilot.press("T")
+        assert pids(app)[0] == 977  # most CPU time so far
+        await pilot.press("P")
+        assert pids(app)[0] == 2002
+
+
+async def test_clicking_a_header_sorts_and_again_reverses() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one(ProcessTable)
+        await pilot.click(ProcessTable, offset=(2, 0))  # the PID header
+        assert table.sort_key == "pid" and pids(app) == sorted(pids(app))
+        await pilot.click(ProcessTable, offset=(2, 0))
+        assert pids(app) == sorted(pids(app), reverse=True)
+
+
+async def test_filter_is_incremental_and_escape_clears_it() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("slash", "p", "o", "s", "t")
+        assert set(pids(app)) == {977, 978}
+        assert "2 of 8" in str(app.query_one(ProcessPane).border_title)
+        await pilot.press("backspace", "backspace", "backspace", "backspace", "backspace", "a", "l", "i", "c", "e")
+        assert set(pids(app)) == {2001, 2002}  # matches the user too
+        await pilot.press("enter")
+        assert isinstance(app.focused, ProcessTable)
+        assert set(pids(app)) == {2001, 2002}  # Enter keeps the filter
+        await pilot.press("escape")
+        assert len(pids(app)) == len(synthetic.PROCESSES)
+
+
+async def test_tree_view_puts_children_under_parents() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("t")
+        rows = app.query_one(ProcessTable).rows
+        order = [p.pid for p, _ in rows]
+        prefix = {p.pid: pre for p, pre in rows}
+        assert order.index(412) < order.index(2001) < order.index(2002)
+        assert order.index(977) < order.index(978)
+        assert prefix[1] == "" and prefix[2] == ""
+        assert prefix[2002].endswith("└─ ") and len(prefix[2002]) > len(prefix[2001])
+
+
+async def test_cursor_follows_its_process_when_the_order_changes() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one(ProcessTable)
+        await pilot.press("down", "down")
+        chosen = table.selected.pid
+        await pilot.press("N")
+        assert table.selected.pid == chosen
+
+
+async def test_pause_stops_the_source_and_says_so() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("p")
+        assert app.source.paused
+        assert "PAUSED" in app.query_one(HeaderBar).flags
+        await pilot.press("p")
+        assert not app.source.paused and not app.query_one(HeaderBar).flags
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def frames_with(proc: subprocess.Popen[bytes]) -> list:
+    row = (proc.pid, 1, "root", "S", "orac-victim", "python3 orac-victim", "/", 999_000_000, 10, 1, 0.0)
+    return synthetic.frames([*synthetic.PROCESSES, row])
+
+
+async def test_signal_needs_confirmation_naming_the_process() -> None:
+    proc = sleeper()
+    try:
+        frame_list = frames_with(proc)
+        app = make_app(frame_list)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_drawn(pilot, app, frame_list)
+            assert app.query_one(ProcessTable).selected.pid == proc.pid  # busiest row first
+            await pilot.press("k")
+            assert isinstance(app.screen, SignalScreen)
+            assert f"{proc.pid} (orac-victim)" in app.screen.process_label
+            await pilot.press("escape")
+            assert proc.poll() is None  # cancelled: still running
+            await pilot.press("k")
+            await pilot.press("enter")  # the first choice, SIGTERM
+            await pilot.pause()
+            assert proc.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_screenshot_writes_svg_png_and_text(tmp_path) -> None:
+    app = make_app(screenshot_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("s")
+        deadline = time.monotonic() + 20
+        while len(list(tmp_path.iterdir())) < 3 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        await app.workers.wait_for_complete()
+    assert screenshot_files(tmp_path) == [".png", ".svg", ".txt"]
+    png = next(tmp_path.glob("*.png")).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    text = next(tmp_path.glob("*.txt")).read_text()
+    assert "python3 train.py --epochs 10" in text and "db-7" in text
+    assert "<svg" in next(tmp_path.glob("*.svg")).read_text()
+
+
+async def test_enter_opens_the_process_screen_and_escape_returns() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("enter")
+        assert isinstance(app.screen, ProcessScreen)
+        assert app.screen.pid == 2002
+        summary = app.screen.query_one(ProcessSummary)
+        # the history ring already holds the tick the table showed
+        assert summary.cpu_history == [99.0]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ProcessScreen)
+
+
+async def test_too_small_terminal_says_so() -> None:
+    app = make_app()
+    async with app.run_test(size=(70, 20)) as pilot:
+        await until_drawn(pilot, app)
+        assert app.has_class("-too-small")
+        assert app.query_one("#too-small").display
+        assert not app.query_one("#main").display
+
+
+async def test_unavailable_probe_shows_reason_and_remedy() -> None:
+    frame_list = synthetic.frames(unavailable={"procs": ("cannot read /proc", "mount -t proc proc /proc")})
+    frame_list = [
+        type(f)(f.wall_ns, f.mono_ns, {"cpu": f.samples["cpu"]}, f.unavailable) for f in frame_list
+    ]
+    app = OracApp(FrameSequence(frame_list))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app, frame_list)
+        pane = app.query_one(ProcessPane)
+        assert pane.unavailable == ("cannot read /proc", "mount -t proc proc /proc")
+        assert "cannot read /proc" in str(pane.border_subtitle)
+
+
+async def test_help_lists_every_binding() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("question_mark")
+        _, rendered = capture(app)
+        for word in ("Sort by CPU", "Filter", "under their parents", "Send a signal", "Screenshot", "Pause", "Command palette"):
+            assert word in rendered
