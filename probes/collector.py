@@ -61,6 +61,9 @@ def sample_frame(probes: Iterable[Probe[Any]], unavailable: dict[str, tuple[str,
 class Collector:
     """Samples probes every `interval_s` on its own thread."""
 
+    # The processes it shows are running now, so they can be asked for more.
+    live = True
+
     def __init__(self, probes: Sequence[Probe[Any]], interval_s: float = 1.0) -> None:
         self._probes = list(probes)
         self.interval_s = interval_s
@@ -107,6 +110,8 @@ class FrameSequence:
     Used by tests and screenshots for deterministic screens; it goes through
     the same derive step as live frames.
     """
+
+    live = False
 
     def __init__(self, frames: Sequence[Frame]) -> None:
         self._frames = list(frames)

@@ -203,5 +203,5 @@ async def test_help_lists_every_binding() -> None:
         await until_drawn(pilot, app)
         await pilot.press("question_mark")
         _, rendered = capture(app)
-        for word in ("Sort by CPU", "Filter", "under their parents", "Send a signal", "Screenshot", "Pause", "Command palette"):
+        for word in ("Sort by CPU", "Filter on", "under their parents", "Send a signal", "Save the screen", "Stop sampling", "Command palette"):
             assert word in rendered

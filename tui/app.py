@@ -33,6 +33,7 @@ MIN_HEIGHT = 24
 
 class FrameSource(Protocol):
     paused: bool
+    live: bool
 
     def start(self, on_frame: FrameCallback) -> None: ...
     def stop(self) -> None: ...
@@ -117,7 +118,11 @@ class OracApp(App[None]):
                 pane.show_unavailable(*frame.unavailable[pane.PROBE])
 
     def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
-        self.push_screen(ProcessScreen(message.pid, self.history.series(message.pid)))
+        self.push_screen(
+            ProcessScreen(
+                message.pid, self.history.series(message.pid), live=self.source.live, current=self.views.get("procs")
+            )
+        )
 
     # actions
 

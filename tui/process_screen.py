@@ -20,6 +20,12 @@ from .format import MISSING, cpu_time, human_bytes
 from .pane import Pane
 
 
+def find(view: ProcessesView | None, pid: int) -> ProcessView | None:
+    if view is None:
+        return None
+    return next((p for p in view.processes if p.pid == pid), None)
+
+
 class ProcessSummary(Pane):
     """The chosen process's row of the "procs" view, its details and history."""
 
@@ -31,18 +37,25 @@ class ProcessSummary(Pane):
     ProcessSummary .gone { color: $error; text-style: bold; }
     ProcessSummary Horizontal { height: 3; margin-top: 1; }
     ProcessSummary Horizontal > Label { width: 16; }
-    ProcessSummary Sparkline { width: 1fr; height: 2; }
+    ProcessSummary Sparkline { height: 2; }
     ProcessSummary #cpu-spark > .sparkline--max-color { color: $error; }
     ProcessSummary #cpu-spark > .sparkline--min-color { color: $success; }
     ProcessSummary #rss-spark > .sparkline--max-color { color: $accent; }
     ProcessSummary #rss-spark > .sparkline--min-color { color: $primary; }
     """
 
-    def __init__(self, pid: int, history: tuple[list[float], list[float]]) -> None:
+    def __init__(
+        self, pid: int, history: tuple[list[float], list[float]], live: bool, current: ProcessesView | None
+    ) -> None:
         super().__init__()
         self.pid = pid
+        # `history` already holds the current tick: it is drawn from `current`
+        # now, without counting it twice.
         self.cpu_history, self.rss_history = history
-        self.last: ProcessView | None = None
+        # Details beyond the frame (exe, cwd, fds) exist only for a process
+        # running now, not for one in fixed or recorded frames.
+        self.live = live
+        self.last: ProcessView | None = find(current, pid)
         self.details: ProcessDetails | None = None
         self.gone = False
 
@@ -57,18 +70,20 @@ class ProcessSummary(Pane):
 
     def on_mount(self) -> None:
         self.border_title = f"Process {self.pid}"
-        self._load_details()
+        if self.live:
+            self._load_details()
         self._draw()
 
     def show_view(self, view: ProcessesView) -> None:
-        found = next((p for p in view.processes if p.pid == self.pid), None)
+        found = find(view, self.pid)
         if found is None:
             self.gone = True
         else:
             self.last = found
             self.cpu_history = (self.cpu_history + [found.cpu_percent])[-60:]
             self.rss_history = (self.rss_history + [float(found.rss_bytes)])[-60:]
-            self._load_details()
+            if self.live:
+                self._load_details()
         self._draw()
 
     @work(thread=True, exclusive=True, exit_on_error=False)
@@ -112,8 +127,12 @@ class ProcessSummary(Pane):
             self.border_title = f"Process {p.pid} ({p.name})"
             self.query_one("#cpu-label", Label).update(f"CPU {p.cpu_percent:5.1f}%")
             self.query_one("#rss-label", Label).update(f"RSS {human_bytes(p.rss_bytes):>6}")
-        self.query_one("#cpu-spark", Sparkline).data = self.cpu_history
-        self.query_one("#rss-spark", Sparkline).data = self.rss_history
+        for spark_id, data in (("#cpu-spark", self.cpu_history), ("#rss-spark", self.rss_history)):
+            spark = self.query_one(spark_id, Sparkline)
+            spark.data = data
+            # One cell per sample, so a short history is drawn short rather
+            # than stretched into a flat band that looks like a minute of data.
+            spark.styles.width = max(1, len(data))
 
 
 class ProcessScreen(Screen[None]):
@@ -126,14 +145,22 @@ class ProcessScreen(Screen[None]):
     ProcessScreen #drilldown { height: 1fr; }
     """
 
-    def __init__(self, pid: int, history: tuple[list[float], list[float]]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        history: tuple[list[float], list[float]],
+        live: bool = True,
+        current: ProcessesView | None = None,
+    ) -> None:
         super().__init__()
         self.pid = pid
         self.history = history
+        self.live = live
+        self.current = current
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield ProcessSummary(self.pid, self.history)
+            yield ProcessSummary(self.pid, self.history, self.live, self.current)
             # Where the eBPF drill-down (syscalls, off-CPU, profile) will go.
             yield Vertical(id="drilldown")
         yield Footer()

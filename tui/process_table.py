@@ -37,6 +37,8 @@ class Column:
     right: bool = False
     # sizes and rates are most interesting largest first, names and ids smallest first
     descending: bool = False
+    # narrower tables drop this column so the command keeps room to be read
+    min_table_width: int = 0
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -47,7 +49,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("rss", "RSS", 6, lambda p: human_bytes(p.rss_bytes), attrgetter("rss_bytes"), True, True),
     Column("threads", "THR", 4, lambda p: str(p.num_threads), attrgetter("num_threads"), True, True),
     Column("time", "TIME+", 9, lambda p: cpu_time(p.cpu_time_s), attrgetter("cpu_time_s"), True, True),
-    Column("cgroup", "CGROUP", 18, attrgetter("cgroup"), attrgetter("cgroup")),
+    Column("cgroup", "CGROUP", 18, attrgetter("cgroup"), attrgetter("cgroup"), min_table_width=110),
     Column("command", "COMMAND", 0, attrgetter("command"), attrgetter("command")),
 )
 COLUMNS_BY_KEY = {c.key: c for c in COLUMNS}
@@ -130,7 +132,11 @@ class ProcessTable(ScrollView, can_focus=True):
     }
     ProcessTable > .process-table--header { background: $primary; color: $background; text-style: bold; }
     ProcessTable > .process-table--sorted { background: $accent; color: $background; text-style: bold; }
-    ProcessTable > .process-table--cursor { background: $boost; text-style: reverse; }
+    ProcessTable > .process-table--cursor {
+        background: $block-cursor-background;
+        color: $block-cursor-foreground;
+        text-style: $block-cursor-text-style;
+    }
     ProcessTable > .process-table--running { color: $success; text-style: bold; }
     ProcessTable > .process-table--blocked { color: $error; text-style: bold; }
     ProcessTable > .process-table--busy { color: $warning; }
@@ -268,8 +274,9 @@ class ProcessTable(ScrollView, can_focus=True):
     # drawing
 
     def _layout(self, width: int) -> list[tuple[Column, int]]:
-        fixed = sum(c.width + 1 for c in COLUMNS if c.width)
-        return [(c, c.width or max(8, width - fixed)) for c in COLUMNS]
+        shown = [c for c in COLUMNS if width >= c.min_table_width]
+        fixed = sum(c.width + 1 for c in shown if c.width)
+        return [(c, c.width or max(8, width - fixed)) for c in shown]
 
     def on_resize(self) -> None:
         self.virtual_size = Size(self.size.width, len(self.rows) + 1)

@@ -122,7 +122,9 @@ class CpuPane(Pane):
                 ("intr ", s["label"]), f"{human_rate(view.interrupts_per_s)}/s",
             )
         )
-        psi = Text.assemble(("PSI avg10 some/full ", s["label"]))
+        # avg10 of "some" and "full" stall, in percent; the longer label only
+        # where it fits, so the line never wraps.
+        psi = Text.assemble(("PSI some/full avg10 " if width >= 52 else "PSI ", s["label"]))
         for resource in ("cpu", "memory", "io"):
             pressure = view.pressure.get(resource)
             if pressure is None:
@@ -132,7 +134,7 @@ class CpuPane(Pane):
             psi.append(f" {resource[:3]} ", s["label"])
             psi.append(value)
         lines.append(psi)
-        return Text("\n").join(lines)
+        return Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
 
 
 class MemoryPane(Pane):
@@ -153,7 +155,8 @@ class MemoryPane(Pane):
     MemoryPane {
         height: auto;
         min-height: 5;
-        width: 46;
+        width: 40%;
+        max-width: 46;
         border: round $primary;
         border-title-color: $primary;
         padding: 0 1;
@@ -196,7 +199,7 @@ class MemoryPane(Pane):
         swap_pct = 100 * view.swap_used_bytes / swap_total if swap_total else 0.0
         swap_bar = bar(max(1, width - 5 - len(swap_value)), [(swap_pct, s["swap"])], s["empty"])
         self.border_title = f"Memory {100 * view.memory_used_bytes / total:.0f}%"
-        return Text("\n").join(
+        return Text("\n", no_wrap=True, overflow="ellipsis").join(
             [
                 Text.assemble(("Mem", s["label"]), "[", mem_bar, "]", mem_value),
                 Text.assemble(("Swp", s["label"]), "[", swap_bar, "]", swap_value),

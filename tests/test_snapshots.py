@@ -1,0 +1,60 @@
+"""SVG snapshots of orac's screens, fed from fixed frames so they never drift.
+
+Update after an intended change with `scripts/test --snapshot-update` and
+look at the report before committing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ui import make_app, until_drawn
+
+SIZE = (160, 48)
+
+
+def press_after_drawn(*keys: str):
+    async def run_before(pilot) -> None:
+        await until_drawn(pilot, pilot.app)
+        if keys:
+            await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
+
+
+@pytest.mark.parametrize("theme", ["orac-dark", "orac-light", "orac-high-contrast"])
+def test_main_screen(snap_compare, theme: str) -> None:
+    assert snap_compare(make_app(theme=theme), terminal_size=SIZE, run_before=press_after_drawn())
+
+
+def test_tree_view(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("t"))
+
+
+def test_filter(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("slash", "p", "o", "s"))
+
+
+def test_sorted_by_memory(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("M"))
+
+
+def test_process_screen(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("down", "enter"))
+
+
+def test_help(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("question_mark"))
+
+
+def test_signal_confirmation(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("k"))
+
+
+def test_too_small(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=(70, 20), run_before=press_after_drawn())
+
+
+def test_minimum_size(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=press_after_drawn())
