@@ -31,6 +31,8 @@ def check(probe: Probe[Any]) -> ProbeCheck:
         elapsed_ms = (time.perf_counter() - start) * 1000
     except ProbeUnavailable as exc:
         return ProbeCheck(probe.name, False, exc.reason, exc.remedy)
+    except Exception as exc:  # noqa: BLE001 - reported like the collector reports it
+        return ProbeCheck(probe.name, False, f"{probe.name} probe failed: {exc!r}", "please report this as a bug")
     finally:
         probe.stop()
     return ProbeCheck(probe.name, True, sample_ms=elapsed_ms)

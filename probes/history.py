@@ -6,6 +6,7 @@ per process: a minute at 3000 processes is about 2 MB, not tens.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections import deque
 from typing import Iterable
@@ -23,7 +24,7 @@ class ProcessHistory:
         rss = array("d")
         for p in processes:
             pids.append(p.pid)
-            cpu.append(p.cpu_percent)
+            cpu.append(math.nan if p.cpu_percent is None else p.cpu_percent)
             rss.append(p.rss_bytes)
         self._ticks.append((pids, cpu, rss))
 
@@ -35,6 +36,8 @@ class ProcessHistory:
             try:
                 i = pids.index(pid)
             except ValueError:
+                continue
+            if math.isnan(cpu[i]):
                 continue
             cpu_series.append(cpu[i])
             rss_series.append(rss[i])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .base import ProbeUnavailable
-from .procfs import NS_PER_TICK, PAGE_SIZE_BYTES, read_bytes
+from .procfs import NS_PER_TICK, PAGE_SIZE_BYTES, read_bytes, read_text
 
 PROC = "/proc"
 
@@ -45,6 +45,9 @@ class ProcessesSample:
     processes: tuple[ProcSample, ...]
     # pids listed in /proc whose files could not be read (gone or denied)
     unreadable: int
+    # time since boot when sampled, the clock of ProcSample.start_time_ns: it
+    # tells a process born since the last sample from one that was unreadable
+    sampled_since_boot_ns: int | None = None
 
 
 def parse_stat(data: bytes) -> tuple[str, str, int, int, int, int, int, int]:
@@ -163,7 +166,15 @@ class ProcessProbe:
                 continue
             current[pid] = (data, sample)
         self._last = current
-        return ProcessesSample(tuple(s for _, s in current.values()), unreadable)
+        return ProcessesSample(tuple(s for _, s in current.values()), unreadable, self._since_boot_ns())
+
+    def _since_boot_ns(self) -> int | None:
+        # /proc/uptime is the clock of the start times in /proc/PID/stat.
+        text = read_text(f"{self._proc}/uptime")
+        try:
+            return int(float(text.split()[0]) * 1e9) if text else None
+        except (ValueError, IndexError):
+            return None
 
     def _parse(self, pid: int, entry: str, data: bytes, previous: ProcSample | None) -> ProcSample | None:
         name, state, ppid, utime, stime, threads, start, rss = parse_stat(data)

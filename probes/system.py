@@ -31,6 +31,9 @@ class CpuTimes:
     irq_ns: int
     softirq_ns: int
     steal_ns: int
+    # N of the "cpuN" line; None for the all-CPU line. CPUs are matched by it
+    # across samples, since an offline CPU drops out of /proc/stat.
+    cpu_id: int | None = None
 
     @property
     def total_ns(self) -> int:
@@ -82,11 +85,11 @@ class SystemSample:
     pressure: dict[str, Pressure | None]
 
 
-def parse_cpu_line(fields: list[str]) -> CpuTimes:
+def parse_cpu_line(fields: list[str], cpu_id: int | None = None) -> CpuTimes:
     """Parse the numbers of one `cpu` line of /proc/stat (ticks) into ns."""
     values = [int(v) * NS_PER_TICK for v in fields[:8]]
     values += [0] * (8 - len(values))
-    return CpuTimes(*values)
+    return CpuTimes(*values, cpu_id=cpu_id)
 
 
 def parse_proc_stat(text: str) -> tuple[CpuTimes, tuple[CpuTimes, ...], int, int]:
@@ -102,7 +105,7 @@ def parse_proc_stat(text: str) -> tuple[CpuTimes, tuple[CpuTimes, ...], int, int
         if key == "cpu":
             total = parse_cpu_line(fields[1:])
         elif key.startswith("cpu"):
-            cpus.append(parse_cpu_line(fields[1:]))
+            cpus.append(parse_cpu_line(fields[1:], int(key[3:])))
         elif key == "ctxt":
             ctxt = int(fields[1])
         elif key == "intr":

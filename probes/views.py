@@ -24,6 +24,7 @@ class CpuUsage:
     iowait_percent: float
     steal_percent: float
     irq_percent: float
+    cpu_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,8 @@ class ProcessView:
     ppid: int
     user: str
     state: str
-    cpu_percent: float
+    # None: the process was not readable last tick, so no rate is known yet
+    cpu_percent: float | None
     rss_bytes: int
     num_threads: int
     cpu_time_s: float
@@ -74,7 +76,7 @@ def cpu_usage(prev: CpuTimes, curr: CpuTimes) -> CpuUsage:
     """Percentages of the interval between two cumulative CPU time readings."""
     total = curr.total_ns - prev.total_ns
     if total <= 0:
-        return CpuUsage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return CpuUsage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, curr.cpu_id)
     scale = 100.0 / total
 
     def pct(a: int, b: int) -> float:
@@ -88,7 +90,7 @@ def cpu_usage(prev: CpuTimes, curr: CpuTimes) -> CpuUsage:
     # iowait is idle time with I/O outstanding: the CPU was free to run
     # something else, so it is shown but not counted as busy (as top does).
     busy = min(100.0, user + system + steal + irq)
-    return CpuUsage(busy, user, system, iowait, steal, irq)
+    return CpuUsage(busy, user, system, iowait, steal, irq, curr.cpu_id)
 
 
 def _rate(prev: int | None, curr: int | None, dt_s: float) -> float | None:
@@ -99,7 +101,8 @@ def _rate(prev: int | None, curr: int | None, dt_s: float) -> float | None:
 
 def derive_system(prev: SystemSample, curr: SystemSample, dt_s: float) -> SystemView:
     mem = curr.memory
-    cpus = tuple(cpu_usage(p, c) for p, c in zip(prev.cpus, curr.cpus))
+    before = {c.cpu_id: c for c in prev.cpus}
+    cpus = tuple(cpu_usage(before[c.cpu_id], c) for c in curr.cpus if c.cpu_id in before)
     used = mem.total_bytes - mem.free_bytes - mem.buffers_bytes - mem.cached_bytes
     return SystemView(
         hostname=curr.hostname,
@@ -123,7 +126,7 @@ def derive_system(prev: SystemSample, curr: SystemSample, dt_s: float) -> System
     )
 
 
-def process_view(curr: ProcSample, cpu_percent: float) -> ProcessView:
+def process_view(curr: ProcSample, cpu_percent: float | None) -> ProcessView:
     return ProcessView(
         pid=curr.pid,
         ppid=curr.ppid,
@@ -145,11 +148,16 @@ def derive_processes(prev: ProcessesSample, curr: ProcessesSample, dt_s: float) 
     scale = 100.0 / (dt_s * 1e9)
     views = []
     threads = 0
+    born_after = prev.sampled_since_boot_ns
     for p in curr.processes:
         threads += p.num_threads
         old = before.get(p.pid)
+        cpu: float | None
         if old is p:
             cpu = 0.0
+        elif old is None and born_after is not None and p.start_time_ns < born_after:
+            # Running at the last sample but unreadable then: no rate yet.
+            cpu = None
         elif old is None or old.start_time_ns != p.start_time_ns:
             # Started within the interval: all its CPU time was spent in it.
             cpu = (p.cpu_user_ns + p.cpu_system_ns) * scale
@@ -158,6 +166,11 @@ def derive_processes(prev: ProcessesSample, curr: ProcessesSample, dt_s: float) 
             cpu = max(0, busy) * scale
         views.append(process_view(p, cpu))
     return ProcessesView(tuple(views), threads, curr.unreadable)
+
+
+def cpu_sort_key(view: ProcessView) -> float:
+    """Busiest first when sorted descending; unknown rates sort below idle."""
+    return -1.0 if view.cpu_percent is None else view.cpu_percent
 
 
 DERIVERS: dict[str, Callable[[Any, Any, float], Any]] = {

@@ -23,19 +23,23 @@ PROCESSES = [
 ]
 
 
-def cpu_times(user: int, system: int, idle: int, iowait: int = 0, irq: int = 0, steal: int = 0) -> CpuTimes:
-    return CpuTimes(user * S // 100, 0, system * S // 100, idle * S // 100, iowait * S // 100, irq * S // 100, 0, steal * S // 100)
+def cpu_times(cpu_id: int, user: int, system: int, idle: int, iowait: int = 0, irq: int = 0, steal: int = 0) -> CpuTimes:
+    return CpuTimes(
+        user * S // 100, 0, system * S // 100, idle * S // 100, iowait * S // 100, irq * S // 100, 0,
+        steal * S // 100, cpu_id,
+    )
 
 
 def system_sample(t: int) -> SystemSample:
     """t = 0 or 1: the second sample adds one second of known CPU use."""
     cpus = (
-        cpu_times(100 + 60 * t, 100 + 20 * t, 1000 + 15 * t, 5 * t),
-        cpu_times(100 + 10 * t, 100 + 5 * t, 1000 + 80 * t, 0, 5 * t),
-        cpu_times(100 + 90 * t, 100 + 10 * t, 1000, 0),
-        cpu_times(100, 100 + 2 * t, 1000 + 88 * t, 0, 0, 10 * t),
+        cpu_times(0, 100 + 60 * t, 100 + 20 * t, 1000 + 15 * t, 5 * t),
+        cpu_times(1, 100 + 10 * t, 100 + 5 * t, 1000 + 80 * t, 0, 5 * t),
+        cpu_times(2, 100 + 90 * t, 100 + 10 * t, 1000, 0),
+        cpu_times(3, 100, 100 + 2 * t, 1000 + 88 * t, 0, 0, 10 * t),
     )
-    total = CpuTimes(*(sum(getattr(c, f) for c in cpus) for f in CpuTimes.__slots__))
+    times = [f for f in CpuTimes.__slots__ if f.endswith("_ns")]
+    total = CpuTimes(*(sum(getattr(c, f) for c in cpus) for f in times))
     return SystemSample(
         hostname="db-7",
         kernel="6.1.0-test-amd64",

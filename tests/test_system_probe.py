@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import shutil
 from pathlib import Path
 
@@ -40,9 +42,10 @@ def test_parse_proc_stat_fixture() -> None:
     # nice, so they must be left out: cpu0 has guest=900 in the fixture.
     assert total == ticks(18000, 500, 7000, 165000, 3000, 300, 400, 100)
     assert cpus == (
-        ticks(10000, 500, 4000, 80000, 1000, 200, 300, 100),
-        ticks(8000, 0, 3000, 85000, 2000, 100, 100, 0),
+        replace(ticks(10000, 500, 4000, 80000, 1000, 200, 300, 100), cpu_id=0),
+        replace(ticks(8000, 0, 3000, 85000, 2000, 100, 100, 0), cpu_id=1),
     )
+    assert total.cpu_id is None
     assert total.total_ns == (18000 + 500 + 7000 + 165000 + 3000 + 300 + 400 + 100) * NS_PER_TICK
     # The first number of "intr" is the total; the per-IRQ columns are not.
     assert (ctxt, intr) == (1_000_000, 500_000)
@@ -53,8 +56,14 @@ def test_parse_proc_stat_old_kernel_short_cpu_lines() -> None:
     text = "cpu  4 3 2 1\ncpu0 4 3 2 1\nctxt 7\nintr 9 1 2\n"
     total, cpus, ctxt, intr = parse_proc_stat(text)
     assert total == ticks(4, 3, 2, 1, 0, 0, 0, 0)
-    assert cpus == (total,)
+    assert cpus == (replace(total, cpu_id=0),)
     assert (ctxt, intr) == (7, 9)
+
+
+def test_parse_proc_stat_keeps_cpu_numbers_when_one_is_offline() -> None:
+    text = "cpu  2 0 0 0\ncpu0 1 0 0 0\ncpu2 1 0 0 0\nctxt 1\nintr 1\n"
+    _, cpus, _, _ = parse_proc_stat(text)
+    assert [c.cpu_id for c in cpus] == [0, 2]
 
 
 def test_parse_proc_stat_without_cpu_line_is_an_error() -> None:
@@ -98,7 +107,7 @@ def test_parse_meminfo_without_memavailable_falls_back_to_memfree() -> None:
         ("pgpgin 1\npgfree 2\n", (None, None)),
         ("pgfault 10\n", (10, None)),
         # a longer name that starts with "pgfault" is a different counter
-        ("pgfault_other 99\npgmajfault_x 98\npgfault 5\npgmajfault 6\n", (5, 6)),
+        ("pgfault 5\npgmajfault 6\npgfault_other 99\npgmajfault_x 98\n", (5, 6)),
         ("", (None, None)),
     ],
 )

@@ -42,6 +42,16 @@ def interval(text: str) -> float:
     return value
 
 
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
+    return value
+
+
 def live_parser() -> Parser:
     parser = Parser(prog="orac", description="Live performance triage for Linux.")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
@@ -57,7 +67,7 @@ def snapshot_parser() -> Parser:
     parser = Parser(prog="orac snapshot", description="Print one sample's derived values and exit.")
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     parser.add_argument("--interval", type=interval, default=0.5, help="seconds between the two samples rates need")
-    parser.add_argument("--top", type=int, default=20, help="how many processes, busiest first (0: all)")
+    parser.add_argument("--top", type=count, default=20, help="how many processes, busiest first (0: all)")
     return parser
 
 
@@ -100,7 +110,7 @@ def live(options: argparse.Namespace) -> int:
 def snapshot(options: argparse.Namespace) -> int:
     from probes.collector import sample_frame, start_probes
     from probes.registry import all_probes
-    from probes.views import derive_frame
+    from probes.views import cpu_sort_key, derive_frame
 
     running, unavailable = start_probes(all_probes())
     try:
@@ -111,7 +121,7 @@ def snapshot(options: argparse.Namespace) -> int:
         for probe in running:
             probe.stop()
     views = derive_frame(first, second)
-    procs = sorted(views["procs"].processes, key=lambda p: p.cpu_percent, reverse=True) if "procs" in views else []
+    procs = sorted(views["procs"].processes, key=cpu_sort_key, reverse=True) if "procs" in views else []
     if options.top > 0:
         procs = procs[: options.top]
     data: dict[str, Any] = {
@@ -130,7 +140,7 @@ def snapshot(options: argparse.Namespace) -> int:
 
 
 def snapshot_text(data: dict[str, Any]) -> str:
-    from .format import cpu_time, human_bytes
+    from .format import cpu_time, human_bytes, percent
 
     lines = []
     s = data["system"]
@@ -143,7 +153,7 @@ def snapshot_text(data: dict[str, Any]) -> str:
     lines.append(f"{'PID':>7} {'USER':<9} S {'CPU%':>5} {'RSS':>6} {'TIME+':>9} COMMAND")
     for p in data["processes"]:
         lines.append(
-            f"{p['pid']:>7} {p['user'][:9]:<9} {p['state']} {p['cpu_percent']:>5.1f} "
+            f"{p['pid']:>7} {p['user'][:9]:<9} {p['state']} {percent(p['cpu_percent']):>5} "
             f"{human_bytes(p['rss_bytes']):>6} {cpu_time(p['cpu_time_s']):>9} {p['command'][:80]}"
         )
     return "\n".join(lines)

@@ -10,11 +10,15 @@ def human_bytes(n: float | None) -> str:
     if n is None:
         return MISSING
     value = float(n)
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(value) < 1024 or unit == "T":
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if abs(value) < 100 else f"{value:.0f}{unit}"
+    units = ("B", "K", "M", "G", "T")
+    for i, unit in enumerate(units):
+        if unit == "B":
+            text = f"{int(value)}B"
+        else:
+            text = f"{value:.1f}{unit}" if round(abs(value), 1) < 100 else f"{value:.0f}{unit}"
+        # Decide on the unit after rounding, so 1048575 is "1.0M", not "1024K".
+        if i == len(units) - 1 or round(abs(value), 1 if unit != "B" else 0) < 1024:
+            return text
         value /= 1024
     raise AssertionError("unreachable")
 
@@ -23,8 +27,10 @@ def human_rate(n: float | None) -> str:
     """12345.6 -> "12.3k" for per-second counts."""
     if n is None:
         return MISSING
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
+    # Each unit starts where the smaller one would round up to "1000", so
+    # 999.7 is "1.0k", not "1000", and 999999 is "1.0M", not "1000.0k".
+    for unit, scale, starts_at in (("G", 1e9, 999.95e6), ("M", 1e6, 999.95e3), ("k", 1e3, 999.5)):
+        if abs(n) >= starts_at:
             return f"{n / scale:.1f}{unit}"
     return f"{n:.0f}"
 
@@ -35,11 +41,12 @@ def percent(value: float | None, digits: int = 1) -> str:
 
 def cpu_time(seconds: float) -> str:
     """Cumulative CPU time as htop's TIME+: M:SS.cc, or HhMM past an hour."""
-    if seconds >= 3600:
-        hours, rest = divmod(int(seconds), 3600)
+    centis = round(seconds * 100)
+    if centis >= 360000:
+        hours, rest = divmod(centis // 100, 3600)
         return f"{hours}h{rest // 60:02d}"
-    minutes, secs = divmod(seconds, 60)
-    return f"{int(minutes)}:{secs:05.2f}"
+    minutes, centis = divmod(centis, 6000)
+    return f"{minutes}:{centis // 100:02d}.{centis % 100:02d}"
 
 
 def uptime(seconds: float) -> str:

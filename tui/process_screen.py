@@ -16,7 +16,7 @@ from textual.widgets import Footer, Label, Sparkline, Static
 from probes.process_details import ProcessDetails, ProcessGone, read_details
 from probes.views import ProcessesView, ProcessView
 
-from .format import MISSING, cpu_time, human_bytes
+from .format import MISSING, cpu_time, human_bytes, percent
 from .pane import Pane
 
 
@@ -80,7 +80,8 @@ class ProcessSummary(Pane):
             self.gone = True
         else:
             self.last = found
-            self.cpu_history = (self.cpu_history + [found.cpu_percent])[-60:]
+            if found.cpu_percent is not None:
+                self.cpu_history = (self.cpu_history + [found.cpu_percent])[-60:]
             self.rss_history = (self.rss_history + [float(found.rss_bytes)])[-60:]
             if self.live:
                 self._load_details()
@@ -125,7 +126,7 @@ class ProcessSummary(Pane):
         self.query_one("#details", Static).update(text)
         if p is not None:
             self.border_title = f"Process {p.pid} ({p.name})"
-            self.query_one("#cpu-label", Label).update(f"CPU {p.cpu_percent:5.1f}%")
+            self.query_one("#cpu-label", Label).update(f"CPU {percent(p.cpu_percent):>5}%")
             self.query_one("#rss-label", Label).update(f"RSS {human_bytes(p.rss_bytes):>6}")
         for spark_id, data in (("#cpu-spark", self.cpu_history), ("#rss-spark", self.rss_history)):
             spark = self.query_one(spark_id, Sparkline)

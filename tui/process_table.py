@@ -21,9 +21,9 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from probes.views import ProcessView
+from probes.views import ProcessView, cpu_sort_key
 
-from .format import cpu_time, human_bytes
+from .format import cpu_time, human_bytes, percent
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("pid", "PID", 7, lambda p: str(p.pid), attrgetter("pid"), right=True),
     Column("user", "USER", 9, attrgetter("user"), attrgetter("user")),
     Column("state", "S", 1, attrgetter("state"), attrgetter("state")),
-    Column("cpu", "CPU%", 6, lambda p: f"{p.cpu_percent:.1f}", attrgetter("cpu_percent"), True, True),
+    Column("cpu", "CPU%", 6, lambda p: percent(p.cpu_percent), cpu_sort_key, True, True),
     Column("rss", "RSS", 6, lambda p: human_bytes(p.rss_bytes), attrgetter("rss_bytes"), True, True),
     Column("threads", "THR", 4, lambda p: str(p.num_threads), attrgetter("num_threads"), True, True),
     Column("time", "TIME+", 9, lambda p: cpu_time(p.cpu_time_s), attrgetter("cpu_time_s"), True, True),
@@ -320,6 +320,6 @@ class ProcessTable(ScrollView, can_focus=True):
                 return self.get_component_rich_style("process-table--running")
             if view.state == "D":
                 return self.get_component_rich_style("process-table--blocked")
-        elif key == "cpu" and view.cpu_percent >= 50:
+        elif key == "cpu" and cpu_sort_key(view) >= 50:
             return self.get_component_rich_style("process-table--busy")
         return Style()

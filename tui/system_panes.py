@@ -54,6 +54,8 @@ class CpuPane(Pane):
         border: round $primary;
         border-title-color: $primary;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     CpuPane > .cpu-pane--user { color: $success; }
     CpuPane > .cpu-pane--system { color: $error; }
@@ -104,7 +106,7 @@ class CpuPane(Pane):
             columns //= 2
         rows = math.ceil(n / columns)
         col_width = (width - (columns - 1)) // columns
-        label_width = len(str(n - 1))
+        label_width = len(str(max((c.cpu_id or 0) for c in view.cpus))) if n else 1
         lines = []
         for r in range(rows):
             line = Text()
@@ -114,7 +116,8 @@ class CpuPane(Pane):
                     break
                 if c:
                     line.append(" ")
-                line.append_text(self._cpu_line(f"{i:>{label_width}}", view.cpus[i], col_width, s))
+                cpu = view.cpus[i]
+                line.append_text(self._cpu_line(f"{cpu.cpu_id:>{label_width}}", cpu, col_width, s))
             lines.append(line)
         lines.append(
             Text.assemble(
@@ -134,7 +137,7 @@ class CpuPane(Pane):
             psi.append(f" {resource[:3]} ", s["label"])
             psi.append(value)
         lines.append(psi)
-        return Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
+        return Text("\n").join(lines)
 
 
 class MemoryPane(Pane):
@@ -160,6 +163,8 @@ class MemoryPane(Pane):
         border: round $primary;
         border-title-color: $primary;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     MemoryPane > .memory-pane--used { color: $success; }
     MemoryPane > .memory-pane--buffers { color: $primary; }
@@ -199,7 +204,7 @@ class MemoryPane(Pane):
         swap_pct = 100 * view.swap_used_bytes / swap_total if swap_total else 0.0
         swap_bar = bar(max(1, width - 5 - len(swap_value)), [(swap_pct, s["swap"])], s["empty"])
         self.border_title = f"Memory {100 * view.memory_used_bytes / total:.0f}%"
-        return Text("\n", no_wrap=True, overflow="ellipsis").join(
+        return Text("\n").join(
             [
                 Text.assemble(("Mem", s["label"]), "[", mem_bar, "]", mem_value),
                 Text.assemble(("Swp", s["label"]), "[", swap_bar, "]", swap_value),
