@@ -129,7 +129,12 @@ class OracApp(App[None]):
     def action_pause(self) -> None:
         self.source.paused = not self.source.paused
         self.query_one(HeaderBar).set_flags(["PAUSED"] if self.source.paused else [])
-        self.notify("paused: press p to resume" if self.source.paused else "resumed")
+        if self.source.paused:
+            self.notify("paused: press p to resume")
+        else:
+            # Show the present at once rather than after the rest of the interval.
+            self.source.refresh()
+            self.notify("resumed")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.key_sections()))

@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-MIN_INTERVAL_S = 0.2
-MAX_INTERVAL_S = 60.0
-SUBCOMMANDS = ("snapshot", "doctor")
+from probes.collector import MAX_INTERVAL_S, MIN_INTERVAL_S
 
 
 class UsageError(Exception):

@@ -16,6 +16,13 @@ class Pane(Widget):
 
     PROBE: ClassVar[str]
 
+    DEFAULT_CSS = """
+    Pane {
+        border: round $primary;
+        border-title-color: $primary;
+    }
+    """
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.view: Any = None

@@ -6,6 +6,7 @@ import os
 import signal
 from typing import ClassVar
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input
@@ -31,8 +32,6 @@ class ProcessPane(Pane):
     DEFAULT_CSS = """
     ProcessPane {
         height: 1fr;
-        border: round $primary;
-        border-title-color: $primary;
     }
     ProcessPane > Input, ProcessPane > Input:focus {
         dock: bottom;
@@ -43,7 +42,6 @@ class ProcessPane(Pane):
         background: $panel;
     }
     ProcessPane.-filtering > Input { display: block; }
-    ProcessPane > .unavailable { padding: 1 2; color: $error; }
     """
 
     def compose(self) -> ComposeResult:
@@ -65,7 +63,7 @@ class ProcessPane(Pane):
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
         super().show_unavailable(reason, remedy)
-        self.border_subtitle = f"[$error]{reason}[/]"
+        self.border_subtitle = f"[$error]{escape(reason)}[/]" + (f": {escape(remedy)}" if remedy else "")
 
     def _update_title(self) -> None:
         view: ProcessesView | None = self.view

@@ -32,7 +32,7 @@ class ProcessSummary(Pane):
     PROBE: ClassVar[str] = "procs"
 
     DEFAULT_CSS = """
-    ProcessSummary { height: auto; border: round $primary; border-title-color: $primary; padding: 0 1; }
+    ProcessSummary { height: auto; padding: 0 1; }
     ProcessSummary #details { height: auto; }
     ProcessSummary .gone { color: $error; text-style: bold; }
     ProcessSummary Horizontal { height: 3; margin-top: 1; }

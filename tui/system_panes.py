@@ -51,8 +51,6 @@ class CpuPane(Pane):
     CpuPane {
         height: auto;
         min-height: 5;
-        border: round $primary;
-        border-title-color: $primary;
         padding: 0 1;
         text-wrap: nowrap;
         text-overflow: ellipsis;
@@ -160,8 +158,6 @@ class MemoryPane(Pane):
         min-height: 5;
         width: 40%;
         max-width: 46;
-        border: round $primary;
-        border-title-color: $primary;
         padding: 0 1;
         text-wrap: nowrap;
         text-overflow: ellipsis;
