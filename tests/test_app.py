@@ -205,3 +205,25 @@ async def test_help_lists_every_binding() -> None:
         _, rendered = capture(app)
         for word in ("Sort by CPU", "Filter on", "under their parents", "Send a signal", "Save the screen", "Stop sampling", "Command palette"):
             assert word in rendered
+
+
+async def test_a_probe_can_add_a_sortable_column_and_take_it_away() -> None:
+    from tui.process_table import Column
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one(ProcessTable)
+        rates = {412: 5000.0, 1: 10.0}
+        table.show_column(
+            Column("sys", "SYSC/s", 7, lambda p: str(rates.get(p.pid, "-")), lambda p: rates.get(p.pid, -1.0), True, True)
+        )
+        assert [c.key for c in table.columns][-2:] == ["sys", "command"]
+        table.action_sort("sys")
+        assert pids(app)[:2] == [412, 1]
+        _, text = capture(app)
+        assert "SYSC/s" in text
+        table.hide_column("sys")
+        assert table.sort_key == "cpu" and pids(app)[0] == 2002
+        await pilot.pause()
+        assert "SYSC/s" not in capture(app)[1]

@@ -52,7 +52,6 @@ COLUMNS: tuple[Column, ...] = (
     Column("cgroup", "CGROUP", 18, attrgetter("cgroup"), attrgetter("cgroup"), min_table_width=110),
     Column("command", "COMMAND", 0, attrgetter("command"), attrgetter("command")),
 )
-COLUMNS_BY_KEY = {c.key: c for c in COLUMNS}
 
 
 def fit(text: str, width: int, right: bool) -> str:
@@ -163,6 +162,7 @@ class ProcessTable(ScrollView, can_focus=True):
         self.tree_mode = False
         self.cursor = 0
         self.cursor_pid: int | None = None
+        self.columns: list[Column] = list(COLUMNS)
 
     # data
 
@@ -171,7 +171,7 @@ class ProcessTable(ScrollView, can_focus=True):
         self._rebuild()
 
     def _rebuild(self) -> None:
-        column = COLUMNS_BY_KEY[self.sort_key]
+        column = self.column(self.sort_key)
         needle = self.filter_text.lower()
         if self.tree_mode:
             rows = tree_order(self.processes, column.sort_key, self.sort_descending)
@@ -197,6 +197,29 @@ class ProcessTable(ScrollView, can_focus=True):
         self._scroll_cursor_into_view()
         self.refresh()
 
+    def column(self, key: str) -> Column:
+        return next(c for c in self.columns if c.key == key)
+
+    def show_column(self, column: Column) -> None:
+        """Add a column another probe provides (syscalls/s, GPU memory ...), before COMMAND.
+
+        Its text and sort key look the value up by pid, so the caller keeps
+        them current by updating the mapping they read.
+        """
+        if any(c.key == column.key for c in self.columns):
+            return
+        self.columns.insert(len(self.columns) - 1, column)
+        self.refresh()
+
+    def hide_column(self, key: str) -> None:
+        if key == "command" or not any(c.key == key for c in self.columns):
+            return
+        self.columns = [c for c in self.columns if c.key != key]
+        if self.sort_key == key:
+            self.sort_key, self.sort_descending = "cpu", True
+            self._rebuild()
+        self.refresh()
+
     @property
     def selected(self) -> ProcessView | None:
         return self.rows[self.cursor][0] if self.rows else None
@@ -213,7 +236,7 @@ class ProcessTable(ScrollView, can_focus=True):
             self.sort_descending = not self.sort_descending
         else:
             self.sort_key = key
-            self.sort_descending = COLUMNS_BY_KEY[key].descending
+            self.sort_descending = self.column(key).descending
         self._rebuild()
         self.post_message(self.Reordered())
 
@@ -274,7 +297,7 @@ class ProcessTable(ScrollView, can_focus=True):
     # drawing
 
     def _layout(self, width: int) -> list[tuple[Column, int]]:
-        shown = [c for c in COLUMNS if width >= c.min_table_width]
+        shown = [c for c in self.columns if width >= c.min_table_width]
         fixed = sum(c.width + 1 for c in shown if c.width)
         return [(c, c.width or max(8, width - fixed)) for c in shown]
 
