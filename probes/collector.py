@@ -21,6 +21,8 @@ MAX_INTERVAL_S = 60.0
 # The first view needs two samples; take the second one soon so the screen
 # fills in well before a long interval has passed.
 FIRST_INTERVAL_S = 0.25
+# Shown by a pane whose probe is still starting (an eBPF compile takes seconds).
+STARTING = "starting: compiling its eBPF program, a few seconds"
 
 
 def start_probes(probes: Iterable[Probe[Any]]) -> tuple[list[Probe[Any]], dict[str, tuple[str, str]]]:
@@ -70,6 +72,9 @@ class Collector:
         self.paused = False
         self._stop = threading.Event()
         self._wake = threading.Event()
+        # guards the running probes and their status between the collector
+        # and the thread that starts slow probes
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self, on_frame: FrameCallback) -> None:
@@ -87,21 +92,47 @@ class Collector:
         self._wake.set()
 
     def _run(self, on_frame: FrameCallback) -> None:
-        running, unavailable = start_probes(self._probes)
+        quick = [p for p in self._probes if not getattr(p, "slow_start", False)]
+        slow = [p for p in self._probes if getattr(p, "slow_start", False)]
+        running, unavailable = start_probes(quick)
+        for probe in slow:
+            unavailable[probe.name] = (STARTING, "")
+        if slow:
+            threading.Thread(
+                target=self._start_slow, args=(slow, running, unavailable), name="orac-probe-start", daemon=True
+            ).start()
         prev: Frame | None = None
         wait_s = FIRST_INTERVAL_S
         try:
             while not self._stop.is_set():
                 if not self.paused:
-                    frame = sample_frame(running, unavailable)
+                    with self._lock:
+                        frame = sample_frame(running, unavailable)
                     on_frame(frame, derive_frame(prev, frame))
                     wait_s = FIRST_INTERVAL_S if prev is None else self.interval_s
                     prev = frame
                 self._wake.wait(wait_s)
                 self._wake.clear()
         finally:
-            for probe in running:
-                probe.stop()
+            with self._lock:
+                for probe in running:
+                    probe.stop()
+                running.clear()
+
+    def _start_slow(
+        self, probes: list[Probe[Any]], running: list[Probe[Any]], unavailable: dict[str, tuple[str, str]]
+    ) -> None:
+        """Start probes that compile eBPF programs, while the others already tick."""
+        for probe in probes:
+            started, failed = start_probes([probe])
+            with self._lock:
+                if self._stop.is_set():
+                    for p in started:
+                        p.stop()
+                    return
+                running.extend(started)
+                unavailable.pop(probe.name, None)
+                unavailable.update(failed)
 
 
 class FrameSequence:
