@@ -6,8 +6,9 @@ from typing import Any
 
 from .base import Probe
 from .processes import ProcessProbe
+from .syscalls import SyscallProbe
 from .system import SystemProbe
 
 
 def all_probes() -> list[Probe[Any]]:
-    return [SystemProbe(), ProcessProbe()]
+    return [SystemProbe(), ProcessProbe(), SyscallProbe()]

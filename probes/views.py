@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 from .frame import Frame
 from .processes import ProcessesSample, ProcSample, short_cgroup
+from .syscalls import derive_syscalls
 from .system import CpuTimes, Pressure, SystemSample
 
 
@@ -176,6 +177,7 @@ def cpu_sort_key(view: ProcessView) -> float:
 DERIVERS: dict[str, Callable[[Any, Any, float], Any]] = {
     "cpu": derive_system,
     "procs": derive_processes,
+    "syscalls": derive_syscalls,
 }
 
 

@@ -88,8 +88,35 @@ def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str,
         Frame(
             wall_ns=1_764_000_000 * S + t * S,
             mono_ns=(1000 + t) * S,
-            samples={"cpu": system_sample(t), "procs": processes_sample(t, processes)},
+            samples={"cpu": system_sample(t), "procs": processes_sample(t, processes), "syscalls": syscalls_sample(t)},
             unavailable=unavailable or {},
         )
         for t in (0, 1)
     ]
+
+
+def syscalls_sample(t: int):
+    """The interval's counts: the same every tick (maps are cleared each read)."""
+    from probes.syscalls import HIST_SLOTS, ErrnoCounts, SyscallCounts, SyscallsSample
+
+    def hist(slot: int, calls: int) -> tuple[int, ...]:
+        return tuple(calls if i == slot else 0 for i in range(HIST_SLOTS))
+
+    rows = [
+        # pid, nr, name, calls, errors, total ns, log2 slot of most calls
+        (977, 0, "read", 42_000, 0, 42_000 * 3_000, 11),
+        (977, 232, "epoll_wait", 9_000, 0, 9_000 * 900_000, 19),
+        (978, 17, "pread64", 12_500, 0, 12_500 * 40_000, 15),
+        (978, 74, "fsync", 300, 0, 300 * 4_000_000, 21),
+        (1200, 232, "epoll_wait", 5_100, 0, 5_100 * 2_000_000, 20),
+        (1200, 45, "recvfrom", 8_000, 2_400, 8_000 * 1_500, 10),
+        (2002, 1, "write", 1_200, 0, 1_200 * 20_000, 14),
+    ]
+    return SyscallsSample(
+        syscalls=tuple(SyscallCounts(pid, nr, name, c, e, ns, hist(slot, c)) for pid, nr, name, c, e, ns, slot in rows),
+        errnos=(ErrnoCounts(1200, 45, "recvfrom", 11, "EAGAIN", 2_400),),
+        comms={977: "postgres", 978: "postgres", 1200: "nginx", 2002: "python3"},
+        lost={"stats_map_full": 0, "errno_map_full": 0, "comm_map_full": 0, "exit_without_enter": 0},
+        events=78_100,
+        target_pid=None,
+    )

@@ -216,14 +216,40 @@ async def test_a_probe_can_add_a_sortable_column_and_take_it_away() -> None:
         table = app.query_one(ProcessTable)
         rates = {412: 5000.0, 1: 10.0}
         table.show_column(
-            Column("sys", "SYSC/s", 7, lambda p: str(rates.get(p.pid, "-")), lambda p: rates.get(p.pid, -1.0), True, True)
+            Column("sys", "FAKE/s", 7, lambda p: str(rates.get(p.pid, "-")), lambda p: rates.get(p.pid, -1.0), True, True)
         )
         assert [c.key for c in table.columns][-2:] == ["sys", "command"]
         table.action_sort("sys")
         assert pids(app)[:2] == [412, 1]
         _, text = capture(app)
-        assert "SYSC/s" in text
+        assert "FAKE/s" in text
         table.hide_column("sys")
         assert table.sort_key == "cpu" and pids(app)[0] == 2002
         await pilot.pause()
-        assert "SYSC/s" not in capture(app)[1]
+        assert "FAKE/s" not in capture(app)[1]
+
+
+async def test_syscalls_column_and_pane_follow_the_syscalls_probe() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one(ProcessTable)
+        assert "syscalls" in [c.key for c in table.columns]
+        table.action_sort("syscalls")
+        assert pids(app)[:4] == [977, 1200, 978, 2002]  # 51k/s, 13.1k/s, 12.8k/s, 1.2k/s
+        _, text = capture(app)
+        assert "Syscalls 78.1k/s" in text and "EAGAIN" in text
+
+
+async def test_without_syscalls_the_pane_says_why_and_the_column_goes() -> None:
+    frame_list = synthetic.frames(unavailable={"syscalls": ("no root", "run `sudo orac`")})
+    frame_list = [
+        type(f)(f.wall_ns, f.mono_ns, {k: v for k, v in f.samples.items() if k != "syscalls"}, f.unavailable)
+        for f in frame_list
+    ]
+    app = OracApp(FrameSequence(frame_list))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app, frame_list)
+        assert "syscalls" not in [c.key for c in app.query_one(ProcessTable).columns]
+        _, text = capture(app)
+        assert "no root" in text and "sudo orac" in text

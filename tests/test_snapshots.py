@@ -58,3 +58,21 @@ def test_too_small(snap_compare) -> None:
 
 def test_minimum_size(snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=press_after_drawn())
+
+
+def test_syscalls_unavailable(snap_compare) -> None:
+    import synthetic
+    from probes.collector import FrameSequence
+    from tui.app import OracApp
+
+    remedy = "run `sudo orac` (or give it CAP_BPF and CAP_PERFMON)"
+    frame_list = [
+        type(f)(f.wall_ns, f.mono_ns, {k: v for k, v in f.samples.items() if k != "syscalls"},
+                {"syscalls": ("eBPF needs root or CAP_BPF and CAP_PERFMON", remedy)})
+        for f in synthetic.frames()
+    ]
+
+    async def run_before(pilot) -> None:
+        await until_drawn(pilot, pilot.app, frame_list)
+
+    assert snap_compare(OracApp(FrameSequence(frame_list)), terminal_size=SIZE, run_before=run_before)

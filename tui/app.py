@@ -15,6 +15,7 @@ from textual.widgets import Footer, Static
 from probes.collector import FrameCallback
 from probes.frame import Frame
 from probes.history import ProcessHistory
+from probes.syscalls import SyscallsView
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
 from .header_bar import HeaderBar
@@ -23,8 +24,10 @@ from .messages import FrameReady
 from .pane import Pane
 from .process_pane import ProcessPane
 from .process_screen import ProcessScreen
-from .process_table import ProcessTable
+from .format import human_rate
+from .process_table import Column, ProcessTable
 from .screenshot import capture, write_screenshot
+from .syscalls_pane import SyscallsPane
 from .system_panes import CpuPane, MemoryPane
 
 MIN_WIDTH = 80
@@ -63,6 +66,8 @@ class OracApp(App[None]):
         self.initial_theme = theme
         self.screenshot_dir = screenshot_dir
         self.history = ProcessHistory()
+        # pid -> syscalls/s, read by the process table's SYSC/s column
+        self.syscall_rates: dict[int, float] = {}
         self.views: dict[str, Any] = {}
         self.frame: Frame | None = None
 
@@ -73,6 +78,7 @@ class OracApp(App[None]):
                 yield CpuPane()
                 yield MemoryPane()
             yield ProcessPane()
+            yield SyscallsPane()
         yield Static(
             f"The terminal is too small for orac.\nIt needs at least {MIN_WIDTH}x{MIN_HEIGHT}; enlarge the window.",
             id="too-small",
@@ -107,8 +113,27 @@ class OracApp(App[None]):
         if "procs" in views:
             self.history.add(views["procs"].processes)
         self.query_one(HeaderBar).update_views(views.get("cpu"), views.get("procs"))
+        self._update_syscall_column(views.get("syscalls"))
         for screen in self.screen_stack:
             self._feed(screen, frame, views)
+
+    def _update_syscall_column(self, view: SyscallsView | None) -> None:
+        table = self.query_one(ProcessTable)
+        if view is None:
+            if self.frame is not None and "syscalls" not in self.frame.samples:
+                table.hide_column("syscalls")
+            return
+        self.syscall_rates.clear()
+        self.syscall_rates.update((p.pid, p.total.calls_per_s) for p in view.processes)
+        rates = self.syscall_rates
+        table.show_column(
+            Column(
+                "syscalls", "SYSC/s", 6,
+                lambda p: human_rate(rates.get(p.pid, 0.0)),
+                lambda p: rates.get(p.pid, 0.0),
+                right=True, descending=True,
+            )
+        )
 
     def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
         for pane in screen.query(Pane):
@@ -116,6 +141,9 @@ class OracApp(App[None]):
                 pane.show_view(views[pane.PROBE])
             elif pane.PROBE in frame.unavailable:
                 pane.show_unavailable(*frame.unavailable[pane.PROBE])
+            elif pane.PROBE not in frame.samples:
+                # A recording made without this probe, or fixed frames.
+                pane.show_unavailable(f"no {pane.PROBE} data in what is shown", "")
 
     def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
         self.push_screen(

@@ -56,3 +56,14 @@ def uptime(seconds: float) -> str:
     if days:
         return f"{days} day{'s' if days != 1 else ''}, {clock}"
     return clock
+
+
+def human_duration_ns(ns: float | None) -> str:
+    """850 -> "850ns", 12_300 -> "12.3us", 4_100_000 -> "4.1ms", as latency is read."""
+    if ns is None:
+        return MISSING
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= scale * 0.9995:
+            value = ns / scale
+            return f"{value:.0f}{unit}" if value >= 99.95 else f"{value:.1f}{unit}"
+    return f"{ns:.0f}ns"

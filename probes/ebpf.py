@@ -1,0 +1,397 @@
+"""The eBPF machinery every eBPF probe uses: checks, program text, loading, map draining.
+
+bcc is imported inside functions only, so importing `probes` works on a box
+without it; such a box gets a ProbeUnavailable that names the package to
+install.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import errno
+import glob
+import importlib.resources
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from .base import ProbeUnavailable
+from .procfs import read_text
+from .syscall_names import syscall_table
+
+if TYPE_CHECKING:
+    from bcc import BPF
+
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+TRACEFS_EVENTS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+
+BCC_INSTALL = "sudo apt-get install python3-bpfcc (Debian/Ubuntu) or python3-bcc (Fedora)"
+HEADERS_INSTALL = "sudo apt-get install linux-headers-$(uname -r)"
+
+# Where distributions put bcc's Python module for the system python3.
+SYSTEM_BCC_GLOBS = (
+    "/usr/lib/python3/dist-packages/bcc/__init__.py",
+    "/usr/lib/python3*/site-packages/bcc/__init__.py",
+    "/usr/lib64/python3*/site-packages/bcc/__init__.py",
+)
+
+# bcc names its in-memory compilation unit this way in clang's messages.
+BCC_MAIN_FILE = "/virtual/main.c"
+
+# Compiles, loads and attaches a program in a child process, only to see
+# whether that works and what clang and the verifier say when it does not:
+# bcc prints those straight to fd 2, which in orac is the terminal Textual
+# draws on. The child exits at once, detaching what it attached.
+CHECK_SCRIPT = "import sys\nfrom bcc import BPF\nBPF(text=sys.stdin.buffer.read(), cflags=sys.argv[1:])\n"
+CHECK_TIMEOUT_S = 120
+
+MEMBARRIER_CMD_GLOBAL = 1
+NO_MEMBARRIER_WAIT_S = 0.01
+ENOTSUPP = 524  # the kernel's own "not supported", not in Python's errno
+
+
+def effective_capabilities(status_text: str | None = None) -> int:
+    """The CapEff bit mask of this process, from /proc/self/status."""
+    if status_text is None:
+        status_text = read_text("/proc/self/status") or ""
+    for line in status_text.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def has_bpf_privileges(euid: int, cap_eff: int) -> bool:
+    """Root, CAP_SYS_ADMIN (kernels before 5.8 know nothing finer), or CAP_BPF with CAP_PERFMON."""
+    def has(cap: int) -> bool:
+        return bool(cap_eff >> cap & 1)
+
+    return euid == 0 or has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
+
+
+def parse_cpu_ranges(text: str) -> int:
+    """How many CPUs a list such as "0-3,8-11" names."""
+    count = 0
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            count += int(last or first) - int(first) + 1
+    return count
+
+
+def possible_cpus() -> int:
+    """CPUs the kernel could bring online: per-CPU maps hold one copy for each."""
+    text = read_text("/sys/devices/system/cpu/possible")
+    return parse_cpu_ranges(text) if text else os.cpu_count() or 1
+
+
+def kernel_headers_dir(release: str) -> str | None:
+    """Where bcc will find kernel headers for `release`, or None."""
+    candidates = [os.environ.get("BCC_KERNEL_SOURCE", ""), f"/lib/modules/{release}/build"]
+    for path in candidates:
+        if path and os.path.isdir(os.path.join(path, "include")):
+            return path
+    # bcc unpacks these itself (CONFIG_IKHEADERS, after `modprobe kheaders`).
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return "/sys/kernel/kheaders.tar.xz"
+    return None
+
+
+def headers_release(headers_dir: str) -> str | None:
+    """The kernel release the headers in `headers_dir` were made for, when they say."""
+    text = read_text(os.path.join(headers_dir, "include/generated/utsrelease.h")) or ""
+    _, _, rest = text.partition('UTS_RELEASE "')
+    return rest.partition('"')[0] or None
+
+
+def _check_bcc() -> None:
+    try:
+        from bcc import BPF  # noqa: F401 - the import is the check
+    except ImportError:
+        if any(glob.glob(pattern) for pattern in SYSTEM_BCC_GLOBS):
+            raise ProbeUnavailable(
+                f"bcc is installed for the system python3, but orac's Python ({sys.executable}) does not see it",
+                "create orac's virtualenv with `python3 -m venv --system-site-packages`",
+            ) from None
+        raise ProbeUnavailable("bcc's Python module is not installed", BCC_INSTALL) from None
+    except OSError as exc:
+        # The module is there but libbcc.so is not (or does not load).
+        raise ProbeUnavailable(f"bcc's library does not load: {exc}", BCC_INSTALL) from None
+
+
+def check_ebpf(*, tracefs: bool = True) -> None:
+    """Raise ProbeUnavailable unless bcc programs can be compiled and attached here.
+
+    Args:
+        tracefs: whether the probe attaches through tracefs (classic
+            tracepoints). Raw tracepoints and perf events are attached by
+            name and do not need it.
+    """
+    _check_bcc()
+    if not has_bpf_privileges(os.geteuid(), effective_capabilities()):
+        raise ProbeUnavailable("eBPF needs root, or CAP_BPF and CAP_PERFMON", "run `sudo orac`")
+    if tracefs and not any(os.path.isdir(d) for d in TRACEFS_EVENTS_DIRS):
+        raise ProbeUnavailable("tracefs is not mounted", "sudo mount -t tracefs nodev /sys/kernel/tracing")
+    release = os.uname().release
+    if kernel_headers_dir(release) is None:
+        raise ProbeUnavailable(
+            f"no kernel headers for the running kernel {release} (/lib/modules/{release}/build is missing)",
+            HEADERS_INSTALL,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BpfProgram:
+    """A program's source and the options it is compiled with."""
+
+    source_name: str
+    text: str
+    cflags: tuple[str, ...]
+
+    def listing(self) -> str:
+        """The program as it is compiled, options written as #defines (for `--print-bpf`)."""
+        lines = [f"// {self.source_name}, compiled with: {' '.join(self.cflags) or '(no options)'}"]
+        for flag in self.cflags:
+            if flag.startswith("-D"):
+                name, _, value = flag[2:].partition("=")
+                lines.append(f"#define {name} {value or 1}")
+        return "\n".join(lines) + "\n\n" + self.text
+
+
+def program_text(source_name: str) -> str:
+    """Read a `.bpf.c` file shipped in this package.
+
+    importlib.resources finds it wherever the package is installed; bcc's own
+    `src_file` looks relative to the working directory and argv[0].
+    """
+    return importlib.resources.files(__package__).joinpath(source_name).read_text(encoding="utf-8")
+
+
+def build_program(source_name: str, defines: Mapping[str, int | None]) -> BpfProgram:
+    """The program text and its -D options; a define whose value is None is left out."""
+    cflags = tuple(f"-D{name}={value}" for name, value in defines.items() if value is not None)
+    return BpfProgram(source_name, program_text(source_name), cflags)
+
+
+def first_error_line(stderr: str, source_name: str) -> str:
+    """The line of bcc's output that says what went wrong.
+
+    Clang's first error names the file and line; a verifier rejection ends
+    its log with the reason just before the "processed N insns" summary; an
+    attach failure is bcc's line before the Python traceback.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:
+        traceback_at = lines.index("Traceback (most recent call last):")
+        before, last = lines[:traceback_at], lines[-1]
+    else:
+        before, last = lines, (lines[-1] if lines else "no output")
+    for line in before:
+        if "error:" in line:
+            return line.replace(BCC_MAIN_FILE, source_name)
+    if before and before[0].startswith("bpf: Failed to load program"):
+        log = [line for line in before if not line.startswith("processed ")]
+        return f"{before[0]}: {log[-1]}" if len(log) > 1 else before[0]
+    return before[0] if before else last
+
+
+def _compile_remedy() -> str:
+    release = os.uname().release
+    headers = kernel_headers_dir(release)
+    made_for = headers_release(headers) if headers else None
+    if made_for and made_for != release:
+        return f"the kernel headers are for {made_for}, the kernel is {release}: {HEADERS_INSTALL}"
+    return "please report this as a bug, with the output of `orac doctor`"
+
+
+def load_program(source_name: str, cflags: list[str]) -> BPF:
+    """Compile, load and attach a program; slow (clang runs): collector thread only.
+
+    Raises:
+        ProbeUnavailable: with clang's or the verifier's first error line.
+    """
+    from bcc import BPF
+
+    text = program_text(source_name)
+    # Warnings would reach fd 2 as well; the check below has shown the errors.
+    flags = [*cflags, "-w"]
+    try:
+        check = subprocess.run(
+            [sys.executable, "-c", CHECK_SCRIPT, *flags],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProbeUnavailable(f"compiling {source_name} took over {CHECK_TIMEOUT_S} s", _compile_remedy()) from None
+    if check.returncode != 0:
+        raise ProbeUnavailable(
+            f"{source_name} does not load here: {first_error_line(check.stderr, source_name)}", _compile_remedy()
+        )
+    try:
+        return BPF(text=text.encode(), cflags=flags)
+    except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception for every failure
+        raise ProbeUnavailable(f"{source_name} does not load here: {exc}", _compile_remedy()) from None
+
+
+def unload_program(bpf: BPF) -> None:
+    """Detach and close everything `bpf` holds, so the kernel frees its programs and maps."""
+    bpf.cleanup()
+    # bcc registers cleanup at exit, which would keep every stopped program's
+    # Python object alive for the life of the process.
+    atexit.unregister(bpf.cleanup)
+
+
+def wait_for_programs() -> None:
+    """Return once every BPF program running at the call has finished.
+
+    Tracing programs run inside RCU read-side sections, and
+    membarrier(MEMBARRIER_CMD_GLOBAL) waits for an RCU grace period
+    (synchronize_rcu; milliseconds). Kernels with nohz_full CPUs refuse that
+    command; there a pause far longer than any program runs has to do.
+    """
+    nr = next((n for n, name in syscall_table().items() if name == "membarrier"), None)
+    if nr is not None:
+        # syscall(2) reads its arguments as longs.
+        args = (ctypes.c_long(nr), ctypes.c_long(MEMBARRIER_CMD_GLOBAL), ctypes.c_long(0), ctypes.c_long(0))
+        if _libc().syscall(*args) == 0:
+            return
+    time.sleep(NO_MEMBARRIER_WAIT_S)
+
+
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+class MapDrain:
+    """Takes entries out of one bcc hash map (plain or per-CPU), in batches where the kernel can.
+
+    Meant for maps whose keys carry a generation (see wait_for_programs):
+    once no program can touch the old generation's entries, reading them and
+    then deleting them loses nothing. Deleting entries a program may still be
+    updating would lose those updates.
+
+    Batches (BPF_MAP_LOOKUP_BATCH and BPF_MAP_DELETE_BATCH, Linux 5.6) take
+    one syscall per about 1 MiB of entries whatever the number of CPUs;
+    older kernels get a lookup and a delete per key. Buffers are allocated once.
+    """
+
+    BATCH_BYTES = 1 << 20
+
+    def __init__(self, table: Any, batch: bool = True) -> None:
+        """Wrap one table.
+
+        Args:
+            table: a bcc hash table.
+            batch: use the batch calls where the kernel has them; False takes
+                the older kernels' way on any kernel (for tests).
+        """
+        self._table = table
+        self.key_size = ctypes.sizeof(table.Key)
+        # For per-CPU maps bcc's Leaf is already the array of every possible CPU's copy.
+        self.value_size = ctypes.sizeof(table.Leaf)
+        self._batch = batch
+        self._allocate(max(16, min(table.max_entries, self.BATCH_BYTES // self.value_size)))
+
+    def _allocate(self, entries: int) -> None:
+        self._entries = entries
+        self._keys = ctypes.create_string_buffer(entries * self.key_size)
+        self._values = ctypes.create_string_buffer(entries * self.value_size)
+
+    def take(self, select: Callable[[bytes], bool]) -> tuple[bytes, bytes, int]:
+        """Delete and return the entries whose key `select` accepts.
+
+        Returns:
+            (keys, values, n): the n keys and n values back to back.
+        """
+        if self._batch:
+            entries = self._read_batch()
+            if entries is not None:
+                keys, values, n = self._select(*entries, select)
+                self._delete_batch(keys, n)
+                return keys, values, n
+        return self._take_each(select)
+
+    def _select(self, keys: bytes, values: bytes, n: int, select: Callable[[bytes], bool]) -> tuple[bytes, bytes, int]:
+        ks, vs = self.key_size, self.value_size
+        chosen = [i for i in range(n) if select(keys[i * ks : (i + 1) * ks])]
+        if len(chosen) == n:
+            return keys, values, n
+        return (
+            b"".join(keys[i * ks : (i + 1) * ks] for i in chosen),
+            b"".join(values[i * vs : (i + 1) * vs] for i in chosen),
+            len(chosen),
+        )
+
+    def _read_batch(self) -> tuple[bytes, bytes, int] | None:
+        """Every entry, or None where the kernel has no batch lookup."""
+        from bcc.libbcc import lib
+
+        keys, values = bytearray(), bytearray()
+        total = 0
+        token_in, token_out, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
+        first = True
+        while True:
+            count.value = self._entries
+            res = lib.bpf_lookup_batch(
+                self._table.map_fd,
+                None if first else ctypes.byref(token_in),
+                ctypes.byref(token_out),
+                self._keys,
+                self._values,
+                ctypes.byref(count),
+            )
+            err = ctypes.get_errno() if res < 0 else 0
+            n = count.value
+            keys += self._keys.raw[: n * self.key_size]
+            values += self._values.raw[: n * self.value_size]
+            total += n
+            if res == 0:
+                token_in.value = token_out.value
+                first = False
+            elif err == errno.ENOENT:
+                return bytes(keys), bytes(values), total
+            elif err == errno.ENOSPC and n == 0:
+                # One bucket holds more entries than the buffer: grow it and retry that bucket.
+                self._allocate(self._entries * 2)
+            elif first and err in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
+                self._batch = False
+                return None
+            else:
+                raise OSError(err, f"reading BPF map: {os.strerror(err)}")
+
+    def _delete_batch(self, keys: bytes, n: int) -> None:
+        from bcc.libbcc import lib
+
+        if n == 0:
+            return
+        count = ctypes.c_uint32(n)
+        if lib.bpf_delete_batch(self._table.map_fd, keys, ctypes.byref(count)) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"deleting from BPF map: {os.strerror(err)}")
+
+    def _take_each(self, select: Callable[[bytes], bool]) -> tuple[bytes, bytes, int]:
+        table = self._table
+        keys, values = bytearray(), bytearray()
+        total = 0
+        for key in list(table.keys()):
+            raw = bytes(key)
+            if not select(raw):
+                continue
+            # Per-CPU tables (no reducer) give every CPU's copy, as the batch does.
+            value = table[key]
+            del table[key]
+            keys += raw
+            values += bytes(value)
+            total += 1
+        return bytes(keys), bytes(values), total

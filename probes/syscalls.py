@@ -1,0 +1,423 @@
+"""The "syscalls" probe: per-process syscall counts, errors and latency, from eBPF.
+
+The kernel side (syscalls.bpf.c) aggregates per (process, syscall) in maps.
+Each `sample()` moves it on to a new generation of map entries and takes out
+the old one, so a sample holds the counts *for the interval* since the
+previous sample, and each syscall is in exactly one sample. Numbers are
+turned into names at sample time so recordings replay on any machine.
+`derive_syscalls` turns a sample into rates, percentiles and rankings.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from .base import ProbeUnavailable
+from .ebpf import (
+    BpfProgram,
+    MapDrain,
+    build_program,
+    check_ebpf,
+    load_program,
+    possible_cpus,
+    unload_program,
+    wait_for_programs,
+)
+from .procfs import read_text
+from .syscall_names import errno_name, syscall_name
+
+if TYPE_CHECKING:
+    from bcc import BPF
+
+SOURCE = "syscalls.bpf.c"
+HIST_SLOTS = 32
+# In the order of syscalls.bpf.c's enum lost_reason.
+LOST_REASONS = ("stats_map_full", "errno_map_full", "comm_map_full", "exit_without_enter")
+
+# Per-CPU stats values take STATS_ENTRIES x CPUs x 152 bytes of kernel memory;
+# the default entry count keeps that near this budget on big machines.
+STATS_MAP_BUDGET_BYTES = 32 << 20
+STATS_ENTRIES_RANGE = (1024, 8192)
+ERRNO_ENTRIES = 4096
+# 2^18 slots of 16 bytes (4 MiB): three threads hashed to one two-slot set,
+# all inside syscalls at once, are rare even with thousands of threads.
+START_SLOT_BITS = 18
+
+# What tracing adds to each syscall, in ns, measured by benchmarks/syscalls
+# on the development VM (2 vCPUs, kernel 6.18, retpolines). Used only for
+# the estimate of the probe's own cost shown to the user.
+TRACING_NS_PER_SYSCALL = 240
+
+# The structs of syscalls.bpf.c, native byte order. Every key ends with its
+# generation (u32).
+_STATS_KEY = struct.Struct("=III")  # tgid, nr, gen
+_STATS_HEAD = struct.Struct("=QQQ")  # calls, errors, total_ns
+_STATS_HIST = struct.Struct(f"={HIST_SLOTS}I")
+_STATS_VALUE_BYTES = _STATS_HEAD.size + _STATS_HIST.size
+_ERRNO_KEY = struct.Struct("=IIII")  # tgid, nr, errno, gen
+_COMM_KEY = struct.Struct("=II")  # tgid, gen
+_GENERATION = struct.Struct("=I")
+_COMM_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallCounts:
+    """One process's use of one syscall during the interval."""
+
+    pid: int  # the process (thread group) id
+    nr: int
+    name: str
+    calls: int
+    errors: int
+    latency_total_ns: int
+    # log2 buckets: slot i counts calls that took [2**i, 2**(i+1)) ns (slot 0
+    # also takes 0 and 1 ns); the last slot takes everything longer.
+    latency_hist: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrnoCounts:
+    """How often one process's syscall failed with one errno during the interval."""
+
+    pid: int
+    nr: int
+    syscall: str
+    errno: int
+    errno_name: str
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallsSample:
+    """Everything the probe saw since the previous sample."""
+
+    syscalls: tuple[SyscallCounts, ...]
+    errnos: tuple[ErrnoCounts, ...]
+    # pid -> process name (comm) as the kernel had it when the pid made a syscall
+    comms: dict[int, str]
+    # reason (LOST_REASONS) -> events in the interval; see syscalls.bpf.c
+    lost: dict[str, int]
+    # syscalls the probe handled in the interval, lost ones included
+    events: int
+    target_pid: int | None
+
+
+def default_stats_entries(cpus: int) -> int:
+    low, high = STATS_ENTRIES_RANGE
+    return max(low, min(high, STATS_MAP_BUDGET_BYTES // (cpus * _STATS_VALUE_BYTES)))
+
+
+def syscalls_program(target_pid: int | None = None, cpus: int | None = None) -> BpfProgram:
+    """The probe's BPF program and options; pure apart from reading the source file."""
+    stats_entries = default_stats_entries(cpus if cpus is not None else possible_cpus())
+    return build_program(
+        SOURCE,
+        {
+            "TARGET_TGID": target_pid,
+            "STATS_ENTRIES": stats_entries,
+            "ERRNO_ENTRIES": ERRNO_ENTRIES,
+            "START_SLOT_BITS": START_SLOT_BITS,
+            "HIST_SLOTS": HIST_SLOTS,
+        },
+    )
+
+
+def _signed32(nr: int) -> int:
+    # Syscall number -1 (syscall(-1), or a call a tracer or seccomp skipped)
+    # arrives as a u32.
+    return nr - (1 << 32) if nr >= 1 << 31 else nr
+
+
+def parse_stats(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, int, tuple[int, ...]]]:
+    """(pid, nr, calls, errors, total_ns, hist) per entry, summed over every CPU's copy."""
+    if n == 0:
+        return []
+    value_size = len(values) // n
+    cpus = value_size // _STATS_VALUE_BYTES
+    out = []
+    for i in range(n):
+        pid, nr, _ = _STATS_KEY.unpack_from(keys, i * _STATS_KEY.size)
+        calls = errors = total_ns = 0
+        hist = [0] * HIST_SLOTS
+        for cpu in range(cpus):
+            offset = i * value_size + cpu * _STATS_VALUE_BYTES
+            c, e, t = _STATS_HEAD.unpack_from(values, offset)
+            if not c:
+                # This CPU never ran the pair this tick: most copies, skipped cheaply.
+                continue
+            calls += c
+            errors += e
+            total_ns += t
+            for slot, count in enumerate(_STATS_HIST.unpack_from(values, offset + _STATS_HEAD.size)):
+                hist[slot] += count
+        if calls:
+            out.append((pid, _signed32(nr), calls, errors, total_ns, tuple(hist)))
+    return out
+
+
+def parse_errnos(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int]]:
+    """(pid, nr, errno, count) per entry, summed over CPUs."""
+    if n == 0:
+        return []
+    value_size = len(values) // n
+    out = []
+    for i in range(n):
+        pid, nr, err, _ = _ERRNO_KEY.unpack_from(keys, i * _ERRNO_KEY.size)
+        count = sum(struct.unpack_from(f"={value_size // 8}Q", values, i * value_size))
+        if count:
+            out.append((pid, _signed32(nr), err, count))
+    return out
+
+
+def parse_comms(keys: bytes, values: bytes, n: int) -> dict[int, str]:
+    comms = {}
+    for i in range(n):
+        pid, _ = _COMM_KEY.unpack_from(keys, i * _COMM_KEY.size)
+        raw = values[i * _COMM_BYTES : (i + 1) * _COMM_BYTES]
+        comms[pid] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return comms
+
+
+class SyscallProbe:
+    """Counts every syscall on the machine (or of one process) with eBPF.
+
+    Args:
+        target_pid: count only this process's syscalls. The others still
+            run the two tracepoint programs up to that check, about half of
+            what counting them would cost.
+    """
+
+    name: ClassVar[str] = "syscalls"
+    # compiling the program takes up to seconds: the collector starts it aside
+    slow_start: ClassVar[bool] = True
+
+    def __init__(self, target_pid: int | None = None) -> None:
+        self.target_pid = target_pid
+        self._bpf: BPF | None = None
+        self._lost_before = [0] * len(LOST_REASONS)
+        self._generation = 0
+
+    def program(self) -> BpfProgram:
+        """What `start` compiles (for `--print-bpf`)."""
+        return syscalls_program(self.target_pid)
+
+    def start(self) -> None:
+        check_ebpf(tracefs=False)  # raw tracepoints attach by name
+        program = self.program()
+        self._bpf = load_program(program.source_name, list(program.cflags))
+        self._stats = MapDrain(self._bpf[b"stats"])
+        self._errnos = MapDrain(self._bpf[b"errnos"])
+        self._comms = MapDrain(self._bpf[b"comms"])
+        self._lost_table = self._bpf[b"lost"]
+        self._generation_table = self._bpf[b"generation"]
+        self._generation = 0
+        self._lost_before = self._read_lost()
+
+    def stop(self) -> None:
+        if self._bpf is not None:
+            unload_program(self._bpf)
+            self._bpf = None
+
+    def _read_lost(self) -> list[int]:
+        table = self._lost_table
+        return [sum(table.getvalue(table.Key(i))) for i in range(len(LOST_REASONS))]
+
+    def sample(self) -> SyscallsSample:
+        if self._bpf is None:
+            raise ProbeUnavailable("the syscalls probe is not running", "start it first")
+        # New events go to the next generation; once programs still counting
+        # into this one are done, its entries are complete and nobody writes them.
+        self._generation = (self._generation + 1) & 0xFFFFFFFF
+        table = self._generation_table
+        table[table.Key(0)] = table.Leaf(self._generation)
+        wait_for_programs()
+        active = _GENERATION.pack(self._generation)
+
+        def done(key: bytes) -> bool:
+            # Every generation but the new one: leftovers of an older tick too.
+            return key[-_GENERATION.size :] != active
+
+        comms = parse_comms(*self._comms.take(done))
+        stats = parse_stats(*self._stats.take(done))
+        errnos = parse_errnos(*self._errnos.take(done))
+        lost_now = self._read_lost()
+        lost = {
+            reason: now - before for reason, now, before in zip(LOST_REASONS, lost_now, self._lost_before, strict=True)
+        }
+        self._lost_before = lost_now
+
+        syscalls = tuple(
+            SyscallCounts(pid, nr, syscall_name(nr), calls, errors, total_ns, hist)
+            for pid, nr, calls, errors, total_ns, hist in stats
+        )
+        for entry in syscalls:
+            if entry.pid not in comms:
+                comms[entry.pid] = _proc_comm(entry.pid)
+        return SyscallsSample(
+            syscalls=syscalls,
+            errnos=tuple(
+                ErrnoCounts(pid, nr, syscall_name(nr), err, errno_name(err), count) for pid, nr, err, count in errnos
+            ),
+            comms=comms,
+            lost=lost,
+            events=sum(s.calls for s in syscalls) + lost["stats_map_full"] + lost["exit_without_enter"],
+            target_pid=self.target_pid,
+        )
+
+
+def _proc_comm(pid: int) -> str:
+    # The kernel map had no room for the name; the process may have exited since.
+    return (read_text(f"/proc/{pid}/comm") or "").strip() or "?"
+
+
+# ---- derived view -----------------------------------------------------------
+
+
+def log2_percentile_ns(hist: Sequence[int], q: float) -> float | None:
+    """Estimate the q quantile (0 < q <= 1) of a log2 latency histogram, in ns.
+
+    The rank q x total falls in some bucket [2**i, 2**(i+1)); the estimate
+    interpolates linearly inside it, as if the bucket's calls were spread
+    evenly (Prometheus' histogram_quantile does the same). So it is never off
+    by more than the bucket's width, a factor of two. The last bucket has no
+    upper bound: a rank there gives its lower bound, an underestimate.
+    None for an empty histogram.
+    """
+    total = sum(hist)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    last = len(hist) - 1
+    for slot, count in enumerate(hist):
+        if count and seen + count >= rank:
+            low = 0 if slot == 0 else 1 << slot
+            if slot == last:
+                return float(low)
+            high = 1 << (slot + 1)
+            return low + (high - low) * (rank - seen) / count
+        seen += count
+    return float(1 << last)
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallRate:
+    """One syscall, of one process or of the whole system."""
+
+    name: str
+    calls_per_s: float
+    errors_per_s: float
+    top_errno: str | None  # the most frequent errno of the interval
+    mean_latency_ns: float | None  # exact: total time / calls
+    p50_latency_ns: float | None  # estimated from the log2 histogram
+    p99_latency_ns: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSyscalls:
+    pid: int
+    comm: str
+    total: SyscallRate  # all its syscalls together, named "all"
+    syscalls: tuple[SyscallRate, ...]  # busiest first
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallsView:
+    processes: tuple[ProcessSyscalls, ...]  # busiest first
+    top_syscalls: tuple[SyscallRate, ...]  # the whole system's, busiest first (like syscount)
+    calls_per_s: float
+    errors_per_s: float
+    events_per_s: float
+    lost: Mapping[str, int]  # events lost in the interval, by reason
+    # events/s x TRACING_NS_PER_SYSCALL: the estimated CPU the tracing takes,
+    # in percent of one CPU
+    overhead_cpu_percent: float
+    target_pid: int | None
+
+
+class _Totals:
+    """Sums of SyscallCounts (one syscall of many processes, or many syscalls of one)."""
+
+    __slots__ = ("calls", "errors", "latency_total_ns", "hist", "errnos")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.latency_total_ns = 0
+        self.hist = [0] * HIST_SLOTS
+        self.errnos: dict[str, int] = defaultdict(int)
+
+    def add(self, entry: SyscallCounts) -> None:
+        self.calls += entry.calls
+        self.errors += entry.errors
+        self.latency_total_ns += entry.latency_total_ns
+        for slot, count in enumerate(entry.latency_hist):
+            self.hist[slot] += count
+
+    def top_errno(self) -> str | None:
+        # Ties go to the alphabetically first name, so the choice is stable.
+        return min(self.errnos.items(), key=lambda item: (-item[1], item[0]))[0] if self.errnos else None
+
+    def rate(self, name: str, dt_s: float) -> SyscallRate:
+        timed = sum(self.hist)
+        return SyscallRate(
+            name=name,
+            calls_per_s=self.calls / dt_s,
+            errors_per_s=self.errors / dt_s,
+            top_errno=self.top_errno(),
+            mean_latency_ns=self.latency_total_ns / timed if timed else None,
+            p50_latency_ns=log2_percentile_ns(self.hist, 0.50),
+            p99_latency_ns=log2_percentile_ns(self.hist, 0.99),
+        )
+
+
+def _busiest(rates: Iterable[SyscallRate]) -> tuple[SyscallRate, ...]:
+    return tuple(sorted(rates, key=lambda r: (-r.calls_per_s, r.name)))
+
+
+def derive_syscalls(prev: SyscallsSample, curr: SyscallsSample, dt_s: float) -> SyscallsView:
+    """Rates and rankings of one interval.
+
+    The probe empties its maps every tick, so `curr` alone covers the
+    interval; `prev` is taken for the signature all derive functions share.
+    """
+    per_pair: dict[tuple[int, str], _Totals] = defaultdict(_Totals)
+    per_process: dict[int, _Totals] = defaultdict(_Totals)
+    per_syscall: dict[str, _Totals] = defaultdict(_Totals)
+    for entry in curr.syscalls:
+        per_pair[entry.pid, entry.name].add(entry)
+        per_process[entry.pid].add(entry)
+        per_syscall[entry.name].add(entry)
+    for err in curr.errnos:
+        per_pair[err.pid, err.syscall].errnos[err.errno_name] += err.errors
+        per_process[err.pid].errnos[err.errno_name] += err.errors
+        per_syscall[err.syscall].errnos[err.errno_name] += err.errors
+
+    pair_rates: dict[int, list[SyscallRate]] = defaultdict(list)
+    for (pid, name), totals in per_pair.items():
+        pair_rates[pid].append(totals.rate(name, dt_s))
+    processes = sorted(
+        (
+            ProcessSyscalls(pid, curr.comms.get(pid, "?"), totals.rate("all", dt_s), _busiest(pair_rates[pid]))
+            for pid, totals in per_process.items()
+        ),
+        key=lambda p: (-p.total.calls_per_s, p.pid),
+    )
+
+    calls = sum(t.calls for t in per_process.values())
+    errors = sum(t.errors for t in per_process.values())
+    events_per_s = curr.events / dt_s
+    return SyscallsView(
+        processes=tuple(processes),
+        top_syscalls=_busiest(totals.rate(name, dt_s) for name, totals in per_syscall.items()),
+        calls_per_s=calls / dt_s,
+        errors_per_s=errors / dt_s,
+        events_per_s=events_per_s,
+        lost=dict(curr.lost),
+        overhead_cpu_percent=events_per_s * TRACING_NS_PER_SYSCALL / 1e9 * 100,
+        target_pid=curr.target_pid,
+    )
