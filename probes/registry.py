@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Probe
+from .gpu import GpuProbe
 from .processes import ProcessProbe
 from .syscalls import SyscallProbe
 from .system import SystemProbe
 
 
 def all_probes() -> list[Probe[Any]]:
-    return [SystemProbe(), ProcessProbe(), SyscallProbe()]
+    return [SystemProbe(), ProcessProbe(), GpuProbe(), SyscallProbe()]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .frame import Frame
+from .gpu import derive_gpu
 from .processes import ProcessesSample, ProcSample, short_cgroup
 from .syscalls import derive_syscalls
 from .system import CpuTimes, Pressure, SystemSample
@@ -178,6 +179,7 @@ DERIVERS: dict[str, Callable[[Any, Any, float], Any]] = {
     "cpu": derive_system,
     "procs": derive_processes,
     "syscalls": derive_syscalls,
+    "gpu": derive_gpu,
 }
 
 

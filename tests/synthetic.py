@@ -82,6 +82,10 @@ def processes_sample(t: int, processes: list[tuple] = PROCESSES) -> ProcessesSam
     return ProcessesSample(tuple(procs), unreadable=0)
 
 
+# Most boxes: what the GPU pane shows without an NVIDIA driver.
+NO_GPU = {"gpu": ("no NVIDIA driver: libnvidia-ml.so not found", "install the NVIDIA driver")}
+
+
 def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str, str]] | None = None) -> list[Frame]:
     """Two frames one second apart."""
     return [
@@ -89,7 +93,7 @@ def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str,
             wall_ns=1_764_000_000 * S + t * S,
             mono_ns=(1000 + t) * S,
             samples={"cpu": system_sample(t), "procs": processes_sample(t, processes), "syscalls": syscalls_sample(t)},
-            unavailable=unavailable or {},
+            unavailable=NO_GPU if unavailable is None else unavailable,
         )
         for t in (0, 1)
     ]

@@ -15,7 +15,9 @@ from textual.widgets import Footer, Static
 from probes.collector import FrameCallback
 from probes.frame import Frame
 from probes.history import ProcessHistory
+from probes.gpu import GpuView
 from probes.syscalls import SyscallsView
+from probes.views import ProcessesView
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
 from .header_bar import HeaderBar
@@ -24,7 +26,8 @@ from .messages import FrameReady
 from .pane import Pane
 from .process_pane import ProcessPane
 from .process_screen import ProcessScreen
-from .format import human_rate
+from .format import human_bytes, human_rate
+from .gpu_pane import GpuPane
 from .process_table import Column, ProcessTable
 from .screenshot import capture, write_screenshot
 from .syscalls_pane import SyscallsPane
@@ -66,8 +69,9 @@ class OracApp(App[None]):
         self.initial_theme = theme
         self.screenshot_dir = screenshot_dir
         self.history = ProcessHistory()
-        # pid -> syscalls/s, read by the process table's SYSC/s column
+        # pid -> syscalls/s and GPU memory, read by process table columns
         self.syscall_rates: dict[int, float] = {}
+        self.gpu_memory: dict[int, int] = {}
         self.views: dict[str, Any] = {}
         self.frame: Frame | None = None
 
@@ -77,6 +81,7 @@ class OracApp(App[None]):
             with Horizontal(id="top"):
                 yield CpuPane()
                 yield MemoryPane()
+            yield GpuPane()
             yield ProcessPane()
             yield SyscallsPane()
         yield Static(
@@ -114,6 +119,7 @@ class OracApp(App[None]):
             self.history.add(views["procs"].processes)
         self.query_one(HeaderBar).update_views(views.get("cpu"), views.get("procs"))
         self._update_syscall_column(views.get("syscalls"))
+        self._update_gpu(views.get("gpu"), views.get("procs"))
         for screen in self.screen_stack:
             self._feed(screen, frame, views)
 
@@ -131,6 +137,25 @@ class OracApp(App[None]):
                 "syscalls", "SYSC/s", 6,
                 lambda p: human_rate(rates.get(p.pid, 0.0)),
                 lambda p: rates.get(p.pid, 0.0),
+                right=True, descending=True,
+            )
+        )
+
+    def _update_gpu(self, view: GpuView | None, processes: ProcessesView | None) -> None:
+        table = self.query_one(ProcessTable)
+        if view is None:
+            if self.frame is not None and "gpu" not in self.frame.samples:
+                table.hide_column("gpu_memory")
+            return
+        self.query_one(GpuPane).set_host_processes(processes)
+        self.gpu_memory.clear()
+        self.gpu_memory.update(view.memory_by_pid())
+        memory = self.gpu_memory
+        table.show_column(
+            Column(
+                "gpu_memory", "GPUMEM", 6,
+                lambda p: human_bytes(memory[p.pid]) if p.pid in memory else "",
+                lambda p: memory.get(p.pid, -1),
                 right=True, descending=True,
             )
         )

@@ -1,0 +1,508 @@
+"""A fake `pynvml` (nvidia-ml-py) for tests: by default two GPUs, one process each.
+
+It follows nvidia-ml-py's real function names and parameter names (a test
+compares them with the installed nvidia-ml-py), its return types (objects
+with the same attributes as c_nvmlMemory_t, c_nvmlUtilization_t, the
+process info objects and c_nvmlProcessUtilizationSample_t) and its error
+classes: NVMLError carries `.value`, and `NVMLError(code)` becomes the
+subclass for the code (NVMLError_NotSupported ...), built the way pynvml
+builds them.
+
+GPU 1 has no fan (nvmlDeviceGetFanSpeed raises NVMLError_NotSupported, as on
+a passively cooled data-centre GPU): the one unsupported field.
+
+Install it with `install(monkeypatch, FakeNvml())`: the probe's
+`import pynvml` then finds it in sys.modules.
+"""
+
+from __future__ import annotations
+
+import string
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+GIB = 1024**3
+MIB = 1024**2
+
+NVML_SUCCESS = 0
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_ALREADY_INITIALIZED = 5
+NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_INSUFFICIENT_SIZE = 7
+NVML_ERROR_INSUFFICIENT_POWER = 8
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_TIMEOUT = 10
+NVML_ERROR_IRQ_ISSUE = 11
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
+NVML_ERROR_CORRUPTED_INFOROM = 14
+NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_RESET_REQUIRED = 16
+NVML_ERROR_OPERATING_SYSTEM = 17
+NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+NVML_ERROR_IN_USE = 19
+NVML_ERROR_MEMORY = 20
+NVML_ERROR_NO_DATA = 21
+NVML_ERROR_UNKNOWN = 999
+
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_GRAPHICS = 0
+NVML_CLOCK_SM = 1
+NVML_CLOCK_MEM = 2
+NVML_PCIE_UTIL_TX_BYTES = 0
+NVML_PCIE_UTIL_RX_BYTES = 1
+NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
+NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+NVML_VOLATILE_ECC = 0
+NVML_AGGREGATE_ECC = 1
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
+
+# nvmlClocksEventReason bits
+nvmlClocksEventReasonGpuIdle = 0x0000000000000001
+nvmlClocksEventReasonApplicationsClocksSetting = 0x0000000000000002
+nvmlClocksEventReasonSwPowerCap = 0x0000000000000004
+nvmlClocksEventReasonHwSlowdown = 0x0000000000000008
+nvmlClocksEventReasonSyncBoost = 0x0000000000000010
+nvmlClocksEventReasonSwThermalSlowdown = 0x0000000000000020
+nvmlClocksEventReasonHwThermalSlowdown = 0x0000000000000040
+nvmlClocksEventReasonHwPowerBrakeSlowdown = 0x0000000000000080
+nvmlClocksEventReasonDisplayClockSetting = 0x0000000000000100
+
+# the GPU/compute instance id NVML gives a process when MIG is off
+INSTANCE_ID_INVALID = 0xFFFFFFFF
+
+
+class NVMLError(Exception):
+    """As pynvml's: `NVMLError(code)` is an instance of the code's subclass."""
+
+    _valClassMapping: dict[int, type[NVMLError]] = {}
+    value: int
+
+    def __new__(typ, value: int) -> NVMLError:  # noqa: N804 - pynvml's spelling
+        if typ == NVMLError:
+            typ = NVMLError._valClassMapping.get(value, typ)
+        obj = Exception.__new__(typ)
+        obj.value = value
+        return obj
+
+    def __str__(self) -> str:
+        return _ERROR_TEXT.get(self.value, f"NVML Error with code {self.value}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NVMLError) and self.value == other.value
+
+
+class NVMLLibraryMismatchError(Exception):
+    pass
+
+
+_ERROR_TEXT = {
+    NVML_ERROR_UNINITIALIZED: "Uninitialized",
+    NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
+    NVML_ERROR_NOT_SUPPORTED: "Not Supported",
+    NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
+    NVML_ERROR_NOT_FOUND: "Not Found",
+    NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
+    NVML_ERROR_TIMEOUT: "Timeout",
+    NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
+    NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found",
+    NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+    NVML_ERROR_LIB_RM_VERSION_MISMATCH: "RM has detected an NVML/RM version mismatch.",
+    NVML_ERROR_UNKNOWN: "Unknown Error",
+}
+
+
+def _error_classes() -> dict[str, type[NVMLError]]:
+    """NVML_ERROR_NOT_SUPPORTED -> NVMLError_NotSupported ..., named as pynvml names them."""
+    classes = {}
+    for name, value in list(globals().items()):
+        if not name.startswith("NVML_ERROR_"):
+            continue
+        class_name = "NVMLError_" + string.capwords(name.replace("NVML_ERROR_", ""), "_").replace("_", "")
+
+        def new(typ: type[NVMLError], *args: Any, _value: int = value) -> NVMLError:
+            return NVMLError.__new__(typ, _value)
+
+        cls = type(class_name, (NVMLError,), {"__new__": new, "__module__": "pynvml"})
+        NVMLError._valClassMapping[value] = cls
+        classes[class_name] = cls
+    return classes
+
+
+ERROR_CLASSES = _error_classes()
+NVMLError_NotSupported = ERROR_CLASSES["NVMLError_NotSupported"]
+
+
+# return types, named after pynvml's
+
+
+class c_nvmlDevice_t:  # noqa: N801
+    """A device handle: a GPU, or one MIG device on it."""
+
+    def __init__(self, gpu: int, mig_slot: int | None = None) -> None:
+        self.gpu = gpu
+        self.mig_slot = mig_slot
+
+    def __repr__(self) -> str:
+        return f"<c_nvmlDevice_t gpu={self.gpu} mig={self.mig_slot}>"
+
+
+@dataclass
+class c_nvmlMemory_t:  # noqa: N801
+    total: int
+    free: int
+    used: int
+
+
+@dataclass
+class c_nvmlUtilization_t:  # noqa: N801
+    gpu: int
+    memory: int
+
+
+class nvmlFriendlyObject:  # noqa: N801
+    """What nvmlDeviceGet*RunningProcesses return: the struct's fields as attributes."""
+
+    def __init__(self, dictionary: dict[str, Any]) -> None:
+        for key, value in dictionary.items():
+            setattr(self, key, value)
+
+
+@dataclass
+class c_nvmlProcessUtilizationSample_t:  # noqa: N801
+    pid: int
+    timeStamp: int  # noqa: N815 - pynvml's field names
+    smUtil: int  # noqa: N815
+    memUtil: int  # noqa: N815
+    encUtil: int = 0  # noqa: N815
+    decUtil: int = 0  # noqa: N815
+
+
+# what the fake GPUs hold
+
+
+@dataclass
+class FakeProcess:
+    pid: int
+    # None: NVML_VALUE_NOT_AVAILABLE, which nvidia-ml-py hands over as None
+    used_memory_bytes: int | None
+
+
+@dataclass
+class FakeMig:
+    gpu_instance_id: int
+    compute_instance_id: int
+    memory_total_bytes: int
+    memory_used_bytes: int
+    compute_processes: list[FakeProcess] = field(default_factory=list)
+
+
+@dataclass
+class FakeGpu:
+    name: str
+    uuid: str
+    memory_total_bytes: int
+    memory_used_bytes: int
+    util_gpu: int
+    util_memory: int
+    temperature_c: int
+    power_mw: int
+    power_limit_mw: int
+    sm_clock_mhz: int
+    memory_clock_mhz: int
+    fan_percent: int
+    pcie_rx_kb: int
+    pcie_tx_kb: int
+    ecc_corrected: int
+    ecc_uncorrected: int
+    clocks_event_reasons: int
+    compute_processes: list[FakeProcess] = field(default_factory=list)
+    graphics_processes: list[FakeProcess] = field(default_factory=list)
+    # (pid, timestamp µs, SM %): NVML's per-process utilization buffer
+    process_samples: list[tuple[int, int, int]] = field(default_factory=list)
+    mig_enabled: bool = False
+    # slot -> instance; MIG devices sit in slots of nvmlDeviceGetMaxMigDeviceCount
+    mig_slots: dict[int, FakeMig] = field(default_factory=dict)
+    mig_max_count: int = 7
+    # pynvml function names that raise NVMLError_NotSupported on this GPU
+    unsupported: set[str] = field(default_factory=set)
+
+
+SAMPLE_T0_US = 1_764_000_000_000_000
+
+
+def default_gpus() -> list[FakeGpu]:
+    return [
+        FakeGpu(
+            name="NVIDIA RTX A6000",
+            uuid="GPU-5b1d8f2a-7c3e-4a9b-8e6d-0f1a2b3c4d5e",
+            memory_total_bytes=48 * GIB,
+            memory_used_bytes=10 * GIB + 512 * MIB,
+            util_gpu=72,
+            util_memory=38,
+            temperature_c=71,
+            power_mw=182_345,
+            power_limit_mw=300_000,
+            sm_clock_mhz=1695,
+            memory_clock_mhz=8001,
+            fan_percent=45,
+            pcie_rx_kb=1_250_000,
+            pcie_tx_kb=30_500,
+            ecc_corrected=0,
+            ecc_uncorrected=0,
+            clocks_event_reasons=nvmlClocksEventReasonSwPowerCap | nvmlClocksEventReasonSwThermalSlowdown,
+            compute_processes=[FakeProcess(2002, 10 * GIB)],
+            process_samples=[(2002, SAMPLE_T0_US + 100_000, 70), (2002, SAMPLE_T0_US + 300_000, 74)],
+        ),
+        FakeGpu(
+            name="NVIDIA H100 80GB HBM3",
+            uuid="GPU-9e8d7c6b-5a49-4382-a1b0-c9d8e7f6a5b4",
+            memory_total_bytes=80 * GIB,
+            memory_used_bytes=30 * GIB,
+            util_gpu=95,
+            util_memory=61,
+            temperature_c=58,
+            power_mw=512_000,
+            power_limit_mw=700_000,
+            sm_clock_mhz=1980,
+            memory_clock_mhz=2619,
+            fan_percent=0,
+            pcie_rx_kb=2_048,
+            pcie_tx_kb=512,
+            ecc_corrected=3,
+            ecc_uncorrected=0,
+            clocks_event_reasons=0,
+            compute_processes=[FakeProcess(4242, 29 * GIB)],
+            process_samples=[(4242, SAMPLE_T0_US + 200_000, 95)],
+            unsupported={"nvmlDeviceGetFanSpeed"},
+        ),
+    ]
+
+
+class FakeNvml(ModuleType):
+    """The fake module. Its state is per instance, so tests cannot leak into each other."""
+
+    def __init__(self, gpus: list[FakeGpu] | None = None, init_error: int | None = None) -> None:
+        super().__init__("pynvml")
+        for name, value in globals().items():
+            if name.startswith(("NVML_", "nvmlClocksEventReason")):
+                setattr(self, name, value)
+        for name, cls in ERROR_CLASSES.items():
+            setattr(self, name, cls)
+        self.NVMLError = NVMLError
+        self.NVMLLibraryMismatchError = NVMLLibraryMismatchError
+        # Functions live in a module's namespace, where dir() and setattr see them.
+        for name in dir(FakeNvml):
+            if name.startswith("nvml"):
+                setattr(self, name, getattr(self, name))
+        self.gpus = default_gpus() if gpus is None else gpus
+        # NVML error code nvmlInit raises, e.g. NVML_ERROR_LIBRARY_NOT_FOUND
+        self.init_error = init_error
+        self.init_count = 0
+        self.shutdown_count = 0
+        # (gpu index, lastSeenTimeStamp) of each nvmlDeviceGetProcessUtilization call
+        self.process_utilization_calls: list[tuple[int, int]] = []
+
+    # helpers
+
+    def _check(self, handle: c_nvmlDevice_t, function: str) -> FakeGpu:
+        if self.init_count <= self.shutdown_count:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        if not isinstance(handle, c_nvmlDevice_t) or handle.gpu >= len(self.gpus):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        gpu = self.gpus[handle.gpu]
+        if function in gpu.unsupported:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return gpu
+
+    def _mig(self, handle: c_nvmlDevice_t, function: str) -> FakeMig:
+        gpu = self._check(handle, function)
+        if handle.mig_slot is None:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.mig_slots[handle.mig_slot]
+
+    @staticmethod
+    def _process_infos(processes: list[FakeProcess], gpu_instance: int, compute_instance: int) -> list[Any]:
+        return [
+            nvmlFriendlyObject(
+                {
+                    "pid": p.pid,
+                    "usedGpuMemory": p.used_memory_bytes,
+                    "gpuInstanceId": gpu_instance,
+                    "computeInstanceId": compute_instance,
+                }
+            )
+            for p in processes
+        ]
+
+    # system
+
+    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+        if self.init_error is not None:
+            raise NVMLError(self.init_error)
+        self.init_count += 1
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        if self.init_count <= self.shutdown_count:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        self.shutdown_count += 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+        return "550.54.15"
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        if self.init_count <= self.shutdown_count:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> c_nvmlDevice_t:  # noqa: N802
+        handle = c_nvmlDevice_t(index)
+        self._check(handle, "nvmlDeviceGetHandleByIndex")
+        return handle
+
+    # device
+
+    def nvmlDeviceGetName(self, handle: c_nvmlDevice_t) -> str:  # noqa: N802
+        return self._check(handle, "nvmlDeviceGetName").name
+
+    def nvmlDeviceGetUUID(self, handle: c_nvmlDevice_t) -> str:  # noqa: N802
+        return self._check(handle, "nvmlDeviceGetUUID").uuid
+
+    def nvmlDeviceGetUtilizationRates(self, handle: c_nvmlDevice_t) -> c_nvmlUtilization_t:  # noqa: N802
+        gpu = self._check(handle, "nvmlDeviceGetUtilizationRates")
+        # Neither a MIG device nor a GPU in MIG mode reports utilization.
+        if handle.mig_slot is not None or gpu.mig_enabled:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return c_nvmlUtilization_t(gpu.util_gpu, gpu.util_memory)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: c_nvmlDevice_t, version: int | None = None) -> c_nvmlMemory_t:  # noqa: N802
+        gpu = self._check(handle, "nvmlDeviceGetMemoryInfo")
+        if handle.mig_slot is not None:
+            mig = gpu.mig_slots[handle.mig_slot]
+            total, used = mig.memory_total_bytes, mig.memory_used_bytes
+        else:
+            total, used = gpu.memory_total_bytes, gpu.memory_used_bytes
+        return c_nvmlMemory_t(total=total, free=total - used, used=used)
+
+    def nvmlDeviceGetTemperature(self, handle: c_nvmlDevice_t, sensor: int) -> int:  # noqa: N802
+        gpu = self._check(handle, "nvmlDeviceGetTemperature")
+        if sensor != NVML_TEMPERATURE_GPU:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.temperature_c
+
+    def nvmlDeviceGetPowerUsage(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+        return self._check(handle, "nvmlDeviceGetPowerUsage").power_mw
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+        return self._check(handle, "nvmlDeviceGetEnforcedPowerLimit").power_limit_mw
+
+    def nvmlDeviceGetClockInfo(self, handle: c_nvmlDevice_t, type: int) -> int:  # noqa: N802, A002 - pynvml's names
+        gpu = self._check(handle, "nvmlDeviceGetClockInfo")
+        clocks = {NVML_CLOCK_SM: gpu.sm_clock_mhz, NVML_CLOCK_GRAPHICS: gpu.sm_clock_mhz, NVML_CLOCK_MEM: gpu.memory_clock_mhz}
+        if type not in clocks:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return clocks[type]
+
+    def nvmlDeviceGetFanSpeed(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+        return self._check(handle, "nvmlDeviceGetFanSpeed").fan_percent
+
+    def nvmlDeviceGetPcieThroughput(self, device: c_nvmlDevice_t, counter: int) -> int:  # noqa: N802
+        gpu = self._check(device, "nvmlDeviceGetPcieThroughput")
+        if counter == NVML_PCIE_UTIL_RX_BYTES:
+            return gpu.pcie_rx_kb
+        if counter == NVML_PCIE_UTIL_TX_BYTES:
+            return gpu.pcie_tx_kb
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: c_nvmlDevice_t, errorType: int, counterType: int) -> int:  # noqa: N802, N803
+        gpu = self._check(handle, "nvmlDeviceGetTotalEccErrors")
+        if counterType != NVML_VOLATILE_ECC:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.ecc_corrected if errorType == NVML_MEMORY_ERROR_TYPE_CORRECTED else gpu.ecc_uncorrected
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+        return self._check(handle, "nvmlDeviceGetCurrentClocksEventReasons").clocks_event_reasons
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+        return self._check(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").clocks_event_reasons
+
+    # MIG
+
+    def nvmlDeviceGetMigMode(self, device: c_nvmlDevice_t) -> list[int]:  # noqa: N802
+        gpu = self._check(device, "nvmlDeviceGetMigMode")
+        mode = NVML_DEVICE_MIG_ENABLE if gpu.mig_enabled else NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: c_nvmlDevice_t) -> int:  # noqa: N802
+        return self._check(device, "nvmlDeviceGetMaxMigDeviceCount").mig_max_count
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: c_nvmlDevice_t, index: int) -> c_nvmlDevice_t:  # noqa: N802
+        gpu = self._check(device, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if not gpu.mig_enabled:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        if index not in gpu.mig_slots:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return c_nvmlDevice_t(device.gpu, index)
+
+    def nvmlDeviceGetGpuInstanceId(self, device: c_nvmlDevice_t) -> int:  # noqa: N802
+        return self._mig(device, "nvmlDeviceGetGpuInstanceId").gpu_instance_id
+
+    def nvmlDeviceGetComputeInstanceId(self, device: c_nvmlDevice_t) -> int:  # noqa: N802
+        return self._mig(device, "nvmlDeviceGetComputeInstanceId").compute_instance_id
+
+    # processes
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: c_nvmlDevice_t) -> list[Any]:  # noqa: N802
+        gpu = self._check(handle, "nvmlDeviceGetComputeRunningProcesses")
+        if handle.mig_slot is not None:
+            mig = gpu.mig_slots[handle.mig_slot]
+            return self._process_infos(mig.compute_processes, mig.gpu_instance_id, mig.compute_instance_id)
+        if gpu.mig_enabled:
+            # the GPU's own handle in MIG mode answers root only
+            raise NVMLError(NVML_ERROR_NO_PERMISSION)
+        return self._process_infos(gpu.compute_processes, INSTANCE_ID_INVALID, INSTANCE_ID_INVALID)
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: c_nvmlDevice_t) -> list[Any]:  # noqa: N802
+        gpu = self._check(handle, "nvmlDeviceGetGraphicsRunningProcesses")
+        if handle.mig_slot is not None:
+            return []
+        if gpu.mig_enabled:
+            raise NVMLError(NVML_ERROR_NO_PERMISSION)
+        return self._process_infos(gpu.graphics_processes, INSTANCE_ID_INVALID, INSTANCE_ID_INVALID)
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: c_nvmlDevice_t) -> list[Any]:  # noqa: N802
+        return self.nvmlDeviceGetComputeRunningProcesses(handle)
+
+    def nvmlDeviceGetGraphicsRunningProcesses_v2(self, handle: c_nvmlDevice_t) -> list[Any]:  # noqa: N802
+        return self.nvmlDeviceGetGraphicsRunningProcesses(handle)
+
+    def nvmlDeviceGetProcessUtilization(  # noqa: N802
+        self, handle: c_nvmlDevice_t, timeStamp: int  # noqa: N803
+    ) -> list[c_nvmlProcessUtilizationSample_t]:
+        gpu = self._check(handle, "nvmlDeviceGetProcessUtilization")
+        self.process_utilization_calls.append((handle.gpu, timeStamp))
+        if handle.mig_slot is not None or gpu.mig_enabled:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        samples = [
+            c_nvmlProcessUtilizationSample_t(pid=pid, timeStamp=ts, smUtil=sm, memUtil=0)
+            for pid, ts, sm in gpu.process_samples
+            if ts > timeStamp
+        ]
+        if not samples:
+            # NVML: no sample newer than the given timestamp
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return samples
+
+
+def install(monkeypatch: pytest.MonkeyPatch, fake: FakeNvml) -> FakeNvml:
+    """Make `import pynvml` return `fake` until the test ends."""
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    return fake

@@ -1,0 +1,168 @@
+"""The GPU pane alone, fed a view the gpu probe made from the fake NVML.
+
+Snapshots need neither a GPU nor NVML: the fake is deterministic, and the
+only measured figure (NVML's time) is pinned before the view is derived.
+Update them with `--snapshot-update` after an intended change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.widgets import DataTable
+
+from fake_nvml import FakeMig, FakeNvml, FakeProcess, default_gpus, install
+from probes.gpu import GpuProbe, GpuSample, GpuView, derive_gpu
+from probes.views import ProcessesView, derive_processes
+from synthetic import processes_sample
+from themes import DEFAULT_THEME, THEMES
+from tui.gpu_pane import GpuPane
+from tui.process_table import ProcessTable
+
+# the app's minimum width: every line must still make sense there
+SIZE = (80, 24)
+
+# Host processes, in tests/synthetic.py's format: the two on the GPUs and one beside them.
+HOST_PROCESSES = [
+    (1, 0, "root", "S", "systemd", "/sbin/init", "/init.scope", 0, 12, 1, 95.0),
+    (2002, 1, "alice", "R", "python3", "python3 train.py --epochs 10", "/user.slice", 990_000_000, 1536, 12, 3605.0),
+    (
+        4242, 1, "svc-llm", "S", "python3", "python -m vllm.entrypoints.openai.api_server --model llama-3-8b",
+        "/system.slice/docker-3f2a9c1b8e7d.scope", 150_000_000, 4096, 64, 86000.0,
+    ),
+]
+
+
+def pinned(sample: GpuSample) -> GpuSample:
+    """The sample with NVML's measured time fixed, so the screen never drifts."""
+    devices = tuple(dataclasses.replace(d, nvml_time_ns=210_000) for d in sample.devices)
+    return dataclasses.replace(sample, devices=devices, nvml_time_ns=420_000)
+
+
+def gpu_view(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake: FakeNvml | None = None) -> GpuView:
+    """Two ticks of the probe over the fake NVML, derived."""
+    fake = install(monkeypatch, fake or FakeNvml())
+    (tmp_path / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "proc" / "self" / "status").write_text("NSpid:\t777\n")
+    probe = GpuProbe(proc=str(tmp_path / "proc"))
+    probe.start()
+    try:
+        prev = probe.sample()
+        # NVML takes new per-process samples within the second between ticks.
+        for gpu in fake.gpus:
+            gpu.process_samples += [(pid, ts + 1_000_000, sm) for pid, ts, sm in gpu.process_samples]
+        curr = probe.sample()
+    finally:
+        probe.stop()
+    return derive_gpu(pinned(prev), pinned(curr), 1.0)
+
+
+def host_view() -> ProcessesView:
+    return derive_processes(processes_sample(0, HOST_PROCESSES), processes_sample(1, HOST_PROCESSES), 1.0)
+
+
+class GpuApp(App[None]):
+    """Only the GPU pane, fed once."""
+
+    def __init__(
+        self,
+        view: GpuView | None = None,
+        host: ProcessesView | None = None,
+        unavailable: tuple[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.gpu_view = view
+        self.host = host
+        self.unavailable = unavailable
+        self.selected: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield GpuPane()
+
+    def on_mount(self) -> None:
+        for theme in THEMES.values():
+            self.register_theme(theme)
+        self.theme = DEFAULT_THEME
+        pane = self.query_one(GpuPane)
+        if self.unavailable is not None:
+            pane.show_unavailable(*self.unavailable)
+        else:
+            assert self.gpu_view is not None
+            pane.show_view(self.gpu_view)
+            pane.set_host_processes(self.host)
+        self.query_one(DataTable).focus()
+
+    def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
+        self.selected.append(message.pid)
+
+
+async def settle(pilot: Any) -> None:
+    # the process table is rebuilt after the pane's first refresh
+    await pilot.pause()
+    await pilot.pause()
+
+
+def test_gpu_pane(snap_compare, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    app = GpuApp(gpu_view(monkeypatch, tmp_path), host_view())
+    assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+
+
+def test_gpu_pane_with_mig(snap_compare, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    gpus = default_gpus()
+    gpus[1].mig_enabled = True
+    gpus[1].mig_slots = {
+        0: FakeMig(1, 0, 40 * 1024**3, 12 * 1024**3, [FakeProcess(4242, 11 * 1024**3)]),
+        1: FakeMig(2, 0, 20 * 1024**3, 0),
+    }
+    app = GpuApp(gpu_view(monkeypatch, tmp_path, FakeNvml(gpus)), host_view())
+    assert snap_compare(app, terminal_size=(110, 24), run_before=settle)
+
+
+def test_gpu_pane_unavailable(snap_compare) -> None:
+    app = GpuApp(
+        unavailable=(
+            "no NVIDIA driver: libnvidia-ml.so not found",
+            "install the NVIDIA driver, which provides libnvidia-ml.so.1 (check with `nvidia-smi`)",
+        )
+    )
+    assert snap_compare(app, terminal_size=(110, 8))
+
+
+async def test_enter_on_a_process_row_asks_for_the_process_screen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    app = GpuApp(gpu_view(monkeypatch, tmp_path), host_view())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.selected == [4242]
+        await pilot.press("up", "enter")
+        await pilot.pause()
+        assert app.selected == [4242, 2002]
+
+
+async def test_rows_join_the_host_processes_and_keep_the_cursor(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    view = gpu_view(monkeypatch, tmp_path)
+    app = GpuApp(view, host_view())
+    async with app.run_test(size=(110, 24)) as pilot:
+        await settle(pilot)
+        pane = app.query_one(GpuPane)
+        table = app.query_one(DataTable)
+        assert [str(c) for c in table.get_row("0/2002")] == [
+            "0", "2002", "alice", "C", "10.0G", "72", "99.0", "python3 train.py --epochs 10",
+        ]
+        await pilot.press("down")
+        # the next tick: same rows, and a host view without 4242 (it is in another container)
+        pane.show_view(view)
+        without = HOST_PROCESSES[:2]
+        pane.set_host_processes(derive_processes(processes_sample(0, without), processes_sample(1, without), 1.0))
+        await settle(pilot)
+        assert pane.selected_pid == 4242
+        assert [str(c) for c in table.get_row("1/4242")][2:] == ["-", "C", "29.0G", "95", "-", "-"]

@@ -1,0 +1,516 @@
+"""The gpu probe against a fake NVML, and against a real one where there is a GPU.
+
+The fake (tests/fake_nvml.py) follows nvidia-ml-py's names, return types and
+errors; the first tests check that against the installed nvidia-ml-py, so the
+fake cannot drift into an API the real module does not have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import fake_nvml
+from fake_nvml import GIB, SAMPLE_T0_US, FakeGpu, FakeMig, FakeNvml, FakeProcess, default_gpus, install
+from probes.base import ProbeUnavailable
+from probes.gpu import (
+    CLOCKS_EVENT_REASONS,
+    DRIVER_REMEDY,
+    GpuDeviceSample,
+    GpuProbe,
+    GpuProcessSample,
+    GpuSample,
+    MigInstanceSample,
+    NvmlPidMap,
+    decode_throttle_reasons,
+    derive_gpu,
+    parse_nspid,
+)
+
+REQUIRE_GPU = os.environ.get("ORAC_REQUIRE_GPU") == "1"
+
+STATUS = """\
+Name:\tpython3
+Umask:\t0022
+State:\tS (sleeping)
+Tgid:\t{pid}
+Ngid:\t0
+Pid:\t{pid}
+PPid:\t1
+NStgid:\t{nspid}
+NSpid:\t{nspid}
+NSpgid:\t{nspid}
+"""
+
+
+def write_status(proc: Path, entry: str, *nspid: int) -> None:
+    (proc / entry).mkdir(parents=True, exist_ok=True)
+    (proc / entry / "status").write_text(STATUS.format(pid=nspid[0], nspid="\t".join(map(str, nspid))))
+
+
+@pytest.fixture
+def proc(tmp_path: Path) -> Path:
+    """A /proc where orac is in the same PID namespace as the procfs (the usual case)."""
+    root = tmp_path / "proc"
+    write_status(root, "self", 777)
+    return root
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
+    return install(monkeypatch, FakeNvml())
+
+
+@pytest.fixture
+def probe(fake: FakeNvml, proc: Path) -> Iterator[GpuProbe]:
+    p = GpuProbe(proc=str(proc))
+    p.start()
+    yield p
+    p.stop()
+
+
+# ---- the fake follows nvidia-ml-py ----------------------------------------------------------
+
+
+@pytest.fixture
+def real_pynvml(monkeypatch: pytest.MonkeyPatch):
+    # Another test's fake may have been imported as "pynvml": import the real one afresh.
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    return pytest.importorskip("pynvml")
+
+
+def test_fake_functions_have_the_real_names_and_parameters(real_pynvml) -> None:
+    fake = FakeNvml()
+    names = [n for n in dir(fake) if n.startswith("nvml") and callable(getattr(fake, n))]
+    assert len(names) > 20
+    for name in names:
+        real = getattr(real_pynvml, name, None)
+        assert real is not None, f"nvidia-ml-py has no {name}"
+        assert list(inspect.signature(getattr(fake, name)).parameters) == list(
+            inspect.signature(real).parameters
+        ), name
+
+
+def test_fake_errors_and_constants_are_the_real_ones(real_pynvml) -> None:
+    fake = FakeNvml()
+    for name, cls in fake_nvml.ERROR_CLASSES.items():
+        real = getattr(real_pynvml, name)
+        assert issubclass(real, real_pynvml.NVMLError)
+        assert cls().value == real().value, name
+        # NVMLError(code) picks the subclass, in both
+        assert type(real_pynvml.NVMLError(real().value)) is real
+        assert type(fake.NVMLError(cls().value)) is cls
+    for name in dir(fake):
+        if name.startswith(("NVML_", "nvmlClocksEventReason")):
+            assert getattr(fake, name) == getattr(real_pynvml, name), name
+
+
+def test_fake_return_types_have_the_real_fields(real_pynvml) -> None:
+    def fields(struct: type) -> list[str]:
+        return [f[0] for f in struct._fields_]
+
+    assert set(fields(real_pynvml.c_nvmlMemory_t)) == {f.name for f in dataclasses.fields(fake_nvml.c_nvmlMemory_t)}
+    assert fields(real_pynvml.c_nvmlUtilization_t) == [f.name for f in dataclasses.fields(fake_nvml.c_nvmlUtilization_t)]
+    assert set(fields(real_pynvml.c_nvmlProcessUtilizationSample_t)) == {
+        f.name for f in dataclasses.fields(fake_nvml.c_nvmlProcessUtilizationSample_t)
+    }
+    fake = FakeNvml()
+    fake.nvmlInit()
+    info = fake.nvmlDeviceGetComputeRunningProcesses(fake.nvmlDeviceGetHandleByIndex(0))[0]
+    assert set(vars(info)) == set(fields(real_pynvml.c_nvmlProcessInfo_t))
+
+
+def test_throttle_bits_are_pynvmls(real_pynvml) -> None:
+    names = {
+        "GPU idle": "GpuIdle",
+        "applications clocks setting": "ApplicationsClocksSetting",
+        "SW power cap": "SwPowerCap",
+        "HW slowdown": "HwSlowdown",
+        "sync boost": "SyncBoost",
+        "SW thermal slowdown": "SwThermalSlowdown",
+        "HW thermal slowdown": "HwThermalSlowdown",
+        "HW power brake slowdown": "HwPowerBrakeSlowdown",
+        "display clocks setting": "DisplayClockSetting",
+    }
+    for bit, word in CLOCKS_EVENT_REASONS:
+        assert getattr(real_pynvml, f"nvmlClocksEventReason{names[word]}") == bit
+        assert getattr(real_pynvml, f"nvmlClocksThrottleReason{names[word]}") == bit
+
+
+# ---- sampling -------------------------------------------------------------------------------
+
+
+def test_every_field_of_both_gpus(probe: GpuProbe) -> None:
+    sample = probe.sample()
+    assert sample.driver_version == "550.54.15"
+    a6000, h100 = sample.devices
+    assert dataclasses.replace(a6000, nvml_time_ns=0) == fake_device_sample(
+        index=0,
+        gpu=default_gpus()[0],
+        fan_percent=45,
+        processes=(fake_process(2002, 10 * GIB, sm=72.0),),
+    )
+    assert dataclasses.replace(h100, nvml_time_ns=0) == fake_device_sample(
+        index=1,
+        gpu=default_gpus()[1],
+        fan_percent=None,  # the unsupported field: None, not 0
+        processes=(fake_process(4242, 29 * GIB, sm=95.0),),
+    )
+    assert a6000.nvml_time_ns > 0 and h100.nvml_time_ns > 0
+    assert sample.nvml_time_ns == a6000.nvml_time_ns + h100.nvml_time_ns
+
+
+def fake_device_sample(
+    index: int, gpu: FakeGpu, fan_percent: int | None, processes: tuple[GpuProcessSample, ...]
+) -> GpuDeviceSample:
+    """The sample the probe should make of a fake GPU (with MIG off)."""
+    return GpuDeviceSample(
+        index=index,
+        name=gpu.name,
+        uuid=gpu.uuid,
+        sm_util_percent=gpu.util_gpu,
+        memory_util_percent=gpu.util_memory,
+        memory_used_bytes=gpu.memory_used_bytes,
+        memory_total_bytes=gpu.memory_total_bytes,
+        temperature_c=gpu.temperature_c,
+        power_draw_mw=gpu.power_mw,
+        power_limit_mw=gpu.power_limit_mw,
+        sm_clock_mhz=gpu.sm_clock_mhz,
+        memory_clock_mhz=gpu.memory_clock_mhz,
+        fan_percent=fan_percent,
+        pcie_rx_kb_per_s=gpu.pcie_rx_kb,
+        pcie_tx_kb_per_s=gpu.pcie_tx_kb,
+        ecc_corrected_volatile=gpu.ecc_corrected,
+        ecc_uncorrected_volatile=gpu.ecc_uncorrected,
+        throttle_reasons_mask=gpu.clocks_event_reasons,
+        mig_enabled=False,
+        mig_instances=(),
+        processes=processes,
+        nvml_time_ns=0,
+    )
+
+
+def fake_process(pid: int, memory: int | None, sm: float | None, type: str = "compute") -> GpuProcessSample:  # noqa: A002
+    return GpuProcessSample(
+        pid=pid, type=type, gpu_memory_bytes=memory, sm_util_percent=sm, gpu_instance_id=None, compute_instance_id=None
+    )
+
+
+def test_one_unsupported_field_leaves_the_others_and_is_not_asked_again(
+    probe: GpuProbe, fake: FakeNvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[int] = []
+    real = fake.nvmlDeviceGetFanSpeed
+
+    def counting(handle):
+        asked.append(handle.gpu)
+        return real(handle)
+
+    monkeypatch.setattr(fake, "nvmlDeviceGetFanSpeed", counting)
+    for _ in range(3):
+        sample = probe.sample()
+    assert [d.fan_percent for d in sample.devices] == [45, None]
+    # GPU 0 every tick; GPU 1 once: NotSupported does not change while the driver runs
+    assert asked == [0, 1, 0, 0]
+
+
+def test_other_nvml_errors_are_none_for_the_tick_only(probe: GpuProbe, fake: FakeNvml, monkeypatch) -> None:
+    def timeout(handle, sensor):
+        raise fake.NVMLError(fake.NVML_ERROR_TIMEOUT)
+
+    real = fake.nvmlDeviceGetTemperature
+    monkeypatch.setattr(fake, "nvmlDeviceGetTemperature", timeout)
+    assert [d.temperature_c for d in probe.sample().devices] == [None, None]
+    monkeypatch.setattr(fake, "nvmlDeviceGetTemperature", real)
+    assert [d.temperature_c for d in probe.sample().devices] == [71, 58]
+
+
+def test_process_utilization_is_asked_since_the_last_seen_sample(probe: GpuProbe, fake: FakeNvml) -> None:
+    first = probe.sample()
+    # the first call asks for everything NVML has
+    assert fake.process_utilization_calls == [(0, 0), (1, 0)]
+    assert [p.sm_util_percent for d in first.devices for p in d.processes] == [72.0, 95.0]
+
+    second = probe.sample()
+    # then only for samples newer than the newest one seen on that GPU
+    assert fake.process_utilization_calls[2:] == [(0, SAMPLE_T0_US + 300_000), (1, SAMPLE_T0_US + 200_000)]
+    # NVML had nothing newer (NVMLError_NotFound): no value, not 0
+    assert [p.sm_util_percent for d in second.devices for p in d.processes] == [None, None]
+
+    fake.gpus[0].process_samples.append((2002, SAMPLE_T0_US + 1_300_000, 40))
+    third = probe.sample()
+    assert fake.process_utilization_calls[4:] == [(0, SAMPLE_T0_US + 300_000), (1, SAMPLE_T0_US + 200_000)]
+    assert third.devices[0].processes[0].sm_util_percent == 40.0
+    probe.sample()
+    assert fake.process_utilization_calls[6] == (0, SAMPLE_T0_US + 1_300_000)
+
+
+def test_memory_not_available_is_none(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    gpus = default_gpus()
+    # nvidia-ml-py turns NVML_VALUE_NOT_AVAILABLE into None; older bindings pass it on raw
+    gpus[0].compute_processes = [FakeProcess(2002, None)]
+    gpus[1].compute_processes = [FakeProcess(4242, 2**64 - 1)]
+    install(monkeypatch, FakeNvml(gpus))
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    try:
+        assert [p.gpu_memory_bytes for d in probe.sample().devices for p in d.processes] == [None, None]
+    finally:
+        probe.stop()
+
+
+def test_a_process_with_both_contexts_is_one_row(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    gpus = default_gpus()
+    gpus[0].graphics_processes = [FakeProcess(2002, 10 * GIB), FakeProcess(3001, 256 * 1024**2)]
+    install(monkeypatch, FakeNvml(gpus))
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    try:
+        processes = probe.sample().devices[0].processes
+    finally:
+        probe.stop()
+    assert processes == (
+        fake_process(2002, 10 * GIB, 72.0, type="compute+graphics"),
+        fake_process(3001, 256 * 1024**2, None, type="graphics"),
+    )
+
+
+def test_mig_instances_and_their_processes(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    gpus = default_gpus()
+    gpus[1].mig_enabled = True
+    gpus[1].mig_slots = {
+        0: FakeMig(1, 0, 40 * GIB, 12 * GIB, [FakeProcess(5000, 11 * GIB)]),
+        3: FakeMig(2, 0, 20 * GIB, 0),
+    }
+    install(monkeypatch, FakeNvml(gpus))
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    try:
+        h100 = probe.sample().devices[1]
+    finally:
+        probe.stop()
+    assert h100.mig_enabled is True
+    assert h100.mig_instances == (
+        MigInstanceSample(1, 0, 12 * GIB, 40 * GIB, None, None),
+        MigInstanceSample(2, 0, 0, 20 * GIB, None, None),
+    )
+    # a GPU in MIG mode has no utilization of its own
+    assert (h100.sm_util_percent, h100.memory_util_percent) == (None, None)
+    (process,) = h100.processes
+    assert (process.pid, process.gpu_memory_bytes, process.gpu_instance_id, process.compute_instance_id) == (
+        5000, 11 * GIB, 1, 0,
+    )
+    assert process.sm_util_percent is None
+
+
+def test_start_twice_inits_once_and_stop_shuts_down(fake: FakeNvml, proc: Path) -> None:
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    probe.start()
+    assert fake.init_count == 1
+    probe.stop()
+    probe.stop()
+    assert fake.shutdown_count == 1
+
+
+# ---- what the user reads when NVML cannot run ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "remedy"),
+    [
+        (fake_nvml.NVML_ERROR_LIBRARY_NOT_FOUND, "no NVIDIA driver: libnvidia-ml.so not found", DRIVER_REMEDY),
+        (
+            fake_nvml.NVML_ERROR_DRIVER_NOT_LOADED,
+            "NVIDIA driver not loaded",
+            "load it with `sudo modprobe nvidia`; `dmesg` tells why it failed",
+        ),
+        (
+            fake_nvml.NVML_ERROR_NO_PERMISSION,
+            "no permission to use the NVIDIA GPUs",
+            "check the permissions of /dev/nvidia*, or run `sudo orac`",
+        ),
+        (
+            fake_nvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
+            "the NVIDIA driver and libnvidia-ml.so are different versions",
+            "reboot (or reload the nvidia kernel modules) after a driver upgrade",
+        ),
+        (fake_nvml.NVML_ERROR_UNKNOWN, "NVML failed: Unknown Error", "check that `nvidia-smi` works"),
+    ],
+    ids=["library-not-found", "driver-not-loaded", "no-permission", "version-mismatch", "unknown"],
+)
+def test_nvml_errors_at_start_say_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, proc: Path, code: int, reason: str, remedy: str
+) -> None:
+    install(monkeypatch, FakeNvml(init_error=code))
+    with pytest.raises(ProbeUnavailable) as raised:
+        GpuProbe(proc=str(proc)).start()
+    assert (raised.value.reason, raised.value.remedy) == (reason, remedy)
+
+
+def test_no_driver_text_is_exact(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    install(monkeypatch, FakeNvml(init_error=fake_nvml.NVML_ERROR_LIBRARY_NOT_FOUND))
+    with pytest.raises(ProbeUnavailable) as raised:
+        GpuProbe(proc=str(proc)).start()
+    assert str(raised.value) == (
+        "no NVIDIA driver: libnvidia-ml.so not found: "
+        "install the NVIDIA driver, which provides libnvidia-ml.so.1 (check with `nvidia-smi`)"
+    )
+
+
+def test_no_gpu(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    fake = install(monkeypatch, FakeNvml(gpus=[]))
+    with pytest.raises(ProbeUnavailable) as raised:
+        GpuProbe(proc=str(proc)).start()
+    assert raised.value.reason == "no NVIDIA GPU found"
+    assert "nvidia-smi -L" in raised.value.remedy
+    # NVML was shut down again, not left initialised
+    assert fake.init_count == fake.shutdown_count == 1
+
+
+def test_no_nvidia_ml_py(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
+    with pytest.raises(ProbeUnavailable) as raised:
+        GpuProbe(proc=str(proc)).start()
+    assert (raised.value.reason, raised.value.remedy) == (
+        "nvidia-ml-py is not installed (no pynvml module)",
+        "`pip install nvidia-ml-py`",
+    )
+
+
+def test_one_forbidden_gpu_does_not_hide_the_other(fake: FakeNvml, proc: Path) -> None:
+    fake.gpus[0].unsupported.add("nvmlDeviceGetHandleByIndex")
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    try:
+        assert [d.index for d in probe.sample().devices] == [1]
+    finally:
+        probe.stop()
+
+
+# ---- decoding and deriving ------------------------------------------------------------------
+
+
+def test_decode_throttle_reasons() -> None:
+    assert decode_throttle_reasons(0) == []
+    assert decode_throttle_reasons(0x4 | 0x20) == ["SW power cap", "SW thermal slowdown"]
+    assert decode_throttle_reasons(0x1FF) == [word for _, word in CLOCKS_EVENT_REASONS]
+    assert decode_throttle_reasons(0x1 | 0x600) == ["GPU idle", "other (0x600)"]
+
+
+def test_derive_gpu(probe: GpuProbe, fake: FakeNvml) -> None:
+    prev = probe.sample()
+    fake.gpus[1].ecc_corrected += 2
+    curr = probe.sample()
+    view = derive_gpu(prev, curr, 1.0)
+    a6000, h100 = view.devices
+    assert view.driver_version == "550.54.15"
+    assert view.nvml_time_ns == curr.nvml_time_ns
+    assert a6000.throttle_reasons == ("SW power cap", "SW thermal slowdown")
+    assert h100.throttle_reasons == ()
+    assert (a6000.power_draw_w, a6000.power_limit_w) == (182.345, 300.0)
+    assert (a6000.pcie_rx_bytes_per_s, a6000.pcie_tx_bytes_per_s) == (1_250_000 * 1024, 30_500 * 1024)
+    assert (a6000.sm_util_percent, a6000.memory_util_percent) == (72, 38)
+    assert h100.fan_percent is None
+    assert (h100.ecc_corrected_volatile, h100.ecc_corrected_new, h100.ecc_uncorrected_new) == (5, 2, 0)
+    assert [(p.gpu_index, p.pid, p.type, p.gpu_memory_bytes) for p in view.processes] == [
+        (0, 2002, "compute", 10 * GIB),
+        (1, 4242, "compute", 29 * GIB),
+    ]
+    assert view.memory_by_pid() == {2002: 10 * GIB, 4242: 29 * GIB}
+
+
+def test_derive_gpu_without_a_throttle_mask_or_a_previous_device() -> None:
+    device = dataclasses.replace(fake_device_sample(0, default_gpus()[0], 45, ()), throttle_reasons_mask=None)
+    view = derive_gpu(GpuSample("1", (), 0), GpuSample("1", (device,), 0), 1.0)
+    assert view.devices[0].throttle_reasons is None
+    assert view.devices[0].ecc_corrected_new is None
+
+
+# ---- PID namespaces -------------------------------------------------------------------------
+
+
+def test_parse_nspid() -> None:
+    assert parse_nspid(STATUS.format(pid=5001, nspid="5001\t12")) == (5001, 12)
+    assert parse_nspid("Name:\tx\nPid:\t3\n") == ()
+
+
+def test_same_namespace_is_the_identity(proc: Path) -> None:
+    pids = NvmlPidMap(str(proc))
+    assert pids.depth == 0
+    assert pids.translate([2002, 4242]) == {2002: 2002, 4242: 4242}
+
+
+@pytest.fixture
+def nested_proc(tmp_path: Path) -> Path:
+    """orac one PID namespace below its /proc's: it is 7 inside, 4000 outside."""
+    root = tmp_path / "proc"
+    write_status(root, "self", 4000, 7)
+    write_status(root, "4000", 4000, 7)
+    write_status(root, "5001", 5001, 12)  # a CUDA process beside orac: 12 inside
+    write_status(root, "300", 300)  # a process of the outer namespace only
+    return root
+
+
+def test_nested_namespace_maps_nspid(nested_proc: Path) -> None:
+    pids = NvmlPidMap(str(nested_proc))
+    assert pids.depth == 1
+    # 12 is the process /proc calls 5001; 99 is nowhere, and stays as NVML gave it
+    assert pids.translate([12, 99]) == {12: 5001, 99: 99}
+    # The process exits and another gets pid 12 inside: found again, not the stale 5001.
+    (nested_proc / "5001" / "status").unlink()
+    write_status(nested_proc, "5003", 5003, 12)
+    assert pids.translate([12]) == {12: 5003}
+
+
+def test_the_probe_reports_pids_the_process_table_shows(monkeypatch: pytest.MonkeyPatch, nested_proc: Path) -> None:
+    gpus = default_gpus()
+    gpus[0].compute_processes = [FakeProcess(12, GIB)]
+    gpus[0].process_samples = [(12, SAMPLE_T0_US, 33)]
+    install(monkeypatch, FakeNvml(gpus))
+    probe = GpuProbe(proc=str(nested_proc))
+    probe.start()
+    try:
+        (process,) = probe.sample().devices[0].processes
+    finally:
+        probe.stop()
+    assert (process.pid, process.sm_util_percent) == (5001, 33.0)
+
+
+# ---- a real GPU -----------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_real_gpus_are_all_reported() -> None:
+    sys.modules.pop("pynvml", None)
+    try:
+        pynvml = importlib.import_module("pynvml")
+        pynvml.nvmlInit()
+    except Exception as exc:  # noqa: BLE001 - ImportError or any NVMLError: no usable NVML here
+        message = f"no NVIDIA GPU/driver here: {exc}"
+        if REQUIRE_GPU:
+            pytest.fail(f"{message} (ORAC_REQUIRE_GPU=1 makes this a failure)")
+        pytest.skip(message)
+    try:
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        expected = [(i, pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetUUID(h)) for i, h in enumerate(handles)]
+    finally:
+        pynvml.nvmlShutdown()
+    probe = GpuProbe()
+    probe.start()
+    try:
+        probe.sample()
+        sample = probe.sample()
+    finally:
+        probe.stop()
+    assert [(d.index, d.name, d.uuid) for d in sample.devices] == expected
+    for device in sample.devices:
+        assert device.memory_total_bytes is None or device.memory_total_bytes > 0
+        assert 0 < device.nvml_time_ns < 1_000_000_000
