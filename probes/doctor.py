@@ -17,6 +17,8 @@ class ProbeCheck:
     remedy: str = ""
     # the cost of one sample here, measured, so users see what a probe costs
     sample_ms: float | None = None
+    # the part of it spent in NVML, for the GPU probe
+    nvml_ms: float | None = None
 
 
 def check(probe: Probe[Any]) -> ProbeCheck:
@@ -27,7 +29,7 @@ def check(probe: Probe[Any]) -> ProbeCheck:
     try:
         probe.sample()
         start = time.perf_counter()
-        probe.sample()
+        sample = probe.sample()
         elapsed_ms = (time.perf_counter() - start) * 1000
     except ProbeUnavailable as exc:
         return ProbeCheck(probe.name, False, exc.reason, exc.remedy)
@@ -35,14 +37,18 @@ def check(probe: Probe[Any]) -> ProbeCheck:
         return ProbeCheck(probe.name, False, f"{probe.name} probe failed: {exc!r}", "please report this as a bug")
     finally:
         probe.stop()
-    return ProbeCheck(probe.name, True, sample_ms=elapsed_ms)
+    nvml_ns = getattr(sample, "nvml_time_ns", None)
+    return ProbeCheck(probe.name, True, sample_ms=elapsed_ms, nvml_ms=None if nvml_ns is None else nvml_ns / 1e6)
 
 
 def report(checks: Iterable[ProbeCheck]) -> str:
     lines = []
     for c in checks:
         if c.ok:
-            lines.append(f"{c.name:<10} ok           one sample takes {c.sample_ms:.1f} ms")
+            line = f"{c.name:<10} ok           one sample takes {c.sample_ms:.1f} ms"
+            if c.nvml_ms is not None:
+                line += f", {c.nvml_ms:.1f} ms of it in NVML"
+            lines.append(line)
         else:
             lines.append(f"{c.name:<10} unavailable  {c.reason}")
             if c.remedy:

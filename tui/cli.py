@@ -107,10 +107,13 @@ def live(options: argparse.Namespace) -> int:
 
 def snapshot(options: argparse.Namespace) -> int:
     from probes.collector import sample_frame, start_probes
-    from probes.registry import all_probes
+    from probes.processes import ProcessProbe
+    from probes.system import SystemProbe
     from probes.views import cpu_sort_key, derive_frame
 
-    running, unavailable = start_probes(all_probes())
+    # Only what the snapshot prints: loading eBPF or NVML here would cost
+    # seconds and memory for nothing.
+    running, unavailable = start_probes([SystemProbe(), ProcessProbe()])
     try:
         first = sample_frame(running, unavailable)
         time.sleep(options.interval)

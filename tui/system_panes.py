@@ -70,6 +70,10 @@ class CpuPane(Pane):
             "[$success]user[/] [$error]sys[/] [$secondary]irq[/] [$accent]steal[/] [$foreground-muted]iowait[/]"
         )
 
+    def show_view(self, view: SystemView) -> None:
+        super().show_view(view)
+        self.border_title = f"CPU {view.cpu_total.busy_percent:.1f}%"
+
     def _styles(self) -> dict[str, Style]:
         return {
             name: self.get_component_rich_style(f"cpu-pane--{name}")
@@ -95,7 +99,6 @@ class CpuPane(Pane):
         if view is None:
             return Text(WAITING)
         s = self._styles()
-        self.border_title = f"CPU {view.cpu_total.busy_percent:.1f}%"
         width = self.content_size.width or 60
         n = len(view.cpus)
         # Many-core boxes get columns so the pane stays a few lines high.
@@ -173,6 +176,10 @@ class MemoryPane(Pane):
     def on_mount(self) -> None:
         self.border_title = "Memory"
 
+    def show_view(self, view: SystemView) -> None:
+        super().show_view(view)
+        self.border_title = f"Memory {100 * view.memory_used_bytes / (view.memory_total_bytes or 1):.0f}%"
+
     def render(self) -> Text:
         if self.unavailable:
             return Text(self.unavailable_text())
@@ -199,7 +206,6 @@ class MemoryPane(Pane):
         swap_value = f" {human_bytes(view.swap_used_bytes)}/{human_bytes(swap_total)}"
         swap_pct = 100 * view.swap_used_bytes / swap_total if swap_total else 0.0
         swap_bar = bar(max(1, width - 5 - len(swap_value)), [(swap_pct, s["swap"])], s["empty"])
-        self.border_title = f"Memory {100 * view.memory_used_bytes / total:.0f}%"
         return Text("\n").join(
             [
                 Text.assemble(("Mem", s["label"]), "[", mem_bar, "]", mem_value),
