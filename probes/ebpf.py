@@ -1,32 +1,33 @@
 """The eBPF machinery every eBPF probe uses: checks, program text, loading, map draining.
 
-bcc is imported inside functions only, so importing `probes` works on a box
-without it; such a box gets a ProbeUnavailable that names the package to
-install.
+orac's process never imports bcc: a child process compiles and loads each
+program with it and hands over file descriptors (probes/ebpf_loader.py), and
+the maps are read through the bpf(2) system call (probes/bpf_syscall.py).
+bcc's import and clang's compile would otherwise leave about 120 MiB in
+orac's process for good. A box without bcc gets a ProbeUnavailable that
+names the package to install.
 """
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import errno
 import glob
 import importlib.resources
+import importlib.util
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
 
+from . import ebpf_loader
 from .base import ProbeUnavailable
+from .bpf_syscall import ENOTSUPP, BpfMap, map_info
+from .bpf_syscall import parse_cpu_ranges, possible_cpus  # noqa: F401 - their home was here
 from .procfs import read_text
 from .syscall_names import syscall_table
-
-if TYPE_CHECKING:
-    from bcc import BPF
 
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
@@ -47,16 +48,12 @@ SYSTEM_BCC_GLOBS = (
 # bcc names its in-memory compilation unit this way in clang's messages.
 BCC_MAIN_FILE = "/virtual/main.c"
 
-# Compiles, loads and attaches a program in a child process, only to see
-# whether that works and what clang and the verifier say when it does not:
-# bcc prints those straight to fd 2, which in orac is the terminal Textual
-# draws on. The child exits at once, detaching what it attached.
-CHECK_SCRIPT = "import sys\nfrom bcc import BPF\nBPF(text=sys.stdin.buffer.read(), cflags=sys.argv[1:])\n"
-CHECK_TIMEOUT_S = 120
+# The loader child compiles, loads and attaches; clang on a slow box with a
+# cold cache can take a while.
+LOAD_TIMEOUT_S = 120
 
 MEMBARRIER_CMD_GLOBAL = 1
 NO_MEMBARRIER_WAIT_S = 0.01
-ENOTSUPP = 524  # the kernel's own "not supported", not in Python's errno
 
 
 def effective_capabilities(status_text: str | None = None) -> int:
@@ -75,22 +72,6 @@ def has_bpf_privileges(euid: int, cap_eff: int) -> bool:
         return bool(cap_eff >> cap & 1)
 
     return euid == 0 or has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
-
-
-def parse_cpu_ranges(text: str) -> int:
-    """How many CPUs a list such as "0-3,8-11" names."""
-    count = 0
-    for part in text.strip().split(","):
-        if part:
-            first, _, last = part.partition("-")
-            count += int(last or first) - int(first) + 1
-    return count
-
-
-def possible_cpus() -> int:
-    """CPUs the kernel could bring online: per-CPU maps hold one copy for each."""
-    text = read_text("/sys/devices/system/cpu/possible")
-    return parse_cpu_ranges(text) if text else os.cpu_count() or 1
 
 
 def kernel_headers_dir(release: str) -> str | None:
@@ -113,18 +94,22 @@ def headers_release(headers_dir: str) -> str | None:
 
 
 def _check_bcc() -> None:
+    # find_spec finds the module without importing it: only the loader child
+    # imports bcc (whether libbcc.so loads is its to say, see load_program).
+    # The child is started with the same interpreter and path, so it sees
+    # what this process sees.
     try:
-        from bcc import BPF  # noqa: F401 - the import is the check
-    except ImportError:
-        if any(glob.glob(pattern) for pattern in SYSTEM_BCC_GLOBS):
-            raise ProbeUnavailable(
-                f"bcc is installed for the system python3, but orac's Python ({sys.executable}) does not see it",
-                "create orac's virtualenv with `python3 -m venv --system-site-packages`",
-            ) from None
-        raise ProbeUnavailable("bcc's Python module is not installed", BCC_INSTALL) from None
-    except OSError as exc:
-        # The module is there but libbcc.so is not (or does not load).
-        raise ProbeUnavailable(f"bcc's library does not load: {exc}", BCC_INSTALL) from None
+        found = importlib.util.find_spec("bcc") is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return
+    if any(glob.glob(pattern) for pattern in SYSTEM_BCC_GLOBS):
+        raise ProbeUnavailable(
+            f"bcc is installed for the system python3, but orac's Python ({sys.executable}) does not see it",
+            "create orac's virtualenv with `python3 -m venv --system-site-packages`",
+        )
+    raise ProbeUnavailable("bcc's Python module is not installed", BCC_INSTALL)
 
 
 def check_ebpf(*, tracefs: bool = True) -> None:
@@ -185,8 +170,9 @@ def first_error_line(stderr: str, source_name: str) -> str:
     """The line of bcc's output that says what went wrong.
 
     Clang's first error names the file and line; a verifier rejection ends
-    its log with the reason just before the "processed N insns" summary; an
-    attach failure is bcc's line before the Python traceback.
+    its log with the reason just before the "processed N insns" summary (and
+    bcc's HINT line, if any); an attach failure is bcc's line before the Python
+    traceback.
     """
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     if "Traceback (most recent call last):" in lines:
@@ -198,7 +184,8 @@ def first_error_line(stderr: str, source_name: str) -> str:
         if "error:" in line:
             return line.replace(BCC_MAIN_FILE, source_name)
     if before and before[0].startswith("bpf: Failed to load program"):
-        log = [line for line in before if not line.startswith("processed ")]
+        # bcc follows some verifier errors with a HINT line of its own.
+        log = [line for line in before if not line.startswith(("processed ", "HINT: "))]
         return f"{before[0]}: {log[-1]}" if len(log) > 1 else before[0]
     return before[0] if before else last
 
@@ -212,43 +199,84 @@ def _compile_remedy() -> str:
     return "please report this as a bug, with the output of `orac doctor`"
 
 
-def load_program(source_name: str, cflags: list[str]) -> BPF:
-    """Compile, load and attach a program; slow (clang runs): collector thread only.
+class LoadedProgram:
+    """A program in the kernel, held by file descriptors only.
+
+    Its attachments keep it attached and its maps readable; `close` closes
+    them all, which detaches the program, and the kernel frees it and its
+    maps once nothing else holds them.
+    """
+
+    def __init__(self, source_name: str, attachments: tuple[ebpf_loader.Attachment, ...], maps: dict[str, BpfMap]):
+        self.source_name = source_name
+        self.attachments = attachments
+        self.maps = maps
+
+    def __getitem__(self, name: str) -> BpfMap:
+        return self.maps[name]
+
+    def close(self) -> None:
+        # The attachments first, so no program runs into a map being closed
+        # (it would not matter: a running program holds its maps).
+        for attachment in self.attachments:
+            try:
+                os.close(attachment.fd)
+            except OSError:
+                pass
+        self.attachments = ()
+        for bpf_map in self.maps.values():
+            bpf_map.close()
+        self.maps = {}
+
+
+def load_program(program: BpfProgram) -> LoadedProgram:
+    """Compile, load and attach a program in a child process; slow (clang runs): collector thread only.
 
     Raises:
         ProbeUnavailable: with clang's or the verifier's first error line.
     """
-    from bcc import BPF
-
-    text = program_text(source_name)
-    # Warnings would reach fd 2 as well; the check below has shown the errors.
-    flags = [*cflags, "-w"]
+    source_name = program.source_name
+    # -w: a warning printed before an error would hide the error's line.
+    flags = [*program.cflags, "-w"]
     try:
-        check = subprocess.run(
-            [sys.executable, "-c", CHECK_SCRIPT, *flags],
-            input=text,
-            capture_output=True,
-            text=True,
-            timeout=CHECK_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        raise ProbeUnavailable(f"compiling {source_name} took over {CHECK_TIMEOUT_S} s", _compile_remedy()) from None
-    if check.returncode != 0:
-        raise ProbeUnavailable(
-            f"{source_name} does not load here: {first_error_line(check.stderr, source_name)}", _compile_remedy()
-        )
+        loaded = ebpf_loader.load(program.text, flags, LOAD_TIMEOUT_S)
+    except ebpf_loader.LoadFailed as exc:
+        if exc.returncode is None:
+            raise ProbeUnavailable(f"compiling {source_name} took over {LOAD_TIMEOUT_S} s", _compile_remedy()) from None
+        if exc.returncode == ebpf_loader.EXIT_NO_BCC:
+            raise ProbeUnavailable(_last_line(exc.output) or str(exc), BCC_INSTALL) from None
+        line = first_error_line(exc.output, source_name) if exc.output.strip() else str(exc)
+        raise ProbeUnavailable(f"{source_name} does not load here: {line}", _compile_remedy()) from None
+    except OSError as exc:
+        # The child could not be started (no memory, no processes left).
+        raise ProbeUnavailable(f"cannot start orac's eBPF loader: {exc}", "") from None
     try:
-        return BPF(text=text.encode(), cflags=flags)
-    except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception for every failure
+        maps = {}
+        for spec in loaded.maps:
+            bpf_map = BpfMap(spec.fd, spec.name, map_info(spec.fd))
+            maps[spec.name] = bpf_map
+            kernel = bpf_map.info
+            said = (spec.type, spec.key_size, spec.value_size, spec.max_entries)
+            if said != (kernel.type, kernel.key_size, kernel.value_size, kernel.max_entries):
+                raise OSError(
+                    errno.EPROTO,
+                    f"map {spec.name}: the loader said (type, key, value, entries) {said}, the kernel "
+                    f"{(kernel.type, kernel.key_size, kernel.value_size, kernel.max_entries)}",
+                )
+    except OSError as exc:
+        loaded.close()
         raise ProbeUnavailable(f"{source_name} does not load here: {exc}", _compile_remedy()) from None
+    return LoadedProgram(source_name, loaded.attachments, maps)
 
 
-def unload_program(bpf: BPF) -> None:
-    """Detach and close everything `bpf` holds, so the kernel frees its programs and maps."""
-    bpf.cleanup()
-    # bcc registers cleanup at exit, which would keep every stopped program's
-    # Python object alive for the life of the process.
-    atexit.unregister(bpf.cleanup)
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def unload_program(program: LoadedProgram) -> None:
+    """Close every descriptor of `program`, so the kernel detaches and frees its programs and maps."""
+    program.close()
 
 
 def wait_for_programs() -> None:
@@ -274,12 +302,14 @@ def _libc() -> ctypes.CDLL:
 
 
 class MapDrain:
-    """Takes entries out of one bcc hash map (plain or per-CPU), in batches where the kernel can.
+    """Takes entries out of one hash map (plain or per-CPU), in batches where the kernel can.
 
     Meant for maps whose keys carry a generation (see wait_for_programs):
     once no program can touch the old generation's entries, reading them and
     then deleting them loses nothing. Deleting entries a program may still be
-    updating would lose those updates.
+    updating would lose those updates; that is also why this does not use
+    BPF_MAP_LOOKUP_AND_DELETE_BATCH, which would take the current
+    generation's entries from under the programs counting into them.
 
     Batches (BPF_MAP_LOOKUP_BATCH and BPF_MAP_DELETE_BATCH, Linux 5.6) take
     one syscall per about 1 MiB of entries whatever the number of CPUs;
@@ -288,19 +318,21 @@ class MapDrain:
 
     BATCH_BYTES = 1 << 20
 
-    def __init__(self, table: Any, batch: bool = True) -> None:
-        """Wrap one table.
+    def __init__(self, table: BpfMap, batch: bool = True) -> None:
+        """Wrap one map.
 
         Args:
-            table: a bcc hash table.
+            table: a hash map.
             batch: use the batch calls where the kernel has them; False takes
                 the older kernels' way on any kernel (for tests).
         """
         self._table = table
-        self.key_size = ctypes.sizeof(table.Key)
-        # For per-CPU maps bcc's Leaf is already the array of every possible CPU's copy.
-        self.value_size = ctypes.sizeof(table.Leaf)
+        self.key_size = table.key_size
+        # For per-CPU maps, every possible CPU's copy.
+        self.value_size = table.value_size
         self._batch = batch
+        self._token_in = ctypes.create_string_buffer(table.batch_token_size())
+        self._token_out = ctypes.create_string_buffer(table.batch_token_size())
         self._allocate(max(16, min(table.max_entries, self.BATCH_BYTES // self.value_size)))
 
     def _allocate(self, entries: int) -> None:
@@ -318,7 +350,7 @@ class MapDrain:
             entries = self._read_batch()
             if entries is not None:
                 keys, values, n = self._select(*entries, select)
-                self._delete_batch(keys, n)
+                self._table.delete_batch(keys, n)
                 return keys, values, n
         return self._take_each(select)
 
@@ -335,29 +367,18 @@ class MapDrain:
 
     def _read_batch(self) -> tuple[bytes, bytes, int] | None:
         """Every entry, or None where the kernel has no batch lookup."""
-        from bcc.libbcc import lib
-
         keys, values = bytearray(), bytearray()
         total = 0
-        token_in, token_out, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
         first = True
         while True:
-            count.value = self._entries
-            res = lib.bpf_lookup_batch(
-                self._table.map_fd,
-                None if first else ctypes.byref(token_in),
-                ctypes.byref(token_out),
-                self._keys,
-                self._values,
-                ctypes.byref(count),
+            n, err = self._table.lookup_batch(
+                self._keys, self._values, self._entries, None if first else self._token_in, self._token_out
             )
-            err = ctypes.get_errno() if res < 0 else 0
-            n = count.value
             keys += self._keys.raw[: n * self.key_size]
             values += self._values.raw[: n * self.value_size]
             total += n
-            if res == 0:
-                token_in.value = token_out.value
+            if err == 0:
+                ctypes.memmove(self._token_in, self._token_out, ctypes.sizeof(self._token_in))
                 first = False
             elif err == errno.ENOENT:
                 return bytes(keys), bytes(values), total
@@ -368,30 +389,21 @@ class MapDrain:
                 self._batch = False
                 return None
             else:
-                raise OSError(err, f"reading BPF map: {os.strerror(err)}")
-
-    def _delete_batch(self, keys: bytes, n: int) -> None:
-        from bcc.libbcc import lib
-
-        if n == 0:
-            return
-        count = ctypes.c_uint32(n)
-        if lib.bpf_delete_batch(self._table.map_fd, keys, ctypes.byref(count)) < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"deleting from BPF map: {os.strerror(err)}")
+                raise OSError(err, f"reading BPF map {self._table.name}: {os.strerror(err)}")
 
     def _take_each(self, select: Callable[[bytes], bool]) -> tuple[bytes, bytes, int]:
         table = self._table
         keys, values = bytearray(), bytearray()
         total = 0
+        # All keys first: deleting under a hash map's key walk can restart it.
         for key in list(table.keys()):
-            raw = bytes(key)
-            if not select(raw):
+            if not select(key):
                 continue
-            # Per-CPU tables (no reducer) give every CPU's copy, as the batch does.
-            value = table[key]
-            del table[key]
-            keys += raw
-            values += bytes(value)
+            value = table.lookup(key)
+            if value is None:
+                continue
+            table.delete(key)
+            keys += key
+            values += value
             total += 1
         return bytes(keys), bytes(values), total

@@ -14,11 +14,12 @@ import struct
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from .base import ProbeUnavailable
 from .ebpf import (
     BpfProgram,
+    LoadedProgram,
     MapDrain,
     build_program,
     check_ebpf,
@@ -29,9 +30,6 @@ from .ebpf import (
 )
 from .procfs import read_text
 from .syscall_names import errno_name, syscall_name
-
-if TYPE_CHECKING:
-    from bcc import BPF
 
 SOURCE = "syscalls.bpf.c"
 HIST_SLOTS = 32
@@ -62,6 +60,8 @@ _ERRNO_KEY = struct.Struct("=IIII")  # tgid, nr, errno, gen
 _COMM_KEY = struct.Struct("=II")  # tgid, gen
 _GENERATION = struct.Struct("=I")
 _COMM_BYTES = 16
+_ARRAY_INDEX = struct.Struct("=I")  # an array map's key
+_COUNTER = struct.Struct("=Q")  # one CPU's copy of a u64 in a per-CPU map
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +197,7 @@ class SyscallProbe:
 
     def __init__(self, target_pid: int | None = None) -> None:
         self.target_pid = target_pid
-        self._bpf: BPF | None = None
+        self._bpf: LoadedProgram | None = None
         self._lost_before = [0] * len(LOST_REASONS)
         self._generation = 0
 
@@ -208,14 +208,19 @@ class SyscallProbe:
     def start(self) -> None:
         check_ebpf(tracefs=False)  # raw tracepoints attach by name
         program = self.program()
-        self._bpf = load_program(program.source_name, list(program.cflags))
-        self._stats = MapDrain(self._bpf[b"stats"])
-        self._errnos = MapDrain(self._bpf[b"errnos"])
-        self._comms = MapDrain(self._bpf[b"comms"])
-        self._lost_table = self._bpf[b"lost"]
-        self._generation_table = self._bpf[b"generation"]
-        self._generation = 0
-        self._lost_before = self._read_lost()
+        # Compiled and loaded in a child process: orac holds only descriptors.
+        self._bpf = load_program(program)
+        try:
+            self._stats = MapDrain(self._bpf["stats"])
+            self._errnos = MapDrain(self._bpf["errnos"])
+            self._comms = MapDrain(self._bpf["comms"])
+            self._lost_table = self._bpf["lost"]
+            self._generation_table = self._bpf["generation"]
+            self._generation = 0
+            self._lost_before = self._read_lost()
+        except (KeyError, OSError) as exc:
+            self.stop()
+            raise ProbeUnavailable(f"{program.source_name} loaded, but its maps do not read: {exc}") from None
 
     def stop(self) -> None:
         if self._bpf is not None:
@@ -224,7 +229,12 @@ class SyscallProbe:
 
     def _read_lost(self) -> list[int]:
         table = self._lost_table
-        return [sum(table.getvalue(table.Key(i))) for i in range(len(LOST_REASONS))]
+        lost = []
+        for i in range(len(LOST_REASONS)):
+            # Every CPU's copy, summed (an array's entries always exist).
+            value = table.lookup(_ARRAY_INDEX.pack(i)) or b""
+            lost.append(sum(n for (n,) in _COUNTER.iter_unpack(value)))
+        return lost
 
     def sample(self) -> SyscallsSample:
         if self._bpf is None:
@@ -232,8 +242,7 @@ class SyscallProbe:
         # New events go to the next generation; once programs still counting
         # into this one are done, its entries are complete and nobody writes them.
         self._generation = (self._generation + 1) & 0xFFFFFFFF
-        table = self._generation_table
-        table[table.Key(0)] = table.Leaf(self._generation)
+        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(self._generation))
         wait_for_programs()
         active = _GENERATION.pack(self._generation)
 

@@ -28,6 +28,7 @@ import pytest
 
 from probes import ebpf
 from probes.base import ProbeUnavailable
+from probes.bpf_syscall import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BpfMap, create_map
 from probes.ebpf import (
     BpfProgram,
     MapDrain,
@@ -500,17 +501,25 @@ def test_sleep_latency_lands_in_the_8_to_16_ms_bucket(probe: SyscallProbe, workl
 
 
 def bpf_fds() -> dict[str, list[int]]:
-    """The ids of the BPF programs and maps this process holds open, by kind."""
-    held: dict[str, list[int]] = {"prog": [], "map": []}
+    """The ids of the BPF objects this process holds open, by kind.
+
+    "prog" has the programs held through a program descriptor or through a
+    link (a raw tracepoint attachment holds its program: the link's prog_id).
+    """
+    held: dict[str, list[int]] = {"prog": [], "map": [], "link": []}
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
             info = Path(f"/proc/self/fdinfo/{fd}").read_text()
         except OSError:
             continue
-        kind = target.removeprefix("anon_inode:bpf-")
-        if target.startswith("anon_inode:bpf-") and kind in held:
-            held[kind] += [int(line.split()[1]) for line in info.splitlines() if line.startswith(f"{kind}_id:")]
+        if not target.startswith(("anon_inode:bpf-", "anon_inode:bpf_")):
+            continue
+        kind = target[len("anon_inode:bpf-") :]
+        for line in info.splitlines():
+            name, _, value = line.partition(":")
+            if (kind in held and name == f"{kind}_id") or (kind == "link" and name == "prog_id"):
+                held[name.removesuffix("_id")].append(int(value))
     return {kind: sorted(ids) for kind, ids in held.items()}
 
 
@@ -537,7 +546,10 @@ def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None
     try:
         running = bpf_fds()
         ours = {kind: sorted(set(running[kind]) - set(before[kind])) for kind in running}
-        assert len(ours["prog"]) == 2  # sys_enter, sys_exit
+        assert len(ours["link"]) == 2  # the sys_enter and sys_exit attachments
+        assert len(ours["prog"]) == 2  # their programs
+        assert len(ours["map"]) == 6  # starts, stats, errnos, comms, generation, lost
+        ours.pop("link")  # the kernel frees a link as its last descriptor closes
         assert all(in_kernel(kind, i) for kind, ids in ours.items() for i in ids)
         traced = run_traced(target, helper)
     finally:
@@ -558,18 +570,18 @@ def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None
 @pytest.mark.root
 @pytest.mark.parametrize("batch", [True, False], ids=["batch", "one-by-one"])
 def test_map_drain_takes_the_selected_entries_once(batch: bool) -> None:
+    # Maps made here with BPF_MAP_CREATE: no program, no bcc, only the privilege.
     try:
-        check_ebpf(tracefs=False)
-        from bcc import BPF
-    except (ProbeUnavailable, ImportError) as exc:
-        unavailable(str(exc))
-    bpf = BPF(text=b"BPF_HASH(plain, u32, u64, 1024);\nBPF_PERCPU_HASH(percpu, u32, u64, 1024);\n")
+        plain = BpfMap(create_map(BPF_MAP_TYPE_HASH, 4, 8, 1024, "plain"))
+        percpu = BpfMap(create_map(BPF_MAP_TYPE_PERCPU_HASH, 4, 8, 1024, "percpu"))
+    except PermissionError as exc:
+        unavailable(f"creating a BPF map: {exc}")
     try:
-        plain, percpu = bpf[b"plain"], bpf[b"percpu"]
-        cpus = len(percpu.Leaf())
+        cpus = percpu.cpus
+        assert percpu.value_size == 8 * cpus
         for i in range(600):  # more than one batch of the smallest size
-            plain[plain.Key(i)] = plain.Leaf(i * 10)
-            percpu[percpu.Key(i)] = percpu.Leaf(*([i] * cpus))
+            plain.update(struct.pack("=I", i), struct.pack("=Q", i * 10))
+            percpu.update(struct.pack("=I", i), struct.pack(f"={cpus}Q", *([i] * cpus)))
 
         def odd(key: bytes) -> bool:
             return struct.unpack("=I", key)[0] % 2 == 1
@@ -577,11 +589,12 @@ def test_map_drain_takes_the_selected_entries_once(batch: bool) -> None:
         keys, values, n = MapDrain(plain, batch=batch).take(odd)
         got = {struct.unpack_from("=I", keys, 4 * j)[0]: struct.unpack_from("=Q", values, 8 * j)[0] for j in range(n)}
         assert got == {i: i * 10 for i in range(1, 600, 2)}
-        assert sorted(k.value for k in plain) == list(range(0, 600, 2))  # the rest stays
+        assert sorted(struct.unpack("=I", k)[0] for k in plain.keys()) == list(range(0, 600, 2))  # the rest stays
 
         keys, values, n = MapDrain(percpu, batch=batch).take(lambda key: True)
         assert n == 600 and len(values) == 600 * 8 * cpus
         assert sum(struct.unpack(f"={n * cpus}Q", values)) == sum(range(600)) * cpus
-        assert len(list(percpu.keys())) == 0
+        assert list(percpu.keys()) == []
     finally:
-        ebpf.unload_program(bpf)
+        plain.close()
+        percpu.close()
