@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from .base import Probe, ProbeUnavailable
 from .frame import Frame
 from .views import derive_frame
 
 FrameCallback = Callable[[Frame, dict[str, Any]], None]
+
+
+class FrameSink(Protocol):
+    """Where the collector also sends each frame (a Recorder)."""
+
+    def append(self, frame: Frame) -> bool: ...
 
 MIN_INTERVAL_S = 0.2
 MAX_INTERVAL_S = 60.0
@@ -34,6 +40,8 @@ def start_probes(probes: Iterable[Probe[Any]]) -> tuple[list[Probe[Any]], dict[s
             probe.start()
         except ProbeUnavailable as exc:
             unavailable[probe.name] = (exc.reason, exc.remedy)
+        except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the rest
+            unavailable[probe.name] = (f"{probe.name} probe failed to start: {exc!r}", "please report this as a bug")
         else:
             running.append(probe)
     return running, unavailable
@@ -67,9 +75,11 @@ class Collector:
     live = True
 
     def __init__(self, probes: Sequence[Probe[Any]], interval_s: float = 1.0) -> None:
-        self._probes = list(probes)
+        self.probes = list(probes)
         self.interval_s = interval_s
         self.paused = False
+        # set from the UI to record; appended to on the collector thread
+        self.recorder: FrameSink | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         # guards the running probes and their status between the collector
@@ -92,8 +102,8 @@ class Collector:
         self._wake.set()
 
     def _run(self, on_frame: FrameCallback) -> None:
-        quick = [p for p in self._probes if not getattr(p, "slow_start", False)]
-        slow = [p for p in self._probes if getattr(p, "slow_start", False)]
+        quick = [p for p in self.probes if not getattr(p, "slow_start", False)]
+        slow = [p for p in self.probes if getattr(p, "slow_start", False)]
         running, unavailable = start_probes(quick)
         for probe in slow:
             unavailable[probe.name] = (STARTING, "")
@@ -108,6 +118,9 @@ class Collector:
                 if not self.paused:
                     with self._lock:
                         frame = sample_frame(running, unavailable)
+                    recorder = self.recorder
+                    if recorder is not None:
+                        recorder.append(frame)
                     on_frame(frame, derive_frame(prev, frame))
                     wait_s = FIRST_INTERVAL_S if prev is None else self.interval_s
                     prev = frame

@@ -76,3 +76,32 @@ def test_syscalls_unavailable(snap_compare) -> None:
         await until_drawn(pilot, pilot.app, frame_list)
 
     assert snap_compare(OracApp(FrameSequence(frame_list)), terminal_size=SIZE, run_before=run_before)
+
+
+def test_replay(snap_compare, tmp_path) -> None:
+    import os
+
+    from probes.recording import Recording, ReplaySource
+    from test_replay_ui import synthetic_recording
+    from tui.app import OracApp
+
+    # The timeline shows local time: pin the zone so the snapshot is the same everywhere.
+    os.environ["TZ"] = "UTC"
+    import time
+
+    time.tzset()
+    recording = Recording(synthetic_recording(tmp_path / "s.orac"))
+    app = OracApp(ReplaySource(recording, paused=True))
+
+    async def run_before(pilot) -> None:
+        while "procs" not in app.views:
+            await pilot.pause(0.02)
+        await pilot.press("full_stop")
+        while app.query_one("ReplayBar").position.index != 11:
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    finally:
+        recording.close()

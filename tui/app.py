@@ -15,6 +15,7 @@ from textual.widgets import Footer, Static
 from probes.collector import FrameCallback
 from probes.frame import Frame
 from probes.history import ProcessHistory
+from probes.recording import Recorder, RecordingError, ReplaySource, default_path
 from probes.gpu import GpuView
 from probes.syscalls import SyscallsView
 from probes.views import ProcessesView
@@ -29,6 +30,7 @@ from .process_screen import ProcessScreen
 from .format import human_bytes, human_rate
 from .gpu_pane import GpuPane
 from .process_table import Column, ProcessTable
+from .replay_bar import REPLAY_BINDINGS, ReplayBar, SeekScreen, next_speed
 from .screenshot import capture, write_screenshot
 from .syscalls_pane import SyscallsPane
 from .system_panes import CpuPane, MemoryPane
@@ -40,6 +42,7 @@ MIN_HEIGHT = 24
 class FrameSource(Protocol):
     paused: bool
     live: bool
+    interval_s: float
 
     def start(self, on_frame: FrameCallback) -> None: ...
     def stop(self) -> None: ...
@@ -51,6 +54,8 @@ class OracApp(App[None]):
     CSS_PATH = STYLESHEET
 
     BINDINGS: ClassVar[list[Binding]] = [
+        *REPLAY_BINDINGS,
+        Binding("R", "record", "Record", tooltip="Start or stop recording to a file (live only)"),
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
         Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
@@ -74,6 +79,7 @@ class OracApp(App[None]):
         self.gpu_memory: dict[int, int] = {}
         self.views: dict[str, Any] = {}
         self.frame: Frame | None = None
+        self.replaying = isinstance(source, ReplaySource)
 
     def compose(self) -> ComposeResult:
         yield HeaderBar()
@@ -84,6 +90,8 @@ class OracApp(App[None]):
             yield GpuPane()
             yield ProcessPane()
             yield SyscallsPane()
+            if self.replaying:
+                yield ReplayBar(str(self.source.recording.path))
         yield Static(
             f"The terminal is too small for orac.\nIt needs at least {MIN_WIDTH}x{MIN_HEIGHT}; enlarge the window.",
             id="too-small",
@@ -100,6 +108,9 @@ class OracApp(App[None]):
 
     def on_unmount(self) -> None:
         self.source.stop()
+        recorder = getattr(self.source, "recorder", None)
+        if recorder is not None:
+            recorder.close()
 
     def on_resize(self, event: events.Resize) -> None:
         self._check_size(event.size.width, event.size.height)
@@ -113,7 +124,12 @@ class OracApp(App[None]):
 
     def on_frame_ready(self, message: FrameReady) -> None:
         frame, views = message.frame, message.views
+        if self.frame is not None and not 0 < frame.mono_ns - self.frame.mono_ns <= 3e9 * self.source.interval_s:
+            # A seek or step back in a replay: the sparklines' minute starts over.
+            self.history = ProcessHistory()
         self.frame = frame
+        if self.replaying:
+            self.query_one(ReplayBar).show(self.source.position())
         self.views = views
         if "procs" in views:
             self.history.add(views["procs"].processes)
@@ -179,9 +195,69 @@ class OracApp(App[None]):
 
     # actions
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Replay keys exist only in replay, recording only live.
+        if action.startswith("replay_"):
+            return self.replaying
+        if action == "record":
+            return hasattr(self.source, "recorder")
+        return True
+
+    def _update_flags(self) -> None:
+        flags = ["PAUSED"] if self.source.paused else []
+        recorder = getattr(self.source, "recorder", None)
+        if recorder is not None:
+            flags.append(f"REC {recorder.path}")
+        self.query_one(HeaderBar).set_flags(flags)
+
+    def action_record(self) -> None:
+        collector = self.source
+        recorder = collector.recorder
+        if recorder is not None:
+            collector.recorder = None
+            recorder.close()
+            self._update_flags()
+            self.notify(f"saved {recorder.frames} frames in {recorder.path}; open it with `orac replay {recorder.path}`")
+            return
+        try:
+            collector.recorder = Recorder(
+                default_path(),
+                interval_s=collector.interval_s,
+                probes=[p.name for p in collector.probes],
+                unavailable=dict(self.frame.unavailable) if self.frame else None,
+            )
+        except RecordingError as exc:
+            self.notify(f"cannot record: {exc}", severity="error")
+            return
+        self._update_flags()
+        self.notify(f"recording to {collector.recorder.path}; R again stops")
+
+    def action_replay_play(self) -> None:
+        self.action_pause()
+
+    def action_replay_step(self, frames: int) -> None:
+        self.source.step(frames)
+        self._update_flags()
+
+    def action_replay_jump(self, seconds: float) -> None:
+        self.source.jump(seconds)
+
+    def action_replay_speed(self, direction: int) -> None:
+        self.source.speed = next_speed(self.source.speed, direction)
+        self.query_one(ReplayBar).show(self.source.position())
+
+    def action_replay_seek(self) -> None:
+        first, last = self.source.recording.time_range
+
+        def go(wall_ns: int | None) -> None:
+            if wall_ns is not None:
+                self.source.seek(wall_ns)
+
+        self.push_screen(SeekScreen(first, last), go)
+
     def action_pause(self) -> None:
         self.source.paused = not self.source.paused
-        self.query_one(HeaderBar).set_flags(["PAUSED"] if self.source.paused else [])
+        self._update_flags()
         if self.source.paused:
             self.notify("paused: press p to resume")
         else:
@@ -195,7 +271,8 @@ class OracApp(App[None]):
     def key_sections(self) -> Iterable[tuple[str, Iterable[Binding]]]:
         palette = Binding("ctrl+p", "command_palette", "Command palette: themes, actions, keys")
         return [
-            ("Everywhere", [*self.BINDINGS, palette]),
+            ("Everywhere", [b for b in self.BINDINGS if b not in REPLAY_BINDINGS] + [palette]),
+            ("Replay (orac replay FILE)", REPLAY_BINDINGS),
             ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
             ("Process screen", ProcessScreen.BINDINGS),
         ]

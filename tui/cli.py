@@ -21,6 +21,10 @@ class UsageError(Exception):
     pass
 
 
+class RecordingFailure(Exception):
+    """A recording that cannot be read or written: one line, exit status 2."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line on stderr and exit status 2."""
 
@@ -50,14 +54,67 @@ def count(text: str) -> int:
     return value
 
 
+DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """"90", "90s", "10m", "2h", "1d" -> seconds."""
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in DURATION_UNITS_S else (text, "s")
+    try:
+        value = float(number) * DURATION_UNITS_S[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 10m or 2h, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the duration must be positive, not {text!r}")
+    return value
+
+
 def live_parser() -> Parser:
     parser = Parser(prog="orac", description="Live performance triage for Linux.")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
+    add_ui_options(parser)
+    parser.epilog = (
+        "other commands: orac snapshot [--json], orac doctor, orac record -o FILE, "
+        "orac replay FILE, orac dump FILE"
+    )
+    return parser
+
+
+def add_ui_options(parser: Parser) -> None:
     parser.add_argument("--theme", default=None, help="orac-dark (default), orac-light, orac-high-contrast, ...")
     parser.add_argument(
         "--screenshot-dir", type=Path, default=Path("orac-screenshots"), help="where `s` saves screenshots"
     )
-    parser.epilog = "other commands: orac snapshot [--json], orac doctor"
+
+
+def record_parser() -> Parser:
+    parser = Parser(prog="orac record", description="Record samples to a file, headless (no terminal needed).")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the recording file to create")
+    parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
+    parser.add_argument("--duration", type=duration, default=None, help="stop after this long (90s, 10m, 2h); default: until Ctrl-C")
+    parser.add_argument("--probes", default=None, help="comma-separated probes to record (default: all that can run)")
+    parser.add_argument("--no-redact", action="store_true", help="keep secrets in command lines (password=, --token ...)")
+    parser.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    return parser
+
+
+def replay_parser() -> Parser:
+    parser = Parser(prog="orac replay", description="Open a recording in the same UI as live.")
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--speed", type=float, default=1.0, help="1 to 60 times real time")
+    parser.add_argument("--paused", action="store_true", help="open paused on the first frame")
+    add_ui_options(parser)
+    return parser
+
+
+def dump_parser() -> Parser:
+    parser = Parser(prog="orac dump", description="Print a recording's derived values for scripts.")
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--format", choices=("json", "csv"), default="json", help="JSON lines (default) or CSV")
+    parser.add_argument("--table", choices=("processes", "system"), default="processes", help="CSV: one row per process per frame, or per frame")
+    parser.add_argument("--from", dest="from_", default=None, help="start: +10m, HH:MM[:SS], an ISO date or Unix seconds")
+    parser.add_argument("--to", default=None, help="end, in the same forms")
     return parser
 
 
@@ -77,17 +134,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args and args[0] == "doctor":
             Parser(prog="orac doctor", description="Check which probes can run here.").parse_args(args[1:])
             return doctor()
+        if args and args[0] == "record":
+            return record(record_parser().parse_args(args[1:]))
+        if args and args[0] == "replay":
+            return replay(replay_parser().parse_args(args[1:]))
+        if args and args[0] == "dump":
+            return dump(dump_parser().parse_args(args[1:]))
         return live(live_parser().parse_args(args))
     except UsageError as exc:
+        print(f"orac: error: {exc}", file=sys.stderr)
+        return 2
+    except RecordingFailure as exc:
         print(f"orac: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
 
 
-def live(options: argparse.Namespace) -> int:
-    from probes.collector import Collector
-    from probes.registry import all_probes
+def ui_theme(options: argparse.Namespace) -> str:
     from textual.theme import BUILTIN_THEMES
     from themes import DEFAULT_THEME, THEMES
 
@@ -96,13 +160,91 @@ def live(options: argparse.Namespace) -> int:
         names = ", ".join([*THEMES, *sorted(BUILTIN_THEMES)])
         raise UsageError(f"unknown theme {theme!r}; choose one of: {names}")
     if not sys.stdout.isatty():
-        raise UsageError("the live UI needs a terminal; for scripts use `orac snapshot --json`")
+        raise UsageError("the UI needs a terminal; for scripts use `orac snapshot --json` or `orac dump`")
+    return theme
 
+
+def live(options: argparse.Namespace) -> int:
+    from probes.collector import Collector
+    from probes.registry import all_probes
+
+    theme = ui_theme(options)
     from .app import OracApp
 
     app = OracApp(Collector(all_probes(), options.interval), theme=theme, screenshot_dir=options.screenshot_dir)
     app.run()
     return app.return_code or 0
+
+
+def record(options: argparse.Namespace) -> int:
+    from probes.recording import RecordingError, RecordStats, record as record_frames, select_probes
+    from probes.registry import all_probes
+
+    probes = all_probes()
+    if options.probes:
+        try:
+            probes = select_probes([n.strip() for n in options.probes.split(",") if n.strip()], probes)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def progress(stats: RecordStats) -> None:
+        # One line rewritten in place on a terminal; nothing under systemd or nohup.
+        if not options.quiet and sys.stderr.isatty():
+            print(f"\rrecording {stats.path}: {stats.frames} frames, {stats.file_bytes / 1024:.0f} KiB, "
+                  f"{stats.elapsed_s:.0f} s (Ctrl-C stops)", end="", file=sys.stderr, flush=True)
+
+    try:
+        stats = record_frames(
+            options.output, probes, options.interval, options.duration,
+            redact=not options.no_redact, overwrite=options.force, on_progress=progress,
+        )
+    except RecordingError as exc:
+        raise RecordingFailure(str(exc)) from None
+    if not options.quiet:
+        end = "\n" if sys.stderr.isatty() else ""
+        print(f"{end}recorded {stats.frames} frames in {stats.path} ({stats.file_bytes / 1024:.0f} KiB)", file=sys.stderr)
+    return 0
+
+
+def replay(options: argparse.Namespace) -> int:
+    from probes.recording import Recording, RecordingError, ReplaySource
+
+    if not 1 <= options.speed <= 60:
+        raise UsageError(f"speed must be between 1 and 60, not {options.speed:g}")
+    try:
+        recording = Recording(options.file)
+        source = ReplaySource(recording, speed=options.speed, paused=options.paused)
+    except RecordingError as exc:
+        raise RecordingFailure(str(exc)) from None
+    theme = ui_theme(options)
+    from .app import OracApp
+
+    app = OracApp(source, theme=theme, screenshot_dir=options.screenshot_dir)
+    app.run()
+    recording.close()
+    if source.error is not None:
+        raise RecordingFailure(str(source.error))
+    return app.return_code or 0
+
+
+def dump(options: argparse.Namespace) -> int:
+    from probes.recording import Recording, RecordingError, dump as dump_frames, parse_time
+
+    try:
+        with Recording(options.file) as recording:
+            start = recording.time_range[0]
+            try:
+                from_ns = parse_time(options.from_, start) if options.from_ else None
+                to_ns = parse_time(options.to, start) if options.to else None
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            dump_frames(recording, options.format, from_ns, to_ns, sys.stdout, table=options.table)
+    except RecordingError as exc:
+        raise RecordingFailure(str(exc)) from None
+    except BrokenPipeError:
+        # `orac dump FILE | head` closed the pipe: not an error.
+        sys.stderr.close()
+    return 0
 
 
 def snapshot(options: argparse.Namespace) -> int:
