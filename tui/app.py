@@ -258,8 +258,10 @@ class OracApp(App[None]):
     def action_pause(self) -> None:
         self.source.paused = not self.source.paused
         self._update_flags()
+        if self.replaying:
+            self.query_one(ReplayBar).show(self.source.position())
         if self.source.paused:
-            self.notify("paused: press p to resume")
+            self.notify("paused: press p to resume" + (" (or space)" if self.replaying else ""))
         else:
             # Show the present at once rather than after the rest of the interval.
             self.source.refresh()
