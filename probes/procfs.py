@@ -33,7 +33,8 @@ def read_bytes(path: str, whole: bool = False) -> bytes | None:
         return None
     try:
         data = os.read(fd, 65536)
-        if whole and len(data) == 65536:
+        if whole and data:
+            # Many /proc files come a page per read: read on to the end.
             chunks = [data]
             while chunk := os.read(fd, 65536):
                 chunks.append(chunk)

@@ -219,3 +219,13 @@ def test_system_probe_on_real_proc() -> None:
     assert s.cpus and s.memory.total_bytes > 0
     assert s.cpu_total.total_ns > 0
     assert s.uptime_s > 0
+
+
+def test_read_text_reads_proc_files_served_a_page_at_a_time() -> None:
+    from probes.procfs import read_text
+
+    # /proc/self/maps of this interpreter is several pages; the kernel hands
+    # it out a page per read, so one read would cut it short.
+    maps = read_text("/proc/self/maps")
+    assert maps is not None and len(maps) > 4096
+    assert maps.endswith("\n") and "[stack]" in maps
