@@ -208,7 +208,7 @@ async def test_help_lists_every_binding() -> None:
 
 
 async def test_a_probe_can_add_a_sortable_column_and_take_it_away() -> None:
-    from tui.process_table import Column
+    from tui.line_table import Column
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -253,3 +253,13 @@ async def test_without_syscalls_the_pane_says_why_and_the_column_goes() -> None:
         assert "syscalls" not in [c.key for c in app.query_one(ProcessTable).columns]
         _, text = capture(app)
         assert "no root" in text and "sudo orac" in text
+
+
+async def test_enter_on_a_syscalls_row_opens_that_process() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one("#sys-processes")
+        table.focus()
+        await pilot.press("down", "enter")  # second busiest: nginx, 1200
+        assert isinstance(app.screen, ProcessScreen) and app.screen.pid == 1200

@@ -29,7 +29,8 @@ from .process_pane import ProcessPane
 from .process_screen import ProcessScreen
 from .format import human_bytes, human_rate
 from .gpu_pane import GpuPane
-from .process_table import Column, ProcessTable
+from .line_table import Column
+from .process_table import ProcessTable
 from .replay_bar import REPLAY_BINDINGS, ReplayBar, SeekScreen, next_speed
 from .screenshot import capture, write_screenshot
 from .syscalls_pane import SyscallsPane

@@ -21,7 +21,8 @@ from probes.views import ProcessesView, ProcessView
 
 from .format import MISSING, human_bytes, percent
 from .pane import Pane
-from .process_table import ProcessTable, fit
+from .line_table import fit
+from .process_table import ProcessTable
 from .system_panes import WAITING, bar
 
 # Throttle reasons that say nothing is wrong: an idle GPU, or clocks someone set.

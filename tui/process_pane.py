@@ -104,7 +104,7 @@ class ProcessPane(Pane):
             self.remove_class("-filtering")
         self.table.focus()
 
-    def on_process_table_reordered(self, event: ProcessTable.Reordered) -> None:
+    def on_line_table_reordered(self, event: ProcessTable.Reordered) -> None:
         event.stop()
         self._update_title()
 

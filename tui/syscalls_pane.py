@@ -2,59 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Sequence
+from operator import attrgetter
+from typing import Any, Callable, ClassVar
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.coordinate import Coordinate
-from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from probes.syscalls import ProcessSyscalls, SyscallRate, SyscallsView
 
 from .format import MISSING, human_duration_ns, human_rate
+from .line_table import Column, LineTable
 from .pane import Pane
 from .process_table import ProcessTable
 
-# Rows drawn per table: a pane this size shows a few dozen at most, and the
-# rest would only cost rebuild time every tick.
-MAX_ROWS = 50
-
-RateKey = Callable[[SyscallRate], Any]
+# A busy box has thousands of (process, syscall) pairs; a pane shows a few
+# dozen, and a few hundred keep scrolling useful without sorting them all.
+MAX_ROWS = 300
 
 
 def _none_low(value: float | None) -> float:
     return -1.0 if value is None else value
 
 
-# column label -> (sort key on a SyscallRate, largest first)
-RATE_SORTS: dict[str, tuple[RateKey, bool]] = {
-    "SYSCALL": (lambda r: r.name, False),
-    "CALLS/s": (lambda r: r.calls_per_s, True),
-    "ERR/s": (lambda r: r.errors_per_s, True),
-    "ERRNO": (lambda r: r.top_errno or "", False),
-    "P50": (lambda r: _none_low(r.p50_latency_ns), True),
-    "P99": (lambda r: _none_low(r.p99_latency_ns), True),
-}
-PROCESS_SORTS: dict[str, tuple[Callable[[ProcessSyscalls], Any], bool]] = {
-    "PID": (lambda p: p.pid, False),
-    "COMM": (lambda p: p.comm, False),
-    **{label: ((lambda p, key=key: key(p.total)), desc) for label, (key, desc) in RATE_SORTS.items() if label != "SYSCALL"},
-}
-
-
-def right(text: str) -> Text:
-    return Text(text, justify="right")
-
-
-def rate_cells(rate: SyscallRate) -> list[str | Text]:
+def rate_columns(of: Callable[[Any], SyscallRate]) -> list[Column[Any]]:
+    """CALLS/s ... P99 of the SyscallRate `of` picks from a row."""
     return [
-        right(human_rate(rate.calls_per_s)),
-        right(human_rate(rate.errors_per_s)),
-        rate.top_errno or MISSING,
-        right(human_duration_ns(rate.p50_latency_ns)),
-        right(human_duration_ns(rate.p99_latency_ns)),
+        Column("calls", "CALLS/s", 8, lambda r: human_rate(of(r).calls_per_s), lambda r: of(r).calls_per_s, True, True),
+        Column("errors", "ERR/s", 6, lambda r: human_rate(of(r).errors_per_s), lambda r: of(r).errors_per_s, True, True),
+        Column("errno", "ERRNO", 10, lambda r: of(r).top_errno or MISSING, lambda r: of(r).top_errno or ""),
+        Column("p50", "P50", 7, lambda r: human_duration_ns(of(r).p50_latency_ns), lambda r: _none_low(of(r).p50_latency_ns), True, True),
+        Column("p99", "P99", 7, lambda r: human_duration_ns(of(r).p99_latency_ns), lambda r: _none_low(of(r).p99_latency_ns), True, True),
     ]
 
 
@@ -62,62 +40,17 @@ def top_names(process: ProcessSyscalls, n: int = 3) -> str:
     return ", ".join(f"{r.name} {human_rate(r.calls_per_s)}" for r in process.syscalls[:n])
 
 
-class SortedTable(DataTable[Any]):
-    """A DataTable that keeps a sort order and its cursor's row across refills."""
+PROCESS_COLUMNS: list[Column[ProcessSyscalls]] = [
+    Column("pid", "PID", 7, lambda p: str(p.pid), attrgetter("pid"), right=True),
+    Column("comm", "COMM", 15, attrgetter("comm"), attrgetter("comm")),
+    *rate_columns(attrgetter("total")),
+    Column("top", "TOP SYSCALLS", 0, top_names, top_names),
+]
 
-    class Resorted(Message):
-        """A header was clicked: the owner redraws in the new order."""
-
-    def __init__(self, sorts: dict[str, tuple[Callable[[Any], Any], bool]], default: str, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self.sorts = sorts
-        self.sort_label = default
-        self.sort_descending = sorts[default][1]
-        # what is on screen, to update only what changed
-        self.shown_keys: list[str] = []
-        self.shown_cells: list[list[str | Text]] = []
-
-    def order(self, items: Sequence[Any]) -> list[Any]:
-        key, _ = self.sorts[self.sort_label]
-        return sorted(items, key=key, reverse=self.sort_descending)[:MAX_ROWS]
-
-    def fill(self, rows: list[tuple[str, list[str | Text]]]) -> None:
-        """Replace the rows, keeping the cursor on the same key where it still exists.
-
-        When the same rows come in the same order (most ticks on a steady
-        box), only the cells that changed are updated: rebuilding a DataTable
-        costs several milliseconds a tick.
-        """
-        keys = [key for key, _ in rows]
-        if keys == self.shown_keys:
-            for row, ((_, cells), old) in enumerate(zip(rows, self.shown_cells)):
-                for column, (cell, before) in enumerate(zip(cells, old)):
-                    if cell != before:
-                        self.update_cell_at(Coordinate(row, column), cell)
-            self.shown_cells = [cells for _, cells in rows]
-            return
-        self.shown_keys = keys
-        self.shown_cells = [cells for _, cells in rows]
-        current = None
-        if self.row_count and self.cursor_row < self.row_count:
-            current = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        self.clear()
-        for key, cells in rows:
-            self.add_row(*cells, key=key)
-        keys = [key for key, _ in rows]
-        if current in keys:
-            self.move_cursor(row=keys.index(current), animate=False)
-
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        label = str(event.label).rstrip("▲▼")
-        if label not in self.sorts:
-            return
-        if label == self.sort_label:
-            self.sort_descending = not self.sort_descending
-        else:
-            self.sort_label = label
-            self.sort_descending = self.sorts[label][1]
-        self.post_message(self.Resorted())
+SYSCALL_COLUMNS: list[Column[SyscallRate]] = [
+    Column("name", "SYSCALL", 16, attrgetter("name"), attrgetter("name")),
+    *rate_columns(lambda r: r),
+]
 
 
 class SyscallsPane(Pane):
@@ -130,7 +63,7 @@ class SyscallsPane(Pane):
     SyscallsPane.-unavailable { height: auto; }
     SyscallsPane > Horizontal { height: 1fr; }
     SyscallsPane #sys-processes { width: 3fr; }
-    SyscallsPane #sys-top { width: 2fr; }
+    SyscallsPane #sys-top { width: 2fr; margin-left: 1; }
     SyscallsPane > Static { display: none; padding: 0 1; color: $error; }
     SyscallsPane.-unavailable > Static { display: block; }
     SyscallsPane.-unavailable > Horizontal { display: none; }
@@ -139,15 +72,11 @@ class SyscallsPane(Pane):
     def compose(self) -> ComposeResult:
         yield Static(id="sys-unavailable")
         with Horizontal():
-            yield SortedTable(PROCESS_SORTS, "CALLS/s", id="sys-processes")
-            yield SortedTable(RATE_SORTS, "CALLS/s", id="sys-top")
+            yield LineTable(PROCESS_COLUMNS, "calls", attrgetter("pid"), id="sys-processes")
+            yield LineTable(SYSCALL_COLUMNS, "calls", attrgetter("name"), id="sys-top")
 
     def on_mount(self) -> None:
         self.border_title = "Syscalls"
-        self.query_one("#sys-processes", SortedTable).add_columns(
-            "PID", "COMM", "CALLS/s", "ERR/s", "ERRNO", "P50", "P99", "TOP SYSCALLS"
-        )
-        self.query_one("#sys-top", SortedTable).add_columns("SYSCALL", "CALLS/s", "ERR/s", "ERRNO", "P50", "P99")
 
     def show_view(self, view: SyscallsView) -> None:
         self.view = view
@@ -163,11 +92,6 @@ class SyscallsPane(Pane):
             f"{reason}" + (f"\nto fix: {remedy}" if remedy else "")
         )
 
-    def on_sorted_table_resorted(self, event: SortedTable.Resorted) -> None:
-        event.stop()
-        if self.view is not None:
-            self._draw()
-
     def _draw(self) -> None:
         view: SyscallsView = self.view
         self.border_title = (
@@ -178,18 +102,12 @@ class SyscallsPane(Pane):
         if lost:
             subtitle += f"  [$error]lost {lost}[/]"
         self.border_subtitle = subtitle
-        processes = self.query_one("#sys-processes", SortedTable)
-        processes.fill(
-            [
-                (str(p.pid), [right(str(p.pid)), p.comm, *rate_cells(p.total), top_names(p)])
-                for p in processes.order(view.processes)
-            ]
-        )
-        top = self.query_one("#sys-top", SortedTable)
-        top.fill([(r.name, [r.name, *rate_cells(r)]) for r in top.order(view.top_syscalls)])
+        for table_id, items in (("#sys-processes", view.processes), ("#sys-top", view.top_syscalls)):
+            table = self.query_one(table_id, LineTable)
+            table.set_rows([(item, "") for item in table.ordered(items)[:MAX_ROWS]])
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_line_table_opened(self, event: LineTable.Opened) -> None:
         # Enter on a process row opens its process screen, as in the process table.
         event.stop()
-        if event.data_table.id == "sys-processes" and event.row_key.value is not None:
-            self.post_message(ProcessTable.Selected(int(event.row_key.value)))
+        if event.table.id == "sys-processes":
+            self.post_message(ProcessTable.Selected(event.item.pid))

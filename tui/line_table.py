@@ -1,0 +1,301 @@
+"""A sortable table drawn with Textual's line API: only the rows on screen cost anything.
+
+DataTable keeps a renderable per cell and re-measures on updates; refilled
+every tick it was the most expensive widget on screen. This table keeps
+its rows as plain Python objects, formats a cell only when its line is
+drawn, and follows the row under the cursor across refills by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, TypeVar
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Column(Generic[T]):
+    key: str
+    label: str
+    # 0: takes the width the others leave
+    width: int
+    text: Callable[[T], str]
+    sort_key: Callable[[T], Any]
+    right: bool = False
+    # sizes and rates are most interesting largest first, names and ids smallest first
+    descending: bool = False
+    # narrower tables drop this column so the wide one keeps room to be read
+    min_table_width: int = 0
+
+
+def fit(text: str, width: int, right: bool) -> str:
+    if len(text) > width:
+        return text[: width - 1] + "…" if width > 1 else text[:width]
+    return text.rjust(width) if right else text.ljust(width)
+
+
+class LineTable(ScrollView, Generic[T], can_focus=True):
+    """Rows of T under a fixed header; click a header to sort, again to reverse."""
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "edge(-1)", "First", show=False),
+        Binding("end", "edge(1)", "Last", show=False),
+        Binding("enter", "open", "Open", show=False, tooltip="Open the selected row"),
+    ]
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "line-table--header",
+        "line-table--sorted",
+        "line-table--cursor",
+        "line-table--prefix",
+    }
+
+    DEFAULT_CSS = """
+    LineTable {
+        height: 1fr;
+        overflow-x: hidden;
+        scrollbar-size-vertical: 1;
+    }
+    LineTable > .line-table--header { background: $primary; color: $background; text-style: bold; }
+    LineTable > .line-table--sorted { background: $accent; color: $background; text-style: bold; }
+    LineTable > .line-table--cursor {
+        background: $block-cursor-background;
+        color: $block-cursor-foreground;
+        text-style: $block-cursor-text-style;
+    }
+    LineTable:blur > .line-table--cursor {
+        background: $block-cursor-blurred-background;
+        color: $block-cursor-blurred-foreground;
+        text-style: $block-cursor-blurred-text-style;
+    }
+    LineTable > .line-table--prefix { color: $foreground-muted; }
+    """
+
+    class Reordered(Message):
+        """The sort order (or a subclass's filter or tree mode) changed."""
+
+    class Opened(Message):
+        """Enter or a double click on a row."""
+
+        def __init__(self, table: LineTable[Any], item: Any) -> None:
+            super().__init__()
+            self.table = table
+            self.item = item
+
+        @property
+        def control(self) -> LineTable[Any]:
+            return self.table
+
+    def __init__(
+        self,
+        columns: Iterable[Column[T]],
+        sort_key: str,
+        row_key: Callable[[T], Hashable],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.columns: list[Column[T]] = list(columns)
+        self.default_sort_key = sort_key
+        self.sort_key = sort_key
+        self.sort_descending = self.column(sort_key).descending
+        self.row_key = row_key
+        # each row: the item and a prefix drawn before the last column (tree lines)
+        self.rows: list[tuple[T, str]] = []
+        self.cursor = 0
+        self.cursor_key: Hashable | None = None
+        # Rich styles by component class, resolved once per theme and focus
+        # state: resolving them for every line was a third of drawing time.
+        self._styles: dict[str, Style] = {}
+
+    # data
+
+    def column(self, key: str) -> Column[T]:
+        return next(c for c in self.columns if c.key == key)
+
+    def ordered(self, items: Iterable[T], tie_break: Callable[[T], Any] | None = None) -> list[T]:
+        """Items in the table's sort order; `tie_break` keeps equal rows from swapping every tick."""
+        column = self.column(self.sort_key)
+        result = sorted(items, key=tie_break) if tie_break is not None else list(items)
+        result.sort(key=column.sort_key, reverse=self.sort_descending)
+        return result
+
+    def set_rows(self, rows: list[tuple[T, str]]) -> None:
+        """Show these rows, keeping the cursor on the row it was on where it still exists."""
+        self.rows = rows
+        if self.cursor_key is not None:
+            for i, (item, _) in enumerate(rows):
+                if self.row_key(item) == self.cursor_key:
+                    self.cursor = i
+                    break
+        self.cursor = max(0, min(self.cursor, len(rows) - 1))
+        self.cursor_key = self.row_key(rows[self.cursor][0]) if rows else None
+        self.virtual_size = Size(self.size.width, len(rows) + 1)
+        self._scroll_cursor_into_view()
+        self.refresh()
+
+    def resort(self) -> None:
+        """Reorder the current rows after the sort changed; subclasses rebuild instead."""
+        self.set_rows([(item, "") for item in self.ordered(item for item, _ in self.rows)])
+
+    @property
+    def selected(self) -> T | None:
+        return self.rows[self.cursor][0] if self.rows else None
+
+    def show_column(self, column: Column[T]) -> None:
+        """Add a column another source provides, before the last one.
+
+        Its text and sort key look values up elsewhere, so the caller keeps
+        them current by updating the mapping they read.
+        """
+        if any(c.key == column.key for c in self.columns):
+            return
+        self.columns.insert(len(self.columns) - 1, column)
+        self.refresh()
+
+    def hide_column(self, key: str) -> None:
+        if key == self.columns[-1].key or not any(c.key == key for c in self.columns):
+            return
+        self.columns = [c for c in self.columns if c.key != key]
+        if self.sort_key == key:
+            self.sort_key = self.default_sort_key
+            self.sort_descending = self.column(self.sort_key).descending
+            self.resort()
+        self.refresh()
+
+    # actions
+
+    def action_sort(self, key: str) -> None:
+        if key == self.sort_key:
+            self.sort_descending = not self.sort_descending
+        else:
+            self.sort_key = key
+            self.sort_descending = self.column(key).descending
+        self.resort()
+        self.post_message(self.Reordered())
+
+    def action_cursor(self, delta: int) -> None:
+        self._move_to(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self._move_to(self.cursor + direction * max(1, self.size.height - 2))
+
+    def action_edge(self, direction: int) -> None:
+        self._move_to(0 if direction < 0 else len(self.rows) - 1)
+
+    def action_open(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.Opened(self, self.selected))
+
+    def _move_to(self, index: int) -> None:
+        if not self.rows:
+            return
+        self.cursor = max(0, min(index, len(self.rows) - 1))
+        self.cursor_key = self.row_key(self.rows[self.cursor][0])
+        self._scroll_cursor_into_view()
+        self.refresh()
+
+    def _scroll_cursor_into_view(self) -> None:
+        visible = max(1, self.size.height - 1)
+        top = self.scroll_offset.y
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + visible:
+            self.scroll_to(y=self.cursor - visible + 1, animate=False, immediate=True)
+
+    # mouse
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y == 0:
+            key = self._column_at(event.x)
+            if key is not None:
+                self.action_sort(key)
+        else:
+            self._move_to(self.scroll_offset.y + event.y - 1)
+            if event.chain == 2:
+                self.action_open()
+
+    def _column_at(self, x: int) -> str | None:
+        start = 0
+        for column, width in self._layout(self.size.width):
+            if start <= x < start + width + 1:
+                return column.key
+            start += width + 1
+        return None
+
+    # drawing
+
+    def _layout(self, width: int) -> list[tuple[Column[T], int]]:
+        shown = [c for c in self.columns if width >= c.min_table_width]
+        fixed = sum(c.width + 1 for c in shown if c.width)
+        return [(c, c.width or max(8, width - fixed)) for c in shown]
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, len(self.rows) + 1)
+
+    def style(self, component: str) -> Style:
+        """The Rich style of a component class ("" for the widget's own)."""
+        style = self._styles.get(component)
+        if style is None:
+            style = self.get_component_rich_style(component) if component else self.rich_style
+            self._styles[component] = style
+        return style
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+
+    def on_focus(self) -> None:
+        self._styles.clear()
+
+    def on_blur(self) -> None:
+        self._styles.clear()
+
+    def cell_style(self, key: str, item: T) -> Style:
+        """A style for one cell on top of the row's (subclasses colour states)."""
+        return Style()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        layout = self._layout(width)
+        base = self.style("")
+        if y == 0:
+            header = self.style("line-table--header")
+            sorted_style = self.style("line-table--sorted")
+            segments = []
+            for column, w in layout:
+                arrow = ("▼" if self.sort_descending else "▲") if column.key == self.sort_key else ""
+                label = fit(column.label + arrow, w, column.right)
+                segments.append(Segment(label, sorted_style if column.key == self.sort_key else header))
+                segments.append(Segment(" ", header))
+            return Strip(segments).crop_extend(0, width, header)
+        index = self.scroll_offset.y + y - 1
+        if index >= len(self.rows):
+            return Strip.blank(width, base)
+        item, prefix = self.rows[index]
+        row_style = base
+        if index == self.cursor:
+            row_style = base + self.style("line-table--cursor")
+        segments = []
+        last = layout[-1][0].key
+        for column, w in layout:
+            if column.key == last and prefix:
+                prefix_style = row_style + self.style("line-table--prefix")
+                segments.append(Segment(prefix[:w], prefix_style))
+                w = max(0, w - len(prefix))
+            segments.append(Segment(fit(column.text(item), w, column.right), row_style + self.cell_style(column.key, item)))
+            segments.append(Segment(" ", row_style))
+        return Strip(segments).crop_extend(0, width, row_style)
