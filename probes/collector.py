@@ -74,8 +74,15 @@ class Collector:
     # The processes it shows are running now, so they can be asked for more.
     live = True
 
-    def __init__(self, probes: Sequence[Probe[Any]], interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        probes: Sequence[Probe[Any]],
+        interval_s: float = 1.0,
+        left_out: Iterable[str] = (),
+    ) -> None:
         self.probes = list(probes)
+        # probes the user chose not to run, so their panes say so
+        self.left_out = list(left_out)
         self.interval_s = interval_s
         self.paused = False
         # set from the UI to record; appended to on the collector thread
@@ -107,6 +114,8 @@ class Collector:
         running, unavailable = start_probes(quick)
         for probe in slow:
             unavailable[probe.name] = (STARTING, "")
+        for name in self.left_out:
+            unavailable[name] = ("not started: left out with --probes", "")
         if slow:
             threading.Thread(
                 target=self._start_slow, args=(slow, running, unavailable), name="orac-probe-start", daemon=True

@@ -259,3 +259,27 @@ def test_uptime(seconds: float, text: str) -> None:
 @pytest.mark.parametrize(("value", "digits", "text"), [(None, 1, MISSING), (0.0, 1, "0.0"), (12.346, 2, "12.35")])
 def test_percent(value: float | None, digits: int, text: str) -> None:
     assert percent(value, digits) == text
+
+
+def test_unknown_probe_in_live_probes_is_one_line() -> None:
+    result = orac("--probes", "cpu,warp")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "warp" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_left_out_probes_say_so_on_their_pane() -> None:
+    import threading
+
+    from probes.collector import Collector
+    from probes.system import SystemProbe
+
+    got = threading.Event()
+    frames = []
+    collector = Collector([SystemProbe()], 0.2, left_out=["syscalls"])
+    collector.start(lambda frame, views: (frames.append(frame), got.set()))
+    try:
+        assert got.wait(5)
+    finally:
+        collector.stop()
+    assert frames[0].unavailable["syscalls"][0].startswith("not started: left out with --probes")

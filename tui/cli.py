@@ -72,6 +72,9 @@ def duration(text: str) -> float:
 def live_parser() -> Parser:
     parser = Parser(prog="orac", description="Live performance triage for Linux.")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
+    parser.add_argument(
+        "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,syscalls (default: all)"
+    )
     add_ui_options(parser)
     parser.epilog = (
         "other commands: orac snapshot [--json], orac doctor, orac record -o FILE, "
@@ -151,6 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def chosen_probes(names: str | None, probes: list[Any]) -> list[Any]:
+    """The probes named in a --probes list, or all of them."""
+    from probes.recording import select_probes
+
+    if not names:
+        return probes
+    try:
+        return select_probes([n.strip() for n in names.split(",") if n.strip()], probes)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def ui_theme(options: argparse.Namespace) -> str:
     from textual.theme import BUILTIN_THEMES
     from themes import DEFAULT_THEME, THEMES
@@ -168,24 +183,23 @@ def live(options: argparse.Namespace) -> int:
     from probes.collector import Collector
     from probes.registry import all_probes
 
+    probes = chosen_probes(options.probes, all_probes())
     theme = ui_theme(options)
     from .app import OracApp
 
-    app = OracApp(Collector(all_probes(), options.interval), theme=theme, screenshot_dir=options.screenshot_dir)
+    chosen = {p.name for p in probes}
+    left_out = [p.name for p in all_probes() if p.name not in chosen]
+    collector = Collector(probes, options.interval, left_out=left_out)
+    app = OracApp(collector, theme=theme, screenshot_dir=options.screenshot_dir)
     app.run()
     return app.return_code or 0
 
 
 def record(options: argparse.Namespace) -> int:
-    from probes.recording import RecordingError, RecordStats, record as record_frames, select_probes
+    from probes.recording import RecordingError, RecordStats, record as record_frames
     from probes.registry import all_probes
 
-    probes = all_probes()
-    if options.probes:
-        try:
-            probes = select_probes([n.strip() for n in options.probes.split(",") if n.strip()], probes)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    probes = chosen_probes(options.probes, all_probes())
 
     def progress(stats: RecordStats) -> None:
         # One line rewritten in place on a terminal; nothing under systemd or nohup.
