@@ -73,11 +73,16 @@ def parse_stat(data: bytes) -> tuple[str, str, int, int, int, int, int, int]:
     )
 
 
+# Arguments may hold newlines and other control characters (`python -c
+# "..."`): one line per process on screen, so they show as spaces.
+CONTROL_TO_SPACE = bytes.maketrans(bytes(range(32)), b" " * 32)
+
+
 def parse_cmdline(data: bytes | None) -> str:
     """Join /proc/PID/cmdline's NUL-separated arguments with spaces."""
     if not data:
         return ""
-    return data.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    return data.rstrip(b"\0").translate(CONTROL_TO_SPACE).decode("utf-8", "replace")
 
 
 def parse_cgroup(data: bytes | None) -> str:

@@ -324,3 +324,9 @@ def test_finds_a_real_sleep_process() -> None:
     me = procs[os.getpid()]
     assert me.num_threads >= 1
     assert me.start_time_ns <= p.start_time_ns
+
+
+def test_parse_cmdline_keeps_one_line_per_process() -> None:
+    from probes.processes import parse_cmdline
+
+    assert parse_cmdline(b"python3\0-c\0import os\nwhile True:\n\tpass\0") == "python3 -c import os while True:  pass"

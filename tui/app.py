@@ -24,7 +24,7 @@ from themes import DEFAULT_THEME, STYLESHEET, THEMES
 from .header_bar import HeaderBar
 from .help_screen import HelpScreen
 from .messages import FrameReady
-from .pane import Pane
+from .pane import Pane, feed
 from .process_pane import ProcessPane
 from .process_screen import ProcessScreen
 from .format import human_bytes, human_rate
@@ -178,14 +178,7 @@ class OracApp(App[None]):
         )
 
     def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
-        for pane in screen.query(Pane):
-            if pane.PROBE in views:
-                pane.show_view(views[pane.PROBE])
-            elif pane.PROBE in frame.unavailable:
-                pane.show_unavailable(*frame.unavailable[pane.PROBE])
-            elif pane.PROBE not in frame.samples:
-                # A recording made without this probe, or fixed frames.
-                pane.show_unavailable(f"no {pane.PROBE} data in what is shown", "")
+        feed(screen.query(Pane), frame, views, source="app")
 
     def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
         self.push_screen(

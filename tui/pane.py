@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 from textual.widget import Widget
+
+from probes.frame import Frame
 
 
 class Pane(Widget):
@@ -15,6 +17,8 @@ class Pane(Widget):
     """
 
     PROBE: ClassVar[str]
+    # which source feeds it: the app's collector, or a drill-down's own
+    SOURCE: ClassVar[str] = "app"
 
     DEFAULT_CSS = """
     Pane {
@@ -45,3 +49,17 @@ class Pane(Widget):
         assert self.unavailable is not None
         reason, remedy = self.unavailable
         return f"{self.PROBE}: {reason}" + (f"\n{remedy}" if remedy else "")
+
+
+def feed(panes: Iterable[Pane], frame: Frame, views: dict[str, Any], source: str) -> None:
+    """Give each pane of `source` its probe's view, or why there is none."""
+    for pane in panes:
+        if pane.SOURCE != source:
+            continue
+        if pane.PROBE in views:
+            pane.show_view(views[pane.PROBE])
+        elif pane.PROBE in frame.unavailable:
+            pane.show_unavailable(*frame.unavailable[pane.PROBE])
+        elif pane.PROBE not in frame.samples:
+            # A recording made without this probe, or fixed frames.
+            pane.show_unavailable(f"no {pane.PROBE} data in what is shown", "")

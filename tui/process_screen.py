@@ -17,6 +17,7 @@ from probes.process_details import ProcessDetails, ProcessGone, read_details
 from probes.views import ProcessesView, ProcessView
 
 from .format import MISSING, cpu_time, human_bytes, percent
+from .drilldown import DrillDown
 from .pane import Pane
 
 
@@ -33,9 +34,10 @@ class ProcessSummary(Pane):
 
     DEFAULT_CSS = """
     ProcessSummary { height: auto; padding: 0 1; }
-    ProcessSummary #details { height: auto; }
-    ProcessSummary .gone { color: $error; text-style: bold; }
-    ProcessSummary Horizontal { height: 3; margin-top: 1; }
+    ProcessSummary #summary { height: auto; }
+    ProcessSummary #details { height: auto; width: 1fr; }
+    ProcessSummary #history { height: auto; width: 76; }
+    ProcessSummary #history > Horizontal { height: 3; margin-bottom: 1; }
     ProcessSummary Horizontal > Label { width: 16; }
     ProcessSummary Sparkline { height: 2; }
     ProcessSummary #cpu-spark > .sparkline--max-color { color: $error; }
@@ -60,13 +62,16 @@ class ProcessSummary(Pane):
         self.gone = False
 
     def compose(self) -> ComposeResult:
-        yield Static(id="details")
-        with Horizontal():
-            yield Label("CPU %", id="cpu-label")
-            yield Sparkline(self.cpu_history, id="cpu-spark")
-        with Horizontal():
-            yield Label("RSS", id="rss-label")
-            yield Sparkline(self.rss_history, id="rss-spark")
+        # Details left, the last minute right: the drill-down below gets the height.
+        with Horizontal(id="summary"):
+            yield Static(id="details")
+            with Vertical(id="history"):
+                with Horizontal():
+                    yield Label("CPU %", id="cpu-label")
+                    yield Sparkline(self.cpu_history, id="cpu-spark")
+                with Horizontal():
+                    yield Label("RSS", id="rss-label")
+                    yield Sparkline(self.rss_history, id="rss-spark")
 
     def on_mount(self) -> None:
         self.border_title = f"Process {self.pid}"
@@ -143,7 +148,6 @@ class ProcessScreen(Screen[None]):
 
     DEFAULT_CSS = """
     ProcessScreen > Vertical { height: 1fr; }
-    ProcessScreen #drilldown { height: 1fr; }
     """
 
     def __init__(
@@ -162,6 +166,5 @@ class ProcessScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield ProcessSummary(self.pid, self.history, self.live, self.current)
-            # Where the eBPF drill-down (syscalls, off-CPU, profile) will go.
-            yield Vertical(id="drilldown")
+            yield DrillDown(self.pid, self.live)
         yield Footer()

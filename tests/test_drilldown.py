@@ -1,0 +1,104 @@
+"""The drill-down: targeted traces start with the process screen and detach when it closes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from probes.base import ProbeUnavailable
+from probes.collector import Collector
+from probes.ebpf import check_ebpf
+from probes.processes import ProcessProbe
+from probes.system import SystemProbe
+from tui.app import OracApp
+from tui.drilldown import DrillDown, DrillSyscallsPane
+from tui.process_screen import ProcessScreen
+from tui.process_table import ProcessTable
+
+REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
+SIZE = (160, 48)
+
+WORKLOAD = """
+import os, sys, time
+sys.stdin.readline()
+while True:
+    for _ in range(5000):
+        os.getppid()
+    time.sleep(0.005)
+"""
+
+
+def bpf_links() -> int:
+    """eBPF links this process holds open: each keeps a program attached."""
+    count = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                count += "link_id:" in f.read()
+        except OSError:
+            continue
+    return count
+
+
+@pytest.fixture
+def ebpf() -> None:
+    try:
+        check_ebpf(tracefs=False)
+    except ProbeUnavailable as exc:
+        if REQUIRE_EBPF:
+            pytest.fail(f"eBPF cannot run here: {exc} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
+        pytest.skip(f"eBPF cannot run here: {exc}")
+
+
+async def wait_for(pilot, predicate, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+async def test_drilldown_traces_only_its_process_and_detaches(ebpf) -> None:
+    target = subprocess.Popen([sys.executable, "-c", WORKLOAD], stdin=subprocess.PIPE, text=True)
+    other = subprocess.Popen([sys.executable, "-c", WORKLOAD], stdin=subprocess.PIPE, text=True)
+    try:
+        for proc in (target, other):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        before = bpf_links()
+        app = OracApp(Collector([SystemProbe(), ProcessProbe()], interval_s=0.5))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: "procs" in app.views)
+            app.post_message(ProcessTable.Selected(target.pid))
+            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+            pane = app.screen.query_one(DrillSyscallsPane)
+            await wait_for(pilot, lambda: pane.view is not None and pane.view.processes)
+            assert bpf_links() > before
+            view = pane.view
+            # filtered in the kernel: only the target, busy with getppid
+            assert {p.pid for p in view.processes} == {target.pid}
+            assert view.top_syscalls[0].name == "getppid"
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, ProcessScreen))
+            await wait_for(pilot, lambda: bpf_links() == before, timeout_s=5)
+    finally:
+        for proc in (target, other):
+            proc.kill()
+            proc.wait()
+
+
+async def test_without_a_live_process_the_drilldown_says_so() -> None:
+    from ui import make_app, until_drawn
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("enter")
+        drill = app.screen.query_one(DrillDown)
+        assert drill.collector is None
+        from tui.screenshot import capture
+
+        assert "nothing to show for recorded frames" in capture(app)[1]
