@@ -135,15 +135,24 @@ def check_ebpf(*, tracefs: bool = True) -> None:
 
 @dataclass(frozen=True, slots=True)
 class BpfProgram:
-    """A program's source and the options it is compiled with."""
+    """A program's source, the options it is compiled with, and the perf events its functions sample on."""
 
     source_name: str
     text: str
     cflags: tuple[str, ...]
+    # Programs declared in the text (RAW_TRACEPOINT_PROBE...) attach as they
+    # load; a perf event program is attached to the events named here.
+    perf_events: tuple[ebpf_loader.PerfEvent, ...] = ()
 
     def listing(self) -> str:
         """The program as it is compiled, options written as #defines (for `--print-bpf`)."""
         lines = [f"// {self.source_name}, compiled with: {' '.join(self.cflags) or '(no options)'}"]
+        for event in self.perf_events:
+            rate = f"{event.sample_freq} Hz" if event.sample_freq else f"every {event.sample_period} events"
+            cpus = "every online CPU" if event.cpu < 0 else f"CPU {event.cpu}"
+            lines.append(
+                f"// {event.fn_name} attached to perf event type {event.type} config {event.config}, {rate} on {cpus}"
+            )
         for flag in self.cflags:
             if flag.startswith("-D"):
                 name, _, value = flag[2:].partition("=")
@@ -160,10 +169,12 @@ def program_text(source_name: str) -> str:
     return importlib.resources.files(__package__).joinpath(source_name).read_text(encoding="utf-8")
 
 
-def build_program(source_name: str, defines: Mapping[str, int | None]) -> BpfProgram:
+def build_program(
+    source_name: str, defines: Mapping[str, int | None], perf_events: tuple[ebpf_loader.PerfEvent, ...] = ()
+) -> BpfProgram:
     """The program text and its -D options; a define whose value is None is left out."""
     cflags = tuple(f"-D{name}={value}" for name, value in defines.items() if value is not None)
-    return BpfProgram(source_name, program_text(source_name), cflags)
+    return BpfProgram(source_name, program_text(source_name), cflags, perf_events)
 
 
 def first_error_line(stderr: str, source_name: str) -> str:
@@ -239,7 +250,7 @@ def load_program(program: BpfProgram) -> LoadedProgram:
     # -w: a warning printed before an error would hide the error's line.
     flags = [*program.cflags, "-w"]
     try:
-        loaded = ebpf_loader.load(program.text, flags, LOAD_TIMEOUT_S)
+        loaded = ebpf_loader.load(program.text, flags, LOAD_TIMEOUT_S, program.perf_events)
     except ebpf_loader.LoadFailed as exc:
         if exc.returncode is None:
             raise ProbeUnavailable(f"compiling {source_name} took over {LOAD_TIMEOUT_S} s", _compile_remedy()) from None

@@ -7,7 +7,9 @@ without eBPF takes about 42 MiB in all. So orac never imports bcc. A child,
 
 1. reads the program text and its cflags from stdin (JSON);
 2. imports bcc, compiles, loads, and attaches what the program declares
-   (RAW_TRACEPOINT_PROBE, TRACEPOINT_PROBE; bcc attaches them as it loads);
+   (RAW_TRACEPOINT_PROBE, TRACEPOINT_PROBE; bcc attaches them as it loads)
+   and the perf events the request names (a sampling program such as the
+   on-CPU profile's: one perf event per online CPU, the program attached);
 3. sends over a Unix socket (SCM_RIGHTS) the descriptors that keep the
    program in the kernel: each attachment (closing one detaches its
    program) and each map, by name, with its key size, value size, entry
@@ -31,7 +33,8 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # A message carries at most SCM_MAX_FD descriptors (the kernel's limit).
@@ -53,13 +56,48 @@ ATTACHMENT_KINDS = {
     "kfunc_exit_fds": "kfunc_exit",
     "lsm_fds": "lsm",
 }
-UNSUPPORTED_KINDS = {"kprobe_fds": "kprobes", "uprobe_fds": "uprobes", "open_perf_events": "perf events"}
+UNSUPPORTED_KINDS = {"kprobe_fds": "kprobes", "uprobe_fds": "uprobes"}
+# Attachments of programs to perf events (bcc's open_perf_events): the
+# event's descriptor holds the program (the event keeps a reference to it),
+# and closing the event's last descriptor frees it, which detaches the program.
+PERF_EVENT_KIND = "perf_event"
+
+# perf_event_open's type and config for a software CPU clock (uapi
+# linux/perf_event.h: PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK). An
+# hrtimer drives it, so it samples on any machine, VMs without a PMU included.
+PERF_TYPE_SOFTWARE = 1
+PERF_COUNT_SW_CPU_CLOCK = 0
+
+# The text of a message continuing the first one's descriptors (see main):
+# not empty, which would read as the end of file.
+MORE_FDS = b"+"
+
+
+@dataclass(frozen=True, slots=True)
+class PerfEvent:
+    """A perf event for the loader to open and attach a program of the request to.
+
+    Attributes:
+        fn_name: the program's function in the source.
+        type, config: perf_event_open's event type and config.
+        sample_freq: samples per second (the kernel picks the period), or 0.
+        sample_period: events between samples, when sample_freq is 0.
+        cpu: the CPU to sample, or -1 for one event on each online CPU.
+    """
+
+    fn_name: str
+    type: int
+    config: int
+    sample_freq: int = 0
+    sample_period: int = 0
+    cpu: int = -1
 
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    kind: str  # ATTACHMENT_KINDS' values
-    name: str  # the tracepoint or function
+    kind: str  # ATTACHMENT_KINDS' values, or PERF_EVENT_KIND
+    # the tracepoint or function; for a perf event "type:config/cpuN"
+    name: str
     fd: int
 
 
@@ -117,8 +155,8 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
-def load(text: str, cflags: list[str], timeout_s: float) -> Loaded:
-    """Compile and load `text` in a child process; slow (clang runs).
+def load(text: str, cflags: list[str], timeout_s: float, perf_events: Sequence[PerfEvent] = ()) -> Loaded:
+    """Compile and load `text` in a child process, and attach `perf_events`; slow (clang runs).
 
     Raises:
         LoadFailed: the child failed (its output says why) or timed out.
@@ -137,7 +175,9 @@ def load(text: str, cflags: list[str], timeout_s: float) -> Loaded:
                 env=env,
             )
         # Only the child holds its end now: its exit is the socket's end of file.
-        request = json.dumps({"text": text, "cflags": cflags}).encode()
+        request = json.dumps(
+            {"text": text, "cflags": cflags, "perf_events": [asdict(event) for event in perf_events]}
+        ).encode()
         try:
             out, _ = proc.communicate(request, timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -148,10 +188,7 @@ def load(text: str, cflags: list[str], timeout_s: float) -> Loaded:
         if proc.returncode != 0:
             raise LoadFailed(f"the loader exited with status {proc.returncode}", output, proc.returncode)
         parent_end.setblocking(False)
-        try:
-            message, fds, flags = _receive(parent_end)
-        except BlockingIOError:
-            message, fds, flags = b"", [], 0
+        message, fds, flags = _receive_all(parent_end)
         if not message and not fds:
             raise LoadFailed("the loader exited without handing the program over", output, 0)
         return _parse(message, fds, flags, output)
@@ -172,6 +209,29 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int], int]:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
     return message, list(fds), flags
+
+
+def _receive_all(sock: socket.socket) -> tuple[bytes, list[int], int]:
+    """The child's description and every descriptor it sent, from a non-blocking socket.
+
+    The child has exited, so whatever it sent is queued: the first message
+    (the description) and, for more than MAX_FDS descriptors, MORE_FDS
+    messages with the rest, then the end of file (an empty message).
+    """
+    try:
+        message, fds, flags = _receive(sock)
+    except BlockingIOError:
+        return b"", [], 0
+    while True:
+        try:
+            more, more_fds, more_flags = _receive(sock)
+        except BlockingIOError:
+            break
+        if not more and not more_fds:
+            break
+        fds += more_fds
+        flags |= more_flags
+    return message, fds, flags
 
 
 def _parse(message: bytes, fds: list[int], flags: int, output: str) -> Loaded:
@@ -223,6 +283,10 @@ def _describe(bpf: object) -> tuple[list[dict[str, object]], list[dict[str, obje
         for name, fd in getattr(bpf, attribute, {}).items():
             attachments.append({"kind": kind, "name": name.decode() if isinstance(name, bytes) else str(name)})
             fds.append(fd)
+    for (ev_type, ev_config), per_cpu in getattr(bpf, "open_perf_events", {}).items():
+        for cpu, fd in sorted(per_cpu.items()):
+            attachments.append({"kind": PERF_EVENT_KIND, "name": f"{ev_type}:{ev_config}/cpu{cpu}"})
+            fds.append(fd)
 
     # libbcc has these; bcc's Python module does not declare them.
     lib.bpf_num_tables.restype = ctypes.c_size_t
@@ -272,12 +336,21 @@ def main() -> None:
     # An exception here (clang's errors, the verifier's, an attach failure)
     # ends the child with a traceback after what bcc printed: status 1.
     bpf = BPF(text=request["text"].encode(), cflags=request["cflags"])
+    for event in request["perf_events"]:
+        bpf.attach_perf_event(
+            ev_type=event["type"],
+            ev_config=event["config"],
+            fn_name=event["fn_name"].encode(),
+            sample_period=event["sample_period"],
+            sample_freq=event["sample_freq"],
+            cpu=event["cpu"],
+        )
     attachments, maps, fds = _describe(bpf)
-    if len(fds) > MAX_FDS:
-        print(f"orac's loader hands over at most {MAX_FDS} descriptors, the program has {len(fds)}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(EXIT_UNSUPPORTED)
-    socket.send_fds(sock, [json.dumps({"attachments": attachments, "maps": maps}).encode()], fds)
+    # A message carries at most MAX_FDS descriptors, and a perf event per CPU
+    # on a big machine is more: the rest follow in further messages.
+    socket.send_fds(sock, [json.dumps({"attachments": attachments, "maps": maps}).encode()], fds[:MAX_FDS])
+    for start in range(MAX_FDS, len(fds), MAX_FDS):
+        socket.send_fds(sock, [MORE_FDS], fds[start : start + MAX_FDS])
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip bcc's atexit cleanup: closing this process's copies happens at
