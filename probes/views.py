@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 from .frame import Frame
 from .gpu import derive_gpu
+from .profile import derive_profile
 from .processes import ProcessesSample, ProcSample, short_cgroup
 from .syscalls import derive_syscalls
 from .system import CpuTimes, Pressure, SystemSample
@@ -180,6 +181,7 @@ DERIVERS: dict[str, Callable[[Any, Any, float], Any]] = {
     "procs": derive_processes,
     "syscalls": derive_syscalls,
     "gpu": derive_gpu,
+    "profile": derive_profile,
 }
 
 

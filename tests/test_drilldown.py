@@ -16,6 +16,7 @@ from probes.processes import ProcessProbe
 from probes.system import SystemProbe
 from tui.app import OracApp
 from tui.drilldown import DrillDown, DrillSyscallsPane
+from tui.profile_pane import ProfilePane
 from tui.process_screen import ProcessScreen
 from tui.process_table import ProcessTable
 
@@ -61,7 +62,8 @@ async def wait_for(pilot, predicate, timeout_s: float = 20) -> None:
         await pilot.pause(0.05)
 
 
-async def test_drilldown_traces_only_its_process_and_detaches(ebpf) -> None:
+async def test_drilldown_traces_only_its_process_and_detaches(ebpf, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     target = subprocess.Popen([sys.executable, "-c", WORKLOAD], stdin=subprocess.PIPE, text=True)
     other = subprocess.Popen([sys.executable, "-c", WORKLOAD], stdin=subprocess.PIPE, text=True)
     try:
@@ -81,6 +83,14 @@ async def test_drilldown_traces_only_its_process_and_detaches(ebpf) -> None:
             # filtered in the kernel: only the target, busy with getppid
             assert {p.pid for p in view.processes} == {target.pid}
             assert view.top_syscalls[0].name == "getppid"
+            profile = app.screen.query_one(ProfilePane)
+            await wait_for(pilot, lambda: profile.view is not None and profile.view.samples > 0)
+            assert profile.view.target_pid == target.pid
+            await pilot.press("f")
+            folded = list(tmp_path.glob(f"orac-profile-{target.pid}-*.folded"))
+            assert len(folded) == 1
+            # "frame;frame;frame count" lines
+            assert all(line.rsplit(" ", 1)[1].isdigit() for line in folded[0].read_text().splitlines())
             await pilot.press("escape")
             await wait_for(pilot, lambda: not isinstance(app.screen, ProcessScreen))
             await wait_for(pilot, lambda: bpf_links() == before, timeout_s=5)

@@ -7,7 +7,9 @@ probes go on untouched.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterable
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -15,9 +17,11 @@ from textual.widgets import Static, TabbedContent, TabPane
 
 from probes.base import Probe
 from probes.collector import Collector
+from probes.profile import FoldedStacks
 
 from .messages import FrameReady
 from .pane import Pane, feed
+from .profile_pane import ProfilePane, ThreadsPane
 from .syscalls_pane import SyscallsPane
 
 
@@ -27,14 +31,20 @@ class DrillSyscallsPane(SyscallsPane):
     SOURCE: ClassVar[str] = "drilldown"
 
 
-# (tab title, pane class, probe factory taking the pid)
-DrillPart = tuple[str, type[Pane], Callable[[int], Probe[Any]]]
-
-
-def default_parts() -> list[DrillPart]:
+def targeted_probes(pid: int) -> list[Probe[Any]]:
+    """The traces a drill-down runs, each filtered in the kernel to `pid`."""
+    from probes.profile import ProfileProbe
     from probes.syscalls import SyscallProbe
 
-    return [("Syscalls", DrillSyscallsPane, lambda pid: SyscallProbe(target_pid=pid))]
+    return [SyscallProbe(target_pid=pid), ProfileProbe(pid)]
+
+
+# tab title and the pane in it
+TABS: list[tuple[str, type[Pane]]] = [
+    ("Profile", ProfilePane),
+    ("Syscalls", DrillSyscallsPane),
+    ("Threads", ThreadsPane),
+]
 
 
 class DrillDown(Vertical):
@@ -46,26 +56,30 @@ class DrillDown(Vertical):
     DrillDown TabbedContent, DrillDown TabPane { height: 1fr; }
     """
 
-    def __init__(self, pid: int, live: bool, parts: Iterable[DrillPart] | None = None) -> None:
+    def __init__(
+        self, pid: int, live: bool, probes: Callable[[int], list[Probe[Any]]] = targeted_probes
+    ) -> None:
         super().__init__(id="drilldown")
         self.pid = pid
         self.live = live
-        self.parts = list(parts if parts is not None else default_parts())
+        self.make_probes = probes
         self.collector: Collector | None = None
+        # the whole time the screen was open, for `f`
+        self.folded = FoldedStacks()
 
     def compose(self) -> ComposeResult:
         if not self.live:
             yield Static("The drill-down traces a running process: it has nothing to show for recorded frames.")
             return
         with TabbedContent():
-            for title, pane_class, _ in self.parts:
+            for title, pane_class in TABS:
                 with TabPane(title):
                     yield pane_class()
 
     def on_mount(self) -> None:
         if not self.live:
             return
-        self.collector = Collector([make(self.pid) for _, _, make in self.parts], interval_s=1.0)
+        self.collector = Collector(self.make_probes(self.pid), interval_s=1.0)
         self.collector.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
 
     def on_unmount(self) -> None:
@@ -80,5 +94,17 @@ class DrillDown(Vertical):
     def on_frame_ready(self, message: FrameReady) -> None:
         # Handled here, not by the app: these frames are this process's only.
         message.stop()
+        profile = message.frame.samples.get("profile")
+        if profile is not None:
+            self.folded.add(profile)
         feed(self.query(Pane), message.frame, message.views, source="drilldown")
+
+    def write_folded(self, directory: Path) -> Path | None:
+        """Write the profile so far as folded stacks; None when there is none yet."""
+        lines = self.folded.lines()
+        if not lines:
+            return None
+        path = directory / f"orac-profile-{self.pid}-{time.strftime('%Y%m%d-%H%M%S')}.folded"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import ClassVar
 
 from rich.markup import escape
@@ -144,7 +145,10 @@ class ProcessSummary(Pane):
 class ProcessScreen(Screen[None]):
     """Opened with Enter on a process; Escape goes back."""
 
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "app.pop_screen", "Back")]
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("escape", "app.pop_screen", "Back", tooltip="Back to the main screen; the traces detach"),
+        Binding("f", "write_folded", "Folded stacks", tooltip="Write the profile so far as folded stacks (flamegraph.pl, speedscope)"),
+    ]
 
     DEFAULT_CSS = """
     ProcessScreen > Vertical { height: 1fr; }
@@ -162,6 +166,17 @@ class ProcessScreen(Screen[None]):
         self.history = history
         self.live = live
         self.current = current
+
+    def action_write_folded(self) -> None:
+        try:
+            path = self.query_one(DrillDown).write_folded(Path.cwd())
+        except OSError as exc:
+            self.notify(f"folded stacks not written: {exc}", severity="error")
+            return
+        if path is None:
+            self.notify("no profile samples yet", severity="warning")
+        else:
+            self.notify(f"wrote {path.name}: flamegraph.pl {path.name} > flame.svg, or open it in speedscope")
 
     def compose(self) -> ComposeResult:
         with Vertical():

@@ -1,0 +1,108 @@
+"""The drill-down's on-CPU profile: top functions, hottest stacks, and threads."""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from probes.profile import FunctionShare, HotStack, ProfileView, ThreadCpu
+
+from .line_table import Column, LineTable
+from .pane import Pane
+
+FUNCTION_COLUMNS: list[Column[FunctionShare]] = [
+    Column("self", "SELF%", 6, lambda f: f"{f.self_percent:.1f}", attrgetter("self_percent"), True, True),
+    Column("total", "TOTAL%", 6, lambda f: f"{f.total_percent:.1f}", attrgetter("total_percent"), True, True),
+    Column("name", "FUNCTION", 0, attrgetter("name"), attrgetter("name")),
+]
+
+
+def leaf_first(stack: HotStack) -> str:
+    # The leaf is what was running: first, so a narrow column still shows it.
+    return " ← ".join(reversed(stack.frames))
+
+
+STACK_COLUMNS: list[Column[HotStack]] = [
+    Column("percent", "%", 5, lambda s: f"{s.percent:.1f}", attrgetter("percent"), True, True),
+    Column("stack", "STACK (leaf first)", 0, leaf_first, leaf_first),
+]
+
+THREAD_COLUMNS: list[Column[ThreadCpu]] = [
+    Column("tid", "TID", 7, lambda t: str(t.tid), attrgetter("tid"), right=True),
+    Column("cpu", "ON-CPU%", 8, lambda t: f"{t.on_cpu_percent:.1f}", attrgetter("on_cpu_percent"), True, True),
+    Column("samples", "SAMPLES", 8, lambda t: str(t.samples), attrgetter("samples"), True, True),
+    Column("name", "THREAD", 0, attrgetter("name"), attrgetter("name")),
+]
+
+
+class ProfileBase(Pane):
+    """Shared by the profile and threads panes: the unavailable text, the title."""
+
+    PROBE: ClassVar[str] = "profile"
+    SOURCE: ClassVar[str] = "drilldown"
+    TITLE: ClassVar[str] = ""
+
+    DEFAULT_CSS = """
+    ProfileBase { height: 1fr; }
+    ProfileBase > Static { display: none; padding: 0 1; color: $error; }
+    ProfileBase.-unavailable > Static { display: block; }
+    ProfileBase.-unavailable > Horizontal, ProfileBase.-unavailable > LineTable { display: none; }
+    """
+
+    def show_unavailable(self, reason: str, remedy: str) -> None:
+        super().show_unavailable(reason, remedy)
+        self.add_class("-unavailable")
+        self.query_one(Static).update(reason + (f"\nto fix: {remedy}" if remedy else ""))
+
+    def show_view(self, view: ProfileView) -> None:
+        self.view = view
+        self.unavailable = None
+        self.remove_class("-unavailable")
+        title = f"on CPU {view.on_cpu_percent:.1f}% of a CPU, {view.samples} samples at {view.frequency_hz} Hz"
+        if view.exited:
+            title += "  [$error]exited: last data[/]"
+        self.border_subtitle = title
+        lost = sum(view.lost.values())
+        self.border_title = self.TITLE + (f"  lost {lost}" if lost else "")
+        self.draw(view)
+
+    def draw(self, view: ProfileView) -> None:
+        raise NotImplementedError
+
+
+class ProfilePane(ProfileBase):
+    TITLE: ClassVar[str] = "On-CPU profile"
+
+    DEFAULT_CSS = """
+    ProfilePane > Horizontal { height: 1fr; }
+    ProfilePane #profile-functions { width: 2fr; }
+    ProfilePane #profile-stacks { width: 3fr; margin-left: 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static()
+        with Horizontal():
+            yield LineTable(FUNCTION_COLUMNS, "self", attrgetter("name"), id="profile-functions")
+            yield LineTable(STACK_COLUMNS, "percent", attrgetter("frames"), id="profile-stacks")
+
+    def draw(self, view: ProfileView) -> None:
+        functions = self.query_one("#profile-functions", LineTable)
+        functions.set_rows([(f, "") for f in functions.ordered(view.top_self)])
+        stacks = self.query_one("#profile-stacks", LineTable)
+        stacks.set_rows([(s, "") for s in stacks.ordered(view.stacks)])
+
+
+class ThreadsPane(ProfileBase):
+    TITLE: ClassVar[str] = "Threads on CPU"
+
+    def compose(self) -> ComposeResult:
+        yield Static()
+        yield LineTable(THREAD_COLUMNS, "cpu", attrgetter("tid"), id="profile-threads")
+
+    def draw(self, view: ProfileView) -> None:
+        threads = self.query_one("#profile-threads", LineTable)
+        threads.set_rows([(t, "") for t in threads.ordered(view.threads)])
