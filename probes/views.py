@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 from .frame import Frame
 from .gpu import derive_gpu
+from .offcpu import derive_offcpu
 from .profile import derive_profile
 from .processes import ProcessesSample, ProcSample, short_cgroup
 from .syscalls import derive_syscalls
@@ -182,6 +183,7 @@ DERIVERS: dict[str, Callable[[Any, Any, float], Any]] = {
     "syscalls": derive_syscalls,
     "gpu": derive_gpu,
     "profile": derive_profile,
+    "offcpu": derive_offcpu,
 }
 
 

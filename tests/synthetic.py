@@ -6,6 +6,8 @@ from probes.frame import Frame
 from probes.processes import ProcessesSample, ProcSample
 from probes.system import CpuTimes, MemorySample, Pressure, SystemSample
 
+from synthetic_offcpu import offcpu_sample
+
 GIB = 1024**3
 MIB = 1024**2
 S = 1_000_000_000
@@ -92,7 +94,12 @@ def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str,
         Frame(
             wall_ns=1_764_000_000 * S + t * S,
             mono_ns=(1000 + t) * S,
-            samples={"cpu": system_sample(t), "procs": processes_sample(t, processes), "syscalls": syscalls_sample(t)},
+            samples={
+                "cpu": system_sample(t),
+                "procs": processes_sample(t, processes),
+                "syscalls": syscalls_sample(t),
+                "offcpu": offcpu_sample(t),
+            },
             unavailable=NO_GPU if unavailable is None else unavailable,
         )
         for t in (0, 1)

@@ -17,6 +17,7 @@ from probes.frame import Frame
 from probes.history import ProcessHistory
 from probes.recording import Recorder, RecordingError, ReplaySource, default_path
 from probes.gpu import GpuView
+from probes.offcpu import OffCpuView
 from probes.syscalls import SyscallsView
 from probes.views import ProcessesView
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
@@ -29,6 +30,7 @@ from .process_pane import ProcessPane
 from .process_screen import ProcessScreen
 from .format import human_bytes, human_rate
 from .gpu_pane import GpuPane
+from .offcpu_pane import OffCpuPane
 from .line_table import Column
 from .process_table import ProcessTable
 from .replay_bar import REPLAY_BINDINGS, ReplayBar, SeekScreen, next_speed
@@ -78,6 +80,7 @@ class OracApp(App[None]):
         # pid -> syscalls/s and GPU memory, read by process table columns
         self.syscall_rates: dict[int, float] = {}
         self.gpu_memory: dict[int, int] = {}
+        self.off_cpu: dict[int, float] = {}
         self.views: dict[str, Any] = {}
         self.frame: Frame | None = None
         self.replaying = isinstance(source, ReplaySource)
@@ -91,6 +94,7 @@ class OracApp(App[None]):
             yield GpuPane()
             yield ProcessPane()
             yield SyscallsPane()
+            yield OffCpuPane()
             if self.replaying:
                 yield ReplayBar(str(self.source.recording.path))
         yield Static(
@@ -137,6 +141,7 @@ class OracApp(App[None]):
         self.query_one(HeaderBar).update_views(views.get("cpu"), views.get("procs"))
         self._update_syscall_column(views.get("syscalls"))
         self._update_gpu(views.get("gpu"), views.get("procs"))
+        self._update_offcpu_column(views.get("offcpu"))
         for screen in self.screen_stack:
             self._feed(screen, frame, views)
 
@@ -154,6 +159,24 @@ class OracApp(App[None]):
                 "syscalls", "SYSC/s", 6,
                 lambda p: human_rate(rates.get(p.pid, 0.0)),
                 lambda p: rates.get(p.pid, 0.0),
+                right=True, descending=True,
+            )
+        )
+
+    def _update_offcpu_column(self, view: OffCpuView | None) -> None:
+        table = self.query_one(ProcessTable)
+        if view is None:
+            if self.frame is not None and "offcpu" not in self.frame.samples:
+                table.hide_column("offcpu")
+            return
+        self.off_cpu.clear()
+        self.off_cpu.update(view.off_cpu_by_pid())
+        off = self.off_cpu
+        table.show_column(
+            Column(
+                "offcpu", "OFFCPU", 6,
+                lambda p: f"{off[p.pid]:.2f}" if p.pid in off else "",
+                lambda p: off.get(p.pid, -1.0),
                 right=True, descending=True,
             )
         )

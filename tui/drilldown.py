@@ -8,6 +8,7 @@ probes go on untouched.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -17,9 +18,10 @@ from textual.widgets import Static, TabbedContent, TabPane
 
 from probes.base import Probe
 from probes.collector import Collector
-from probes.profile import FoldedStacks
+from probes.profile import FoldedStacks, folded_lines
 
 from .messages import FrameReady
+from .offcpu_pane import OffCpuPane
 from .pane import Pane, feed
 from .profile_pane import ProfilePane, ThreadsPane
 from .syscalls_pane import SyscallsPane
@@ -31,17 +33,25 @@ class DrillSyscallsPane(SyscallsPane):
     SOURCE: ClassVar[str] = "drilldown"
 
 
+class DrillOffCpuPane(OffCpuPane):
+    """The off-CPU pane, fed by the drill-down's own off-CPU trace."""
+
+    SOURCE: ClassVar[str] = "drilldown"
+
+
 def targeted_probes(pid: int) -> list[Probe[Any]]:
     """The traces a drill-down runs, each filtered in the kernel to `pid`."""
+    from probes.offcpu import OffCpuProbe
     from probes.profile import ProfileProbe
     from probes.syscalls import SyscallProbe
 
-    return [SyscallProbe(target_pid=pid), ProfileProbe(pid)]
+    return [SyscallProbe(target_pid=pid), ProfileProbe(pid), OffCpuProbe(target_pid=pid)]
 
 
 # tab title and the pane in it
 TABS: list[tuple[str, type[Pane]]] = [
     ("Profile", ProfilePane),
+    ("Off-CPU", DrillOffCpuPane),
     ("Syscalls", DrillSyscallsPane),
     ("Threads", ThreadsPane),
 ]
@@ -66,6 +76,8 @@ class DrillDown(Vertical):
         self.collector: Collector | None = None
         # the whole time the screen was open, for `f`
         self.folded = FoldedStacks()
+        # off-CPU time per stack (root first), in microseconds
+        self.offcpu_us: dict[tuple[str, ...], int] = defaultdict(int)
 
     def compose(self) -> ComposeResult:
         if not self.live:
@@ -97,14 +109,21 @@ class DrillDown(Vertical):
         profile = message.frame.samples.get("profile")
         if profile is not None:
             self.folded.add(profile)
+        offcpu = message.frame.samples.get("offcpu")
+        if offcpu is not None:
+            for stack in offcpu.stacks:
+                frames = (*stack.user_frames, *stack.kernel_frames) or (f"[{stack.missing or 'no stack'}]",)
+                self.offcpu_us[(f"[{stack.state}]", *frames)] += stack.off_cpu_ns // 1000
         feed(self.query(Pane), message.frame, message.views, source="drilldown")
 
-    def write_folded(self, directory: Path) -> Path | None:
-        """Write the profile so far as folded stacks; None when there is none yet."""
-        lines = self.folded.lines()
-        if not lines:
-            return None
-        path = directory / f"orac-profile-{self.pid}-{time.strftime('%Y%m%d-%H%M%S')}.folded"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return path
+    def write_folded(self, directory: Path) -> list[Path]:
+        """Write the profile (samples) and off-CPU stacks (microseconds) so far as folded stacks."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        written = []
+        for kind, lines in (("profile", self.folded.lines()), ("offcpu", folded_lines(self.offcpu_us))):
+            if lines:
+                path = directory / f"orac-{kind}-{self.pid}-{stamp}.folded"
+                path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                written.append(path)
+        return written
 

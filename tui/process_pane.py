@@ -31,7 +31,7 @@ class ProcessPane(Pane):
 
     DEFAULT_CSS = """
     ProcessPane {
-        height: 1fr;
+        height: 2fr;
     }
     ProcessPane > Input, ProcessPane > Input:focus {
         dock: bottom;

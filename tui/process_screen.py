@@ -147,7 +147,10 @@ class ProcessScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the main screen; the traces detach"),
-        Binding("f", "write_folded", "Folded stacks", tooltip="Write the profile so far as folded stacks (flamegraph.pl, speedscope)"),
+        Binding(
+            "f", "write_folded", "Folded stacks",
+            tooltip="Write the profile and off-CPU stacks so far as folded stacks (flamegraph.pl, speedscope)",
+        ),
     ]
 
     DEFAULT_CSS = """
@@ -169,14 +172,15 @@ class ProcessScreen(Screen[None]):
 
     def action_write_folded(self) -> None:
         try:
-            path = self.query_one(DrillDown).write_folded(Path.cwd())
+            paths = self.query_one(DrillDown).write_folded(Path.cwd())
         except OSError as exc:
             self.notify(f"folded stacks not written: {exc}", severity="error")
             return
-        if path is None:
-            self.notify("no profile samples yet", severity="warning")
+        if not paths:
+            self.notify("no stacks yet", severity="warning")
         else:
-            self.notify(f"wrote {path.name}: flamegraph.pl {path.name} > flame.svg, or open it in speedscope")
+            names = ", ".join(p.name for p in paths)
+            self.notify(f"wrote {names}: flamegraph.pl FILE > flame.svg, or open it in speedscope")
 
     def compose(self) -> ComposeResult:
         with Vertical():

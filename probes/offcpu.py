@@ -1,0 +1,639 @@
+"""The "offcpu" probe: where processes wait, for how long and why, and run-queue latency, from eBPF.
+
+The kernel side (offcpu.bpf.c) times every block from a thread's switch-out
+to its next switch-in on the sched tracepoints and aggregates blocks of
+`min_block_ns` or more per (process, state, user stack, kernel stack), and
+run-queue latency as log2 histograms. Each `sample()` moves it on to a new
+generation of map entries and takes out the old one, so a sample holds what
+ended in the interval since the previous sample. Stacks are turned into
+function names at sample time (the process may be gone later, and a
+recording is replayed elsewhere). `derive_offcpu` turns a sample into rates,
+rankings and percentiles.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .base import ProbeUnavailable
+from .bpf_syscall import BpfMap
+from .ebpf import (
+    BpfProgram,
+    LoadedProgram,
+    MapDrain,
+    build_program,
+    check_ebpf,
+    load_program,
+    possible_cpus,
+    unload_program,
+    wait_for_programs,
+)
+from .procfs import read_text
+from .symbolize import Symbolizer
+from .syscalls import log2_percentile_ns
+
+SOURCE = "offcpu.bpf.c"
+HIST_SLOTS = 32
+# In the order of offcpu.bpf.c's enum state_class.
+STATES = ("R", "S", "D", "other")
+# In the order of offcpu.bpf.c's enum lost_reason; "stack_missing" is user
+# space's own (a stack id whose stack was not in its map).
+KERNEL_LOST_REASONS = (
+    "no_slot",
+    "unmatched",
+    "block_map_full",
+    "rq_map_full",
+    "comm_map_full",
+    "user_stack_collision",
+    "kernel_stack_collision",
+    "kernel_stack_efault",
+    "stack_map_full",
+    "stack_other",
+    "stack_expired",
+)
+LOST_REASONS = (*KERNEL_LOST_REASONS, "stack_missing")
+
+DEFAULT_MIN_BLOCK_NS = 1_000_000
+# Blocking stacks kept per process in a sample (most time first): a process
+# with thousands of threads in distinct waits must not make a frame huge.
+STACKS_PER_PROCESS = 20
+# Distinct stack ids symbolized per process per tick: ids that differ only
+# in return addresses inside the same functions merge after naming, so a few
+# more than are kept, most time first.
+IDS_SYMBOLIZED_PER_PROCESS = 4 * STACKS_PER_PROCESS
+
+# A stack epoch lasts this long (see offcpu.bpf.c, "Stack ids outlive a
+# tick"): a block shorter than one epoch always keeps its stack. An epoch
+# ends sooner, but not before EPOCH_MIN_S, once stacks collide in its map.
+EPOCH_S = 30.0
+EPOCH_MIN_S = 5.0
+
+# Per-CPU maps take entries x CPUs x value bytes of kernel memory; the entry
+# counts shrink on big machines to stay near this budget per map.
+PER_CPU_MAP_BUDGET_BYTES = 16 << 20
+BLOCK_ENTRIES_RANGE = (2048, 16384)
+RQ_ENTRIES_RANGE = (512, 4096)
+# 2^16 slots of 40 bytes (2.5 MiB), 4-way: see offcpu.bpf.c.
+SLOT_BITS = 16
+# Two maps of 8192 stacks of 64 frames: 8 MiB. Deeper frames are rarely
+# worth their bytes in a blocking stack (the wait is at the leaf end).
+STACK_ENTRIES = 8192
+STACK_DEPTH = 64
+# Capture stacks on 1 in 64 switch-outs that are unlikely to start a long
+# block: about 25 ns per context switch on average (offcpu.bpf.c, "Stacks").
+STACK_SAMPLE_MASK = 63
+
+# Stack ids below zero in a block key (offcpu.bpf.c): why there is no stack.
+STACK_NOT_CAPTURED = -1000
+STACK_EXPIRED = -1001
+_EFAULT, _EEXIST, _ENOMEM = 14, 17, 12
+# Every blocking kernel stack ends in the scheduler and the tracepoint that
+# took it (schedule, __schedule, __traceiter_sched_switch): dropped, so that
+# a stack ends where the thread waited (do_nanosleep, pipe_read).
+_SCHEDULER_FRAMES = frozenset({"schedule", "__schedule"})
+_TRACEPOINT_PREFIXES = ("__traceiter_", "__bpf_trace_", "perf_trace_")
+MISSING_REASONS = {
+    STACK_NOT_CAPTURED: "not captured",
+    STACK_EXPIRED: "expired",
+    -_EEXIST: "lost: stack map collision",
+    -_ENOMEM: "lost: stack map full",
+    -_EFAULT: "lost: not walkable",
+}
+# An id whose stack was not in its map (never expected: counted as "stack_missing").
+STACK_GONE = "lost: stack missing"
+
+# The structs of offcpu.bpf.c, native byte order. Keys end with their generation.
+_BLOCK_KEY = struct.Struct("=IiiBBHI")  # tgid, ustack, kstack, state, stack_map, pad, gen
+_BLOCK_VALUE = struct.Struct("=QQ")  # total_ns, count
+_TGID_KEY = struct.Struct("=II")  # tgid, gen
+_RQ_HIST = struct.Struct(f"={HIST_SLOTS}I")
+_COMM_BYTES = 16
+_WORD = struct.Struct("=Q")
+_ARRAY_INDEX = struct.Struct("=I")
+_GENERATION = struct.Struct("=I")
+_CONTROL_GEN, _CONTROL_STACKS = 0, 1
+_ACCEPT_PREVIOUS = 1
+_STACK_ID = struct.Struct("=i")
+_FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
+
+# prev_state bits as sched_switch reports them (offcpu.bpf.c, state_class).
+_TASK_INTERRUPTIBLE = 0x1
+_TASK_UNINTERRUPTIBLE = 0x2
+_TASK_REPORT_BITS = 0xFF
+
+
+def state_class(prev_state: int) -> str:
+    """What sched_switch's prev_state says of why a thread left its CPU (offcpu.bpf.c's state_class).
+
+    0, or only the preemption bit TASK_REPORT_MAX (0x100, "R+"), is a
+    preempted, runnable thread: "R". TASK_INTERRUPTIBLE is "S",
+    TASK_UNINTERRUPTIBLE "D", anything else (stopped, traced, parked, idle
+    kernel threads, dead) "other".
+    """
+    if prev_state & _TASK_INTERRUPTIBLE:
+        return "S"
+    if prev_state & _TASK_UNINTERRUPTIBLE:
+        return "D"
+    if not prev_state & _TASK_REPORT_BITS:
+        return "R"
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class OffCpuTime:
+    """One process's blocks of one state that ended in the interval (min_block_ns or longer)."""
+
+    pid: int
+    state: str  # STATES
+    off_cpu_ns: int
+    blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingStack:
+    """Blocks of one process that left its CPU through the same stack, ended in the interval."""
+
+    pid: int
+    state: str
+    off_cpu_ns: int
+    blocks: int
+    # Function names, outermost first; the kernel's last, ending where the thread blocked.
+    user_frames: tuple[str, ...]
+    kernel_frames: tuple[str, ...]
+    # Why there are no frames (MISSING_REASONS' values), or None.
+    missing: str | None = None
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        return self.user_frames + self.kernel_frames
+
+
+@dataclass(frozen=True, slots=True)
+class OffCpuSample:
+    """Everything the probe saw end since the previous sample."""
+
+    times: tuple[OffCpuTime, ...]
+    # Per process, its STACKS_PER_PROCESS stacks with the most time.
+    stacks: tuple[BlockingStack, ...]
+    # Run-queue latency (runnable to running), log2 buckets: slot i counts
+    # waits of [2**i, 2**(i+1)) ns; the last slot takes everything longer.
+    rq_hist: tuple[int, ...]
+    # pid -> its threads' run-queue latency, the same buckets (not for a
+    # task's very first run, whose process the kernel side cannot tell)
+    rq_hists: dict[int, tuple[int, ...]]
+    comms: dict[int, str]
+    # reason (LOST_REASONS) -> events in the interval; see offcpu.bpf.c
+    lost: dict[str, int]
+    # blocks shorter than min_block_ns: counted, not attributed
+    short_blocks: int
+    short_block_ns: int
+    min_block_ns: int
+    target_pid: int | None
+
+
+def default_entries(cpus: int, value_bytes: int, entries_range: tuple[int, int]) -> int:
+    low, high = entries_range
+    return max(low, min(high, PER_CPU_MAP_BUDGET_BYTES // (cpus * value_bytes)))
+
+
+def offcpu_program(
+    target_pid: int | None = None,
+    min_block_ns: int = DEFAULT_MIN_BLOCK_NS,
+    cpus: int | None = None,
+    stack_sample_mask: int = STACK_SAMPLE_MASK,
+) -> BpfProgram:
+    """The probe's BPF program and options; pure apart from reading the source file."""
+    if min_block_ns < 0:
+        raise ValueError(f"min_block_ns must be >= 0, not {min_block_ns}")
+    if stack_sample_mask & (stack_sample_mask + 1):
+        raise ValueError(f"stack_sample_mask must be 2^k - 1, not {stack_sample_mask}")
+    cpus = cpus if cpus is not None else possible_cpus()
+    return build_program(
+        SOURCE,
+        {
+            "TARGET_TGID": target_pid,
+            "MIN_BLOCK_NS": min_block_ns,
+            "SLOT_BITS": SLOT_BITS,
+            "BLOCK_ENTRIES": default_entries(cpus, _BLOCK_VALUE.size, BLOCK_ENTRIES_RANGE),
+            "RQ_ENTRIES": default_entries(cpus, _RQ_HIST.size, RQ_ENTRIES_RANGE),
+            "STACK_ENTRIES": STACK_ENTRIES,
+            "STACK_DEPTH": STACK_DEPTH,
+            "STACK_SAMPLE_MASK": stack_sample_mask,
+            "HIST_SLOTS": HIST_SLOTS,
+        },
+    )
+
+
+def parse_blocks(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, int, int, int]]:
+    """(pid, state index, ustack, kstack, stack map, total ns, count) per entry, summed over CPUs."""
+    if n == 0:
+        return []
+    value_size = len(values) // n
+    cpus = value_size // _BLOCK_VALUE.size
+    out = []
+    for i in range(n):
+        pid, ustack, kstack, state, stack_map, _, _ = _BLOCK_KEY.unpack_from(keys, i * _BLOCK_KEY.size)
+        total_ns = count = 0
+        for cpu in range(cpus):
+            t, c = _BLOCK_VALUE.unpack_from(values, i * value_size + cpu * _BLOCK_VALUE.size)
+            total_ns += t
+            count += c
+        if count:
+            out.append((pid, state, ustack, kstack, stack_map, total_ns, count))
+    return out
+
+
+def parse_rq_hists(keys: bytes, values: bytes, n: int) -> dict[int, tuple[int, ...]]:
+    """pid -> run-queue histogram, summed over CPUs."""
+    if n == 0:
+        return {}
+    value_size = len(values) // n
+    cpus = value_size // _RQ_HIST.size
+    out: dict[int, tuple[int, ...]] = {}
+    for i in range(n):
+        pid, _ = _TGID_KEY.unpack_from(keys, i * _TGID_KEY.size)
+        hist = [0] * HIST_SLOTS
+        for cpu in range(cpus):
+            for slot, count in enumerate(_RQ_HIST.unpack_from(values, i * value_size + cpu * _RQ_HIST.size)):
+                hist[slot] += count
+        if any(hist):
+            out[pid] = tuple(hist)
+    return out
+
+
+def parse_comms(keys: bytes, values: bytes, n: int) -> dict[int, str]:
+    comms = {}
+    for i in range(n):
+        pid, _ = _TGID_KEY.unpack_from(keys, i * _TGID_KEY.size)
+        raw = values[i * _COMM_BYTES : (i + 1) * _COMM_BYTES]
+        comms[pid] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return comms
+
+
+def without_scheduler(kernel_frames: tuple[str, ...]) -> tuple[str, ...]:
+    """A kernel stack (outermost first) without its scheduler and tracepoint frames at the leaf end."""
+    end = len(kernel_frames)
+    while end and (kernel_frames[end - 1] in _SCHEDULER_FRAMES or kernel_frames[end - 1].startswith(_TRACEPOINT_PREFIXES)):
+        end -= 1
+    return kernel_frames[:end]
+
+
+def _missing(stack_id: int) -> str | None:
+    return None if stack_id >= 0 else MISSING_REASONS.get(stack_id, f"lost: error {-stack_id}")
+
+
+class OffCpuProbe:
+    """Times every off-CPU block on the machine (or of one process) with eBPF.
+
+    Args:
+        target_pid: trace only this process. Every context switch still runs
+            the programs up to that check.
+        min_block_ns: blocks shorter than this are counted, not attributed to
+            a process or stack: on a busy box most blocks are microseconds
+            long, and the short ones are what tracing would cost the most.
+        stacks_per_process: blocking stacks kept per process in a sample.
+    """
+
+    name: ClassVar[str] = "offcpu"
+    # compiling the program takes up to seconds: the collector starts it aside
+    slow_start: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        target_pid: int | None = None,
+        min_block_ns: int = DEFAULT_MIN_BLOCK_NS,
+        stacks_per_process: int = STACKS_PER_PROCESS,
+    ) -> None:
+        self.target_pid = target_pid
+        self.min_block_ns = min_block_ns
+        self.stacks_per_process = stacks_per_process
+        self._bpf: LoadedProgram | None = None
+
+    def program(self) -> BpfProgram:
+        """What `start` compiles (for `--print-bpf`)."""
+        return offcpu_program(self.target_pid, self.min_block_ns)
+
+    def start(self) -> None:
+        check_ebpf(tracefs=True)  # classic tracepoints attach through tracefs
+        program = self.program()
+        # Compiled and loaded in a child process: orac holds only descriptors.
+        self._bpf = load_program(program)
+        try:
+            self._blocks = MapDrain(self._bpf["blocks"])
+            self._rq_hists = MapDrain(self._bpf["rq_hists"])
+            self._comms = MapDrain(self._bpf["comms"])
+            self._stack_maps = (self._bpf["stacks0"], self._bpf["stacks1"])
+            self._control = self._bpf["control"]
+            self._rq_hist_table = self._bpf["rq_hist"]
+            self._short_table = self._bpf["short_blocks"]
+            self._lost_table = self._bpf["lost"]
+            self._generation = 0
+            self._epoch = 0
+            self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
+            self._epoch_started = time.monotonic()
+            self._epoch_collisions = 0
+            # (stack map, id) -> frames, and (pid, stack map, id) -> frames: a
+            # stack id names the same stack until its map is emptied.
+            self._kernel_names: dict[tuple[int, int], tuple[str, ...]] = {}
+            self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
+            self._symbolizer = Symbolizer()
+            self._lost_before = self._read_counters(self._lost_table, len(KERNEL_LOST_REASONS))
+            self._rq_before = self._read_counters(self._rq_hist_table, HIST_SLOTS)
+            self._short_before = self._read_counters(self._short_table, 2)
+        except (KeyError, OSError) as exc:
+            self.stop()
+            raise ProbeUnavailable(f"{program.source_name} loaded, but its maps do not read: {exc}") from None
+
+    def stop(self) -> None:
+        if self._bpf is not None:
+            unload_program(self._bpf)
+            self._bpf = None
+
+    def _write_control(self, index: int, value: int) -> None:
+        self._control.update(_ARRAY_INDEX.pack(index), _WORD.pack(value))
+
+    @staticmethod
+    def _read_counters(table: BpfMap, n: int) -> list[int]:
+        # Every CPU's copy, summed (an array's entries always exist).
+        out = []
+        for i in range(n):
+            value = table.lookup(_ARRAY_INDEX.pack(i)) or b""
+            out.append(sum(v for (v,) in _WORD.iter_unpack(value)))
+        return out
+
+    def _diff(self, table: BpfMap, before: list[int]) -> tuple[list[int], list[int]]:
+        now = self._read_counters(table, len(before))
+        return now, [a - b for a, b in zip(now, before, strict=True)]
+
+    def _epoch_due(self) -> bool:
+        age_s = time.monotonic() - self._epoch_started
+        return age_s >= EPOCH_S or (self._epoch_collisions > 0 and age_s >= EPOCH_MIN_S)
+
+    def sample(self) -> OffCpuSample:
+        if self._bpf is None:
+            raise ProbeUnavailable("the offcpu probe is not running", "start it first")
+        new_epoch = self._epoch_due()
+        if new_epoch:
+            # Records of the epoch before this one stop carrying their stack
+            # ids into new blocks; once no program can still be using the
+            # old word, that epoch's map is only referenced by entries the
+            # generation change below hands to this sample.
+            self._write_control(_CONTROL_STACKS, self._epoch << 1)
+            wait_for_programs()
+        # New blocks go to the next generation; once programs still counting
+        # into this one are done, its entries are complete and nobody writes them.
+        self._generation = (self._generation + 1) & 0xFFFFFFFF
+        self._write_control(_CONTROL_GEN, self._generation)
+        wait_for_programs()
+        active = _GENERATION.pack(self._generation)
+
+        def done(key: bytes) -> bool:
+            # Every generation but the new one: leftovers of an older tick too.
+            return key[-_GENERATION.size :] != active
+
+        comms = parse_comms(*self._comms.take(done))
+        blocks = parse_blocks(*self._blocks.take(done))
+        rq_hists = parse_rq_hists(*self._rq_hists.take(done))
+        self._lost_before, lost_counts = self._diff(self._lost_table, self._lost_before)
+        self._rq_before, rq_hist = self._diff(self._rq_hist_table, self._rq_before)
+        self._short_before, (short_blocks, short_block_ns) = self._diff(self._short_table, self._short_before)
+        lost = dict(zip(KERNEL_LOST_REASONS, lost_counts, strict=True))
+        self._epoch_collisions += lost["user_stack_collision"] + lost["kernel_stack_collision"]
+
+        times: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+        for pid, state, _, _, _, total_ns, count in blocks:
+            entry = times[pid, STATES[state]]
+            entry[0] += total_ns
+            entry[1] += count
+        stacks, missing = self._named_stacks(blocks)
+        lost["stack_missing"] = missing
+        if new_epoch:
+            self._start_epoch()
+        self._symbolizer.tick()
+
+        pids = {pid for pid, _ in times} | set(rq_hists)
+        for pid in pids:
+            if pid not in comms:
+                comms[pid] = _proc_comm(pid)
+        return OffCpuSample(
+            times=tuple(OffCpuTime(pid, state, ns, count) for (pid, state), (ns, count) in times.items()),
+            stacks=stacks,
+            rq_hist=tuple(rq_hist),
+            rq_hists=rq_hists,
+            comms=comms,
+            lost=lost,
+            short_blocks=short_blocks,
+            short_block_ns=short_block_ns,
+            min_block_ns=self.min_block_ns,
+            target_pid=self.target_pid,
+        )
+
+    def _start_epoch(self) -> None:
+        """Empty the map of the epoch before last and let new stacks go there."""
+        stale = (self._epoch + 1) & 1
+        table = self._stack_maps[stale]
+        # All keys first: deleting under a map's key walk restarts it.
+        for key in list(table.keys()):
+            table.delete(key)
+        self._kernel_names = {k: v for k, v in self._kernel_names.items() if k[0] != stale}
+        self._user_names = {k: v for k, v in self._user_names.items() if k[1] != stale}
+        self._epoch += 1
+        self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
+        self._epoch_started = time.monotonic()
+        self._epoch_collisions = 0
+
+    def _frames(self, stack_map: int, stack_id: int) -> tuple[int, ...] | None:
+        raw = self._stack_maps[stack_map].lookup(_STACK_ID.pack(stack_id))
+        return None if raw is None else _FRAMES.unpack_from(raw)
+
+    def _kernel_stack(self, stack_map: int, stack_id: int) -> tuple[str, ...] | None:
+        key = (stack_map, stack_id)
+        names = self._kernel_names.get(key)
+        if names is None:
+            addrs = self._frames(stack_map, stack_id)
+            if addrs is None:
+                return None
+            names = self._kernel_names[key] = without_scheduler(self._symbolizer.stack(0, kernel_addrs=addrs))
+        return names
+
+    def _user_stack(self, pid: int, stack_map: int, stack_id: int) -> tuple[str, ...] | None:
+        key = (pid, stack_map, stack_id)
+        names = self._user_names.get(key)
+        if names is None:
+            addrs = self._frames(stack_map, stack_id)
+            if addrs is None:
+                return None
+            names = self._user_names[key] = self._symbolizer.stack(pid, user_addrs=addrs)
+        return names
+
+    def _names(
+        self, pid: int, stack_map: int, ustack: int, kstack: int
+    ) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+        """(user frames, kernel frames, why there are none) of one block key."""
+        # A user stack fails (-EFAULT) only for kernel threads, which have
+        # none: their stacks are their kernel frames alone.
+        user = self._user_stack(pid, stack_map, ustack) if ustack >= 0 else ()
+        kernel = self._kernel_stack(stack_map, kstack) if kstack >= 0 else ()
+        if user is None or kernel is None:
+            return (), (), STACK_GONE
+        if not user and not kernel:
+            return (), (), _missing(kstack) or _missing(ustack)
+        return user, kernel, None
+
+    def _named_stacks(self, blocks: list[tuple[int, int, int, int, int, int, int]]) -> tuple[tuple[BlockingStack, ...], int]:
+        """Each process's top stacks by time, named; and how many stack ids had no stack."""
+        by_pid: dict[int, list[tuple[int, int, int, int, int, int]]] = defaultdict(list)
+        for pid, state, ustack, kstack, stack_map, total_ns, count in blocks:
+            by_pid[pid].append((total_ns, count, state, ustack, kstack, stack_map))
+        missing = 0
+        out: list[BlockingStack] = []
+        for pid, entries in by_pid.items():
+            entries.sort(reverse=True)
+            merged: dict[tuple[str, tuple[str, ...], tuple[str, ...], str | None], list[int]] = defaultdict(
+                lambda: [0, 0]
+            )
+            for total_ns, count, state, ustack, kstack, stack_map in entries[:IDS_SYMBOLIZED_PER_PROCESS]:
+                user, kernel, why = self._names(pid, stack_map, ustack, kstack)
+                if why == STACK_GONE:
+                    missing += 1
+                entry = merged[STATES[state], user, kernel, why]
+                entry[0] += total_ns
+                entry[1] += count
+            ranked = sorted(merged.items(), key=lambda item: (-item[1][0], item[0][0]))
+            out.extend(
+                BlockingStack(pid, state, total_ns, count, user, kernel, why)
+                for (state, user, kernel, why), (total_ns, count) in ranked[: self.stacks_per_process]
+            )
+        return tuple(out), missing
+
+
+def _proc_comm(pid: int) -> str:
+    # The kernel map had no room for the name; the process may have exited since.
+    return (read_text(f"/proc/{pid}/comm") or "").strip() or "?"
+
+
+# ---- derived view -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StackRate:
+    """One blocking stack of a process, over the interval."""
+
+    state: str
+    off_cpu_s_per_s: float  # thread-seconds off CPU per second
+    blocks_per_s: float
+    user_frames: tuple[str, ...]  # outermost first
+    kernel_frames: tuple[str, ...]  # outermost first, ending where the thread blocked
+    missing: str | None  # why there are no frames
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        return self.user_frames + self.kernel_frames
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessOffCpu:
+    pid: int
+    comm: str
+    # Thread-seconds off CPU per second in blocks of min_block_ns or more
+    # that ended in the interval: 2.0 is two threads waiting all the time.
+    off_cpu_s_per_s: float
+    # the same, by state: "S", "D", "R", "other" (all four present)
+    state_s_per_s: Mapping[str, float]
+    blocks_per_s: float
+    stacks: tuple[StackRate, ...]  # most time first
+    # share of its S, D and other time that its listed stacks account for; None without such time
+    stack_coverage_percent: float | None
+    rq_hist: tuple[int, ...]  # its threads' run-queue waits in the interval
+    rq_p50_ns: float | None
+    rq_p99_ns: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OffCpuView:
+    processes: tuple[ProcessOffCpu, ...]  # most off-CPU time first
+    off_cpu_s_per_s: float  # all processes together
+    rq_hist: tuple[int, ...]  # the system's run-queue waits in the interval
+    rq_waits_per_s: float
+    rq_p50_ns: float | None
+    rq_p99_ns: float | None
+    short_blocks_per_s: float  # blocks under min_block_ns
+    short_off_cpu_s_per_s: float
+    lost: Mapping[str, int]  # events lost in the interval, by reason
+    min_block_ns: int
+    target_pid: int | None
+
+    def off_cpu_by_pid(self) -> dict[int, float]:
+        """pid -> thread-seconds off CPU per second (for the process table's column)."""
+        return {p.pid: p.off_cpu_s_per_s for p in self.processes}
+
+
+def _stack_rate(stack: BlockingStack, dt_s: float) -> StackRate:
+    return StackRate(
+        state=stack.state,
+        off_cpu_s_per_s=stack.off_cpu_ns / 1e9 / dt_s,
+        blocks_per_s=stack.blocks / dt_s,
+        user_frames=stack.user_frames,
+        kernel_frames=stack.kernel_frames,
+        missing=stack.missing,
+    )
+
+
+def derive_offcpu(prev: OffCpuSample, curr: OffCpuSample, dt_s: float) -> OffCpuView:
+    """Rates, rankings and run-queue percentiles of one interval.
+
+    The probe empties its maps every tick, so `curr` alone covers the
+    interval; `prev` is taken for the signature all derive functions share.
+    """
+    state_ns: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
+    blocks: dict[int, int] = defaultdict(int)
+    for t in curr.times:
+        state_ns[t.pid][t.state] += t.off_cpu_ns
+        blocks[t.pid] += t.blocks
+    stacks: dict[int, list[BlockingStack]] = defaultdict(list)
+    for stack in curr.stacks:
+        stacks[stack.pid].append(stack)
+
+    empty = (0,) * len(curr.rq_hist)
+    processes = []
+    for pid in state_ns.keys() | curr.rq_hists.keys():
+        by_state = state_ns[pid]
+        total_ns = sum(by_state.values())
+        waiting_ns = total_ns - by_state["R"]
+        own = sorted(stacks.get(pid, ()), key=lambda s: (-s.off_cpu_ns, s.state))
+        known_ns = sum(s.off_cpu_ns for s in own if s.state != "R" and s.missing is None)
+        hist = curr.rq_hists.get(pid, empty)
+        processes.append(
+            ProcessOffCpu(
+                pid=pid,
+                comm=curr.comms.get(pid, "?"),
+                off_cpu_s_per_s=total_ns / 1e9 / dt_s,
+                state_s_per_s={state: ns / 1e9 / dt_s for state, ns in by_state.items()},
+                blocks_per_s=blocks[pid] / dt_s,
+                stacks=tuple(_stack_rate(s, dt_s) for s in own),
+                stack_coverage_percent=100 * known_ns / waiting_ns if waiting_ns else None,
+                rq_hist=hist,
+                rq_p50_ns=log2_percentile_ns(hist, 0.50),
+                rq_p99_ns=log2_percentile_ns(hist, 0.99),
+            )
+        )
+    processes.sort(key=lambda p: (-p.off_cpu_s_per_s, -(p.rq_p99_ns or 0.0), p.pid))
+    return OffCpuView(
+        processes=tuple(processes),
+        off_cpu_s_per_s=sum(p.off_cpu_s_per_s for p in processes),
+        rq_hist=curr.rq_hist,
+        rq_waits_per_s=sum(curr.rq_hist) / dt_s,
+        rq_p50_ns=log2_percentile_ns(curr.rq_hist, 0.50),
+        rq_p99_ns=log2_percentile_ns(curr.rq_hist, 0.99),
+        short_blocks_per_s=curr.short_blocks / dt_s,
+        short_off_cpu_s_per_s=curr.short_block_ns / 1e9 / dt_s,
+        lost=dict(curr.lost),
+        min_block_ns=curr.min_block_ns,
+        target_pid=curr.target_pid,
+    )
+

@@ -1,0 +1,131 @@
+"""The off-CPU pane alone, fed a view derived from tests/synthetic_offcpu.py.
+
+Snapshots need neither root nor eBPF. Update them with `--snapshot-update`
+after an intended change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.widgets import Static
+
+from probes.offcpu import OffCpuView, derive_offcpu
+from synthetic_offcpu import offcpu_sample
+from themes import DEFAULT_THEME, THEMES
+from tui.offcpu_pane import OffCpuPane, ProcessesTable, histogram_lines, seconds_per_second, stack_lines
+from tui.process_table import ProcessTable
+
+SIZE = (120, 30)
+
+
+def offcpu_view() -> OffCpuView:
+    return derive_offcpu(offcpu_sample(0), offcpu_sample(1), 1.0)
+
+
+class OffCpuApp(App[None]):
+    """Only the off-CPU pane, fed once."""
+
+    def __init__(self, view: OffCpuView | None = None, unavailable: tuple[str, str] | None = None) -> None:
+        super().__init__()
+        self.offcpu_view = view
+        self.unavailable = unavailable
+        self.selected: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield OffCpuPane()
+
+    def on_mount(self) -> None:
+        for theme in THEMES.values():
+            self.register_theme(theme)
+        self.theme = DEFAULT_THEME
+        pane = self.query_one(OffCpuPane)
+        if self.unavailable is not None:
+            pane.show_unavailable(*self.unavailable)
+        else:
+            assert self.offcpu_view is not None
+            pane.show_view(self.offcpu_view)
+        self.query_one(ProcessesTable).focus()
+
+    def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
+        self.selected.append(message.pid)
+
+
+async def settle(pilot: Any) -> None:
+    await pilot.pause()
+    await pilot.pause()
+
+
+def test_offcpu_pane(snap_compare) -> None:
+    assert snap_compare(OffCpuApp(offcpu_view()), terminal_size=SIZE, run_before=settle)
+
+
+def test_offcpu_pane_at_the_minimum_size(snap_compare) -> None:
+    assert snap_compare(OffCpuApp(offcpu_view()), terminal_size=(80, 24), run_before=settle)
+
+
+def test_offcpu_pane_second_process(snap_compare) -> None:
+    async def down(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("down", "down")
+        await pilot.pause()
+
+    assert snap_compare(OffCpuApp(offcpu_view()), terminal_size=SIZE, run_before=down)
+
+
+def test_offcpu_pane_unavailable(snap_compare) -> None:
+    app = OffCpuApp(unavailable=("off-CPU needs root or CAP_BPF and CAP_PERFMON", "run `sudo orac`"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+
+
+async def test_processes_are_ranked_and_the_highlighted_ones_stacks_shown() -> None:
+    app = OffCpuApp(offcpu_view())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.query_one(ProcessesTable)
+        assert [p.comm for p, _ in table.rows] == ["python3", "nginx", "postgres", "postgres"]
+        assert "futex_wait_queue" in str(app.query_one("#offcpu-stacks", Static).render())
+        await pilot.press("down", "down")
+        await pilot.pause()
+        title = str(app.query_one("#offcpu-title", Static).render())
+        assert title.startswith("postgres 977") and "stacks cover 89%" in title
+        stacks = str(app.query_one("#offcpu-stacks", Static).render())
+        # most time first
+        assert stacks.index("ep_poll") < stacks.index("folio_wait_bit_common") < stacks.index("not captured")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.selected == [977]
+
+
+async def test_unavailable_says_why_and_what_to_do() -> None:
+    app = OffCpuApp(unavailable=("eBPF needs root, or CAP_BPF and CAP_PERFMON", "run `sudo orac`"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        pane = app.query_one(OffCpuPane)
+        assert pane.has_class("-unavailable")
+        text = str(app.query_one("#offcpu-unavailable", Static).render())
+        assert "eBPF needs root" in text and "to fix: run `sudo orac`" in text
+        # the data arrives later, once the probe runs
+        pane.show_view(offcpu_view())
+        await pilot.pause()
+        assert not pane.has_class("-unavailable")
+
+
+def test_numbers_and_stacks_as_text() -> None:
+    assert [seconds_per_second(v) for v in (0, 0.001, 0.42, 6.5, 12.34)] == ["0", "<.01", "0.42", "6.50", "12.3"]
+    view = offcpu_view()
+    postgres = next(p for p in view.processes if p.pid == 977)
+    text = stack_lines(postgres.stacks[0])
+    # leaf first and emphasised, the kernel's frames without the syscall entry, then the user's
+    assert text.splitlines()[1] == (
+        "  [b $accent]schedule_hrtimeout_range[/] ← ep_poll ← do_epoll_wait ← __x64_sys_epoll_wait "
+        "[$foreground-muted]← epoll_wait ← WaitEventSetWait ← ServerLoop ← PostmasterMain ← main[/]"
+    )
+    lines = histogram_lines(view.rq_hist, postgres.rq_hist, "postgres", 40).splitlines()
+    # from the first busy bucket (2 us) to the last (4 ms), system and process side by side
+    assert lines[1].startswith("  2.0us ") and lines[-1].startswith("  4.2ms ")
+    assert "system" in lines[0] and "postgres" in lines[0]
+    # bars share what the label leaves: (40 - 7 - 2) // 2 cells each, the longest filling its cell
+    assert "[$primary]" + "█" * 15 + "[/]" in lines[4]
+    assert histogram_lines((0,) * 32, None, "-", 40) == "[$foreground-muted]no run-queue waits in this interval[/]"

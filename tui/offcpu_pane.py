@@ -1,0 +1,267 @@
+"""The off-CPU pane: processes by time spent waiting, why, where, and run-queue latency.
+
+Left, processes ranked by off-CPU time per second, split by state (S
+sleeping, D uninterruptible, R preempted while runnable), with their
+run-queue p99. Right, for the highlighted process, its top blocking stacks
+(most time first) and the run-queue latency histogram, the system's beside
+the process's. Enter on a process opens its process screen.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import ClassVar, Sequence
+
+from rich.markup import escape
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import Static
+
+from probes.offcpu import OffCpuView, ProcessOffCpu, StackRate
+
+from .format import human_duration_ns, human_rate
+from .line_table import Column, LineTable
+from .pane import Pane
+from .process_table import ProcessTable
+
+# A busy box has thousands of processes that waited; a pane shows a few
+# dozen, and a few hundred keep scrolling useful without sorting them all.
+MAX_ROWS = 300
+# Stacks drawn for the highlighted process: the pane shows a handful at most.
+MAX_STACKS = 8
+# Outer frames every syscall's kernel stack starts with: they say nothing
+# about the wait, and the pane is narrow.
+SYSCALL_ENTRY_FRAMES = frozenset({"entry_SYSCALL_64", "entry_SYSCALL_64_after_hwframe", "do_syscall_64"})
+BUCKET_LABEL_WIDTH = 7
+MIN_BAR_WIDTH, MAX_BAR_WIDTH = 6, 16
+BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+def _none_low(value: float | None) -> float:
+    return -1.0 if value is None else value
+
+
+def seconds_per_second(value: float) -> str:
+    """Thread-seconds off CPU per second: "0" for none, two decimals below 10, one above."""
+    if value == 0:
+        return "0"
+    if value < 0.005:
+        return "<.01"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _state_column(state: str) -> Column[ProcessOffCpu]:
+    return Column(
+        state, state, 5,
+        lambda p: seconds_per_second(p.state_s_per_s[state]), lambda p: p.state_s_per_s[state],
+        right=True, descending=True,
+    )
+
+
+PROCESS_COLUMNS: list[Column[ProcessOffCpu]] = [
+    Column("pid", "PID", 7, lambda p: str(p.pid), attrgetter("pid"), right=True),
+    Column("comm", "COMM", 0, attrgetter("comm"), attrgetter("comm")),
+    Column("off", "OFF/s", 6, lambda p: seconds_per_second(p.off_cpu_s_per_s), attrgetter("off_cpu_s_per_s"), True, True),
+    *(_state_column(state) for state in ("S", "D", "R")),
+    Column(
+        "rq_p99", "RQ P99", 7, lambda p: human_duration_ns(p.rq_p99_ns), lambda p: _none_low(p.rq_p99_ns), True, True,
+        min_table_width=52,
+    ),
+]
+
+
+class ProcessesTable(LineTable[ProcessOffCpu]):
+    """The processes, saying when the cursor moves: the stacks beside it follow."""
+
+    class CursorMoved(Message):
+        """The highlighted process changed (or may have)."""
+
+    def action_cursor(self, delta: int) -> None:
+        super().action_cursor(delta)
+        self.post_message(self.CursorMoved())
+
+    def action_page(self, direction: int) -> None:
+        super().action_page(direction)
+        self.post_message(self.CursorMoved())
+
+    def action_edge(self, direction: int) -> None:
+        super().action_edge(direction)
+        self.post_message(self.CursorMoved())
+
+    def on_click(self, event: events.Click) -> None:
+        super().on_click(event)
+        self.post_message(self.CursorMoved())
+
+
+def stack_lines(stack: StackRate) -> str:
+    """One stack as markup: its figures, then its frames leaf first, the leaf emphasised.
+
+    Leaf first, "do_nanosleep ← hrtimer_nanosleep ← ...": where the thread
+    waited is what a reader looks for, and a long stack wrapped in a narrow
+    pane keeps it on the first line. The user frames follow the kernel's,
+    muted; the syscall entry frames every kernel stack has are left out.
+    """
+    head = (
+        f"[b]{seconds_per_second(stack.off_cpu_s_per_s)} s/s[/] "
+        f"[$secondary]{stack.state}[/] {human_rate(stack.blocks_per_s)} blocks/s"
+    )
+    if stack.missing is not None:
+        return f"{head}\n  [$foreground-muted]({escape(stack.missing)})[/]"
+    kernel = [escape(f) for f in reversed(stack.kernel_frames) if f not in SYSCALL_ENTRY_FRAMES]
+    user = [escape(f) for f in reversed(stack.user_frames)]
+    frames = kernel + user
+    if not frames:
+        return f"{head}\n  [$foreground-muted](no frames)[/]"
+    text = f"[b $accent]{frames[0]}[/]"
+    rest_kernel = kernel[1:]
+    rest_user = user[1:] if not kernel else user
+    if rest_kernel:
+        text += " ← " + " ← ".join(rest_kernel)
+    if rest_user:
+        text += " [$foreground-muted]← " + " ← ".join(rest_user) + "[/]"
+    return f"{head}\n  {text}"
+
+
+def _bar(count: int, peak: int, width: int) -> str:
+    eighths = round(width * 8 * count / peak) if peak else 0
+    if count and not eighths:
+        eighths = 1  # a bucket that is not empty always shows
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (BAR_EIGHTHS[part] if part else "")).ljust(width)
+
+
+def histogram_lines(system: Sequence[int], process: Sequence[int] | None, process_name: str, width: int) -> str:
+    """The log2 run-queue histograms side by side as markup, `width` columns wide.
+
+    One line per bucket from the first busy one to the last, labelled with
+    its lower bound (a bucket holds waits up to twice that).
+    """
+    used = [i for i, n in enumerate(system) if n] + [i for i, n in enumerate(process or ()) if n]
+    if not used:
+        return "[$foreground-muted]no run-queue waits in this interval[/]"
+    bars = 1 if process is None else 2
+    bar_width = max(MIN_BAR_WIDTH, min(MAX_BAR_WIDTH, (width - BUCKET_LABEL_WIDTH - bars) // bars))
+    header = f"{'wait ≥':>{BUCKET_LABEL_WIDTH}} {'system':<{bar_width}}"
+    if process is not None:
+        header += f" {escape(process_name[:bar_width])}"
+    lines = [f"[$foreground-muted]{header}[/]"]
+    system_peak, process_peak = max(system), max(process or (0,))
+    for slot in range(min(used), max(used) + 1):
+        label = human_duration_ns(0 if slot == 0 else 1 << slot)
+        line = f"{label:>{BUCKET_LABEL_WIDTH}} [$primary]{_bar(system[slot], system_peak, bar_width)}[/]"
+        if process is not None:
+            line += f" [$accent]{_bar(process[slot], process_peak, bar_width)}[/]"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+class OffCpuPane(Pane):
+    """Fed by the "offcpu" eBPF probe."""
+
+    PROBE: ClassVar[str] = "offcpu"
+
+    DEFAULT_CSS = """
+    OffCpuPane { height: 1fr; }
+    OffCpuPane.-unavailable { height: auto; }
+    OffCpuPane > Horizontal { height: 1fr; }
+    OffCpuPane #offcpu-processes { width: 1fr; min-width: 45; }
+    OffCpuPane #offcpu-detail { width: 1fr; padding: 0 1; }
+    OffCpuPane #offcpu-title { color: $primary; text-style: bold; }
+    OffCpuPane #offcpu-rq { margin-top: 1; }
+    OffCpuPane > #offcpu-unavailable { display: none; padding: 0 1; color: $error; }
+    OffCpuPane.-unavailable > #offcpu-unavailable { display: block; }
+    OffCpuPane.-unavailable > Horizontal { display: none; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="offcpu-unavailable")
+        with Horizontal():
+            yield ProcessesTable(PROCESS_COLUMNS, "off", attrgetter("pid"), id="offcpu-processes")
+            with VerticalScroll(id="offcpu-detail"):
+                yield Static(id="offcpu-title")
+                yield Static(id="offcpu-stacks")
+                yield Static(id="offcpu-rq")
+
+    def on_mount(self) -> None:
+        self.border_title = "Off-CPU"
+
+    def show_view(self, view: OffCpuView) -> None:
+        self.view = view
+        self.unavailable = None
+        self.remove_class("-unavailable")
+        self._draw()
+
+    def show_unavailable(self, reason: str, remedy: str) -> None:
+        super().show_unavailable(reason, remedy)
+        self.add_class("-unavailable")
+        self.border_subtitle = ""
+        self.query_one("#offcpu-unavailable", Static).update(
+            escape(reason) + (f"\nto fix: {escape(remedy)}" if remedy else "")
+        )
+
+    def _draw(self) -> None:
+        view: OffCpuView = self.view
+        self.border_title = (
+            f"Off-CPU {seconds_per_second(view.off_cpu_s_per_s)} s/s  "
+            f"run queue p50 {human_duration_ns(view.rq_p50_ns)} p99 {human_duration_ns(view.rq_p99_ns)}"
+        )
+        subtitle = (
+            f"blocks ≥{human_duration_ns(view.min_block_ns)}; shorter: "
+            f"{human_rate(view.short_blocks_per_s)}/s, {seconds_per_second(view.short_off_cpu_s_per_s)} s/s"
+        )
+        # "unmatched" is mostly the warm-up: threads already off CPU when
+        # tracing began, whose blocks end later. Nothing the probe promised.
+        lost = sum(n for reason, n in view.lost.items() if reason != "unmatched")
+        if lost:
+            subtitle += f"  [$error]lost {lost}[/]"
+        self.border_subtitle = subtitle
+        table = self.query_one(ProcessesTable)
+        # pid breaks ties, so rows of equal time keep their order from tick to tick
+        table.set_rows([(p, "") for p in table.ordered(view.processes, attrgetter("pid"))[:MAX_ROWS]])
+        self._draw_detail()
+
+    def _draw_detail(self) -> None:
+        view: OffCpuView = self.view
+        process = self.query_one(ProcessesTable).selected
+        title = self.query_one("#offcpu-title", Static)
+        stacks = self.query_one("#offcpu-stacks", Static)
+        if process is None:
+            title.update("no process blocked in this interval")
+            stacks.update("")
+        else:
+            coverage = process.stack_coverage_percent
+            covered = f" [$foreground-muted](stacks cover {coverage:.0f}%)[/]" if coverage is not None else ""
+            title.update(f"{escape(process.comm)} {process.pid}: where it waits{covered}")
+            shown = process.stacks[:MAX_STACKS]
+            stacks.update("\n".join(stack_lines(s) for s in shown) if shown else "[$foreground-muted]no stacks[/]")
+        lines = [
+            f"[b $primary]run queue[/] system p50 {human_duration_ns(view.rq_p50_ns)} "
+            f"p99 {human_duration_ns(view.rq_p99_ns)}, {human_rate(view.rq_waits_per_s)} waits/s"
+        ]
+        if process is not None:
+            lines.append(
+                f"[$accent]{escape(process.comm)}[/] p50 {human_duration_ns(process.rq_p50_ns)} "
+                f"p99 {human_duration_ns(process.rq_p99_ns)}"
+            )
+        rq = self.query_one("#offcpu-rq", Static)
+        # Before the first layout the width is not known yet: a guess, redrawn on resize.
+        width = rq.content_size.width or 2 * MAX_BAR_WIDTH + BUCKET_LABEL_WIDTH + 2
+        lines.append(histogram_lines(view.rq_hist, process.rq_hist if process else None, process.comm if process else "", width))
+        rq.update("\n".join(lines))
+
+    def on_resize(self) -> None:
+        # The histogram's bars fit the detail's width, known once it is laid out.
+        if self.view is not None:
+            self.call_after_refresh(self._draw_detail)
+
+    def on_processes_table_cursor_moved(self, event: ProcessesTable.CursorMoved) -> None:
+        event.stop()
+        if self.view is not None:
+            self._draw_detail()
+
+    def on_line_table_opened(self, event: LineTable.Opened) -> None:
+        # Enter on a process row opens its process screen, as in the process table.
+        event.stop()
+        self.post_message(ProcessTable.Selected(event.item.pid))
