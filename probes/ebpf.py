@@ -16,6 +16,7 @@ import glob
 import importlib.resources
 import importlib.util
 import os
+import struct
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -418,3 +419,29 @@ class MapDrain:
             values += value
             total += 1
         return bytes(keys), bytes(values), total
+
+
+# A task's comm, as bpf_get_current_comm fills it.
+COMM_BYTES = 16
+_ARRAY_INDEX = struct.Struct("=I")  # an array map's key
+_COUNTER = struct.Struct("=Q")  # one CPU's copy of a u64 in a per-CPU map
+
+
+def read_percpu_counters(table: BpfMap, n: int) -> list[int]:
+    """Entries 0..n-1 of a per-CPU array of u64, each summed over every CPU's copy."""
+    out = []
+    for i in range(n):
+        # An array's entries always exist; "or" only guards a short read.
+        value = table.lookup(_ARRAY_INDEX.pack(i)) or b""
+        out.append(sum(v for (v,) in _COUNTER.iter_unpack(value)))
+    return out
+
+
+def parse_comms(keys: bytes, values: bytes, n: int, key: struct.Struct) -> dict[int, str]:
+    """A comm map's batch read: tgid (the key's first field) -> name."""
+    comms = {}
+    for i in range(n):
+        tgid = key.unpack_from(keys, i * key.size)[0]
+        raw = values[i * COMM_BYTES : (i + 1) * COMM_BYTES]
+        comms[tgid] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return comms

@@ -29,6 +29,8 @@ from .ebpf import (
     build_program,
     check_ebpf,
     load_program,
+    read_percpu_counters,
+    parse_comms,
     possible_cpus,
     unload_program,
     wait_for_programs,
@@ -112,7 +114,6 @@ _BLOCK_KEY = struct.Struct("=IiiBBHI")  # tgid, ustack, kstack, state, stack_map
 _BLOCK_VALUE = struct.Struct("=QQ")  # total_ns, count
 _TGID_KEY = struct.Struct("=II")  # tgid, gen
 _RQ_HIST = struct.Struct(f"={HIST_SLOTS}I")
-_COMM_BYTES = 16
 _WORD = struct.Struct("=Q")
 _ARRAY_INDEX = struct.Struct("=I")
 _GENERATION = struct.Struct("=I")
@@ -266,15 +267,6 @@ def parse_rq_hists(keys: bytes, values: bytes, n: int) -> dict[int, tuple[int, .
     return out
 
 
-def parse_comms(keys: bytes, values: bytes, n: int) -> dict[int, str]:
-    comms = {}
-    for i in range(n):
-        pid, _ = _TGID_KEY.unpack_from(keys, i * _TGID_KEY.size)
-        raw = values[i * _COMM_BYTES : (i + 1) * _COMM_BYTES]
-        comms[pid] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-    return comms
-
-
 def without_scheduler(kernel_frames: tuple[str, ...]) -> tuple[str, ...]:
     """A kernel stack (outermost first) without its scheduler and tracepoint frames at the leaf end."""
     end = len(kernel_frames)
@@ -342,9 +334,9 @@ class OffCpuProbe:
             self._kernel_names: dict[tuple[int, int], tuple[str, ...]] = {}
             self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
             self._symbolizer = Symbolizer()
-            self._lost_before = self._read_counters(self._lost_table, len(KERNEL_LOST_REASONS))
-            self._rq_before = self._read_counters(self._rq_hist_table, HIST_SLOTS)
-            self._short_before = self._read_counters(self._short_table, 2)
+            self._lost_before = read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
+            self._rq_before = read_percpu_counters(self._rq_hist_table, HIST_SLOTS)
+            self._short_before = read_percpu_counters(self._short_table, 2)
         except (KeyError, OSError) as exc:
             self.stop()
             raise ProbeUnavailable(f"{program.source_name} loaded, but its maps do not read: {exc}") from None
@@ -357,17 +349,8 @@ class OffCpuProbe:
     def _write_control(self, index: int, value: int) -> None:
         self._control.update(_ARRAY_INDEX.pack(index), _WORD.pack(value))
 
-    @staticmethod
-    def _read_counters(table: BpfMap, n: int) -> list[int]:
-        # Every CPU's copy, summed (an array's entries always exist).
-        out = []
-        for i in range(n):
-            value = table.lookup(_ARRAY_INDEX.pack(i)) or b""
-            out.append(sum(v for (v,) in _WORD.iter_unpack(value)))
-        return out
-
     def _diff(self, table: BpfMap, before: list[int]) -> tuple[list[int], list[int]]:
-        now = self._read_counters(table, len(before))
+        now = read_percpu_counters(table, len(before))
         return now, [a - b for a, b in zip(now, before, strict=True)]
 
     def _epoch_due(self) -> bool:
@@ -396,7 +379,7 @@ class OffCpuProbe:
             # Every generation but the new one: leftovers of an older tick too.
             return key[-_GENERATION.size :] != active
 
-        comms = parse_comms(*self._comms.take(done))
+        comms = parse_comms(*self._comms.take(done), _TGID_KEY)
         blocks = parse_blocks(*self._blocks.take(done))
         rq_hists = parse_rq_hists(*self._rq_hists.take(done))
         self._lost_before, lost_counts = self._diff(self._lost_table, self._lost_before)

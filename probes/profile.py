@@ -41,6 +41,7 @@ from .ebpf import (
     build_program,
     check_ebpf,
     load_program,
+    read_percpu_counters,
     unload_program,
     wait_for_programs,
 )
@@ -92,7 +93,6 @@ _COUNT_KEY = struct.Struct("=IiiI")  # tid, ustack, kstack, gen
 _COUNT_VALUE = struct.Struct("=Q16s")  # samples, comm
 _GENERATION = struct.Struct("=I")
 _ARRAY_INDEX = struct.Struct("=I")
-_COUNTER = struct.Struct("=Q")  # one CPU's copy of a u64 in a per-CPU map
 _STACK_ID = struct.Struct("=i")
 _FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
 
@@ -251,13 +251,7 @@ class ProfileProbe:
             self._bpf = None
 
     def _read_lost(self) -> list[int]:
-        table = self._lost_table
-        lost = []
-        for i in range(len(KERNEL_LOST_REASONS)):
-            # Every CPU's copy, summed (an array's entries always exist).
-            value = table.lookup(_ARRAY_INDEX.pack(i)) or b""
-            lost.append(sum(n for (n,) in _COUNTER.iter_unpack(value)))
-        return lost
+        return read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
 
     def sample(self) -> ProfileSample:
         if self._bpf is None:

@@ -24,6 +24,8 @@ from .ebpf import (
     build_program,
     check_ebpf,
     load_program,
+    read_percpu_counters,
+    parse_comms,
     possible_cpus,
     unload_program,
     wait_for_programs,
@@ -59,9 +61,7 @@ _STATS_VALUE_BYTES = _STATS_HEAD.size + _STATS_HIST.size
 _ERRNO_KEY = struct.Struct("=IIII")  # tgid, nr, errno, gen
 _COMM_KEY = struct.Struct("=II")  # tgid, gen
 _GENERATION = struct.Struct("=I")
-_COMM_BYTES = 16
 _ARRAY_INDEX = struct.Struct("=I")  # an array map's key
-_COUNTER = struct.Struct("=Q")  # one CPU's copy of a u64 in a per-CPU map
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +173,6 @@ def parse_errnos(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int
     return out
 
 
-def parse_comms(keys: bytes, values: bytes, n: int) -> dict[int, str]:
-    comms = {}
-    for i in range(n):
-        pid, _ = _COMM_KEY.unpack_from(keys, i * _COMM_KEY.size)
-        raw = values[i * _COMM_BYTES : (i + 1) * _COMM_BYTES]
-        comms[pid] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-    return comms
-
-
 class SyscallProbe:
     """Counts every syscall on the machine (or of one process) with eBPF.
 
@@ -228,13 +219,7 @@ class SyscallProbe:
             self._bpf = None
 
     def _read_lost(self) -> list[int]:
-        table = self._lost_table
-        lost = []
-        for i in range(len(LOST_REASONS)):
-            # Every CPU's copy, summed (an array's entries always exist).
-            value = table.lookup(_ARRAY_INDEX.pack(i)) or b""
-            lost.append(sum(n for (n,) in _COUNTER.iter_unpack(value)))
-        return lost
+        return read_percpu_counters(self._lost_table, len(LOST_REASONS))
 
     def sample(self) -> SyscallsSample:
         if self._bpf is None:
@@ -250,7 +235,7 @@ class SyscallProbe:
             # Every generation but the new one: leftovers of an older tick too.
             return key[-_GENERATION.size :] != active
 
-        comms = parse_comms(*self._comms.take(done))
+        comms = parse_comms(*self._comms.take(done), _COMM_KEY)
         stats = parse_stats(*self._stats.take(done))
         errnos = parse_errnos(*self._errnos.take(done))
         lost_now = self._read_lost()

@@ -22,6 +22,8 @@ from typing import NoReturn
 
 import pytest
 
+from probes.ebpf import parse_comms
+
 from probes import offcpu
 from probes.base import ProbeUnavailable
 from probes.offcpu import (
@@ -37,7 +39,6 @@ from probes.offcpu import (
     derive_offcpu,
     offcpu_program,
     parse_blocks,
-    parse_comms,
     parse_rq_hists,
     state_class,
     without_scheduler,
@@ -151,7 +152,7 @@ def test_parse_rq_hists_and_comms() -> None:
     keys = struct.pack("=II", 10, 7)
     values = struct.pack(f"={HIST_SLOTS}I", *hist(s12=2)) + struct.pack(f"={HIST_SLOTS}I", *hist(s12=1, s20=4))
     assert parse_rq_hists(keys, values, 1) == {10: hist(s12=3, s20=4)}
-    assert parse_comms(struct.pack("=II", 10, 7), b"nginx".ljust(16, b"\0"), 1) == {10: "nginx"}
+    assert parse_comms(struct.pack("=II", 10, 7), b"nginx".ljust(16, b"\0"), 1, struct.Struct("=II")) == {10: "nginx"}
 
 
 def test_scheduler_frames_are_dropped_from_the_leaf_end() -> None:

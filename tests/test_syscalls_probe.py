@@ -26,6 +26,8 @@ from typing import NoReturn
 
 import pytest
 
+from probes.ebpf import parse_comms
+
 from probes import ebpf
 from probes.base import ProbeUnavailable
 from probes.bpf_syscall import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BpfMap, create_map
@@ -49,7 +51,6 @@ from probes.syscalls import (
     SyscallsSample,
     derive_syscalls,
     log2_percentile_ns,
-    parse_comms,
     parse_errnos,
     parse_stats,
     syscalls_program,
@@ -222,7 +223,7 @@ def test_parse_errnos_and_comms() -> None:
     keys = struct.pack("=IIII", 10, 3, 9, 1)
     values = struct.pack("=QQ", 4, 5)  # two CPUs
     assert parse_errnos(keys, values, 1) == [(10, 3, 9, 9)]
-    comms = parse_comms(struct.pack("=II", 10, 1), b"nginx".ljust(16, b"\0"), 1)
+    comms = parse_comms(struct.pack("=II", 10, 1), b"nginx".ljust(16, b"\0"), 1, struct.Struct("=II"))
     assert comms == {10: "nginx"}
 
 
