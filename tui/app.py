@@ -16,10 +16,6 @@ from probes.collector import FrameCallback
 from probes.frame import Frame
 from probes.history import ProcessHistory
 from probes.recording import Recorder, RecordingError, ReplaySource, default_path
-from probes.gpu import GpuView
-from probes.offcpu import OffCpuView
-from probes.syscalls import SyscallsView
-from probes.views import ProcessesView
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
 from .header_bar import HeaderBar
@@ -28,10 +24,9 @@ from .messages import FrameReady
 from .pane import Pane, feed
 from .process_pane import ProcessPane
 from .process_screen import ProcessScreen
-from .format import human_bytes, human_rate
 from .gpu_pane import GpuPane
 from .offcpu_pane import OffCpuPane
-from .line_table import Column
+from .probe_columns import probe_columns
 from .process_table import ProcessTable
 from .replay_bar import REPLAY_BINDINGS, ReplayBar, SeekScreen, next_speed
 from .screenshot import capture, write_screenshot
@@ -77,10 +72,7 @@ class OracApp(App[None]):
         self.initial_theme = theme
         self.screenshot_dir = screenshot_dir
         self.history = ProcessHistory()
-        # pid -> syscalls/s and GPU memory, read by process table columns
-        self.syscall_rates: dict[int, float] = {}
-        self.gpu_memory: dict[int, int] = {}
-        self.off_cpu: dict[int, float] = {}
+        self.probe_columns = probe_columns()
         self.views: dict[str, Any] = {}
         self.frame: Frame | None = None
         self.replaying = isinstance(source, ReplaySource)
@@ -139,66 +131,13 @@ class OracApp(App[None]):
         if "procs" in views:
             self.history.add(views["procs"].processes)
         self.query_one(HeaderBar).update_views(views.get("cpu"), views.get("procs"))
-        self._update_syscall_column(views.get("syscalls"))
-        self._update_gpu(views.get("gpu"), views.get("procs"))
-        self._update_offcpu_column(views.get("offcpu"))
+        table = self.query_one(ProcessTable)
+        for column in self.probe_columns:
+            column.update(table, frame, views)
+        if "gpu" in views:
+            self.query_one(GpuPane).set_host_processes(views.get("procs"))
         for screen in self.screen_stack:
             self._feed(screen, frame, views)
-
-    def _update_syscall_column(self, view: SyscallsView | None) -> None:
-        table = self.query_one(ProcessTable)
-        if view is None:
-            if self.frame is not None and "syscalls" not in self.frame.samples:
-                table.hide_column("syscalls")
-            return
-        self.syscall_rates.clear()
-        self.syscall_rates.update((p.pid, p.total.calls_per_s) for p in view.processes)
-        rates = self.syscall_rates
-        table.show_column(
-            Column(
-                "syscalls", "SYSC/s", 6,
-                lambda p: human_rate(rates.get(p.pid, 0.0)),
-                lambda p: rates.get(p.pid, 0.0),
-                right=True, descending=True,
-            )
-        )
-
-    def _update_offcpu_column(self, view: OffCpuView | None) -> None:
-        table = self.query_one(ProcessTable)
-        if view is None:
-            if self.frame is not None and "offcpu" not in self.frame.samples:
-                table.hide_column("offcpu")
-            return
-        self.off_cpu.clear()
-        self.off_cpu.update(view.off_cpu_by_pid())
-        off = self.off_cpu
-        table.show_column(
-            Column(
-                "offcpu", "OFFCPU", 6,
-                lambda p: f"{off[p.pid]:.2f}" if p.pid in off else "",
-                lambda p: off.get(p.pid, -1.0),
-                right=True, descending=True,
-            )
-        )
-
-    def _update_gpu(self, view: GpuView | None, processes: ProcessesView | None) -> None:
-        table = self.query_one(ProcessTable)
-        if view is None:
-            if self.frame is not None and "gpu" not in self.frame.samples:
-                table.hide_column("gpu_memory")
-            return
-        self.query_one(GpuPane).set_host_processes(processes)
-        self.gpu_memory.clear()
-        self.gpu_memory.update(view.memory_by_pid())
-        memory = self.gpu_memory
-        table.show_column(
-            Column(
-                "gpu_memory", "GPUMEM", 6,
-                lambda p: human_bytes(memory[p.pid]) if p.pid in memory else "",
-                lambda p: memory.get(p.pid, -1),
-                right=True, descending=True,
-            )
-        )
 
     def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
         feed(screen.query(Pane), frame, views, source="app")

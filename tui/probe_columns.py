@@ -1,0 +1,65 @@
+"""Process-table columns that other probes provide while they run (SYSC/s, OFFCPU, GPUMEM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from probes.frame import Frame
+
+from .format import human_bytes, human_rate
+from .line_table import Column
+from .process_table import ProcessTable
+
+
+@dataclass
+class ProbeColumn:
+    """A column fed by one probe's view: pid -> value, formatted per cell."""
+
+    probe: str
+    key: str
+    label: str
+    width: int
+    values_of: Callable[[Any], dict[int, float]]
+    text: Callable[[float], str]
+    # the value of a pid missing from the view, where absence is a measurement
+    # (a tracer that sees every syscall saw none); None shows an empty cell
+    absent: float | None = None
+    # refilled in place each tick: the column's cells read it
+    values: dict[int, float] = field(default_factory=dict)
+
+    def column(self) -> Column[Any]:
+        values, text, absent = self.values, self.text, self.absent
+
+        def cell(p: Any) -> str:
+            value = values.get(p.pid, absent)
+            return "" if value is None else text(value)
+
+        return Column(
+            self.key, self.label, self.width, cell,
+            lambda p: values.get(p.pid, -1.0 if absent is None else absent),
+            right=True, descending=True,
+        )
+
+    def update(self, table: ProcessTable, frame: Frame, views: dict[str, Any]) -> None:
+        view = views.get(self.probe)
+        if view is None:
+            # Keep the column through the one tick with no view yet (first
+            # sample); drop it when the probe is not running at all.
+            if self.probe not in frame.samples:
+                table.hide_column(self.key)
+            return
+        self.values.clear()
+        self.values.update(self.values_of(view))
+        table.show_column(self.column())
+
+
+def probe_columns() -> list[ProbeColumn]:
+    return [
+        ProbeColumn(
+            "syscalls", "syscalls", "SYSC/s", 6,
+            lambda view: {p.pid: p.total.calls_per_s for p in view.processes}, human_rate, absent=0.0,
+        ),
+        ProbeColumn("offcpu", "offcpu", "OFFCPU", 6, lambda view: view.off_cpu_by_pid(), lambda v: f"{v:.2f}"),
+        ProbeColumn("gpu", "gpu_memory", "GPUMEM", 6, lambda view: view.memory_by_pid(), human_bytes),
+    ]
