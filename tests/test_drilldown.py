@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from ebpf_support import unavailable
+
 from probes.base import ProbeUnavailable
 from probes.collector import Collector
 from probes.ebpf import check_ebpf
@@ -20,7 +22,6 @@ from tui.profile_pane import ProfilePane
 from tui.process_screen import ProcessScreen
 from tui.process_table import ProcessTable
 
-REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
 SIZE = (160, 48)
 
 WORKLOAD = """
@@ -50,9 +51,7 @@ def ebpf() -> None:
     try:
         check_ebpf(tracefs=False)
     except ProbeUnavailable as exc:
-        if REQUIRE_EBPF:
-            pytest.fail(f"eBPF cannot run here: {exc} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-        pytest.skip(f"eBPF cannot run here: {exc}")
+        unavailable(str(exc))
 
 
 async def wait_for(pilot, predicate, timeout_s: float = 20) -> None:

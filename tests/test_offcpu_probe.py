@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import subprocess
 import time
@@ -18,14 +17,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from ebpf_support import compile_helper, start
 
 from probes.ebpf import parse_comms
 
 from probes import offcpu
-from probes.base import ProbeUnavailable
 from probes.offcpu import (
     HIST_SLOTS,
     KERNEL_LOST_REASONS,
@@ -46,7 +45,6 @@ from probes.offcpu import (
 from probes.syscalls import log2_percentile_ns
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "offcpu_workload.c"
-REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
 MS = 1_000_000
 S = 1_000_000_000
 SLEEP_FRAMES = {"clock_nanosleep", "do_nanosleep", "hrtimer_nanosleep", "__x64_sys_clock_nanosleep"}
@@ -254,30 +252,14 @@ def test_derive_of_an_idle_interval() -> None:
 # ---- real eBPF -----------------------------------------------------------------------------
 
 
-def unavailable(reason: str) -> NoReturn:
-    message = f"eBPF cannot run here: {reason}"
-    if REQUIRE_EBPF:
-        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-    pytest.skip(message)
 
 
-def start(probe: OffCpuProbe) -> OffCpuProbe:
-    try:
-        probe.start()
-    except ProbeUnavailable as exc:
-        unavailable(str(exc))
-    return probe
 
 
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The helper, compiled once per test run."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        unavailable("gcc is needed to build the test workload (apt-get install gcc)")
-    binary = tmp_path_factory.mktemp("workload") / "offcpu_workload"
-    subprocess.run([gcc, "-O2", "-o", str(binary), str(HELPER_SOURCE)], check=True)
-    return binary
+    return compile_helper(HELPER_SOURCE, tmp_path_factory.mktemp("workload"), "-O2")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import ctypes
 import json
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -24,9 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from ebpf_support import compile_helper, start
 
 from probes import ebpf_loader
 from probes.base import ProbeUnavailable
@@ -46,7 +46,6 @@ from probes.profile import (
 )
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "profile_target.c"
-REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
 
 BPF_PROG_GET_NEXT_ID = 11
 BPF_PROG_GET_FD_BY_ID = 13
@@ -245,31 +244,14 @@ def test_descriptors_over_several_messages_are_all_received() -> None:
 # ---- real eBPF -----------------------------------------------------------------------------
 
 
-def unavailable(reason: str) -> NoReturn:
-    message = f"eBPF cannot run here: {reason}"
-    if REQUIRE_EBPF:
-        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-    pytest.skip(message)
 
 
-def start(probe: ProfileProbe) -> ProfileProbe:
-    try:
-        probe.start()
-    except ProbeUnavailable as exc:
-        unavailable(str(exc))
-    return probe
 
 
 @pytest.fixture(scope="module")
 def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The helper, compiled once per test run so that its stacks unwind by frame pointers."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        unavailable("gcc is needed to build the test helper (apt-get install gcc)")
-    binary = tmp_path_factory.mktemp("profile") / "profile_target"
-    flags = ["-O0", "-fno-omit-frame-pointer", "-g", "-pthread"]
-    subprocess.run([gcc, *flags, "-o", str(binary), str(HELPER_SOURCE)], check=True)
-    return binary
+    return compile_helper(HELPER_SOURCE, tmp_path_factory.mktemp("profile"), "-O0", "-fno-omit-frame-pointer", "-g", "-pthread")
 
 
 @contextmanager

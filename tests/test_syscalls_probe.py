@@ -13,7 +13,6 @@ import ctypes
 import errno
 import os
 import platform
-import shutil
 import struct
 import subprocess
 import sys
@@ -22,9 +21,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from ebpf_support import compile_helper, start, unavailable
 
 from probes.ebpf import parse_comms
 
@@ -57,7 +57,6 @@ from probes.syscalls import (
 )
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "syscall_workload.c"
-REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
 # log2 bucket 23 holds [2^23, 2^24) ns = [8.39, 16.78) ms: where a 10 ms sleep lands.
 TEN_MS_SLOT = 23
 
@@ -377,30 +376,14 @@ def test_first_error_line_of_each_kind_of_failure() -> None:
 # ---- real eBPF -----------------------------------------------------------------------------
 
 
-def unavailable(reason: str) -> NoReturn:
-    message = f"eBPF cannot run here: {reason}"
-    if REQUIRE_EBPF:
-        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-    pytest.skip(message)
 
 
-def start(probe: SyscallProbe) -> SyscallProbe:
-    try:
-        probe.start()
-    except ProbeUnavailable as exc:
-        unavailable(str(exc))
-    return probe
 
 
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The helper, compiled once per test run."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        unavailable("gcc is needed to build the test workload (apt-get install gcc)")
-    binary = tmp_path_factory.mktemp("workload") / "syscall_workload"
-    subprocess.run([gcc, "-O2", "-o", str(binary), str(HELPER_SOURCE)], check=True)
-    return binary
+    return compile_helper(HELPER_SOURCE, tmp_path_factory.mktemp("workload"), "-O2")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,47 @@
+"""What the real eBPF tests share: skip where eBPF cannot run, fail instead in CI.
+
+ORAC_REQUIRE_EBPF=1 (set by .ci/run) turns "cannot run here" into a failure,
+so a broken bcc or headers install cannot pass as green.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import pytest
+
+from probes.base import Probe, ProbeUnavailable
+
+REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
+
+P = TypeVar("P", bound=Probe)
+
+
+def unavailable(reason: str) -> NoReturn:
+    message = f"eBPF cannot run here: {reason}"
+    if REQUIRE_EBPF:
+        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
+    pytest.skip(message)
+
+
+def start(probe: P) -> P:
+    """Start a probe, or skip (fail in CI) with its reason."""
+    try:
+        probe.start()
+    except ProbeUnavailable as exc:
+        unavailable(str(exc))
+    return probe
+
+
+def compile_helper(source: Path, directory: Path, *flags: str) -> Path:
+    """Build a C test helper with gcc, or skip (fail in CI) without it."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        unavailable("gcc is needed to build the test helper (apt-get install gcc)")
+    binary = directory / source.stem
+    subprocess.run([gcc, *flags, "-o", str(binary), str(source)], check=True)
+    return binary
