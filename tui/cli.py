@@ -73,7 +73,7 @@ def live_parser() -> Parser:
     parser = Parser(prog="orac", description="Live performance triage for Linux.")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
     parser.add_argument(
-        "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,syscalls (default: all)"
+        "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,syscalls,offcpu (default: all)"
     )
     add_ui_options(parser)
     parser.epilog = (
