@@ -263,3 +263,17 @@ async def test_enter_on_a_syscalls_row_opens_that_process() -> None:
         table.focus()
         await pilot.press("down", "enter")  # second busiest: nginx, 1200
         assert isinstance(app.screen, ProcessScreen) and app.screen.pid == 1200
+
+
+async def test_a_short_terminal_keeps_to_cpu_memory_and_processes() -> None:
+    from tui.offcpu_pane import OffCpuPane
+    from tui.syscalls_pane import SyscallsPane
+
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until_drawn(pilot, app)
+        assert not app.query_one(SyscallsPane).display and not app.query_one(OffCpuPane).display
+        assert app.query_one(ProcessTable).size.height >= 10
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        assert app.query_one(SyscallsPane).display and app.query_one(OffCpuPane).display

@@ -104,7 +104,7 @@ async def test_unavailable_says_why_and_what_to_do() -> None:
         await settle(pilot)
         pane = app.query_one(OffCpuPane)
         assert pane.has_class("-unavailable")
-        text = str(app.query_one("#offcpu-unavailable", Static).render())
+        text = str(app.query_one(".pane-message", Static).render())
         assert "eBPF needs root" in text and "to fix: run `sudo orac`" in text
         # the data arrives later, once the probe runs
         pane.show_view(offcpu_view())

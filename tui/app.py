@@ -35,6 +35,8 @@ from .system_panes import CpuPane, MemoryPane
 
 MIN_WIDTH = 80
 MIN_HEIGHT = 24
+# below this many rows only the CPU, memory and process panes are shown
+SHORT_HEIGHT = 40
 
 
 class FrameSource(Protocol):
@@ -115,6 +117,7 @@ class OracApp(App[None]):
     def _check_size(self, width: int, height: int) -> None:
         too_small = width < MIN_WIDTH or height < MIN_HEIGHT
         self.set_class(too_small, "-too-small")
+        self.set_class(height < SHORT_HEIGHT, "-short")
         # Hiding the panes took focus away from the table; give it back.
         if not too_small and self.screen is self.screen_stack[0] and self.focused is None:
             self.call_after_refresh(self.query_one(ProcessTable).focus)

@@ -245,6 +245,7 @@ class GpuPane(Pane):
         relayout = self.view is None or self.unavailable is not None or _shape(view) != _shape(self.view)
         self.view = view
         self.unavailable = None
+        self.remove_class("-unavailable")
         devices.view, devices.unavailable = view, None
         devices.refresh(layout=relayout)
         count = len(view.devices)
@@ -257,6 +258,7 @@ class GpuPane(Pane):
         if self.unavailable == (reason, remedy):
             return
         self.unavailable = (reason, remedy)
+        self.add_class("-unavailable")
         self.view = None
         devices = self.devices
         devices.view, devices.unavailable = None, (reason, remedy)

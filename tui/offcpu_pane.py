@@ -23,7 +23,7 @@ from probes.offcpu import OffCpuView, ProcessOffCpu, StackRate
 
 from .format import human_duration_ns, human_rate
 from .line_table import Column, LineTable
-from .pane import Pane
+from .pane import MessagePane
 from .process_table import ProcessTable
 
 # A busy box has thousands of processes that waited; a pane shows a few
@@ -157,26 +157,22 @@ def histogram_lines(system: Sequence[int], process: Sequence[int] | None, proces
     return "\n".join(lines)
 
 
-class OffCpuPane(Pane):
+class OffCpuPane(MessagePane):
     """Fed by the "offcpu" eBPF probe."""
 
     PROBE: ClassVar[str] = "offcpu"
 
     DEFAULT_CSS = """
     OffCpuPane { height: 1fr; }
-    OffCpuPane.-unavailable { height: auto; }
     OffCpuPane > Horizontal { height: 1fr; }
     OffCpuPane #offcpu-processes { width: 1fr; min-width: 45; }
     OffCpuPane #offcpu-detail { width: 1fr; padding: 0 1; }
     OffCpuPane #offcpu-title { color: $primary; text-style: bold; }
     OffCpuPane #offcpu-rq { margin-top: 1; }
-    OffCpuPane > #offcpu-unavailable { display: none; padding: 0 1; color: $error; }
-    OffCpuPane.-unavailable > #offcpu-unavailable { display: block; }
-    OffCpuPane.-unavailable > Horizontal { display: none; }
     """
 
     def compose(self) -> ComposeResult:
-        yield Static(id="offcpu-unavailable")
+        yield Static(classes="pane-message")
         with Horizontal():
             yield ProcessesTable(PROCESS_COLUMNS, "off", attrgetter("pid"), id="offcpu-processes")
             with VerticalScroll(id="offcpu-detail"):
@@ -187,22 +183,7 @@ class OffCpuPane(Pane):
     def on_mount(self) -> None:
         self.border_title = "Off-CPU"
 
-    def show_view(self, view: OffCpuView) -> None:
-        self.view = view
-        self.unavailable = None
-        self.remove_class("-unavailable")
-        self._draw()
-
-    def show_unavailable(self, reason: str, remedy: str) -> None:
-        super().show_unavailable(reason, remedy)
-        self.add_class("-unavailable")
-        self.border_subtitle = ""
-        self.query_one("#offcpu-unavailable", Static).update(
-            escape(reason) + (f"\nto fix: {escape(remedy)}" if remedy else "")
-        )
-
-    def _draw(self) -> None:
-        view: OffCpuView = self.view
+    def draw(self, view: OffCpuView) -> None:
         self.border_title = (
             f"Off-CPU {seconds_per_second(view.off_cpu_s_per_s)} s/s  "
             f"run queue p50 {human_duration_ns(view.rq_p50_ns)} p99 {human_duration_ns(view.rq_p99_ns)}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Iterable
 
+from rich.markup import escape
 from textual.widget import Widget
+from textual.widgets import Static
 
 from probes.frame import Frame
 
@@ -38,11 +40,13 @@ class Pane(Widget):
         relayout = self.view is None or self.unavailable is not None
         self.view = view
         self.unavailable = None
+        self.remove_class("-unavailable")
         self.refresh(layout=relayout)
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
         if self.unavailable != (reason, remedy):
             self.unavailable = (reason, remedy)
+            self.add_class("-unavailable")
             self.refresh(layout=True)
 
     def unavailable_text(self) -> str:
@@ -50,6 +54,36 @@ class Pane(Widget):
         reason, remedy = self.unavailable
         return f"{self.PROBE}: {reason}" + (f"\n{remedy}" if remedy else "")
 
+
+
+class MessagePane(Pane):
+    """A pane of tables that, while its probe cannot run, shows why in their place.
+
+    Subclasses yield `Static(classes="pane-message")` among their children
+    and draw a view in `draw`.
+    """
+
+    DEFAULT_CSS = """
+    MessagePane.-unavailable { height: auto; }
+    MessagePane > .pane-message { display: none; padding: 0 1; color: $error; }
+    MessagePane.-unavailable > * { display: none; }
+    MessagePane.-unavailable > .pane-message { display: block; }
+    """
+
+    def show_view(self, view: Any) -> None:
+        super().show_view(view)
+        self.draw(view)
+
+    def show_unavailable(self, reason: str, remedy: str) -> None:
+        super().show_unavailable(reason, remedy)
+        self.border_subtitle = ""
+        self.query_one(".pane-message", Static).update(
+            escape(reason) + (f"\nto fix: {escape(remedy)}" if remedy else "")
+        )
+
+    def draw(self, view: Any) -> None:
+        """Show `view`: the subclass's tables."""
+        raise NotImplementedError
 
 def feed(panes: Iterable[Pane], frame: Frame, views: dict[str, Any], source: str) -> None:
     """Give each pane of `source` its probe's view, or why there is none."""

@@ -12,7 +12,7 @@ from textual.widgets import Static
 from probes.profile import FunctionShare, HotStack, ProfileView, ThreadCpu
 
 from .line_table import Column, LineTable
-from .pane import Pane
+from .pane import MessagePane
 
 FUNCTION_COLUMNS: list[Column[FunctionShare]] = [
     Column("self", "SELF%", 6, lambda f: f"{f.self_percent:.1f}", attrgetter("self_percent"), True, True),
@@ -39,7 +39,7 @@ THREAD_COLUMNS: list[Column[ThreadCpu]] = [
 ]
 
 
-class ProfileBase(Pane):
+class ProfileBase(MessagePane):
     """Shared by the profile and threads panes: the unavailable text, the title."""
 
     PROBE: ClassVar[str] = "profile"
@@ -48,30 +48,16 @@ class ProfileBase(Pane):
 
     DEFAULT_CSS = """
     ProfileBase { height: 1fr; }
-    ProfileBase > Static { display: none; padding: 0 1; color: $error; }
-    ProfileBase.-unavailable > Static { display: block; }
-    ProfileBase.-unavailable > Horizontal, ProfileBase.-unavailable > LineTable { display: none; }
     """
 
-    def show_unavailable(self, reason: str, remedy: str) -> None:
-        super().show_unavailable(reason, remedy)
-        self.add_class("-unavailable")
-        self.query_one(Static).update(reason + (f"\nto fix: {remedy}" if remedy else ""))
-
     def show_view(self, view: ProfileView) -> None:
-        self.view = view
-        self.unavailable = None
-        self.remove_class("-unavailable")
         title = f"on CPU {view.on_cpu_percent:.1f}% of a CPU, {view.samples} samples at {view.frequency_hz} Hz"
         if view.exited:
             title += "  [$error]exited: last data[/]"
         self.border_subtitle = title
         lost = sum(view.lost.values())
         self.border_title = self.TITLE + (f"  lost {lost}" if lost else "")
-        self.draw(view)
-
-    def draw(self, view: ProfileView) -> None:
-        raise NotImplementedError
+        super().show_view(view)
 
 
 class ProfilePane(ProfileBase):
@@ -84,7 +70,7 @@ class ProfilePane(ProfileBase):
     """
 
     def compose(self) -> ComposeResult:
-        yield Static()
+        yield Static(classes="pane-message")
         with Horizontal():
             yield LineTable(FUNCTION_COLUMNS, "self", attrgetter("name"), id="profile-functions")
             yield LineTable(STACK_COLUMNS, "percent", attrgetter("frames"), id="profile-stacks")
@@ -100,7 +86,7 @@ class ThreadsPane(ProfileBase):
     TITLE: ClassVar[str] = "Threads on CPU"
 
     def compose(self) -> ComposeResult:
-        yield Static()
+        yield Static(classes="pane-message")
         yield LineTable(THREAD_COLUMNS, "cpu", attrgetter("tid"), id="profile-threads")
 
     def draw(self, view: ProfileView) -> None:

@@ -13,7 +13,7 @@ from probes.syscalls import ProcessSyscalls, SyscallRate, SyscallsView
 
 from .format import MISSING, human_duration_ns, human_rate
 from .line_table import Column, LineTable
-from .pane import Pane
+from .pane import MessagePane
 from .process_table import ProcessTable
 
 # A busy box has thousands of (process, syscall) pairs; a pane shows a few
@@ -53,24 +53,20 @@ SYSCALL_COLUMNS: list[Column[SyscallRate]] = [
 ]
 
 
-class SyscallsPane(Pane):
+class SyscallsPane(MessagePane):
     """Fed by the "syscalls" eBPF probe."""
 
     PROBE: ClassVar[str] = "syscalls"
 
     DEFAULT_CSS = """
     SyscallsPane { height: 1fr; }
-    SyscallsPane.-unavailable { height: auto; }
     SyscallsPane > Horizontal { height: 1fr; }
     SyscallsPane #sys-processes { width: 3fr; }
     SyscallsPane #sys-top { width: 2fr; margin-left: 1; }
-    SyscallsPane > Static { display: none; padding: 0 1; color: $error; }
-    SyscallsPane.-unavailable > Static { display: block; }
-    SyscallsPane.-unavailable > Horizontal { display: none; }
     """
 
     def compose(self) -> ComposeResult:
-        yield Static(id="sys-unavailable")
+        yield Static(classes="pane-message")
         with Horizontal():
             yield LineTable(PROCESS_COLUMNS, "calls", attrgetter("pid"), id="sys-processes")
             yield LineTable(SYSCALL_COLUMNS, "calls", attrgetter("name"), id="sys-top")
@@ -78,22 +74,7 @@ class SyscallsPane(Pane):
     def on_mount(self) -> None:
         self.border_title = "Syscalls"
 
-    def show_view(self, view: SyscallsView) -> None:
-        self.view = view
-        self.unavailable = None
-        self.remove_class("-unavailable")
-        self._draw()
-
-    def show_unavailable(self, reason: str, remedy: str) -> None:
-        super().show_unavailable(reason, remedy)
-        self.add_class("-unavailable")
-        self.border_subtitle = ""
-        self.query_one("#sys-unavailable", Static).update(
-            f"{reason}" + (f"\nto fix: {remedy}" if remedy else "")
-        )
-
-    def _draw(self) -> None:
-        view: SyscallsView = self.view
+    def draw(self, view: SyscallsView) -> None:
         self.border_title = (
             f"Syscalls {human_rate(view.calls_per_s)}/s  errors {human_rate(view.errors_per_s)}/s"
         )
