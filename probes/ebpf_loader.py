@@ -35,7 +35,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+
+from .aside import child_env
 
 # A message carries at most SCM_MAX_FD descriptors (the kernel's limit).
 MAX_FDS = 253
@@ -149,12 +150,6 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def _package_root() -> str:
-    # The directory holding the `probes` package, so that `-m probes.ebpf_loader`
-    # finds this checkout whether or not it is installed.
-    return str(Path(__file__).resolve().parent.parent)
-
-
 def load(text: str, cflags: list[str], timeout_s: float, perf_events: Sequence[PerfEvent] = ()) -> Loaded:
     """Compile and load `text` in a child process, and attach `perf_events`; slow (clang runs).
 
@@ -162,8 +157,7 @@ def load(text: str, cflags: list[str], timeout_s: float, perf_events: Sequence[P
         LoadFailed: the child failed (its output says why) or timed out.
     """
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
+    env = child_env()
     with parent_end:
         with child_end:
             proc = subprocess.Popen(

@@ -61,6 +61,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
 import time
 from array import array
 from bisect import bisect_right
@@ -68,6 +69,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from probes.aside import run_module
 from probes.procfs import read_bytes
 
 UNKNOWN = "[unknown]"
@@ -606,17 +608,24 @@ class KernelSymbols:
         self.misses = 0
         self._addrs, self._name_at, self._names = array("Q"), array("I", [0]), b""
         self._open_ended = frozenset()
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            self._reason = f"cannot read {self.path}: {exc.strerror}"
-            return
-        try:
-            with os.fdopen(fd, "rb", buffering=1 << 20) as lines:
-                parsed = _parse_kallsyms(lines)
-        except OSError as exc:
-            self._reason = f"cannot read {self.path}: {exc.strerror}"
-            return
+        # Parsing 120k lines leaves ~10 MB of allocator slack behind; a child
+        # does it and hands over only the finished table. In process when the
+        # child cannot run (it says nothing about the file: that is read here).
+        table = run_module("probes.symbolize", "kallsyms-table", self.path)
+        if table is not None:
+            parsed = _table_from_bytes(table)
+        else:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                self._reason = f"cannot read {self.path}: {exc.strerror}"
+                return
+            try:
+                with os.fdopen(fd, "rb", buffering=1 << 20) as lines:
+                    parsed = _parse_kallsyms(lines)
+            except OSError as exc:
+                self._reason = f"cannot read {self.path}: {exc.strerror}"
+                return
         addrs, name_at, names, open_ended = parsed
         self._reason = None
         if not addrs:
@@ -722,6 +731,41 @@ def _parse_kallsyms(lines: Iterable[bytes]) -> tuple[array, array, bytes, frozen
         open_ended.append(len(out_addrs) - 1)
     del order, names
     return out_addrs, name_at, bytes(blob), frozenset(open_ended)
+
+
+_TABLE_HEADER = struct.Struct("=IIII")  # addresses, name offsets, names bytes, open-ended
+
+
+def _table_to_bytes(parsed: tuple[array, array, bytes, frozenset[int]]) -> bytes:
+    addrs, name_at, names, open_ended = parsed
+    ends = array("I", sorted(open_ended))
+    header = _TABLE_HEADER.pack(len(addrs), len(name_at), len(names), len(ends))
+    return header + addrs.tobytes() + name_at.tobytes() + names + ends.tobytes()
+
+
+def _table_from_bytes(data: bytes) -> tuple[array, array, bytes, frozenset[int]]:
+    n_addrs, n_name_at, n_names, n_ends = _TABLE_HEADER.unpack_from(data)
+    at = _TABLE_HEADER.size
+    addrs, name_at, ends = array("Q"), array("I"), array("I")
+    addrs.frombytes(data[at : at + n_addrs * 8])
+    at += n_addrs * 8
+    name_at.frombytes(data[at : at + n_name_at * 4])
+    at += n_name_at * 4
+    names = data[at : at + n_names]
+    at += n_names
+    ends.frombytes(data[at : at + n_ends * 4])
+    return addrs, name_at, names, frozenset(ends)
+
+
+def _write_kallsyms_table(path: str) -> int:
+    """The child's side: parse `path` and write the table to stdout."""
+    try:
+        with open(path, "rb", buffering=1 << 20) as lines:
+            table = _table_to_bytes(_parse_kallsyms(lines))
+    except OSError:
+        return 1
+    sys.stdout.buffer.write(table)
+    return 0
 
 
 # ---- user space ---------------------------------------------------------------------
@@ -1213,3 +1257,10 @@ def folded(frames: Iterable[str]) -> str:
     A ";" inside a name would split the frame, so it becomes ":".
     """
     return ";".join(frame.replace(";", ":") for frame in frames)
+
+
+if __name__ == "__main__":
+    # `python -m probes.symbolize kallsyms-table PATH`, run by KernelSymbols.reload.
+    if len(sys.argv) == 3 and sys.argv[1] == "kallsyms-table":
+        sys.exit(_write_kallsyms_table(sys.argv[2]))
+    sys.exit("usage: python -m probes.symbolize kallsyms-table PATH")
