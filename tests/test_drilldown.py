@@ -99,15 +99,46 @@ async def test_drilldown_traces_only_its_process_and_detaches(ebpf, tmp_path, mo
             proc.wait()
 
 
-async def test_without_a_live_process_the_drilldown_says_so() -> None:
+async def test_recorded_frames_show_the_process_syscalls_and_off_cpu_but_no_profile() -> None:
+    from tui.offcpu_pane import OffCpuPane
+    from tui.screenshot import capture
     from ui import make_app, until_drawn
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await until_drawn(pilot, app)
-        await pilot.press("enter")
+        app.post_message(ProcessTable.Selected(1200))
+        await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
         drill = app.screen.query_one(DrillDown)
         assert drill.collector is None
-        from tui.screenshot import capture
+        await wait_for(pilot, lambda: app.screen.query_one(DrillSyscallsPane).view is not None)
+        syscalls = app.screen.query_one(DrillSyscallsPane).view
+        # narrowed to nginx (1200): its own syscalls, nobody else's
+        assert [p.pid for p in syscalls.processes] == [1200]
+        assert {r.name for r in syscalls.top_syscalls} == {"recvfrom", "epoll_wait"}
+        offcpu = app.screen.query_one(OffCpuPane).view
+        assert [p.pid for p in offcpu.processes] == [1200]
+        assert "recordings do not hold it" in capture(app)[1]
 
-        assert "nothing to show for recorded frames" in capture(app)[1]
+
+async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_them_again(ebpf) -> None:
+    from probes.syscalls import SyscallProbe
+
+    target = subprocess.Popen([sys.executable, "-c", WORKLOAD], stdin=subprocess.PIPE, text=True)
+    try:
+        target.stdin.write("go\n")
+        target.stdin.flush()
+        app = OracApp(Collector([SystemProbe(), ProcessProbe(), SyscallProbe()], interval_s=0.5))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: "syscalls" in app.views)
+            app.post_message(ProcessTable.Selected(target.pid))
+            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+            drill = app.screen.query_one(DrillDown)
+            assert [p.name for p in drill.collector.probes] == ["profile", "offcpu"]
+            pane = app.screen.query_one(DrillSyscallsPane)
+            await wait_for(pilot, lambda: pane.view is not None and pane.view.processes)
+            assert [p.pid for p in pane.view.processes] == [target.pid]
+            assert pane.view.top_syscalls[0].name == "getppid"
+    finally:
+        target.kill()
+        target.wait()

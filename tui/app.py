@@ -18,6 +18,7 @@ from probes.history import ProcessHistory
 from probes.recording import Recorder, RecordingError, ReplaySource, default_path
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
+from .drilldown import DrillDown
 from .header_bar import HeaderBar
 from .help_screen import HelpScreen
 from .messages import FrameReady
@@ -141,16 +142,33 @@ class OracApp(App[None]):
             self.query_one(GpuPane).set_host_processes(views.get("procs"))
         for screen in self.screen_stack:
             self._feed(screen, frame, views)
+            for drill in screen.query(DrillDown):
+                if "offcpu" in drill.shared:
+                    drill.take_offcpu(frame)
 
     def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
         feed(screen.query(Pane), frame, views, source="app")
 
     def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
-        self.push_screen(
-            ProcessScreen(
-                message.pid, self.history.series(message.pid), live=self.source.live, current=self.views.get("procs")
-            )
+        screen = ProcessScreen(
+            message.pid,
+            self.history.series(message.pid),
+            live=self.source.live,
+            current=self.views.get("procs"),
+            shared=self.system_wide_probes(),
         )
+        self.push_screen(screen)
+        # Its panes show the current tick at once, not after the next one
+        # (in a paused replay there may be no next one).
+        if self.frame is not None:
+            self.call_after_refresh(self._feed, screen, self.frame, self.views)
+
+    def system_wide_probes(self) -> set[str]:
+        """Probes whose views this app has per process: the drill-down narrows them rather than tracing again."""
+        probes = getattr(self.source, "probes", None)
+        if probes is not None:
+            return {p.name for p in probes}
+        return set(self.frame.samples) if self.frame is not None else set()
 
     # actions
 

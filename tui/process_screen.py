@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterable
 
 from rich.markup import escape
 from textual import work
@@ -59,6 +59,8 @@ class ProcessSummary(Pane):
         # running now, not for one in fixed or recorded frames.
         self.live = live
         self.last: ProcessView | None = find(current, pid)
+        # the tick already in `history`, so being fed it again adds nothing
+        self.seen = current
         self.details: ProcessDetails | None = None
         self.gone = False
 
@@ -81,6 +83,9 @@ class ProcessSummary(Pane):
         self._draw()
 
     def show_view(self, view: ProcessesView) -> None:
+        if view is self.seen:
+            return
+        self.seen = view
         found = find(view, self.pid)
         if found is None:
             self.gone = True
@@ -163,12 +168,15 @@ class ProcessScreen(Screen[None]):
         history: tuple[list[float], list[float]],
         live: bool = True,
         current: ProcessesView | None = None,
+        shared: Iterable[str] = (),
     ) -> None:
+        """`shared`: the probes whose system-wide views the app feeds this screen."""
         super().__init__()
         self.pid = pid
         self.history = history
         self.live = live
         self.current = current
+        self.shared = frozenset(shared)
 
     def action_write_folded(self) -> None:
         try:
@@ -185,5 +193,5 @@ class ProcessScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield ProcessSummary(self.pid, self.history, self.live, self.current)
-            yield DrillDown(self.pid, self.live)
+            yield DrillDown(self.pid, self.live, self.shared)
         yield Footer()
