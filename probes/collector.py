@@ -29,6 +29,7 @@ MAX_INTERVAL_S = 60.0
 FIRST_INTERVAL_S = 0.25
 # Shown by a pane whose probe is still starting (an eBPF compile takes seconds).
 STARTING = "starting: compiling its eBPF program, a few seconds"
+LEFT_OUT = ("not started: left out with --probes", "")
 
 
 def start_probes(probes: Iterable[Probe[Any]]) -> tuple[list[Probe[Any]], dict[str, tuple[str, str]]]:
@@ -89,9 +90,13 @@ class Collector:
         self.recorder: FrameSink | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        # guards the running probes and their status between the collector
-        # and the thread that starts slow probes
+        # guards the running probes and their status between the collector,
+        # the thread that starts slow probes, and add/remove_probes callers
         self._lock = threading.Lock()
+        self._running: list[Probe[Any]] = []
+        self._unavailable: dict[str, tuple[str, str]] = {}
+        # names removed while their probe may still be starting
+        self._dropped: set[str] = set()
         self._thread: threading.Thread | None = None
 
     def start(self, on_frame: FrameCallback) -> None:
@@ -108,18 +113,41 @@ class Collector:
         """Sample now instead of waiting for the rest of the interval."""
         self._wake.set()
 
+    def add_probes(self, probes: Sequence[Probe[Any]]) -> None:
+        """Start more probes while running (a drill-down's traces); they join the frames once started."""
+        with self._lock:
+            for probe in probes:
+                self._dropped.discard(probe.name)
+                self._unavailable[probe.name] = (STARTING, "")
+        threading.Thread(target=self._start_slow, args=(list(probes),), name="orac-probe-start", daemon=True).start()
+
+    def remove_probes(self, names: Iterable[str]) -> None:
+        """Stop probes added with add_probes: their eBPF programs detach now."""
+        names = set(names)
+        with self._lock:
+            self._dropped |= names
+            for probe in [p for p in self._running if p.name in names]:
+                probe.stop()
+                self._running.remove(probe)
+            for name in names:
+                self._unavailable.pop(name, None)
+                if name in self.left_out:
+                    self._unavailable[name] = LEFT_OUT
+
     def _run(self, on_frame: FrameCallback) -> None:
         quick = [p for p in self.probes if not getattr(p, "slow_start", False)]
         slow = [p for p in self.probes if getattr(p, "slow_start", False)]
         running, unavailable = start_probes(quick)
-        for probe in slow:
-            unavailable[probe.name] = (STARTING, "")
-        for name in self.left_out:
-            unavailable[name] = ("not started: left out with --probes", "")
+        with self._lock:
+            self._running.extend(running)
+            self._unavailable.update(unavailable)
+            for probe in slow:
+                self._unavailable[probe.name] = (STARTING, "")
+            for name in self.left_out:
+                self._unavailable[name] = LEFT_OUT
+        running, unavailable = self._running, self._unavailable
         if slow:
-            threading.Thread(
-                target=self._start_slow, args=(slow, running, unavailable), name="orac-probe-start", daemon=True
-            ).start()
+            threading.Thread(target=self._start_slow, args=(slow,), name="orac-probe-start", daemon=True).start()
         prev: Frame | None = None
         wait_s = FIRST_INTERVAL_S
         try:
@@ -141,20 +169,19 @@ class Collector:
                     probe.stop()
                 running.clear()
 
-    def _start_slow(
-        self, probes: list[Probe[Any]], running: list[Probe[Any]], unavailable: dict[str, tuple[str, str]]
-    ) -> None:
+    def _start_slow(self, probes: list[Probe[Any]]) -> None:
         """Start probes that compile eBPF programs, while the others already tick."""
         for probe in probes:
             started, failed = start_probes([probe])
             with self._lock:
-                if self._stop.is_set():
+                if self._stop.is_set() or probe.name in self._dropped:
+                    # Stopped, or removed while it was still starting.
                     for p in started:
                         p.stop()
-                    return
-                running.extend(started)
-                unavailable.pop(probe.name, None)
-                unavailable.update(failed)
+                    continue
+                self._running.extend(started)
+                self._unavailable.pop(probe.name, None)
+                self._unavailable.update(failed)
 
 
 class FrameSequence:

@@ -828,3 +828,27 @@ def test_processes_sample_types_are_what_the_recording_stores() -> None:
     types, probes = table.unsaved()
     assert [t.name for t in types] == ["probes.processes:ProcessesSample", "probes.processes:ProcSample"]
     assert probes == [ProbeRow("procs", "probes.processes:ProcessesSample", 1)]
+
+
+def test_a_probe_added_mid_recording_round_trips(tmp_path) -> None:
+    """A drill-down adds its profile to the frames while recording: later frames carry it."""
+    from probes.profile import ProfileSample, ProfileStack
+
+    base = synthetic_frames(2)
+    profile = ProfileSample(
+        stacks=(ProfileStack(tid=42, samples=99, user_frames=("main", "burn_cpu"), kernel_frames=()),),
+        thread_names={42: "burner"},
+        samples=99,
+        lost={"count_map_full": 0},
+        frequency_hz=99,
+        target_pid=42,
+        exited=False,
+    )
+    later = type(base[1])(base[1].wall_ns, base[1].mono_ns, {**base[1].samples, "profile": profile}, base[1].unavailable)
+    path = tmp_path / "drill.orac"
+    with Recorder(path, interval_s=1.0, probes=["cpu", "procs"]) as rec:
+        rec.append(base[0])
+        rec.append(later)
+    with Recording(path) as recording:
+        assert "profile" not in recording.frame(0).samples
+        assert recording.frame(1).samples["profile"] == profile

@@ -143,11 +143,10 @@ class OracApp(App[None]):
         for screen in self.screen_stack:
             self._feed(screen, frame, views)
             for drill in screen.query(DrillDown):
-                if "offcpu" in drill.shared:
-                    drill.take_offcpu(frame)
+                drill.take_frame(frame)
 
     def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
-        feed(screen.query(Pane), frame, views, source="app")
+        feed(screen.query(Pane), frame, views)
 
     def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
         screen = ProcessScreen(

@@ -1,14 +1,14 @@
 """The drill-down: what one process does, open while its screen is.
 
 Its on-CPU profile is a trace of its own: perf_event sampling filtered in
-the kernel to the process, attached when the screen opens and detached when
-it closes. Its syscalls and off-CPU time come from the app's system-wide
-probes where those run: they already aggregate per process in the kernel,
-and a second, targeted copy of them would make every syscall and context
-switch on the box enter two programs (benchmarks/drilldown measured +25 % on
-a bystander's syscalls). Where they do not run (--probes), the drill-down
-starts targeted ones itself. Recorded frames show the recorded syscalls and
-off-CPU time of the process the same way.
+the kernel to the process, added to the app's collector when the screen
+opens and removed (detached) when it closes, so it is recorded and replayed
+like any probe. Its syscalls and off-CPU time come from the app's
+system-wide probes where those run: they already aggregate per process in
+the kernel, and a second, targeted copy of them would make every syscall
+and context switch on the box enter two programs (benchmarks/drilldown
+measured +118 % on a bystander's syscalls). Where they do not run
+(--probes), targeted ones are added instead.
 """
 
 from __future__ import annotations
@@ -24,15 +24,12 @@ from textual.containers import Vertical
 from textual.widgets import TabbedContent, TabPane
 
 from probes.base import Probe
-from probes.collector import Collector
 from probes.frame import Frame
 from probes.offcpu import OffCpuView
 from probes.profile import FoldedStacks, folded_lines
 from probes.syscalls import SyscallsView
 
-from .messages import FrameReady
 from .offcpu_pane import OffCpuPane
-from .pane import Pane, feed
 from .profile_pane import ProfilePane, ThreadsPane
 from .syscalls_pane import SyscallsPane
 
@@ -57,24 +54,22 @@ def offcpu_of(view: OffCpuView, pid: int) -> OffCpuView:
 
 
 class DrillSyscallsPane(SyscallsPane):
-    """The process's syscalls, from the app's probe or the drill-down's own."""
+    """The process's syscalls, narrowed from the app's view."""
 
-    def __init__(self, pid: int, source: str) -> None:
+    def __init__(self, pid: int) -> None:
         super().__init__()
         self.pid = pid
-        self.SOURCE = source
 
     def show_view(self, view: SyscallsView) -> None:
         super().show_view(syscalls_of(view, self.pid))
 
 
 class DrillOffCpuPane(OffCpuPane):
-    """The process's off-CPU time, from the app's probe or the drill-down's own."""
+    """The process's off-CPU time, narrowed from the app's view."""
 
-    def __init__(self, pid: int, source: str) -> None:
+    def __init__(self, pid: int) -> None:
         super().__init__()
         self.pid = pid
-        self.SOURCE = source
 
     def show_view(self, view: OffCpuView) -> None:
         super().show_view(offcpu_of(view, self.pid))
@@ -109,63 +104,52 @@ class DrillDown(Vertical):
         shared: Iterable[str] = (),
         probes: Callable[[int, Iterable[str]], list[Probe[Any]]] = drill_probes,
     ) -> None:
-        """`shared`: the probes whose system-wide views the app gives this screen."""
+        """`shared`: the probes the app already runs system-wide."""
         super().__init__(id="drilldown")
         self.pid = pid
         self.live = live
         self.shared = frozenset(shared)
         self.make_probes = probes
-        self.collector: Collector | None = None
+        # names of the probes this drill-down added to the app's collector
+        self.added: list[str] = []
         # the whole time the screen was open, for `f`
         self.folded = FoldedStacks()
         # off-CPU time per stack (root first), in microseconds
         self.offcpu_us: dict[tuple[str, ...], int] = defaultdict(int)
 
     def compose(self) -> ComposeResult:
-        def source(probe: str) -> str:
-            return "app" if probe in self.shared else "drilldown"
-
         with TabbedContent():
             with TabPane("Profile"):
-                yield ProfilePane()
+                yield ProfilePane(self.pid)
             with TabPane("Off-CPU"):
-                yield DrillOffCpuPane(self.pid, source("offcpu"))
+                yield DrillOffCpuPane(self.pid)
             with TabPane("Syscalls"):
-                yield DrillSyscallsPane(self.pid, source("syscalls"))
+                yield DrillSyscallsPane(self.pid)
             with TabPane("Threads"):
-                yield ThreadsPane()
+                yield ThreadsPane(self.pid)
 
     def on_mount(self) -> None:
-        if not self.live:
-            # Recorded frames hold no profile: it traces a running process only.
-            for pane in self.query(Pane):
-                if pane.SOURCE == "drilldown":
-                    pane.show_unavailable("the profile samples a running process; recordings do not hold it", "")
+        add = getattr(self.app.source, "add_probes", None)
+        if not self.live or add is None:
             return
-        self.collector = Collector(self.make_probes(self.pid, self.shared), interval_s=1.0)
-        self.collector.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
+        probes = self.make_probes(self.pid, self.shared)
+        self.added = [p.name for p in probes]
+        add(probes)
 
     def on_unmount(self) -> None:
         self.stop()
 
     def stop(self) -> None:
-        """Detach every trace (their programs unload with their fds)."""
-        if self.collector is not None:
-            self.collector.stop()
-            self.collector = None
+        """Remove the traces this drill-down added (their programs detach)."""
+        if self.added:
+            self.app.source.remove_probes(self.added)
+            self.added = []
 
-    def on_frame_ready(self, message: FrameReady) -> None:
-        # Handled here, not by the app: these frames are this process's only.
-        message.stop()
-        profile = message.frame.samples.get("profile")
-        if profile is not None:
+    def take_frame(self, frame: Frame) -> None:
+        """Add this process's stacks of a frame to what `f` writes."""
+        profile = frame.samples.get("profile")
+        if profile is not None and profile.target_pid == self.pid:
             self.folded.add(profile)
-        if "offcpu" not in self.shared:
-            self.take_offcpu(message.frame)
-        feed(self.query(Pane), message.frame, message.views, source="drilldown")
-
-    def take_offcpu(self, frame: Frame) -> None:
-        """Add this process's off-CPU stacks of a frame to what `f` writes."""
         offcpu = frame.samples.get("offcpu")
         if offcpu is None:
             return
@@ -185,4 +169,3 @@ class DrillDown(Vertical):
                 path.write_text("\n".join(lines) + "\n", encoding="utf-8")
                 written.append(path)
         return written
-

@@ -19,8 +19,6 @@ class Pane(Widget):
     """
 
     PROBE: ClassVar[str]
-    # which source feeds it: the app's collector, or a drill-down's own
-    SOURCE: ClassVar[str] = "app"
 
     DEFAULT_CSS = """
     Pane {
@@ -85,11 +83,9 @@ class MessagePane(Pane):
         """Show `view`: the subclass's tables."""
         raise NotImplementedError
 
-def feed(panes: Iterable[Pane], frame: Frame, views: dict[str, Any], source: str) -> None:
-    """Give each pane of `source` its probe's view, or why there is none."""
+def feed(panes: Iterable[Pane], frame: Frame, views: dict[str, Any]) -> None:
+    """Give each pane its probe's view, or why there is none."""
     for pane in panes:
-        if pane.SOURCE != source:
-            continue
         if pane.PROBE in views:
             pane.show_view(views[pane.PROBE])
         elif pane.PROBE in frame.unavailable:

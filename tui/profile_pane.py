@@ -43,14 +43,21 @@ class ProfileBase(MessagePane):
     """Shared by the profile and threads panes: the unavailable text, the title."""
 
     PROBE: ClassVar[str] = "profile"
-    SOURCE: ClassVar[str] = "drilldown"
     TITLE: ClassVar[str] = ""
 
     DEFAULT_CSS = """
     ProfileBase { height: 1fr; }
     """
 
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
+
     def show_view(self, view: ProfileView) -> None:
+        if view.target_pid != self.pid:
+            # A profile of another process (a replay of another drill-down).
+            self.show_unavailable(f"no profile of process {self.pid} in what is shown", "")
+            return
         title = f"on CPU {view.on_cpu_percent:.1f}% of a CPU, {view.samples} samples at {view.frequency_hz} Hz"
         if view.exited:
             title += "  [$error]exited: last data[/]"
