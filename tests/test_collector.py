@@ -94,3 +94,36 @@ def test_a_slow_probe_that_cannot_run_says_why() -> None:
         assert frames[-1].unavailable["slow"] == ("no root", "run `sudo orac`")
     finally:
         collector.stop()
+
+
+def test_probes_added_while_running_join_the_frames_and_leave_when_removed() -> None:
+    extra = Slow()
+    extra.release.set()
+    collector = Collector([Quick()], interval_s=0.1)
+    try:
+        frames = collect(collector, lambda f: len(f) >= 2)
+        collector.add_probes([extra])
+        collect_more(collector, frames, lambda f: "slow" in f[-1].samples)
+        collector.remove_probes(["slow"])
+        assert extra.stopped
+        seen = len(frames)
+        collect_more(collector, frames, lambda f: len(f) >= seen + 2)
+        assert "slow" not in frames[-1].samples and "slow" not in frames[-1].unavailable
+    finally:
+        collector.stop()
+
+
+def test_a_probe_removed_while_starting_never_joins() -> None:
+    late = Slow()
+    collector = Collector([Quick()], interval_s=0.1)
+    try:
+        frames = collect(collector, lambda f: len(f) >= 1)
+        collector.add_probes([late])
+        collector.remove_probes(["slow"])
+        late.release.set()
+        seen = len(frames)
+        collect_more(collector, frames, lambda f: len(f) >= seen + 5)
+        assert all("slow" not in f.samples for f in frames)
+        assert late.stopped
+    finally:
+        collector.stop()
