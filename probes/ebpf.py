@@ -445,3 +445,27 @@ def parse_comms(keys: bytes, values: bytes, n: int, key: struct.Struct) -> dict[
         raw = values[i * COMM_BYTES : (i + 1) * COMM_BYTES]
         comms[tgid] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
     return comms
+
+
+def load_and_open(program: BpfProgram, open_maps: Callable[[LoadedProgram], None]) -> LoadedProgram:
+    """Load `program` and hand it to `open_maps`; unload it again if its maps do not read."""
+    bpf = load_program(program)
+    try:
+        open_maps(bpf)
+    except (KeyError, OSError) as exc:
+        unload_program(bpf)
+        raise ProbeUnavailable(f"{program.source_name} loaded, but its maps do not read: {exc}") from None
+    return bpf
+
+
+def advance_generation(generation: int, write: Callable[[int], None]) -> int:
+    """Switch the programs to the next generation and wait until none writes the old one.
+
+    Map entries carry the generation they were counted in, so once this
+    returns every entry not of the new generation is complete and can be
+    read and deleted without losing an update.
+    """
+    generation = (generation + 1) & 0xFFFFFFFF
+    write(generation)
+    wait_for_programs()
+    return generation

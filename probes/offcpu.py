@@ -26,12 +26,13 @@ from .ebpf import (
     BpfProgram,
     LoadedProgram,
     MapDrain,
+    advance_generation,
     build_program,
     check_ebpf,
-    load_program,
-    read_percpu_counters,
+    load_and_open,
     parse_comms,
     possible_cpus,
+    read_percpu_counters,
     unload_program,
     wait_for_programs,
 )
@@ -314,32 +315,30 @@ class OffCpuProbe:
         check_ebpf(tracefs=True)  # classic tracepoints attach through tracefs
         program = self.program()
         # Compiled and loaded in a child process: orac holds only descriptors.
-        self._bpf = load_program(program)
-        try:
-            self._blocks = MapDrain(self._bpf["blocks"])
-            self._rq_hists = MapDrain(self._bpf["rq_hists"])
-            self._comms = MapDrain(self._bpf["comms"])
-            self._stack_maps = (self._bpf["stacks0"], self._bpf["stacks1"])
-            self._control = self._bpf["control"]
-            self._rq_hist_table = self._bpf["rq_hist"]
-            self._short_table = self._bpf["short_blocks"]
-            self._lost_table = self._bpf["lost"]
-            self._generation = 0
-            self._epoch = 0
-            self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
-            self._epoch_started = time.monotonic()
-            self._epoch_collisions = 0
-            # (stack map, id) -> frames, and (pid, stack map, id) -> frames: a
-            # stack id names the same stack until its map is emptied.
-            self._kernel_names: dict[tuple[int, int], tuple[str, ...]] = {}
-            self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
-            self._symbolizer = Symbolizer()
-            self._lost_before = read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
-            self._rq_before = read_percpu_counters(self._rq_hist_table, HIST_SLOTS)
-            self._short_before = read_percpu_counters(self._short_table, 2)
-        except (KeyError, OSError) as exc:
-            self.stop()
-            raise ProbeUnavailable(f"{program.source_name} loaded, but its maps do not read: {exc}") from None
+        self._bpf = load_and_open(program, self._open_maps)
+
+    def _open_maps(self, bpf: LoadedProgram) -> None:
+        self._blocks = MapDrain(bpf["blocks"])
+        self._rq_hists = MapDrain(bpf["rq_hists"])
+        self._comms = MapDrain(bpf["comms"])
+        self._stack_maps = (bpf["stacks0"], bpf["stacks1"])
+        self._control = bpf["control"]
+        self._rq_hist_table = bpf["rq_hist"]
+        self._short_table = bpf["short_blocks"]
+        self._lost_table = bpf["lost"]
+        self._generation = 0
+        self._epoch = 0
+        self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
+        self._epoch_started = time.monotonic()
+        self._epoch_collisions = 0
+        # (stack map, id) -> frames, and (pid, stack map, id) -> frames: a
+        # stack id names the same stack until its map is emptied.
+        self._kernel_names: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
+        self._symbolizer = Symbolizer()
+        self._lost_before = read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
+        self._rq_before = read_percpu_counters(self._rq_hist_table, HIST_SLOTS)
+        self._short_before = read_percpu_counters(self._short_table, 2)
 
     def stop(self) -> None:
         if self._bpf is not None:
@@ -370,9 +369,7 @@ class OffCpuProbe:
             wait_for_programs()
         # New blocks go to the next generation; once programs still counting
         # into this one are done, its entries are complete and nobody writes them.
-        self._generation = (self._generation + 1) & 0xFFFFFFFF
-        self._write_control(_CONTROL_GEN, self._generation)
-        wait_for_programs()
+        self._generation = advance_generation(self._generation, lambda g: self._write_control(_CONTROL_GEN, g))
         active = _GENERATION.pack(self._generation)
 
         def done(key: bytes) -> bool:

@@ -38,12 +38,12 @@ from .ebpf import (
     BpfProgram,
     LoadedProgram,
     MapDrain,
+    advance_generation,
     build_program,
     check_ebpf,
-    load_program,
+    load_and_open,
     read_percpu_counters,
     unload_program,
-    wait_for_programs,
 )
 from .ebpf_loader import PERF_COUNT_SW_CPU_CLOCK, PERF_TYPE_SOFTWARE, PerfEvent
 from .procfs import PROC, read_bytes, read_text
@@ -232,23 +232,24 @@ class ProfileProbe:
             raise ProbeUnavailable(f"process {self.target_pid} is not running")
         program = self.program()
         # Compiled and loaded in a child process: orac holds only descriptors.
-        self._bpf = load_program(program)
-        try:
-            self._counts = MapDrain(self._bpf["counts"])
-            self._stack_tables = (self._bpf["stacks0"], self._bpf["stacks1"])
-            self._lost_table = self._bpf["lost"]
-            self._generation_table = self._bpf["generation"]
-            self._generation = 0
-            self._exited = False
-            self._lost_before = self._read_lost()
-        except (KeyError, OSError) as exc:
-            self.stop()
-            raise ProbeUnavailable(f"{program.source_name} loaded, but its maps do not read: {exc}") from None
+        self._bpf = load_and_open(program, self._open_maps)
+
+    def _open_maps(self, bpf: LoadedProgram) -> None:
+        self._counts = MapDrain(bpf["counts"])
+        self._stack_tables = (bpf["stacks0"], bpf["stacks1"])
+        self._lost_table = bpf["lost"]
+        self._generation_table = bpf["generation"]
+        self._generation = 0
+        self._exited = False
+        self._lost_before = self._read_lost()
 
     def stop(self) -> None:
         if self._bpf is not None:
             unload_program(self._bpf)
             self._bpf = None
+
+    def _write_generation(self, generation: int) -> None:
+        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(generation))
 
     def _read_lost(self) -> list[int]:
         return read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
@@ -265,9 +266,7 @@ class ProfileProbe:
         # New samples go to the next generation and the other stack map; once
         # programs still counting into this one are done, nobody writes its
         # counts or its stack map.
-        self._generation = (self._generation + 1) & 0xFFFFFFFF
-        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(self._generation))
-        wait_for_programs()
+        self._generation = advance_generation(self._generation, self._write_generation)
         active = _GENERATION.pack(self._generation)
         rows = parse_counts(*self._counts.take(lambda key: key[-_GENERATION.size :] != active))
         # Every count taken is of the previous generation: older ones were taken before.

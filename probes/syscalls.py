@@ -21,14 +21,14 @@ from .ebpf import (
     BpfProgram,
     LoadedProgram,
     MapDrain,
+    advance_generation,
     build_program,
     check_ebpf,
-    load_program,
-    read_percpu_counters,
+    load_and_open,
     parse_comms,
     possible_cpus,
+    read_percpu_counters,
     unload_program,
-    wait_for_programs,
 )
 from .procfs import read_text
 from .syscall_names import errno_name, syscall_name
@@ -200,23 +200,24 @@ class SyscallProbe:
         check_ebpf(tracefs=False)  # raw tracepoints attach by name
         program = self.program()
         # Compiled and loaded in a child process: orac holds only descriptors.
-        self._bpf = load_program(program)
-        try:
-            self._stats = MapDrain(self._bpf["stats"])
-            self._errnos = MapDrain(self._bpf["errnos"])
-            self._comms = MapDrain(self._bpf["comms"])
-            self._lost_table = self._bpf["lost"]
-            self._generation_table = self._bpf["generation"]
-            self._generation = 0
-            self._lost_before = self._read_lost()
-        except (KeyError, OSError) as exc:
-            self.stop()
-            raise ProbeUnavailable(f"{program.source_name} loaded, but its maps do not read: {exc}") from None
+        self._bpf = load_and_open(program, self._open_maps)
+
+    def _open_maps(self, bpf: LoadedProgram) -> None:
+        self._stats = MapDrain(bpf["stats"])
+        self._errnos = MapDrain(bpf["errnos"])
+        self._comms = MapDrain(bpf["comms"])
+        self._lost_table = bpf["lost"]
+        self._generation_table = bpf["generation"]
+        self._generation = 0
+        self._lost_before = self._read_lost()
 
     def stop(self) -> None:
         if self._bpf is not None:
             unload_program(self._bpf)
             self._bpf = None
+
+    def _write_generation(self, generation: int) -> None:
+        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(generation))
 
     def _read_lost(self) -> list[int]:
         return read_percpu_counters(self._lost_table, len(LOST_REASONS))
@@ -226,9 +227,7 @@ class SyscallProbe:
             raise ProbeUnavailable("the syscalls probe is not running", "start it first")
         # New events go to the next generation; once programs still counting
         # into this one are done, its entries are complete and nobody writes them.
-        self._generation = (self._generation + 1) & 0xFFFFFFFF
-        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(self._generation))
-        wait_for_programs()
+        self._generation = advance_generation(self._generation, self._write_generation)
         active = _GENERATION.pack(self._generation)
 
         def done(key: bytes) -> bool:
