@@ -97,6 +97,8 @@ class Collector:
         self._unavailable: dict[str, tuple[str, str]] = {}
         # names removed while their probe may still be starting
         self._dropped: set[str] = set()
+        # the process whose threads probes count one by one (a drill-down's)
+        self._focus: int | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, on_frame: FrameCallback) -> None:
@@ -114,12 +116,24 @@ class Collector:
         self._wake.set()
 
     def add_probes(self, probes: Sequence[Probe[Any]]) -> None:
-        """Start more probes while running (a drill-down's traces); they join the frames once started."""
+        """Start more probes while running (a drill-down's); they join the frames once started.
+
+        Quick probes start here; eBPF ones aside, as at the start.
+        """
+        quick = [p for p in probes if not getattr(p, "slow_start", False)]
+        slow = [p for p in probes if getattr(p, "slow_start", False)]
+        running, failed = start_probes(quick)
         with self._lock:
             for probe in probes:
                 self._dropped.discard(probe.name)
+            self._running.extend(running)
+            for probe in running:
+                _focus(probe, self._focus)
+            self._unavailable.update(failed)
+            for probe in slow:
                 self._unavailable[probe.name] = (STARTING, "")
-        threading.Thread(target=self._start_slow, args=(list(probes),), name="orac-probe-start", daemon=True).start()
+        if slow:
+            threading.Thread(target=self._start_slow, args=(slow,), name="orac-probe-start", daemon=True).start()
 
     def remove_probes(self, names: Iterable[str]) -> None:
         """Stop probes added with add_probes: their eBPF programs detach now."""
@@ -133,6 +147,13 @@ class Collector:
                 self._unavailable.pop(name, None)
                 if name in self.left_out:
                     self._unavailable[name] = LEFT_OUT
+
+    def focus(self, pid: int | None) -> None:
+        """Have the probes that can break one process down by thread (eBPF) do so for `pid`; None stops."""
+        with self._lock:
+            self._focus = pid
+            for probe in self._running:
+                _focus(probe, pid)
 
     def _run(self, on_frame: FrameCallback) -> None:
         quick = [p for p in self.probes if not getattr(p, "slow_start", False)]
@@ -180,8 +201,16 @@ class Collector:
                         p.stop()
                     continue
                 self._running.extend(started)
+                for p in started:
+                    _focus(p, self._focus)
                 self._unavailable.pop(probe.name, None)
                 self._unavailable.update(failed)
+
+
+def _focus(probe: Probe[Any], pid: int | None) -> None:
+    focus = getattr(probe, "focus", None)
+    if focus is not None:
+        focus(pid)
 
 
 class FrameSequence:

@@ -55,12 +55,18 @@
  * can still be using the old one (an RCU grace period), then reads and deletes
  * the old generation's entries, so no update races the read and is lost.
  *
+ * Per thread. The drill-down asks for the threads of one process
+ * (`control[CONTROL_FOCUS]`, a tgid; 0 for none): their blocks of
+ * MIN_BLOCK_NS or more also go to `thread_blocks` by (thread, state). Every
+ * other block pays an inlined array lookup and a compare for it.
+ *
  * Options (cflags, set by probes/offcpu.py):
  *   -DTARGET_TGID=N        trace one process only
  *   -DMIN_BLOCK_NS=N       shortest block aggregated with its stack (default 1 ms)
  *   -DSLOT_BITS=N          2^N thread slots, 4-way set-associative
  *   -DBLOCK_ENTRIES=N      (process, state, stacks) entries held per tick
  *   -DRQ_ENTRIES=N         per-process run-queue histograms held per tick
+ *   -DTHREAD_ENTRIES=N     (thread, state) pairs of the focus process held per tick
  *   -DSTACK_ENTRIES=N      stacks per epoch map
  *   -DSTACK_DEPTH=N        frames kept per stack
  *   -DSTACK_SAMPLE_MASK=N  2^k - 1: capture stacks on 1 in 2^k of the unlikely switch-outs
@@ -78,6 +84,9 @@
 #endif
 #ifndef RQ_ENTRIES
 #define RQ_ENTRIES 4096
+#endif
+#ifndef THREAD_ENTRIES
+#define THREAD_ENTRIES 2048
 #endif
 #ifndef STACK_ENTRIES
 #define STACK_ENTRIES 8192
@@ -137,12 +146,15 @@ enum lost_reason {
     LOST_STACK_ENOMEM,        /* stack map out of entries */
     LOST_STACK_OTHER,         /* any other bpf_get_stackid error */
     LOST_STACK_EXPIRED,       /* block outlived its stacks' epoch */
+    LOST_THREAD_MAP_FULL,     /* a focus thread's block counted for its process only */
     LOST_REASONS,
 };
 
 /* control's indices */
 #define CONTROL_GEN 0
 #define CONTROL_STACKS 1   /* epoch << 1 | ACCEPT_PREVIOUS */
+#define CONTROL_FOCUS 2    /* the tgid whose threads are counted one by one; 0: none */
+#define CONTROL_WORDS 3
 #define ACCEPT_PREVIOUS 1
 
 struct thread {
@@ -171,6 +183,14 @@ struct block_key {
 struct block_value {
     u64 total_ns;
     u64 count;
+};
+
+struct thread_key {
+    u32 tgid;
+    u32 tid;
+    u8 state;
+    u8 pad[3];
+    u32 gen;
 };
 
 struct tgid_key {
@@ -207,7 +227,8 @@ BPF_PERCPU_HASH(rq_hists, struct tgid_key, struct rq_hist, RQ_ENTRIES);
 BPF_HASH(comms, struct tgid_key, struct comm, RQ_ENTRIES);
 BPF_TABLE("stacktrace", int, struct frames, stacks0, STACK_ENTRIES);
 BPF_TABLE("stacktrace", int, struct frames, stacks1, STACK_ENTRIES);
-BPF_ARRAY(control, u64, 2);
+BPF_PERCPU_HASH(thread_blocks, struct thread_key, struct block_value, THREAD_ENTRIES);
+BPF_ARRAY(control, u64, CONTROL_WORDS);
 /* Cumulative since load: user space takes differences, so nothing races a reset. */
 BPF_PERCPU_ARRAY(rq_hist, u64, HIST_SLOTS);
 BPF_PERCPU_ARRAY(short_blocks, u64, 2);   /* [0] count, [1] ns, of blocks under MIN_BLOCK_NS */
@@ -463,6 +484,17 @@ switch_in:
                 v->count++;
             } else {
                 count_lost(LOST_BLOCK_MAP_FULL);
+            }
+            if (tgid && tgid == control_word(CONTROL_FOCUS)) {
+                struct thread_key tk = {.tgid = tgid, .tid = next, .state = t->state, .gen = gen};
+                struct block_value zero = {};
+                struct block_value *tv = thread_blocks.lookup_or_try_init(&tk, &zero);
+                if (tv) {
+                    tv->total_ns += off_ns;
+                    tv->count++;
+                } else {
+                    count_lost(LOST_THREAD_MAP_FULL);
+                }
             }
         }
     }

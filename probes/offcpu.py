@@ -58,6 +58,7 @@ KERNEL_LOST_REASONS = (
     "stack_map_full",
     "stack_other",
     "stack_expired",
+    "thread_map_full",
 )
 LOST_REASONS = (*KERNEL_LOST_REASONS, "stack_missing")
 
@@ -81,6 +82,8 @@ EPOCH_MIN_S = 5.0
 PER_CPU_MAP_BUDGET_BYTES = 16 << 20
 BLOCK_ENTRIES_RANGE = (2048, 16384)
 RQ_ENTRIES_RANGE = (512, 4096)
+# (thread, state) pairs of the focus process that end a block within one tick.
+THREAD_ENTRIES = 2048
 # 2^16 slots of 40 bytes (2.5 MiB), 4-way: see offcpu.bpf.c.
 SLOT_BITS = 16
 # Two maps of 8192 stacks of 64 frames: 8 MiB. Deeper frames are rarely
@@ -114,11 +117,12 @@ STACK_GONE = "lost: stack missing"
 _BLOCK_KEY = struct.Struct("=IiiBBHI")  # tgid, ustack, kstack, state, stack_map, pad, gen
 _BLOCK_VALUE = struct.Struct("=QQ")  # total_ns, count
 _TGID_KEY = struct.Struct("=II")  # tgid, gen
+_THREAD_KEY = struct.Struct("=IIB3xI")  # tgid, tid, state, pad, gen
 _RQ_HIST = struct.Struct(f"={HIST_SLOTS}I")
 _WORD = struct.Struct("=Q")
 _ARRAY_INDEX = struct.Struct("=I")
 _GENERATION = struct.Struct("=I")
-_CONTROL_GEN, _CONTROL_STACKS = 0, 1
+_CONTROL_GEN, _CONTROL_STACKS, _CONTROL_FOCUS = 0, 1, 2
 _ACCEPT_PREVIOUS = 1
 _STACK_ID = struct.Struct("=i")
 _FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
@@ -176,6 +180,17 @@ class BlockingStack:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadOffCpuTime:
+    """One thread of the focus process: its blocks of one state that ended in the interval."""
+
+    pid: int
+    tid: int
+    state: str
+    off_cpu_ns: int
+    blocks: int
+
+
+@dataclass(frozen=True, slots=True)
 class OffCpuSample:
     """Everything the probe saw end since the previous sample."""
 
@@ -196,6 +211,9 @@ class OffCpuSample:
     short_block_ns: int
     min_block_ns: int
     target_pid: int | None
+    # the process whose threads are timed one by one (the drill-down's), if any
+    focus_pid: int | None = None
+    threads: tuple[ThreadOffCpuTime, ...] = ()
 
 
 def default_entries(cpus: int, value_bytes: int, entries_range: tuple[int, int]) -> int:
@@ -223,6 +241,7 @@ def offcpu_program(
             "SLOT_BITS": SLOT_BITS,
             "BLOCK_ENTRIES": default_entries(cpus, _BLOCK_VALUE.size, BLOCK_ENTRIES_RANGE),
             "RQ_ENTRIES": default_entries(cpus, _RQ_HIST.size, RQ_ENTRIES_RANGE),
+            "THREAD_ENTRIES": THREAD_ENTRIES,
             "STACK_ENTRIES": STACK_ENTRIES,
             "STACK_DEPTH": STACK_DEPTH,
             "STACK_SAMPLE_MASK": stack_sample_mask,
@@ -247,6 +266,24 @@ def parse_blocks(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int
             count += c
         if count:
             out.append((pid, state, ustack, kstack, stack_map, total_ns, count))
+    return out
+
+
+def parse_thread_blocks(keys: bytes, values: bytes, n: int) -> list[ThreadOffCpuTime]:
+    """One ThreadOffCpuTime per entry, summed over CPUs."""
+    if n == 0:
+        return []
+    value_size = len(values) // n
+    out = []
+    for i in range(n):
+        pid, tid, state, _ = _THREAD_KEY.unpack_from(keys, i * _THREAD_KEY.size)
+        total_ns = count = 0
+        for offset in range(i * value_size, (i + 1) * value_size, _BLOCK_VALUE.size):
+            t, c = _BLOCK_VALUE.unpack_from(values, offset)
+            total_ns += t
+            count += c
+        if count:
+            out.append(ThreadOffCpuTime(pid, tid, STATES[state], total_ns, count))
     return out
 
 
@@ -305,7 +342,10 @@ class OffCpuProbe:
         self.target_pid = target_pid
         self.min_block_ns = min_block_ns
         self.stacks_per_process = stacks_per_process
+        # the process whose threads are timed one by one; a traced process's always are
+        self.focus_pid = target_pid
         self._bpf: LoadedProgram | None = None
+        self._threads: MapDrain | None = None
 
     def program(self) -> BpfProgram:
         """What `start` compiles (for `--print-bpf`)."""
@@ -326,6 +366,8 @@ class OffCpuProbe:
         self._rq_hist_table = bpf["rq_hist"]
         self._short_table = bpf["short_blocks"]
         self._lost_table = bpf["lost"]
+        self._thread_table = bpf["thread_blocks"]
+        self._threads = None
         self._generation = 0
         self._epoch = 0
         self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
@@ -339,11 +381,24 @@ class OffCpuProbe:
         self._lost_before = read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
         self._rq_before = read_percpu_counters(self._rq_hist_table, HIST_SLOTS)
         self._short_before = read_percpu_counters(self._short_table, 2)
+        self._apply_focus()
 
     def stop(self) -> None:
         if self._bpf is not None:
             unload_program(self._bpf)
             self._bpf = None
+
+    def focus(self, pid: int | None) -> None:
+        """Time `pid`'s threads one by one from now on (None: nobody's)."""
+        self.focus_pid = self.target_pid if self.target_pid is not None else pid
+        if self._bpf is not None:
+            self._apply_focus()
+
+    def _apply_focus(self) -> None:
+        self._write_control(_CONTROL_FOCUS, self.focus_pid or 0)
+        if self.focus_pid is not None and self._threads is None:
+            # Its batch buffers only once a drill-down asks.
+            self._threads = MapDrain(self._thread_table)
 
     def _write_control(self, index: int, value: int) -> None:
         self._control.update(_ARRAY_INDEX.pack(index), _WORD.pack(value))
@@ -379,6 +434,7 @@ class OffCpuProbe:
         comms = parse_comms(*self._comms.take(done), _TGID_KEY)
         blocks = parse_blocks(*self._blocks.take(done))
         rq_hists = parse_rq_hists(*self._rq_hists.take(done))
+        threads = parse_thread_blocks(*self._threads.take(done)) if self._threads is not None else []
         self._lost_before, lost_counts = self._diff(self._lost_table, self._lost_before)
         self._rq_before, rq_hist = self._diff(self._rq_hist_table, self._rq_before)
         self._short_before, (short_blocks, short_block_ns) = self._diff(self._short_table, self._short_before)
@@ -411,6 +467,8 @@ class OffCpuProbe:
             short_block_ns=short_block_ns,
             min_block_ns=self.min_block_ns,
             target_pid=self.target_pid,
+            focus_pid=self.focus_pid,
+            threads=tuple(t for t in threads if t.pid == self.focus_pid),
         )
 
     def _start_epoch(self) -> None:
@@ -535,6 +593,16 @@ class ProcessOffCpu:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadOffCpu:
+    """One thread of the focus process, over the interval."""
+
+    tid: int
+    off_cpu_s_per_s: float  # seconds off CPU per second, in blocks of min_block_ns or more
+    state_s_per_s: Mapping[str, float]  # the same by state, all four present
+    blocks_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class OffCpuView:
     processes: tuple[ProcessOffCpu, ...]  # most off-CPU time first
     off_cpu_s_per_s: float  # all processes together
@@ -547,6 +615,8 @@ class OffCpuView:
     lost: Mapping[str, int]  # events lost in the interval, by reason
     min_block_ns: int
     target_pid: int | None
+    focus_pid: int | None = None
+    threads: tuple[ThreadOffCpu, ...] = ()  # the focus process's, most off-CPU time first
 
     def off_cpu_by_pid(self) -> dict[int, float]:
         """pid -> thread-seconds off CPU per second (for the process table's column)."""
@@ -615,5 +685,25 @@ def derive_offcpu(prev: OffCpuSample, curr: OffCpuSample, dt_s: float) -> OffCpu
         lost=dict(curr.lost),
         min_block_ns=curr.min_block_ns,
         target_pid=curr.target_pid,
+        focus_pid=curr.focus_pid,
+        threads=_thread_rates(curr.threads, dt_s),
     )
+
+
+def _thread_rates(times: tuple[ThreadOffCpuTime, ...], dt_s: float) -> tuple[ThreadOffCpu, ...]:
+    state_ns: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
+    blocks: dict[int, int] = defaultdict(int)
+    for t in times:
+        state_ns[t.tid][t.state] += t.off_cpu_ns
+        blocks[t.tid] += t.blocks
+    threads = (
+        ThreadOffCpu(
+            tid,
+            sum(by_state.values()) / 1e9 / dt_s,
+            {state: ns / 1e9 / dt_s for state, ns in by_state.items()},
+            blocks[tid] / dt_s,
+        )
+        for tid, by_state in state_ns.items()
+    )
+    return tuple(sorted(threads, key=lambda t: (-t.off_cpu_s_per_s, t.tid)))
 

@@ -8,8 +8,8 @@ takes out the old one's counts and stacks, so a sample holds the samples
 *of the interval* since the previous one, each in exactly one sample.
 Stacks are turned into function names at sample time (the process may be
 gone later, and a recording is replayed elsewhere); thread names come from
-the kernel with the samples, so a thread that exited within the tick is
-still named and no /proc file is read per thread.
+the kernel with the samples, so the drill-down's threads table still names
+a thread that exited within the tick.
 
 The CPU clock is a timer interrupt, not an NMI (a VM often has no PMU for
 one): a sample due while interrupts are disabled is taken when they are
@@ -17,8 +17,8 @@ enabled again. With other processes switching on and off the target's CPU at
 a high rate, some of its samples land in the kernel's interrupt return path
 (irqentry_exit_to_user_mode) and a few more are counted than its CPU time.
 
-`derive_profile` turns a sample into top functions (self and total %), the
-hottest stacks and per-thread CPU; `FoldedStacks` sums samples over the
+`derive_profile` turns a sample into top functions (self and total %) and
+the hottest stacks; `FoldedStacks` sums samples over the
 time a drill-down is open and writes them as folded stacks for
 flamegraph.pl and speedscope.
 """
@@ -395,20 +395,12 @@ class HotStack:
 
 
 @dataclass(frozen=True, slots=True)
-class ThreadCpu:
-    tid: int
-    name: str
-    samples: int
-    # samples / (frequency x interval): percent of one CPU
-    on_cpu_percent: float
-
-
-@dataclass(frozen=True, slots=True)
 class ProfileView:
     top_self: tuple[FunctionShare, ...]  # most self samples first
     top_total: tuple[FunctionShare, ...]  # the same functions, most total samples first
     stacks: tuple[HotStack, ...]  # most samples first, threads merged
-    threads: tuple[ThreadCpu, ...]  # busiest first
+    # tid -> name of the threads sampled, as the kernel had them (some may have exited since)
+    thread_names: Mapping[int, str]
     samples: int
     # the whole process, in percent of one CPU
     on_cpu_percent: float
@@ -423,7 +415,7 @@ def _percent(part: int, whole: int) -> float:
 
 
 def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> ProfileView:
-    """Top functions, hottest stacks and per-thread CPU of one interval.
+    """Top functions and hottest stacks of one interval.
 
     The probe empties its maps every tick, so `curr` alone covers the
     interval; `prev` is taken for the signature all derive functions share.
@@ -434,27 +426,18 @@ def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> Pro
     self_samples: dict[str, int] = defaultdict(int)
     total_samples: dict[str, int] = defaultdict(int)
     per_stack: dict[tuple[str, ...], int] = defaultdict(int)
-    per_thread: dict[int, int] = defaultdict(int)
     for stack in curr.stacks:
         frames = stack.frames
         self_samples[frames[-1]] += stack.samples
         for name in set(frames):
             total_samples[name] += stack.samples
         per_stack[frames] += stack.samples
-        per_thread[stack.tid] += stack.samples
 
     functions = [
         FunctionShare(name, self_samples[name], n, _percent(self_samples[name], total), _percent(n, total))
         for name, n in total_samples.items()
     ]
     possible = curr.frequency_hz * dt_s
-    threads = sorted(
-        (
-            ThreadCpu(tid, curr.thread_names.get(tid, "?"), n, n / possible * 100 if possible > 0 else 0.0)
-            for tid, n in per_thread.items()
-        ),
-        key=lambda t: (-t.samples, t.tid),
-    )
     return ProfileView(
         top_self=tuple(sorted(functions, key=lambda f: (-f.self_samples, -f.total_samples, f.name))),
         top_total=tuple(sorted(functions, key=lambda f: (-f.total_samples, -f.self_samples, f.name))),
@@ -462,7 +445,7 @@ def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> Pro
             HotStack(frames, n, _percent(n, total))
             for frames, n in sorted(per_stack.items(), key=lambda item: (-item[1], item[0]))
         ),
-        threads=tuple(threads),
+        thread_names=curr.thread_names,
         samples=total,
         on_cpu_percent=total / possible * 100 if possible > 0 else 0.0,
         lost=dict(curr.lost),

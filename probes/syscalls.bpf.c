@@ -19,10 +19,15 @@
  * the old generation's entries. An update can then never race with the read
  * and be lost, as it can when a live entry is deleted under a program.
  *
+ * Per thread. The drill-down asks for the threads of one process (`focus`,
+ * a tgid; 0 for none): their calls, errors and latency go to `thread_stats`
+ * too. Every other syscall pays one array lookup and a compare for it.
+ *
  * Options (cflags, set by probes/syscalls.py):
  *   -DTARGET_TGID=N        trace one process only
  *   -DSTATS_ENTRIES=N      (process, syscall) pairs held per tick
  *   -DERRNO_ENTRIES=N      (process, syscall, errno) triples held per tick
+ *   -DTHREAD_ENTRIES=N     threads of the focus process held per tick
  *   -DSTART_SLOT_BITS=N    2^N start slots for syscalls in flight
  *   -DHIST_SLOTS=N         log2 latency buckets
  */
@@ -32,6 +37,9 @@
 #endif
 #ifndef ERRNO_ENTRIES
 #define ERRNO_ENTRIES 4096
+#endif
+#ifndef THREAD_ENTRIES
+#define THREAD_ENTRIES 1024
 #endif
 #ifndef START_SLOT_BITS
 #define START_SLOT_BITS 18
@@ -53,6 +61,7 @@ enum lost_reason {
     LOST_ERRNO_MAP_FULL,      /* error counted, its errno not recorded */
     LOST_COMM_MAP_FULL,       /* process name not recorded; user space reads /proc */
     LOST_EXIT_WITHOUT_ENTER,  /* syscall not counted: it began before tracing, or its start slot was reused */
+    LOST_THREAD_MAP_FULL,     /* a focus thread's syscall counted for its process only */
     LOST_REASONS,
 };
 
@@ -76,6 +85,18 @@ struct errno_key {
     u32 nr;
     u32 err;
     u32 gen;
+};
+
+struct thread_key {
+    u32 tgid;
+    u32 tid;
+    u32 gen;
+};
+
+struct thread_stats {
+    u64 calls;
+    u64 errors;
+    u64 total_ns;
 };
 
 struct comm_key {
@@ -109,7 +130,9 @@ BPF_ARRAY(starts, struct start, 1 << START_SLOT_BITS);
 BPF_PERCPU_HASH(stats, struct stats_key, struct stats, STATS_ENTRIES);
 BPF_PERCPU_HASH(errnos, struct errno_key, u64, ERRNO_ENTRIES);
 BPF_HASH(comms, struct comm_key, struct comm, STATS_ENTRIES);
+BPF_PERCPU_HASH(thread_stats, struct thread_key, struct thread_stats, THREAD_ENTRIES);
 BPF_ARRAY(generation, u32, 1);
+BPF_ARRAY(focus, u32, 1);
 /* Cumulative since load: user space takes differences, so nothing races a reset. */
 BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
 
@@ -219,7 +242,21 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     st->hist[log2_slot(latency_ns)]++;
 
     long ret = ctx->args[1];
-    if (ret < 0 && ret >= -MAX_ERRNO) {
+    int failed = ret < 0 && ret >= -MAX_ERRNO;
+    u32 *focus_tgid = focus.lookup(&zero_index);
+    if (focus_tgid && *focus_tgid == tgid) {
+        struct thread_key tk = {.tgid = tgid, .tid = tid, .gen = key.gen};
+        struct thread_stats zero = {};
+        struct thread_stats *ts = thread_stats.lookup_or_try_init(&tk, &zero);
+        if (ts) {
+            ts->calls++;
+            ts->errors += failed;
+            ts->total_ns += latency_ns;
+        } else {
+            count_lost(LOST_THREAD_MAP_FULL);
+        }
+    }
+    if (failed) {
         st->errors++;
         struct errno_key ek = {.tgid = tgid, .nr = key.nr, .err = -ret, .gen = key.gen};
         u64 zero = 0;

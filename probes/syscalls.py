@@ -36,13 +36,15 @@ from .syscall_names import errno_name, syscall_name
 SOURCE = "syscalls.bpf.c"
 HIST_SLOTS = 32
 # In the order of syscalls.bpf.c's enum lost_reason.
-LOST_REASONS = ("stats_map_full", "errno_map_full", "comm_map_full", "exit_without_enter")
+LOST_REASONS = ("stats_map_full", "errno_map_full", "comm_map_full", "exit_without_enter", "thread_map_full")
 
 # Per-CPU stats values take STATS_ENTRIES x CPUs x 152 bytes of kernel memory;
 # the default entry count keeps that near this budget on big machines.
 STATS_MAP_BUDGET_BYTES = 32 << 20
 STATS_ENTRIES_RANGE = (1024, 8192)
 ERRNO_ENTRIES = 4096
+# Threads of the focus process that make syscalls within one tick.
+THREAD_ENTRIES = 1024
 # 2^18 slots of 16 bytes (4 MiB): three threads hashed to one two-slot set,
 # all inside syscalls at once, are rare even with thousands of threads.
 START_SLOT_BITS = 18
@@ -60,6 +62,8 @@ _STATS_HIST = struct.Struct(f"={HIST_SLOTS}I")
 _STATS_VALUE_BYTES = _STATS_HEAD.size + _STATS_HIST.size
 _ERRNO_KEY = struct.Struct("=IIII")  # tgid, nr, errno, gen
 _COMM_KEY = struct.Struct("=II")  # tgid, gen
+_THREAD_KEY = struct.Struct("=III")  # tgid, tid, gen
+_THREAD_VALUE = struct.Struct("=QQQ")  # calls, errors, total_ns
 _GENERATION = struct.Struct("=I")
 _ARRAY_INDEX = struct.Struct("=I")  # an array map's key
 
@@ -92,6 +96,17 @@ class ErrnoCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadSyscallCounts:
+    """One thread of the focus process: all its syscalls during the interval."""
+
+    pid: int
+    tid: int
+    calls: int
+    errors: int
+    latency_total_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class SyscallsSample:
     """Everything the probe saw since the previous sample."""
 
@@ -104,6 +119,9 @@ class SyscallsSample:
     # syscalls the probe handled in the interval, lost ones included
     events: int
     target_pid: int | None
+    # the process whose threads are counted one by one (the drill-down's), if any
+    focus_pid: int | None = None
+    threads: tuple[ThreadSyscallCounts, ...] = ()
 
 
 def default_stats_entries(cpus: int) -> int:
@@ -120,6 +138,7 @@ def syscalls_program(target_pid: int | None = None, cpus: int | None = None) -> 
             "TARGET_TGID": target_pid,
             "STATS_ENTRIES": stats_entries,
             "ERRNO_ENTRIES": ERRNO_ENTRIES,
+            "THREAD_ENTRIES": THREAD_ENTRIES,
             "START_SLOT_BITS": START_SLOT_BITS,
             "HIST_SLOTS": HIST_SLOTS,
         },
@@ -159,6 +178,25 @@ def parse_stats(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int,
     return out
 
 
+def parse_threads(keys: bytes, values: bytes, n: int) -> list[ThreadSyscallCounts]:
+    """One ThreadSyscallCounts per entry, summed over CPUs."""
+    if n == 0:
+        return []
+    value_size = len(values) // n
+    out = []
+    for i in range(n):
+        pid, tid, _ = _THREAD_KEY.unpack_from(keys, i * _THREAD_KEY.size)
+        calls = errors = total_ns = 0
+        for offset in range(i * value_size, (i + 1) * value_size, _THREAD_VALUE.size):
+            c, e, t = _THREAD_VALUE.unpack_from(values, offset)
+            calls += c
+            errors += e
+            total_ns += t
+        if calls:
+            out.append(ThreadSyscallCounts(pid, tid, calls, errors, total_ns))
+    return out
+
+
 def parse_errnos(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int]]:
     """(pid, nr, errno, count) per entry, summed over CPUs."""
     if n == 0:
@@ -188,7 +226,11 @@ class SyscallProbe:
 
     def __init__(self, target_pid: int | None = None) -> None:
         self.target_pid = target_pid
+        # the process whose threads are counted one by one; a traced
+        # process's always are
+        self.focus_pid = target_pid
         self._bpf: LoadedProgram | None = None
+        self._threads: MapDrain | None = None
         self._lost_before = [0] * len(LOST_REASONS)
         self._generation = 0
 
@@ -208,13 +250,29 @@ class SyscallProbe:
         self._comms = MapDrain(bpf["comms"])
         self._lost_table = bpf["lost"]
         self._generation_table = bpf["generation"]
+        self._focus_table = bpf["focus"]
+        self._thread_table = bpf["thread_stats"]
+        self._threads = None
         self._generation = 0
         self._lost_before = self._read_lost()
+        self._apply_focus()
 
     def stop(self) -> None:
         if self._bpf is not None:
             unload_program(self._bpf)
             self._bpf = None
+
+    def focus(self, pid: int | None) -> None:
+        """Count `pid`'s threads one by one from now on (None: nobody's)."""
+        self.focus_pid = self.target_pid if self.target_pid is not None else pid
+        if self._bpf is not None:
+            self._apply_focus()
+
+    def _apply_focus(self) -> None:
+        self._focus_table.update(_ARRAY_INDEX.pack(0), _ARRAY_INDEX.pack(self.focus_pid or 0))
+        if self.focus_pid is not None and self._threads is None:
+            # Its batch buffers only once a drill-down asks.
+            self._threads = MapDrain(self._thread_table)
 
     def _write_generation(self, generation: int) -> None:
         self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(generation))
@@ -237,6 +295,7 @@ class SyscallProbe:
         comms = parse_comms(*self._comms.take(done), _COMM_KEY)
         stats = parse_stats(*self._stats.take(done))
         errnos = parse_errnos(*self._errnos.take(done))
+        threads = parse_threads(*self._threads.take(done)) if self._threads is not None else []
         lost_now = self._read_lost()
         lost = {
             reason: now - before for reason, now, before in zip(LOST_REASONS, lost_now, self._lost_before, strict=True)
@@ -259,6 +318,8 @@ class SyscallProbe:
             lost=lost,
             events=sum(s.calls for s in syscalls) + lost["stats_map_full"] + lost["exit_without_enter"],
             target_pid=self.target_pid,
+            focus_pid=self.focus_pid,
+            threads=tuple(t for t in threads if t.pid == self.focus_pid),
         )
 
 
@@ -319,6 +380,16 @@ class ProcessSyscalls:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadSyscallRate:
+    """All the syscalls of one thread of the focus process."""
+
+    tid: int
+    calls_per_s: float
+    errors_per_s: float
+    mean_latency_ns: float
+
+
+@dataclass(frozen=True, slots=True)
 class SyscallsView:
     processes: tuple[ProcessSyscalls, ...]  # busiest first
     top_syscalls: tuple[SyscallRate, ...]  # the whole system's, busiest first (like syscount)
@@ -330,6 +401,8 @@ class SyscallsView:
     # in percent of one CPU
     overhead_cpu_percent: float
     target_pid: int | None
+    focus_pid: int | None = None
+    threads: tuple[ThreadSyscallRate, ...] = ()  # the focus process's, busiest first
 
 
 class _Totals:
@@ -413,4 +486,14 @@ def derive_syscalls(prev: SyscallsSample, curr: SyscallsSample, dt_s: float) -> 
         lost=dict(curr.lost),
         overhead_cpu_percent=events_per_s * TRACING_NS_PER_SYSCALL / 1e9 * 100,
         target_pid=curr.target_pid,
+        focus_pid=curr.focus_pid,
+        threads=tuple(
+            sorted(
+                (
+                    ThreadSyscallRate(t.tid, t.calls / dt_s, t.errors / dt_s, t.latency_total_ns / t.calls)
+                    for t in curr.threads
+                ),
+                key=lambda t: (-t.calls_per_s, t.tid),
+            )
+        ),
     )

@@ -16,6 +16,7 @@ from .profile import derive_profile
 from .processes import ProcessesSample, ProcSample, short_cgroup
 from .syscalls import derive_syscalls
 from .system import CpuTimes, Pressure, SystemSample
+from .threads import derive_threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,7 @@ DERIVERS: dict[str, Callable[[Any, Any, float], Any]] = {
     "gpu": derive_gpu,
     "profile": derive_profile,
     "offcpu": derive_offcpu,
+    "threads": derive_threads,
 }
 
 

@@ -299,7 +299,7 @@ def test_stop_detaches_and_the_kernel_frees_programs_and_maps() -> None:
         our_maps = {m.info.id for m in program.maps.values()}
         progs_running = kernel_ids(BPF_PROG_GET_NEXT_ID)
         assert len(our_progs) == 2 and our_progs <= progs_running - progs_before
-        assert len(our_maps) == 6 and our_maps <= kernel_ids(BPF_MAP_GET_NEXT_ID) - maps_before
+        assert len(our_maps) == 8 and our_maps <= kernel_ids(BPF_MAP_GET_NEXT_ID) - maps_before
         # Descriptors close-on-exec: orac's other children must not hold the programs.
         assert not any(os.get_inheritable(fd) for fd in [a.fd for a in program.attachments])
         assert not any(os.get_inheritable(m.fd) for m in program.maps.values())

@@ -168,11 +168,6 @@ def test_derive_ranks_functions_by_self_and_total_and_stacks_by_samples() -> Non
     ]
     assert view.stacks[0].percent == pytest.approx(55 / 110 * 100)
 
-    # per thread: samples / (100 Hz x 2 s)
-    assert [(t.tid, t.name, t.samples, t.on_cpu_percent) for t in view.threads] == [
-        (101, "main", 60, pytest.approx(30.0)),
-        (102, "worker", 40, pytest.approx(20.0)),
-    ]
     assert view.on_cpu_percent == pytest.approx(110 / 200 * 100)
     assert (view.target_pid, view.frequency_hz, view.exited) == (101, 100, False)
 
@@ -180,7 +175,7 @@ def test_derive_ranks_functions_by_self_and_total_and_stacks_by_samples() -> Non
 def test_derive_of_an_empty_interval_after_exit() -> None:
     view = derive_profile(sample_of([]), sample_of([], exited=True), 1.0)
     assert view.exited
-    assert view.top_self == () and view.stacks == () and view.threads == ()
+    assert view.top_self == () and view.stacks == ()
     assert view.samples == 0 and view.on_cpu_percent == 0.0
 
 
@@ -364,8 +359,6 @@ def test_burn_cpu_is_at_the_top_of_self_percent(busy_trace: BusyTrace) -> None:
     burner = next(f for f in view.top_total if f.name == "burner")
     assert burner.total_percent >= 95 and burner.self_percent < 5
     assert any(s.frames[-2:] == ("burner", "burn_cpu") for s in view.stacks)
-    # the burning thread, by the name it gave itself
-    assert view.threads[0].name == "burner-0"
     assert all(sample.lost == NO_LOSS for sample in busy_trace.samples), [s.lost for s in busy_trace.samples]
     ticks_ms = sorted(cpu_s * 1000 for cpu_s in busy_trace.tick_cpu_s)
     # Shown with -s: orac's own CPU per tick (maps read and cleared, stacks

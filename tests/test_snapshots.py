@@ -44,6 +44,13 @@ def test_process_screen(snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("down", "enter"))
 
 
+def test_threads_tab(snap_compare) -> None:
+    from synthetic_threads import drill_frames
+
+    # python3 (2002), the busiest process, is the first row
+    assert snap_compare(make_app(drill_frames()), terminal_size=SIZE, run_before=press_after_drawn("enter", "4"))
+
+
 def test_help(snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("question_mark"))
 

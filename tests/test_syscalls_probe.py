@@ -532,7 +532,7 @@ def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None
         ours = {kind: sorted(set(running[kind]) - set(before[kind])) for kind in running}
         assert len(ours["link"]) == 2  # the sys_enter and sys_exit attachments
         assert len(ours["prog"]) == 2  # their programs
-        assert len(ours["map"]) == 6  # starts, stats, errnos, comms, generation, lost
+        assert len(ours["map"]) == 8  # starts, stats, errnos, comms, thread_stats, generation, focus, lost
         ours.pop("link")  # the kernel frees a link as its last descriptor closes
         assert all(in_kernel(kind, i) for kind, ids in ours.items() for i in ids)
         traced = run_traced(target, helper)

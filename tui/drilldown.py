@@ -9,6 +9,11 @@ the kernel, and a second, targeted copy of them would make every syscall
 and context switch on the box enter two programs (benchmarks/drilldown
 measured +118 % on a bystander's syscalls). Where they do not run
 (--probes), targeted ones are added instead.
+
+Its threads come from /proc (the "threads" probe, added like the profile);
+their off-CPU time and syscalls from the same eBPF probes, told to count
+this process thread by thread while the screen is open (`Collector.focus`):
+a compare in programs that already run, not another program.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from probes.profile import FoldedStacks, folded_lines
 from probes.syscalls import SyscallsView
 
 from .offcpu_pane import OffCpuPane
-from .profile_pane import ProfilePane, ThreadsPane
+from .profile_pane import ProfilePane
 from .syscalls_pane import SyscallsPane
+from .threads_pane import ThreadsPane
 
 
 def syscalls_of(view: SyscallsView, pid: int) -> SyscallsView:
@@ -76,12 +82,13 @@ class DrillOffCpuPane(OffCpuPane):
 
 
 def drill_probes(pid: int, shared: Iterable[str]) -> list[Probe[Any]]:
-    """The traces a drill-down starts: the profile, and what the app does not already run."""
+    """What a drill-down starts: its threads, the profile, and the traces the app does not already run."""
     from probes.offcpu import OffCpuProbe
     from probes.profile import ProfileProbe
     from probes.syscalls import SyscallProbe
+    from probes.threads import ThreadsProbe
 
-    probes: list[Probe[Any]] = [ProfileProbe(pid)]
+    probes: list[Probe[Any]] = [ThreadsProbe(pid), ProfileProbe(pid)]
     if "syscalls" not in shared:
         probes.append(SyscallProbe(target_pid=pid))
     if "offcpu" not in shared:
@@ -119,22 +126,27 @@ class DrillDown(Vertical):
 
     def compose(self) -> ComposeResult:
         with TabbedContent():
-            with TabPane("Profile"):
+            with TabPane("1 Profile", id="profile"):
                 yield ProfilePane(self.pid)
-            with TabPane("Off-CPU"):
+            with TabPane("2 Off-CPU", id="offcpu"):
                 yield DrillOffCpuPane(self.pid)
-            with TabPane("Syscalls"):
+            with TabPane("3 Syscalls", id="syscalls"):
                 yield DrillSyscallsPane(self.pid)
-            with TabPane("Threads"):
+            with TabPane("4 Threads", id="threads"):
                 yield ThreadsPane(self.pid)
 
     def on_mount(self) -> None:
-        add = getattr(self.app.source, "add_probes", None)
-        if not self.live or add is None:
+        source = self.app.source
+        if not self.live or not hasattr(source, "add_probes"):
             return
         probes = self.make_probes(self.pid, self.shared)
         self.added = [p.name for p in probes]
-        add(probes)
+        source.add_probes(probes)
+        # The app's off-CPU and syscalls probes count this process thread by thread.
+        source.focus(self.pid)
+
+    def show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
 
     def on_unmount(self) -> None:
         self.stop()
@@ -142,6 +154,7 @@ class DrillDown(Vertical):
     def stop(self) -> None:
         """Remove the traces this drill-down added (their programs detach)."""
         if self.added:
+            self.app.source.focus(None)
             self.app.source.remove_probes(self.added)
             self.added = []
 

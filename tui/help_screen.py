@@ -11,7 +11,11 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-KEY_NAMES = {"slash": "/", "question_mark": "?", "escape": "Esc", "enter": "Enter", "ctrl+p": "Ctrl+P"}
+KEY_NAMES = {
+    "slash": "/", "question_mark": "?", "escape": "Esc", "enter": "Enter", "ctrl+p": "Ctrl+P", "space": "Space",
+    "left": "←", "right": "→", "comma": ",", "full_stop": ".", "less_than_sign": "<", "greater_than_sign": ">",
+    "minus": "-", "plus": "+",
+}
 
 
 def key_label(key: str) -> str:

@@ -19,6 +19,9 @@ class Pane(Widget):
     """
 
     PROBE: ClassVar[str]
+    # Other probes whose views this pane joins with its own; `feed` leaves
+    # them in `joined`, and their (reason, remedy) in `joined_unavailable`.
+    JOINS: ClassVar[tuple[str, ...]] = ()
 
     DEFAULT_CSS = """
     Pane {
@@ -31,6 +34,8 @@ class Pane(Widget):
         super().__init__(*args, **kwargs)
         self.view: Any = None
         self.unavailable: tuple[str, str] | None = None
+        self.joined: dict[str, Any] = {}
+        self.joined_unavailable: dict[str, tuple[str, str]] = {}
 
     def show_view(self, view: Any) -> None:
         # The first view, or one after an outage, changes the pane's height;
@@ -86,6 +91,9 @@ class MessagePane(Pane):
 def feed(panes: Iterable[Pane], frame: Frame, views: dict[str, Any]) -> None:
     """Give each pane its probe's view, or why there is none."""
     for pane in panes:
+        if pane.JOINS:
+            pane.joined = {name: views[name] for name in pane.JOINS if name in views}
+            pane.joined_unavailable = {name: frame.unavailable[name] for name in pane.JOINS if name in frame.unavailable}
         if pane.PROBE in views:
             pane.show_view(views[pane.PROBE])
         elif pane.PROBE in frame.unavailable:

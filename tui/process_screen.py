@@ -156,6 +156,10 @@ class ProcessScreen(Screen[None]):
             "f", "write_folded", "Folded stacks",
             tooltip="Write the profile and off-CPU stacks so far as folded stacks (flamegraph.pl, speedscope)",
         ),
+        Binding("1", "tab('profile')", "Profile", show=False, tooltip="The on-CPU profile tab"),
+        Binding("2", "tab('offcpu')", "Off-CPU", show=False, tooltip="The off-CPU tab"),
+        Binding("3", "tab('syscalls')", "Syscalls", show=False, tooltip="The syscalls tab"),
+        Binding("4", "tab('threads')", "Threads", show=False, tooltip="The threads tab"),
     ]
 
     DEFAULT_CSS = """
@@ -177,6 +181,9 @@ class ProcessScreen(Screen[None]):
         self.live = live
         self.current = current
         self.shared = frozenset(shared)
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(DrillDown).show_tab(tab)
 
     def action_write_folded(self) -> None:
         try:

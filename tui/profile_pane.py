@@ -1,4 +1,4 @@
-"""The drill-down's on-CPU profile: top functions, hottest stacks, and threads."""
+"""The drill-down's on-CPU profile: top functions and hottest stacks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from probes.profile import FunctionShare, HotStack, ProfileView, ThreadCpu
+from probes.profile import FunctionShare, HotStack, ProfileView
 
 from .line_table import Column, LineTable
 from .pane import MessagePane
@@ -31,27 +31,29 @@ STACK_COLUMNS: list[Column[HotStack]] = [
     Column("stack", "STACK (leaf first)", 0, leaf_first, leaf_first),
 ]
 
-THREAD_COLUMNS: list[Column[ThreadCpu]] = [
-    Column("tid", "TID", 7, lambda t: str(t.tid), attrgetter("tid"), right=True),
-    Column("cpu", "ON-CPU%", 8, lambda t: f"{t.on_cpu_percent:.1f}", attrgetter("on_cpu_percent"), True, True),
-    Column("samples", "SAMPLES", 8, lambda t: str(t.samples), attrgetter("samples"), True, True),
-    Column("name", "THREAD", 0, attrgetter("name"), attrgetter("name")),
-]
 
 
-class ProfileBase(MessagePane):
-    """Shared by the profile and threads panes: the unavailable text, the title."""
+class ProfilePane(MessagePane):
+    """Fed by the drill-down's "profile" probe."""
 
     PROBE: ClassVar[str] = "profile"
-    TITLE: ClassVar[str] = ""
 
     DEFAULT_CSS = """
-    ProfileBase { height: 1fr; }
+    ProfilePane { height: 1fr; }
+    ProfilePane > Horizontal { height: 1fr; }
+    ProfilePane #profile-functions { width: 2fr; }
+    ProfilePane #profile-stacks { width: 3fr; margin-left: 1; }
     """
 
     def __init__(self, pid: int) -> None:
         super().__init__()
         self.pid = pid
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="pane-message")
+        with Horizontal():
+            yield LineTable(FUNCTION_COLUMNS, "self", attrgetter("name"), id="profile-functions")
+            yield LineTable(STACK_COLUMNS, "percent", attrgetter("frames"), id="profile-stacks")
 
     def show_view(self, view: ProfileView) -> None:
         if view.target_pid != self.pid:
@@ -63,39 +65,11 @@ class ProfileBase(MessagePane):
             title += "  [$error]exited: last data[/]"
         self.border_subtitle = title
         lost = sum(view.lost.values())
-        self.border_title = self.TITLE + (f"  lost {lost}" if lost else "")
+        self.border_title = "On-CPU profile" + (f"  lost {lost}" if lost else "")
         super().show_view(view)
-
-
-class ProfilePane(ProfileBase):
-    TITLE: ClassVar[str] = "On-CPU profile"
-
-    DEFAULT_CSS = """
-    ProfilePane > Horizontal { height: 1fr; }
-    ProfilePane #profile-functions { width: 2fr; }
-    ProfilePane #profile-stacks { width: 3fr; margin-left: 1; }
-    """
-
-    def compose(self) -> ComposeResult:
-        yield Static(classes="pane-message")
-        with Horizontal():
-            yield LineTable(FUNCTION_COLUMNS, "self", attrgetter("name"), id="profile-functions")
-            yield LineTable(STACK_COLUMNS, "percent", attrgetter("frames"), id="profile-stacks")
 
     def draw(self, view: ProfileView) -> None:
         functions = self.query_one("#profile-functions", LineTable)
         functions.set_rows([(f, "") for f in functions.ordered(view.top_self)])
         stacks = self.query_one("#profile-stacks", LineTable)
         stacks.set_rows([(s, "") for s in stacks.ordered(view.stacks)])
-
-
-class ThreadsPane(ProfileBase):
-    TITLE: ClassVar[str] = "Threads on CPU"
-
-    def compose(self) -> ComposeResult:
-        yield Static(classes="pane-message")
-        yield LineTable(THREAD_COLUMNS, "cpu", attrgetter("tid"), id="profile-threads")
-
-    def draw(self, view: ProfileView) -> None:
-        threads = self.query_one("#profile-threads", LineTable)
-        threads.set_rows([(t, "") for t in threads.ordered(view.threads)])

@@ -1,0 +1,176 @@
+"""The drill-down's threads: each thread's CPU, run-queue wait, off-CPU time and syscalls.
+
+The rows come from the "threads" probe (/proc); the off-CPU and syscall
+columns from the eBPF probes, which count the drill-down's process thread by
+thread while it is open. Where those cannot run, or what is shown was
+recorded without them, their cells say "-" (not measured) and the pane's
+subtitle says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, ClassVar, Mapping
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from probes.offcpu import OffCpuView
+from probes.profile import ProfileView
+from probes.syscalls import SyscallsView
+from probes.threads import ThreadsView
+
+from .format import MISSING, human_duration_ns, human_rate, percent
+from .line_table import Column, LineTable
+from .pane import MessagePane
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRow:
+    """One thread, its /proc counters joined with what eBPF measured of it (None: not measured)."""
+
+    tid: int
+    name: str
+    state: str  # "" for a thread that exited within the tick
+    last_cpu: int | None
+    cpu_percent: float | None
+    run_delay_percent: float | None
+    off_cpu_s_per_s: float | None
+    off_cpu_d_s_per_s: float | None  # uninterruptible (D): usually disk or NFS
+    syscalls_per_s: float | None
+    errors_per_s: float | None
+    syscall_mean_ns: float | None
+
+
+def _focused(view: Any, pid: int) -> Any:
+    """The view, if it counted `pid`'s threads; else None."""
+    return view if view is not None and view.focus_pid == pid else None
+
+
+def join_threads(
+    threads: ThreadsView, offcpu: OffCpuView | None, syscalls: SyscallsView | None, profile: ProfileView | None
+) -> list[ThreadRow]:
+    """One row per thread in /proc, or seen by eBPF in the interval (one that has exited since).
+
+    A thread missing from an eBPF view that counted the process's threads
+    was measured at zero; from a view that did not, it was not measured.
+    """
+    pid = threads.pid
+    offcpu = _focused(offcpu, pid)
+    syscalls = _focused(syscalls, pid)
+    off = {t.tid: t for t in offcpu.threads} if offcpu else {}
+    sys = {t.tid: t for t in syscalls.threads} if syscalls else {}
+    # Names of threads already gone from /proc, as the profile's samples had them.
+    names = profile.thread_names if profile is not None and profile.target_pid == pid else {}
+    off_zero = 0.0 if offcpu else None
+    sys_zero = 0.0 if syscalls else None
+    rows = []
+    procfs = {t.tid: t for t in threads.threads}
+    for tid in sorted(procfs.keys() | off.keys() | sys.keys()):
+        t = procfs.get(tid)
+        o = off.get(tid)
+        s = sys.get(tid)
+        rows.append(
+            ThreadRow(
+                tid=tid,
+                name=t.name if t else names.get(tid, "(exited)"),
+                state=t.state if t else "",
+                last_cpu=t.last_cpu if t else None,
+                cpu_percent=t.cpu_percent if t else None,
+                run_delay_percent=t.run_delay_percent if t else None,
+                off_cpu_s_per_s=o.off_cpu_s_per_s if o else off_zero,
+                off_cpu_d_s_per_s=o.state_s_per_s["D"] if o else off_zero,
+                syscalls_per_s=s.calls_per_s if s else sys_zero,
+                errors_per_s=s.errors_per_s if s else sys_zero,
+                syscall_mean_ns=s.mean_latency_ns if s else None,
+            )
+        )
+    return rows
+
+
+def _low(value: float | None) -> float:
+    return -1.0 if value is None else value
+
+
+def _seconds(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2f}"
+
+
+def _number(name: str, label: str, width: int, text: Any) -> Column[ThreadRow]:
+    get = attrgetter(name)
+    return Column(name, label, width, lambda r: text(get(r)), lambda r: _low(get(r)), True, True)
+
+
+THREAD_COLUMNS: list[Column[ThreadRow]] = [
+    Column("tid", "TID", 7, lambda r: str(r.tid), attrgetter("tid"), right=True),
+    Column("state", "S", 1, attrgetter("state"), attrgetter("state")),
+    Column("cpu", "CPU", 3, lambda r: MISSING if r.last_cpu is None else str(r.last_cpu), lambda r: _low(r.last_cpu), True),
+    _number("cpu_percent", "CPU%", 6, percent),
+    _number("run_delay_percent", "RQ%", 5, percent),
+    _number("off_cpu_s_per_s", "OFFCPU", 6, _seconds),
+    _number("off_cpu_d_s_per_s", "OFF-D", 6, _seconds),
+    _number("syscalls_per_s", "SYSC/s", 7, human_rate),
+    _number("errors_per_s", "ERR/s", 6, human_rate),
+    _number("syscall_mean_ns", "AVG-LAT", 7, human_duration_ns),
+    Column("name", "THREAD", 0, attrgetter("name"), attrgetter("name")),
+]
+
+
+def _missing_reason(probe: str, view: Any, pid: int, unavailable: Mapping[str, tuple[str, str]]) -> str | None:
+    """Why a probe's per-thread numbers are not in the table, or None when they are."""
+    if _focused(view, pid) is not None:
+        return None
+    if probe in unavailable:
+        return unavailable[probe][0]
+    if view is None:
+        return "not in what is shown"
+    return "not counted per thread for this process in what is shown"
+
+
+class ThreadsPane(MessagePane):
+    """Fed by the "threads" probe, joined with the eBPF probes' per-thread counts."""
+
+    PROBE: ClassVar[str] = "threads"
+    JOINS: ClassVar[tuple[str, ...]] = ("offcpu", "syscalls", "profile")
+
+    DEFAULT_CSS = """
+    ThreadsPane { height: 1fr; }
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
+        # the title's thread counts, kept when the process exits
+        self.counts = "Threads"
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="pane-message")
+        yield LineTable(THREAD_COLUMNS, "cpu_percent", attrgetter("tid"), id="threads")
+
+    def show_view(self, view: ThreadsView) -> None:
+        if view.pid != self.pid:
+            # Another process's threads (a replay of another drill-down).
+            self.show_unavailable(f"no threads of process {self.pid} in what is shown", "")
+            return
+        super().show_view(view)
+
+    def draw(self, view: ThreadsView) -> None:
+        if view.exited:
+            # Keep the last rows the process had.
+            self.border_title = f"{self.counts}  [$error]exited: last data[/]"
+            return
+        joined = self.joined
+        rows = join_threads(view, joined.get("offcpu"), joined.get("syscalls"), joined.get("profile"))
+        table = self.query_one("#threads", LineTable)
+        table.set_rows([(row, "") for row in table.ordered(rows)])
+        running = sum(1 for t in view.threads if t.state == "R")
+        self.counts = f"Threads {len(view.threads)}, {running} running"
+        self.border_title = self.counts
+        missing = [
+            f"{what}: {reason}"
+            for what, probe in (("off-CPU", "offcpu"), ("syscalls", "syscalls"))
+            if (reason := _missing_reason(probe, joined.get(probe), self.pid, self.joined_unavailable)) is not None
+        ]
+        self.border_subtitle = escape("; ".join(missing))
