@@ -54,6 +54,8 @@ FUNCTION = "profile_sample"
 # 99 rather than 100 Hz, like bcc's profile and perf's habit: sampling in
 # lockstep with work driven by a 100 Hz timer would see only one phase of it.
 DEFAULT_FREQUENCY_HZ = 99
+# What --profile-hz accepts; the kernel may allow less (kernel.perf_event_max_sample_rate).
+MIN_FREQUENCY_HZ, MAX_FREQUENCY_HZ = 1, 10_000
 MAX_SAMPLE_RATE_FILE = "/proc/sys/kernel/perf_event_max_sample_rate"
 
 # In the order of profile.bpf.c's enum lost_reason; "stack_missing" is user

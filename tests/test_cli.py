@@ -135,6 +135,10 @@ def test_installed_entry_point() -> None:
         ["--interval", "nan"],
         ["--interval"],
         ["--theme", "nope"],
+        ["--profile-hz", "0"],
+        ["--profile-hz", "10001"],
+        ["--profile-hz", "99.5"],
+        ["--profile-hz", "-5"],
         ["--no-such-option"],
         ["stray-argument"],
         ["snapshot", "--top", "x"],
@@ -160,6 +164,7 @@ def test_error_messages_say_what_is_wrong() -> None:
     assert "between 0.2 and 60" in orac("--interval", "61").stderr
     assert "'abc'" in orac("--interval", "abc").stderr
     assert "nope" in orac("--theme", "nope").stderr
+    assert "from 1 to 10000, not '0'" in orac("--profile-hz", "0").stderr
     assert "terminal" in orac().stderr
 
 

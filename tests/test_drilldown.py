@@ -145,3 +145,23 @@ async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_th
     finally:
         target.kill()
         target.wait()
+
+
+def test_the_profile_rate_reaches_the_drilldowns_profile() -> None:
+    from tui.drilldown import drill_probes
+
+    probes = {p.name: p for p in drill_probes(4242, {"syscalls", "offcpu"}, profile_hz=499)}
+    assert set(probes) == {"threads", "profile"}
+    assert probes["profile"].frequency_hz == 499
+    assert probes["threads"].pid == 4242
+
+
+async def test_the_app_hands_its_profile_rate_to_the_drilldown() -> None:
+    from ui import make_app, until_drawn
+
+    app = make_app(profile_hz=997)
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        app.post_message(ProcessTable.Selected(1200))
+        await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+        assert app.screen.query_one(DrillDown).profile_hz == 997

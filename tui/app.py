@@ -15,6 +15,7 @@ from textual.widgets import Footer, Static
 from probes.collector import FrameCallback
 from probes.frame import Frame
 from probes.history import ProcessHistory
+from probes.profile import DEFAULT_FREQUENCY_HZ
 from probes.recording import Recorder, RecordingError, ReplaySource, default_path
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
@@ -69,8 +70,11 @@ class OracApp(App[None]):
         *,
         theme: str = DEFAULT_THEME,
         screenshot_dir: Path = Path("orac-screenshots"),
+        profile_hz: int = DEFAULT_FREQUENCY_HZ,
     ) -> None:
         super().__init__()
+        # a drill-down's on-CPU profile rate
+        self.profile_hz = profile_hz
         self.source = source
         self.initial_theme = theme
         self.screenshot_dir = screenshot_dir
@@ -155,6 +159,7 @@ class OracApp(App[None]):
             live=self.source.live,
             current=self.views.get("procs"),
             shared=self.system_wide_probes(),
+            profile_hz=self.profile_hz,
         )
         self.push_screen(screen)
         # Its panes show the current tick at once, not after the next one

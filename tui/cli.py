@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from probes.collector import MAX_INTERVAL_S, MIN_INTERVAL_S
+from probes.profile import DEFAULT_FREQUENCY_HZ, MAX_FREQUENCY_HZ as MAX_PROFILE_HZ, MIN_FREQUENCY_HZ as MIN_PROFILE_HZ
 
 
 class UsageError(Exception):
@@ -42,6 +43,14 @@ def interval(text: str) -> float:
             f"interval must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, not {text}"
         )
     return value
+
+
+def profile_hz(text: str) -> int:
+    if not text.isdigit() or not MIN_PROFILE_HZ <= int(text) <= MAX_PROFILE_HZ:
+        raise argparse.ArgumentTypeError(
+            f"the profile rate must be a whole number of Hz from {MIN_PROFILE_HZ} to {MAX_PROFILE_HZ}, not {text!r}"
+        )
+    return int(text)
 
 
 def count(text: str) -> int:
@@ -74,6 +83,10 @@ def live_parser() -> Parser:
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
     parser.add_argument(
         "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,syscalls,offcpu (default: all)"
+    )
+    parser.add_argument(
+        "--profile-hz", type=profile_hz, default=DEFAULT_FREQUENCY_HZ,
+        help=f"samples a second on each CPU of a drill-down's on-CPU profile (default {DEFAULT_FREQUENCY_HZ})",
     )
     add_ui_options(parser)
     parser.epilog = (
@@ -190,7 +203,7 @@ def live(options: argparse.Namespace) -> int:
     chosen = {p.name for p in probes}
     left_out = [p.name for p in all_probes() if p.name not in chosen]
     collector = Collector(probes, options.interval, left_out=left_out)
-    app = OracApp(collector, theme=theme, screenshot_dir=options.screenshot_dir)
+    app = OracApp(collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz)
     app.run()
     return app.return_code or 0
 

@@ -22,7 +22,7 @@ import dataclasses
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -31,7 +31,7 @@ from textual.widgets import TabbedContent, TabPane
 from probes.base import Probe
 from probes.frame import Frame
 from probes.offcpu import OffCpuView
-from probes.profile import FoldedStacks, folded_lines
+from probes.profile import DEFAULT_FREQUENCY_HZ, FoldedStacks, folded_lines
 from probes.syscalls import SyscallsView
 
 from .offcpu_pane import OffCpuPane
@@ -81,14 +81,14 @@ class DrillOffCpuPane(OffCpuPane):
         super().show_view(offcpu_of(view, self.pid))
 
 
-def drill_probes(pid: int, shared: Iterable[str]) -> list[Probe[Any]]:
+def drill_probes(pid: int, shared: Iterable[str], profile_hz: int = DEFAULT_FREQUENCY_HZ) -> list[Probe[Any]]:
     """What a drill-down starts: its threads, the profile, and the traces the app does not already run."""
     from probes.offcpu import OffCpuProbe
     from probes.profile import ProfileProbe
     from probes.syscalls import SyscallProbe
     from probes.threads import ThreadsProbe
 
-    probes: list[Probe[Any]] = [ThreadsProbe(pid), ProfileProbe(pid)]
+    probes: list[Probe[Any]] = [ThreadsProbe(pid), ProfileProbe(pid, profile_hz)]
     if "syscalls" not in shared:
         probes.append(SyscallProbe(target_pid=pid))
     if "offcpu" not in shared:
@@ -109,14 +109,14 @@ class DrillDown(Vertical):
         pid: int,
         live: bool,
         shared: Iterable[str] = (),
-        probes: Callable[[int, Iterable[str]], list[Probe[Any]]] = drill_probes,
+        profile_hz: int = DEFAULT_FREQUENCY_HZ,
     ) -> None:
         """`shared`: the probes the app already runs system-wide."""
         super().__init__(id="drilldown")
         self.pid = pid
         self.live = live
         self.shared = frozenset(shared)
-        self.make_probes = probes
+        self.profile_hz = profile_hz
         # names of the probes this drill-down added to the app's collector
         self.added: list[str] = []
         # the whole time the screen was open, for `f`
@@ -139,7 +139,7 @@ class DrillDown(Vertical):
         source = self.app.source
         if not self.live or not hasattr(source, "add_probes"):
             return
-        probes = self.make_probes(self.pid, self.shared)
+        probes = drill_probes(self.pid, self.shared, self.profile_hz)
         self.added = [p.name for p in probes]
         source.add_probes(probes)
         # The app's off-CPU and syscalls probes count this process thread by thread.

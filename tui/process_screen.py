@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Sparkline, Static
 
 from probes.process_details import ProcessDetails, ProcessGone, read_details
+from probes.profile import DEFAULT_FREQUENCY_HZ
 from probes.views import ProcessesView, ProcessView
 
 from .format import MISSING, cpu_time, human_bytes, percent
@@ -173,6 +174,7 @@ class ProcessScreen(Screen[None]):
         live: bool = True,
         current: ProcessesView | None = None,
         shared: Iterable[str] = (),
+        profile_hz: int = DEFAULT_FREQUENCY_HZ,
     ) -> None:
         """`shared`: the probes whose system-wide views the app feeds this screen."""
         super().__init__()
@@ -181,6 +183,7 @@ class ProcessScreen(Screen[None]):
         self.live = live
         self.current = current
         self.shared = frozenset(shared)
+        self.profile_hz = profile_hz
 
     def action_tab(self, tab: str) -> None:
         self.query_one(DrillDown).show_tab(tab)
@@ -200,5 +203,5 @@ class ProcessScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield ProcessSummary(self.pid, self.history, self.live, self.current)
-            yield DrillDown(self.pid, self.live, self.shared)
+            yield DrillDown(self.pid, self.live, self.shared, self.profile_hz)
         yield Footer()
