@@ -14,7 +14,9 @@ from textual.widgets import Static
 from probes.offcpu import OffCpuView, derive_offcpu
 from synthetic_offcpu import offcpu_sample
 from themes import DEFAULT_THEME, THEMES
-from tui.offcpu_pane import OffCpuPane, ProcessesTable, histogram_lines, seconds_per_second, stack_lines
+from tui.histogram import histogram_lines
+from tui.line_table import LineTable
+from tui.offcpu_pane import OffCpuPane, seconds_per_second, stack_lines
 from tui.process_table import ProcessTable
 
 SIZE = (120, 30)
@@ -46,7 +48,7 @@ class OffCpuApp(App[None]):
         else:
             assert self.offcpu_view is not None
             pane.show_view(self.offcpu_view)
-        self.query_one(ProcessesTable).focus()
+        self.query_one("#offcpu-processes", LineTable).focus()
 
     def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
         self.selected.append(message.pid)
@@ -83,7 +85,7 @@ async def test_processes_are_ranked_and_the_highlighted_ones_stacks_shown() -> N
     app = OffCpuApp(offcpu_view())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        table = app.query_one(ProcessesTable)
+        table = app.query_one("#offcpu-processes", LineTable)
         assert [p.comm for p, _ in table.rows] == ["python3", "nginx", "postgres", "postgres"]
         assert "futex_wait_queue" in str(app.query_one("#offcpu-stacks", Static).render())
         await pilot.press("down", "down")
@@ -122,10 +124,11 @@ def test_numbers_and_stacks_as_text() -> None:
         "  [b $accent]schedule_hrtimeout_range[/] ← ep_poll ← do_epoll_wait ← __x64_sys_epoll_wait "
         "[$foreground-muted]← epoll_wait ← WaitEventSetWait ← ServerLoop ← PostmasterMain ← main[/]"
     )
-    lines = histogram_lines(view.rq_hist, postgres.rq_hist, "postgres", 40).splitlines()
+    series = [("system", view.rq_hist, "$primary"), ("postgres", postgres.rq_hist, "$accent")]
+    lines = histogram_lines(series, 40, "wait ≥", "nothing").splitlines()
     # from the first busy bucket (2 us) to the last (4 ms), system and process side by side
     assert lines[1].startswith("  2.0us ") and lines[-1].startswith("  4.2ms ")
     assert "system" in lines[0] and "postgres" in lines[0]
     # bars share what the label leaves: (40 - 7 - 2) // 2 cells each, the longest filling its cell
     assert "[$primary]" + "█" * 15 + "[/]" in lines[4]
-    assert histogram_lines((0,) * 32, None, "-", 40) == "[$foreground-muted]no run-queue waits in this interval[/]"
+    assert histogram_lines([("system", (0,) * 32, "$primary")], 40, "wait ≥", "no waits") == "[$foreground-muted]no waits[/]"

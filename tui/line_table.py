@@ -88,6 +88,17 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
     class Reordered(Message):
         """The sort order (or a subclass's filter or tree mode) changed."""
 
+    class CursorMoved(Message):
+        """The user moved the cursor (a detail beside the table follows the row under it)."""
+
+        def __init__(self, table: LineTable[Any]) -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> LineTable[Any]:
+            return self.table
+
     class Opened(Message):
         """Enter or a double click on a row."""
 
@@ -207,6 +218,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self.cursor_key = self.row_key(self.rows[self.cursor][0])
         self._scroll_cursor_into_view()
         self.refresh()
+        self.post_message(self.CursorMoved(self))
 
     def _scroll_cursor_into_view(self) -> None:
         visible = max(1, self.size.height - 1)

@@ -10,18 +10,17 @@ the process's. Enter on a process opens its process screen.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 from rich.markup import escape
-from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.message import Message
 from textual.widgets import Static
 
 from probes.offcpu import OffCpuView, ProcessOffCpu, StackRate
 
 from .format import human_duration_ns, human_rate
+from .histogram import BUCKET_LABEL_WIDTH, MAX_BAR_WIDTH, histogram_lines
 from .line_table import Column, LineTable
 from .pane import MessagePane
 from .process_table import ProcessTable
@@ -34,9 +33,6 @@ MAX_STACKS = 8
 # Outer frames every syscall's kernel stack starts with: they say nothing
 # about the wait, and the pane is narrow.
 SYSCALL_ENTRY_FRAMES = frozenset({"entry_SYSCALL_64", "entry_SYSCALL_64_after_hwframe", "do_syscall_64"})
-BUCKET_LABEL_WIDTH = 7
-MIN_BAR_WIDTH, MAX_BAR_WIDTH = 6, 16
-BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
 
 
 def _none_low(value: float | None) -> float:
@@ -72,29 +68,6 @@ PROCESS_COLUMNS: list[Column[ProcessOffCpu]] = [
 ]
 
 
-class ProcessesTable(LineTable[ProcessOffCpu]):
-    """The processes, saying when the cursor moves: the stacks beside it follow."""
-
-    class CursorMoved(Message):
-        """The highlighted process changed (or may have)."""
-
-    def action_cursor(self, delta: int) -> None:
-        super().action_cursor(delta)
-        self.post_message(self.CursorMoved())
-
-    def action_page(self, direction: int) -> None:
-        super().action_page(direction)
-        self.post_message(self.CursorMoved())
-
-    def action_edge(self, direction: int) -> None:
-        super().action_edge(direction)
-        self.post_message(self.CursorMoved())
-
-    def on_click(self, event: events.Click) -> None:
-        super().on_click(event)
-        self.post_message(self.CursorMoved())
-
-
 def stack_lines(stack: StackRate) -> str:
     """One stack as markup: its figures, then its frames leaf first, the leaf emphasised.
 
@@ -124,39 +97,6 @@ def stack_lines(stack: StackRate) -> str:
     return f"{head}\n  {text}"
 
 
-def _bar(count: int, peak: int, width: int) -> str:
-    eighths = round(width * 8 * count / peak) if peak else 0
-    if count and not eighths:
-        eighths = 1  # a bucket that is not empty always shows
-    full, part = divmod(eighths, 8)
-    return ("█" * full + (BAR_EIGHTHS[part] if part else "")).ljust(width)
-
-
-def histogram_lines(system: Sequence[int], process: Sequence[int] | None, process_name: str, width: int) -> str:
-    """The log2 run-queue histograms side by side as markup, `width` columns wide.
-
-    One line per bucket from the first busy one to the last, labelled with
-    its lower bound (a bucket holds waits up to twice that).
-    """
-    used = [i for i, n in enumerate(system) if n] + [i for i, n in enumerate(process or ()) if n]
-    if not used:
-        return "[$foreground-muted]no run-queue waits in this interval[/]"
-    bars = 1 if process is None else 2
-    bar_width = max(MIN_BAR_WIDTH, min(MAX_BAR_WIDTH, (width - BUCKET_LABEL_WIDTH - bars) // bars))
-    header = f"{'wait ≥':>{BUCKET_LABEL_WIDTH}} {'system':<{bar_width}}"
-    if process is not None:
-        header += f" {escape(process_name[:bar_width])}"
-    lines = [f"[$foreground-muted]{header}[/]"]
-    system_peak, process_peak = max(system), max(process or (0,))
-    for slot in range(min(used), max(used) + 1):
-        label = human_duration_ns(0 if slot == 0 else 1 << slot)
-        line = f"{label:>{BUCKET_LABEL_WIDTH}} [$primary]{_bar(system[slot], system_peak, bar_width)}[/]"
-        if process is not None:
-            line += f" [$accent]{_bar(process[slot], process_peak, bar_width)}[/]"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 class OffCpuPane(MessagePane):
     """Fed by the "offcpu" eBPF probe."""
 
@@ -174,7 +114,7 @@ class OffCpuPane(MessagePane):
     def compose(self) -> ComposeResult:
         yield Static(classes="pane-message")
         with Horizontal():
-            yield ProcessesTable(PROCESS_COLUMNS, "off", attrgetter("pid"), id="offcpu-processes")
+            yield LineTable(PROCESS_COLUMNS, "off", attrgetter("pid"), id="offcpu-processes")
             with VerticalScroll(id="offcpu-detail"):
                 yield Static(id="offcpu-title")
                 yield Static(id="offcpu-stacks")
@@ -198,14 +138,14 @@ class OffCpuPane(MessagePane):
         if lost:
             subtitle += f"  [$error]lost {lost}[/]"
         self.border_subtitle = subtitle
-        table = self.query_one(ProcessesTable)
+        table = self.query_one("#offcpu-processes", LineTable)
         # pid breaks ties, so rows of equal time keep their order from tick to tick
         table.set_rows([(p, "") for p in table.ordered(view.processes, attrgetter("pid"))[:MAX_ROWS]])
         self._draw_detail()
 
     def _draw_detail(self) -> None:
         view: OffCpuView = self.view
-        process = self.query_one(ProcessesTable).selected
+        process = self.query_one("#offcpu-processes", LineTable).selected
         title = self.query_one("#offcpu-title", Static)
         stacks = self.query_one("#offcpu-stacks", Static)
         if process is None:
@@ -229,7 +169,10 @@ class OffCpuPane(MessagePane):
         rq = self.query_one("#offcpu-rq", Static)
         # Before the first layout the width is not known yet: a guess, redrawn on resize.
         width = rq.content_size.width or 2 * MAX_BAR_WIDTH + BUCKET_LABEL_WIDTH + 2
-        lines.append(histogram_lines(view.rq_hist, process.rq_hist if process else None, process.comm if process else "", width))
+        series = [("system", view.rq_hist, "$primary")]
+        if process is not None:
+            series.append((process.comm, process.rq_hist, "$accent"))
+        lines.append(histogram_lines(series, width, "wait ≥", "no run-queue waits in this interval"))
         rq.update("\n".join(lines))
 
     def on_resize(self) -> None:
@@ -237,7 +180,7 @@ class OffCpuPane(MessagePane):
         if self.view is not None:
             self.call_after_refresh(self._draw_detail)
 
-    def on_processes_table_cursor_moved(self, event: ProcessesTable.CursorMoved) -> None:
+    def on_line_table_cursor_moved(self, event: LineTable.CursorMoved) -> None:
         event.stop()
         if self.view is not None:
             self._draw_detail()
