@@ -369,6 +369,8 @@ class SyscallRate:
     mean_latency_ns: float | None  # exact: total time / calls
     p50_latency_ns: float | None  # estimated from the log2 histogram
     p99_latency_ns: float | None
+    latency_hist: tuple[int, ...]  # calls per log2 bucket (SyscallCounts.latency_hist)
+    errnos: tuple[tuple[str, float], ...]  # (errno name, errors/s), most frequent first
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,20 +426,20 @@ class _Totals:
         for slot, count in enumerate(entry.latency_hist):
             self.hist[slot] += count
 
-    def top_errno(self) -> str | None:
-        # Ties go to the alphabetically first name, so the choice is stable.
-        return min(self.errnos.items(), key=lambda item: (-item[1], item[0]))[0] if self.errnos else None
-
     def rate(self, name: str, dt_s: float) -> SyscallRate:
         timed = sum(self.hist)
+        # Ties go to the alphabetically first name, so the order is stable.
+        errnos = sorted(self.errnos.items(), key=lambda item: (-item[1], item[0]))
         return SyscallRate(
             name=name,
             calls_per_s=self.calls / dt_s,
             errors_per_s=self.errors / dt_s,
-            top_errno=self.top_errno(),
+            top_errno=errnos[0][0] if errnos else None,
             mean_latency_ns=self.latency_total_ns / timed if timed else None,
             p50_latency_ns=log2_percentile_ns(self.hist, 0.50),
             p99_latency_ns=log2_percentile_ns(self.hist, 0.99),
+            latency_hist=tuple(self.hist),
+            errnos=tuple((errno, count / dt_s) for errno, count in errnos),
         )
 
 

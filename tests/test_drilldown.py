@@ -17,7 +17,8 @@ from probes.ebpf import check_ebpf
 from probes.processes import ProcessProbe
 from probes.system import SystemProbe
 from tui.app import OracApp
-from tui.drilldown import DrillDown, DrillSyscallsPane
+from tui.drill_syscalls_pane import DrillSyscallsPane
+from tui.drilldown import DrillDown
 from tui.profile_pane import ProfilePane
 from tui.process_screen import ProcessScreen
 from tui.process_table import ProcessTable

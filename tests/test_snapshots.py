@@ -51,6 +51,11 @@ def test_threads_tab(snap_compare) -> None:
     assert snap_compare(make_app(drill_frames()), terminal_size=SIZE, run_before=press_after_drawn("enter", "4"))
 
 
+def test_drill_syscalls_tab(snap_compare) -> None:
+    # nginx (1200), third by CPU: its syscalls, recvfrom's errors and latency beside them
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("down", "down", "enter", "3"))
+
+
 def test_help(snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("question_mark"))
 

@@ -148,6 +148,9 @@ def test_derive_ranks_processes_and_their_syscalls_by_rate() -> None:
     assert futex.calls_per_s == 500 and futex.errors_per_s == 150 and futex.top_errno == "EAGAIN"
     assert futex.mean_latency_ns == 5000
     assert in_slot(futex.p50_latency_ns, 12)
+    # every errno, per second, most frequent first; the histogram as counted
+    assert futex.errnos == (("EAGAIN", 125.0), ("ETIMEDOUT", 25.0))
+    assert futex.latency_hist == hist(s12=1000)
     assert nginx.total.top_errno is None and nginx.total.errors_per_s == 0
     # 80% of nginx's calls are reads of ~1.5 us; its slowest 1% are epoll waits of ~3 ms
     assert in_slot(nginx.total.p50_latency_ns, 10)

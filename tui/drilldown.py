@@ -32,24 +32,12 @@ from probes.base import Probe
 from probes.frame import Frame
 from probes.offcpu import OffCpuView
 from probes.profile import DEFAULT_FREQUENCY_HZ, FoldedStacks, folded_lines
-from probes.syscalls import SyscallsView
 
+from .drill_syscalls_pane import DrillSyscallsPane
+from .line_table import LineTable
 from .offcpu_pane import OffCpuPane
 from .profile_pane import ProfilePane
-from .syscalls_pane import SyscallsPane
 from .threads_pane import ThreadsPane
-
-
-def syscalls_of(view: SyscallsView, pid: int) -> SyscallsView:
-    """The system-wide view narrowed to one process."""
-    mine = tuple(p for p in view.processes if p.pid == pid)
-    if not mine:
-        return dataclasses.replace(view, processes=(), top_syscalls=(), calls_per_s=0.0, errors_per_s=0.0, target_pid=pid)
-    total = mine[0].total
-    return dataclasses.replace(
-        view, processes=mine, top_syscalls=mine[0].syscalls,
-        calls_per_s=total.calls_per_s, errors_per_s=total.errors_per_s, target_pid=pid,
-    )
 
 
 def offcpu_of(view: OffCpuView, pid: int) -> OffCpuView:
@@ -57,17 +45,6 @@ def offcpu_of(view: OffCpuView, pid: int) -> OffCpuView:
     mine = tuple(p for p in view.processes if p.pid == pid)
     off = mine[0].off_cpu_s_per_s if mine else 0.0
     return dataclasses.replace(view, processes=mine, off_cpu_s_per_s=off, target_pid=pid)
-
-
-class DrillSyscallsPane(SyscallsPane):
-    """The process's syscalls, narrowed from the app's view."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__()
-        self.pid = pid
-
-    def show_view(self, view: SyscallsView) -> None:
-        super().show_view(syscalls_of(view, self.pid))
 
 
 class DrillOffCpuPane(OffCpuPane):
@@ -147,6 +124,12 @@ class DrillDown(Vertical):
 
     def show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        # The tab's first table takes the keys: arrows move its cursor at once.
+        table = event.pane.query(LineTable).first(None)
+        if table is not None:
+            table.focus()
 
     def on_unmount(self) -> None:
         self.stop()

@@ -53,6 +53,15 @@ SYSCALL_COLUMNS: list[Column[SyscallRate]] = [
 ]
 
 
+def tracing_subtitle(view: SyscallsView) -> str:
+    """The probe's estimated cost, and what it lost, as markup."""
+    lost = sum(view.lost.values())
+    subtitle = f"tracing ≈{view.overhead_cpu_percent:.1f}% of a CPU at {human_rate(view.events_per_s)} events/s"
+    if lost:
+        subtitle += f"  [$error]lost {lost}[/]"
+    return subtitle
+
+
 class SyscallsPane(MessagePane):
     """Fed by the "syscalls" eBPF probe."""
 
@@ -78,11 +87,7 @@ class SyscallsPane(MessagePane):
         self.border_title = (
             f"Syscalls {human_rate(view.calls_per_s)}/s  errors {human_rate(view.errors_per_s)}/s"
         )
-        lost = sum(view.lost.values())
-        subtitle = f"tracing ≈{view.overhead_cpu_percent:.1f}% of a CPU at {human_rate(view.events_per_s)} events/s"
-        if lost:
-            subtitle += f"  [$error]lost {lost}[/]"
-        self.border_subtitle = subtitle
+        self.border_subtitle = tracing_subtitle(view)
         for table_id, items in (("#sys-processes", view.processes), ("#sys-top", view.top_syscalls)):
             table = self.query_one(table_id, LineTable)
             table.set_rows([(item, "") for item in table.ordered(items)[:MAX_ROWS]])

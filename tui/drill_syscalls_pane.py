@@ -1,0 +1,121 @@
+"""The drill-down's syscalls: the process's syscalls, and the highlighted one's errors and latency.
+
+Left, each syscall the process made in the interval (rate, errors, top
+errno, p50 and p99). Right, for the highlighted syscall, its errors by
+errno and its latency histogram (log2 buckets, as the kernel counted them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from operator import attrgetter
+from typing import ClassVar
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Static
+
+from probes.syscalls import SyscallRate, SyscallsView
+
+from .format import human_duration_ns, human_rate
+from .histogram import BUCKET_LABEL_WIDTH, COUNT_WIDTH, histogram_lines
+from .line_table import LineTable
+from .pane import MessagePane
+from .syscalls_pane import SYSCALL_COLUMNS, tracing_subtitle
+
+# errnos listed for the highlighted syscall; the rest are summed on one line
+MAX_ERRNOS = 8
+# one histogram, not two side by side: its bars can be longer
+MAX_DETAIL_BAR_WIDTH = 32
+
+
+def syscalls_of(view: SyscallsView, pid: int) -> SyscallsView:
+    """The system-wide view narrowed to one process."""
+    mine = tuple(p for p in view.processes if p.pid == pid)
+    if not mine:
+        return dataclasses.replace(view, processes=(), top_syscalls=(), calls_per_s=0.0, errors_per_s=0.0, target_pid=pid)
+    total = mine[0].total
+    return dataclasses.replace(
+        view, processes=mine, top_syscalls=mine[0].syscalls,
+        calls_per_s=total.calls_per_s, errors_per_s=total.errors_per_s, target_pid=pid,
+    )
+
+
+def detail_lines(rate: SyscallRate, width: int) -> str:
+    """One syscall's figures, its errors by errno and its latency histogram, as markup."""
+    lines = [
+        f"[b $accent]{escape(rate.name)}[/] {human_rate(rate.calls_per_s)}/s  mean {human_duration_ns(rate.mean_latency_ns)}"
+        f"  p50 {human_duration_ns(rate.p50_latency_ns)}  p99 {human_duration_ns(rate.p99_latency_ns)}",
+    ]
+    if rate.errnos:
+        lines.append(f"[b]errors[/] {human_rate(rate.errors_per_s)}/s")
+        lines.extend(f"  {human_rate(per_s):>6}/s {escape(errno)}" for errno, per_s in rate.errnos[:MAX_ERRNOS])
+        rest = sum(per_s for _, per_s in rate.errnos[MAX_ERRNOS:])
+        if rest:
+            lines.append(f"  {human_rate(rest):>6}/s [$foreground-muted]other errnos[/]")
+    else:
+        lines.append("[$foreground-muted]no errors[/]")
+    lines.append("")
+    timed = sum(rate.latency_hist)
+    lines.append(
+        histogram_lines(
+            [("calls/s", rate.latency_hist, "$accent")], width, "took ≥", "no calls timed",
+            max_bar_width=MAX_DETAIL_BAR_WIDTH, rate_scale=rate.calls_per_s / timed if timed else None,
+        )
+    )
+    return "\n".join(lines)
+
+
+class DrillSyscallsPane(MessagePane):
+    """The drill-down process's syscalls, narrowed from the "syscalls" probe's view."""
+
+    PROBE: ClassVar[str] = "syscalls"
+
+    DEFAULT_CSS = """
+    DrillSyscallsPane { height: 1fr; }
+    DrillSyscallsPane > Horizontal { height: 1fr; }
+    DrillSyscallsPane #drill-syscalls { width: 3fr; }
+    DrillSyscallsPane #drill-syscall-detail { width: 2fr; padding: 0 1; }
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="pane-message")
+        with Horizontal():
+            yield LineTable(SYSCALL_COLUMNS, "calls", attrgetter("name"), id="drill-syscalls")
+            with VerticalScroll(id="drill-syscall-detail"):
+                yield Static(id="syscall-detail")
+
+    def show_view(self, view: SyscallsView) -> None:
+        super().show_view(syscalls_of(view, self.pid))
+
+    def draw(self, view: SyscallsView) -> None:
+        self.border_title = (
+            f"Syscalls of {self.pid}: {human_rate(view.calls_per_s)}/s  errors {human_rate(view.errors_per_s)}/s"
+        )
+        self.border_subtitle = tracing_subtitle(view)
+        table = self.query_one("#drill-syscalls", LineTable)
+        table.set_rows([(r, "") for r in table.ordered(view.top_syscalls)])
+        self._draw_detail()
+
+    def _draw_detail(self) -> None:
+        selected = self.query_one("#drill-syscalls", LineTable).selected
+        detail = self.query_one("#syscall-detail", Static)
+        if selected is None:
+            detail.update("[$foreground-muted]no syscalls in this interval[/]")
+            return
+        # Before the first layout the width is not known yet: a guess, redrawn on resize.
+        detail.update(detail_lines(selected, detail.content_size.width or MAX_DETAIL_BAR_WIDTH + BUCKET_LABEL_WIDTH + COUNT_WIDTH + 1))
+
+    def on_resize(self) -> None:
+        if self.view is not None:
+            self.call_after_refresh(self._draw_detail)
+
+    def on_line_table_cursor_moved(self, event: LineTable.CursorMoved) -> None:
+        event.stop()
+        if self.view is not None:
+            self._draw_detail()
