@@ -324,10 +324,14 @@ class MapDrain:
     generation's entries from under the programs counting into them.
 
     Batches (BPF_MAP_LOOKUP_BATCH and BPF_MAP_DELETE_BATCH, Linux 5.6) take
-    one syscall per about 1 MiB of entries whatever the number of CPUs;
-    older kernels get a lookup and a delete per key. Buffers are allocated once.
+    one syscall per batch whatever the number of CPUs; older kernels get a
+    lookup and a delete per key. The batch buffers start at FIRST_BATCH_BYTES,
+    enough for a typical tick, and double (up to BATCH_BYTES) after a tick
+    that needed more than one batch: orac's resident memory stays small on a
+    quiet box, and a busy one soon reads its maps in one or two calls.
     """
 
+    FIRST_BATCH_BYTES = 64 << 10
     BATCH_BYTES = 1 << 20
 
     def __init__(self, table: BpfMap, batch: bool = True) -> None:
@@ -345,7 +349,10 @@ class MapDrain:
         self._batch = batch
         self._token_in = ctypes.create_string_buffer(table.batch_token_size())
         self._token_out = ctypes.create_string_buffer(table.batch_token_size())
-        self._allocate(max(16, min(table.max_entries, self.BATCH_BYTES // self.value_size)))
+        self._allocate(self._entries_for(self.FIRST_BATCH_BYTES))
+
+    def _entries_for(self, size_bytes: int) -> int:
+        return max(16, min(self._table.max_entries, size_bytes // self.value_size))
 
     def _allocate(self, entries: int) -> None:
         self._entries = entries
@@ -386,13 +393,18 @@ class MapDrain:
             n, err = self._table.lookup_batch(
                 self._keys, self._values, self._entries, None if first else self._token_in, self._token_out
             )
-            keys += self._keys.raw[: n * self.key_size]
-            values += self._values.raw[: n * self.value_size]
+            keys += memoryview(self._keys)[: n * self.key_size]
+            values += memoryview(self._values)[: n * self.value_size]
             total += n
             if err == 0:
                 ctypes.memmove(self._token_in, self._token_out, ctypes.sizeof(self._token_in))
                 first = False
             elif err == errno.ENOENT:
+                if not first:
+                    # More than one batch this tick: fewer calls next time.
+                    grown = self._entries_for(min(self.BATCH_BYTES, 2 * self._entries * self.value_size))
+                    if grown > self._entries:
+                        self._allocate(grown)
                 return bytes(keys), bytes(values), total
             elif err == errno.ENOSPC and n == 0:
                 # One bucket holds more entries than the buffer: grow it and retry that bucket.

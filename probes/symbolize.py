@@ -63,6 +63,7 @@ import os
 import struct
 import sys
 import time
+import zlib
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -567,15 +568,19 @@ class KernelSymbols:
     in kallsyms reads as zero: `available` is then False, `unavailable_reason`
     says why and what to do, and every name is "[unknown]".
 
-    About 120k symbols take ~4 MB here (an address array, an offsets array
-    and one bytes blob of names) instead of ~15 MB as Python ints and strs.
+    About 120k symbols take ~2 MB here (an address array, and their names
+    zlib-compressed NAMES_PER_BLOCK at a time: 2.9 MB of names become ~0.7
+    MB) instead of ~15 MB as Python ints and strs. A lookup decompresses one
+    block (~20 us); the last few are kept, and callers cache names per stack.
     """
 
     def __init__(self, path: str = f"{PROC}/kallsyms") -> None:
         self.path = path
         self._addrs = array("Q")
-        self._name_at = array("I", [0])
-        self._names = b""
+        # names of symbols i * NAMES_PER_BLOCK.. in blob[block_at[i]:block_at[i + 1]]
+        self._block_at = array("I", [0])
+        self._blob = b""
+        self._blocks: dict[int, list[bytes]] = {}
         self._open_ended: frozenset[int] = frozenset()
         self._loaded_at: float | None = None
         self._reason: str | None = None
@@ -606,7 +611,8 @@ class KernelSymbols:
         """Parse kallsyms now (modules and BPF programs come and go)."""
         self._loaded_at = time.monotonic()
         self.misses = 0
-        self._addrs, self._name_at, self._names = array("Q"), array("I", [0]), b""
+        self._addrs, self._block_at, self._blob = array("Q"), array("I", [0]), b""
+        self._blocks = {}
         self._open_ended = frozenset()
         # Parsing 120k lines leaves ~10 MB of allocator slack behind; a child
         # does it and hands over only the finished table. In process when the
@@ -622,11 +628,11 @@ class KernelSymbols:
                 return
             try:
                 with os.fdopen(fd, "rb", buffering=1 << 20) as lines:
-                    parsed = _parse_kallsyms(lines)
+                    parsed = _table_from_bytes(_table_to_bytes(_parse_kallsyms(lines)))
             except OSError as exc:
                 self._reason = f"cannot read {self.path}: {exc.strerror}"
                 return
-        addrs, name_at, names, open_ended = parsed
+        addrs, block_at, blob, open_ended = parsed
         self._reason = None
         if not addrs:
             self._reason = f"no kernel text symbols in {self.path}"
@@ -635,7 +641,7 @@ class KernelSymbols:
             # is how the kernel hides them (kptr_restrict, or no CAP_SYSLOG).
             self._reason = _hidden_reason()
         else:
-            self._addrs, self._name_at, self._names = addrs, name_at, names
+            self._addrs, self._block_at, self._blob = addrs, block_at, blob
             self._open_ended = open_ended
 
     def reload_if_missed(self, min_interval_s: float = 60.0) -> bool:
@@ -654,8 +660,15 @@ class KernelSymbols:
         if i < 0 or (i in self._open_ended and addr - self._addrs[i] >= _KERNEL_OPEN_END_BYTES):
             self.misses += 1
             return None
-        name = self._names[self._name_at[i]: self._name_at[i + 1]].decode("utf-8", "replace")
-        return name, addr - self._addrs[i]
+        block, at = divmod(i, NAMES_PER_BLOCK)
+        names = self._blocks.get(block)
+        if names is None:
+            if len(self._blocks) >= BLOCKS_KEPT:
+                self._blocks.pop(next(iter(self._blocks)))
+            names = self._blocks[block] = zlib.decompress(
+                self._blob[self._block_at[block] : self._block_at[block + 1]]
+            ).split(b"\n")
+        return names[at].decode("utf-8", "replace"), addr - self._addrs[i]
 
     def name(self, addr: int) -> str:
         """The function containing a kernel address ("do_nanosleep"), or "[unknown]"."""
@@ -680,6 +693,9 @@ def _hidden_reason() -> str:
 
 
 _TEXT_TYPES = frozenset((b"t", b"T", b"w", b"W"))
+# Kernel symbol names compressed together; decompressed blocks kept.
+NAMES_PER_BLOCK = 64
+BLOCKS_KEPT = 16
 
 
 def _parse_kallsyms(lines: Iterable[bytes]) -> tuple[array, array, bytes, frozenset[int]]:
@@ -733,28 +749,35 @@ def _parse_kallsyms(lines: Iterable[bytes]) -> tuple[array, array, bytes, frozen
     return out_addrs, name_at, bytes(blob), frozenset(open_ended)
 
 
-_TABLE_HEADER = struct.Struct("=IIII")  # addresses, name offsets, names bytes, open-ended
+_TABLE_HEADER = struct.Struct("=IIII")  # addresses, block offsets, compressed bytes, open-ended
 
 
 def _table_to_bytes(parsed: tuple[array, array, bytes, frozenset[int]]) -> bytes:
+    """A parsed table with its names compressed in blocks, as the child hands it over."""
     addrs, name_at, names, open_ended = parsed
+    block_at, blob = array("I", [0]), bytearray()
+    for first in range(0, len(addrs), NAMES_PER_BLOCK):
+        last = min(first + NAMES_PER_BLOCK, len(addrs))
+        blob += zlib.compress(b"\n".join(names[name_at[i] : name_at[i + 1]] for i in range(first, last)))
+        block_at.append(len(blob))
     ends = array("I", sorted(open_ended))
-    header = _TABLE_HEADER.pack(len(addrs), len(name_at), len(names), len(ends))
-    return header + addrs.tobytes() + name_at.tobytes() + names + ends.tobytes()
+    header = _TABLE_HEADER.pack(len(addrs), len(block_at), len(blob), len(ends))
+    return header + addrs.tobytes() + block_at.tobytes() + blob + ends.tobytes()
 
 
 def _table_from_bytes(data: bytes) -> tuple[array, array, bytes, frozenset[int]]:
-    n_addrs, n_name_at, n_names, n_ends = _TABLE_HEADER.unpack_from(data)
+    """(addresses, block offsets, compressed names, open-ended indexes) of a table."""
+    n_addrs, n_block_at, n_blob, n_ends = _TABLE_HEADER.unpack_from(data)
     at = _TABLE_HEADER.size
-    addrs, name_at, ends = array("Q"), array("I"), array("I")
+    addrs, block_at, ends = array("Q"), array("I"), array("I")
     addrs.frombytes(data[at : at + n_addrs * 8])
     at += n_addrs * 8
-    name_at.frombytes(data[at : at + n_name_at * 4])
-    at += n_name_at * 4
-    names = data[at : at + n_names]
-    at += n_names
+    block_at.frombytes(data[at : at + n_block_at * 4])
+    at += n_block_at * 4
+    blob = data[at : at + n_blob]
+    at += n_blob
     ends.frombytes(data[at : at + n_ends * 4])
-    return addrs, name_at, names, frozenset(ends)
+    return addrs, block_at, blob, frozenset(ends)
 
 
 def _write_kallsyms_table(path: str) -> int:

@@ -413,6 +413,19 @@ def test_kernel_fake_kallsyms(tmp_path: Path) -> None:
     assert len(kernel) == 6
 
 
+def test_kernel_names_from_many_compressed_blocks(tmp_path: Path) -> None:
+    from probes.symbolize import BLOCKS_KEPT, NAMES_PER_BLOCK
+
+    count = NAMES_PER_BLOCK * (BLOCKS_KEPT + 3) + 5  # more blocks than are kept, the last one short
+    path = tmp_path / "kallsyms"
+    path.write_text("".join(f"{0xFFFFFFFF81000000 + 16 * i:016x} T fn_{i}\n" for i in range(count)))
+    kernel = KernelSymbols(str(path))
+    assert len(kernel) == count
+    # every block, twice over in a different order: evicted blocks decompress again
+    for i in [*range(0, count, 7), *range(count - 1, -1, -5)]:
+        assert kernel.name_offset(0xFFFFFFFF81000000 + 16 * i + 3) == f"fn_{i}+0x3"
+
+
 def test_kernel_addresses_hidden(tmp_path: Path) -> None:
     path = tmp_path / "kallsyms"
     path.write_text("".join(f"0000000000000000 {line.split(' ', 1)[1]}\n" for line in FAKE_KALLSYMS.splitlines()))
@@ -486,3 +499,13 @@ def test_timing_libc(binaries: dict[str, Path], run_target, capsys: pytest.Captu
         print(f"\n[symbolize] 1000 random libc addresses ({named} named): cold {1e3 * (t1 - t0):.2f} ms, "
               f"warm {1e3 * (t2 - t1):.2f} ms, tables only {1e3 * (t3 - t2):.2f} ms, "
               f"next tick {1e3 * (t4 - t3):.2f} ms; tables {user.memory_bytes / 1024:.0f} KiB")
+
+
+def test_kernel_table_built_in_process_when_the_child_cannot_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import probes.symbolize
+
+    monkeypatch.setattr(probes.symbolize, "run_module", lambda *args: None)
+    path = tmp_path / "kallsyms"
+    path.write_text(FAKE_KALLSYMS)
+    kernel = KernelSymbols(str(path))
+    assert kernel.name(0xFFFFFFFF81000030) == "foo" and len(kernel) == 6

@@ -556,7 +556,9 @@ def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None
 
 @pytest.mark.root
 @pytest.mark.parametrize("batch", [True, False], ids=["batch", "one-by-one"])
-def test_map_drain_takes_the_selected_entries_once(batch: bool) -> None:
+def test_map_drain_takes_the_selected_entries_once(batch: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Batches of 128 plain entries at first: several per take.
+    monkeypatch.setattr(MapDrain, "FIRST_BATCH_BYTES", 1024)
     # Maps made here with BPF_MAP_CREATE: no program, no bcc, only the privilege.
     try:
         plain = BpfMap(create_map(BPF_MAP_TYPE_HASH, 4, 8, 1024, "plain"))
@@ -573,7 +575,11 @@ def test_map_drain_takes_the_selected_entries_once(batch: bool) -> None:
         def odd(key: bytes) -> bool:
             return struct.unpack("=I", key)[0] % 2 == 1
 
-        keys, values, n = MapDrain(plain, batch=batch).take(odd)
+        drain = MapDrain(plain, batch=batch)
+        keys, values, n = drain.take(odd)
+        if batch:
+            # it took several batches, so the next take asks for more at once
+            assert drain._entries == 256
         got = {struct.unpack_from("=I", keys, 4 * j)[0]: struct.unpack_from("=Q", values, 8 * j)[0] for j in range(n)}
         assert got == {i: i * 10 for i in range(1, 600, 2)}
         assert sorted(struct.unpack("=I", k)[0] for k in plain.keys()) == list(range(0, 600, 2))  # the rest stays
