@@ -46,9 +46,9 @@ async def test_the_tab_key_focuses_its_table_and_the_detail_follows_the_cursor()
         await pilot.press("3")
         await pilot.pause()
         pane = app.screen.query_one(DrillSyscallsPane)
-        detail = str(pane.query_one("#syscall-detail").render())
+        detail = pane.query_one("#syscall-detail").text
         assert "recvfrom" in detail and "EAGAIN" in detail
         await pilot.press("down")
         await pilot.pause()
-        detail = str(pane.query_one("#syscall-detail").render())
+        detail = pane.query_one("#syscall-detail").text
         assert "epoll_wait" in detail and "no errors" in detail

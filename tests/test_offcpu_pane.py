@@ -16,7 +16,7 @@ from synthetic_offcpu import offcpu_sample
 from themes import DEFAULT_THEME, THEMES
 from tui.histogram import histogram_lines
 from tui.line_table import LineTable
-from tui.offcpu_pane import OffCpuPane, seconds_per_second, stack_lines
+from tui.offcpu_pane import OffCpuPane, seconds_per_second, stack_lines, wrapped_frames
 from tui.process_table import ProcessTable
 
 SIZE = (120, 30)
@@ -132,3 +132,18 @@ def test_numbers_and_stacks_as_text() -> None:
     # bars share what the label leaves: (40 - 7 - 2) // 2 cells each, the longest filling its cell
     assert "[$primary]" + "█" * 15 + "[/]" in lines[4]
     assert histogram_lines([("system", (0,) * 32, "$primary")], 40, "wait ≥", "no waits") == "[$foreground-muted]no waits[/]"
+
+
+def test_frames_wrap_between_frames_at_the_width() -> None:
+    frames = [("schedule_hrtimeout_range", "b $accent"), ("ep_poll", ""), ("do_epoll_wait", ""),
+              ("epoll_wait", "$foreground-muted"), ("main", "$foreground-muted")]
+    lines = wrapped_frames(frames, 30)
+    assert lines == [
+        "[b $accent]schedule_hrtimeout_range[/]",
+        "← ep_poll ← do_epoll_wait",
+        "[$foreground-muted]← epoll_wait ← main[/]",
+    ]
+    # one line without a width; a frame wider than the width keeps its own line
+    assert len(wrapped_frames(frames, 0)) == 1
+    assert wrapped_frames([("a" * 40, ""), ("b", "")], 10) == ["a" * 40, "← b"]
+

@@ -21,7 +21,7 @@ from probes.syscalls import SyscallRate, SyscallsView
 from .format import human_duration_ns, human_rate
 from .histogram import BUCKET_LABEL_WIDTH, COUNT_WIDTH, histogram_lines
 from .line_table import LineTable
-from .pane import MessagePane
+from .pane import Lines, MessagePane
 from .syscalls_pane import SYSCALL_COLUMNS, tracing_subtitle
 
 # errnos listed for the highlighted syscall; the rest are summed on one line
@@ -88,7 +88,7 @@ class DrillSyscallsPane(MessagePane):
         with Horizontal():
             yield LineTable(SYSCALL_COLUMNS, "calls", attrgetter("name"), id="drill-syscalls")
             with VerticalScroll(id="drill-syscall-detail"):
-                yield Static(id="syscall-detail")
+                yield Lines(id="syscall-detail")
 
     def show_view(self, view: SyscallsView) -> None:
         super().show_view(syscalls_of(view, self.pid))
@@ -104,12 +104,12 @@ class DrillSyscallsPane(MessagePane):
 
     def _draw_detail(self) -> None:
         selected = self.query_one("#drill-syscalls", LineTable).selected
-        detail = self.query_one("#syscall-detail", Static)
+        detail = self.query_one("#syscall-detail", Lines)
         if selected is None:
-            detail.update("[$foreground-muted]no syscalls in this interval[/]")
+            detail.set_text("[$foreground-muted]no syscalls in this interval[/]")
             return
         # Before the first layout the width is not known yet: a guess, redrawn on resize.
-        detail.update(detail_lines(selected, detail.content_size.width or MAX_DETAIL_BAR_WIDTH + BUCKET_LABEL_WIDTH + COUNT_WIDTH + 1))
+        detail.set_text(detail_lines(selected, detail.content_size.width or MAX_DETAIL_BAR_WIDTH + BUCKET_LABEL_WIDTH + COUNT_WIDTH + 1))
 
     def on_resize(self) -> None:
         if self.view is not None:

@@ -31,6 +31,7 @@ def histogram_lines(
     empty: str,
     max_bar_width: int = MAX_BAR_WIDTH,
     rate_scale: float | None = None,
+    span: tuple[int, int] | None = None,
 ) -> str:
     """Log2 latency histograms side by side as markup, `width` columns wide.
 
@@ -39,10 +40,14 @@ def histogram_lines(
     last, labelled with its lower bound; each series is scaled to its own
     peak. `empty` is shown when no series has a count. With `rate_scale`
     (1 / the interval in seconds), each bar is followed by its count per second.
+    `span` (first, last): buckets shown even when empty, so that a histogram
+    redrawn every tick keeps its height.
     """
     used = [i for _, hist, _ in series for i, n in enumerate(hist) if n]
     if not used:
         return f"[$foreground-muted]{escape(empty)}[/]"
+    if span is not None:
+        used += span
     count_width = COUNT_WIDTH if rate_scale is not None else 0
     room = (width - BUCKET_LABEL_WIDTH - len(series)) // len(series) - count_width
     bar_width = max(MIN_BAR_WIDTH, min(max_bar_width, room))

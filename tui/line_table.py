@@ -15,7 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -131,6 +131,8 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         # Rich styles by component class, resolved once per theme and focus
         # state: resolving them for every line was a third of drawing time.
         self._styles: dict[str, Style] = {}
+        # line of the view -> its _line_key when last drawn
+        self._drawn: dict[int, tuple[Any, ...] | None] = {}
 
     # data
 
@@ -154,9 +156,36 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
                     break
         self.cursor = max(0, min(self.cursor, len(rows) - 1))
         self.cursor_key = self.row_key(rows[self.cursor][0]) if rows else None
-        self.virtual_size = Size(self.size.width, len(rows) + 1)
+        self._size_to_rows()
         self._scroll_cursor_into_view()
-        self.refresh()
+        self._refresh_changed()
+
+    def _refresh_changed(self) -> None:
+        """Redraw only the lines whose text changed since drawn.
+
+        Most of a table's rows read the same from one tick to the next (idle
+        processes); a line redrawn costs Textual's compositor as much as our
+        formatting, so the unchanged ones are left as they are.
+        """
+        height = self.size.height
+        drawn = self._drawn
+        changed = [y for y in range(height) if drawn.get(y) != self._line_key(y)]
+        if len(changed) > height // 2:
+            self.refresh()
+            return
+        width = self.size.width
+        for y in changed:
+            self.refresh(Region(0, y, width, 1))
+
+    def _line_key(self, y: int) -> tuple[Any, ...] | None:
+        """What line `y` of the view shows; equal keys draw equal lines."""
+        if y == 0:
+            return (self.size.width, self.sort_key, self.sort_descending, *(c.key for c in self.columns))
+        index = self.scroll_offset.y + y - 1
+        if index >= len(self.rows):
+            return None
+        item, prefix = self.rows[index]
+        return (self.size.width, index == self.cursor, prefix, *(c.text(item) for c in self.columns))
 
     def resort(self) -> None:
         """Reorder the current rows after the sort changed; subclasses rebuild instead."""
@@ -256,7 +285,13 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         return [(c, c.width or max(8, width - fixed)) for c in shown]
 
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self.rows) + 1)
+        self._size_to_rows()
+
+    def _size_to_rows(self) -> None:
+        # Never below the view's height: a new virtual size lays the whole
+        # screen out again (every widget re-renders), and rows that come and
+        # go while all fit change nothing to scroll.
+        self.virtual_size = Size(self.size.width, max(len(self.rows) + 1, self.size.height))
 
     def style(self, component: str) -> Style:
         """The Rich style of a component class ("" for the widget's own)."""
@@ -281,6 +316,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         return Style()
 
     def render_line(self, y: int) -> Strip:
+        key = self._drawn[y] = self._line_key(y)
         width = self.size.width
         layout = self._layout(width)
         base = self.style("")
@@ -294,10 +330,11 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
                 segments.append(Segment(label, sorted_style if column.key == self.sort_key else header))
                 segments.append(Segment(" ", header))
             return Strip(segments).crop_extend(0, width, header)
-        index = self.scroll_offset.y + y - 1
-        if index >= len(self.rows):
+        if key is None:
             return Strip.blank(width, base)
+        index = self.scroll_offset.y + y - 1
         item, prefix = self.rows[index]
+        texts = dict(zip((c.key for c in self.columns), key[3:]))
         row_style = base
         if index == self.cursor:
             row_style = base + self.style("line-table--cursor")
@@ -308,6 +345,6 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
                 prefix_style = row_style + self.style("line-table--prefix")
                 segments.append(Segment(prefix[:w], prefix_style))
                 w = max(0, w - len(prefix))
-            segments.append(Segment(fit(column.text(item), w, column.right), row_style + self.cell_style(column.key, item)))
+            segments.append(Segment(fit(texts[column.key], w, column.right), row_style + self.cell_style(column.key, item)))
             segments.append(Segment(" ", row_style))
         return Strip(segments).crop_extend(0, width, row_style)

@@ -22,7 +22,7 @@ from probes.offcpu import OffCpuView, ProcessOffCpu, StackRate
 from .format import human_duration_ns, human_rate
 from .histogram import BUCKET_LABEL_WIDTH, MAX_BAR_WIDTH, histogram_lines
 from .line_table import Column, LineTable
-from .pane import MessagePane
+from .pane import Lines, MessagePane
 from .process_table import ProcessTable
 
 # A busy box has thousands of processes that waited; a pane shows a few
@@ -68,13 +68,14 @@ PROCESS_COLUMNS: list[Column[ProcessOffCpu]] = [
 ]
 
 
-def stack_lines(stack: StackRate) -> str:
+def stack_lines(stack: StackRate, width: int = 0) -> str:
     """One stack as markup: its figures, then its frames leaf first, the leaf emphasised.
 
     Leaf first, "do_nanosleep ← hrtimer_nanosleep ← ...": where the thread
     waited is what a reader looks for, and a long stack wrapped in a narrow
     pane keeps it on the first line. The user frames follow the kernel's,
     muted; the syscall entry frames every kernel stack has are left out.
+    Frames are wrapped to `width` cells (0: not wrapped).
     """
     head = (
         f"[b]{seconds_per_second(stack.off_cpu_s_per_s)} s/s[/] "
@@ -82,19 +83,45 @@ def stack_lines(stack: StackRate) -> str:
     )
     if stack.missing is not None:
         return f"{head}\n  [$foreground-muted]({escape(stack.missing)})[/]"
-    kernel = [escape(f) for f in reversed(stack.kernel_frames) if f not in SYSCALL_ENTRY_FRAMES]
-    user = [escape(f) for f in reversed(stack.user_frames)]
-    frames = kernel + user
+    kernel = [f for f in reversed(stack.kernel_frames) if f not in SYSCALL_ENTRY_FRAMES]
+    user = list(reversed(stack.user_frames))
+    frames = [(f, "") for f in kernel] + [(f, "$foreground-muted") for f in user]
     if not frames:
         return f"{head}\n  [$foreground-muted](no frames)[/]"
-    text = f"[b $accent]{frames[0]}[/]"
-    rest_kernel = kernel[1:]
-    rest_user = user[1:] if not kernel else user
-    if rest_kernel:
-        text += " ← " + " ← ".join(rest_kernel)
-    if rest_user:
-        text += " [$foreground-muted]← " + " ← ".join(rest_user) + "[/]"
-    return f"{head}\n  {text}"
+    frames[0] = (frames[0][0], "b $accent")
+    return head + "".join(f"\n  {line}" for line in wrapped_frames(frames, width - 2 if width else 0))
+
+
+def wrapped_frames(frames: list[tuple[str, str]], width: int) -> list[str]:
+    """(name, style) frames joined by " ← " as markup lines of at most `width` cells (0: one line).
+
+    A line breaks between frames, and the next starts with the arrow; one
+    frame longer than the width stays whole (the widget cuts it). Runs of
+    frames of one style share one markup span.
+    """
+    lines: list[str] = []
+    # the current line: its visible length, and its (style, [pieces]) runs
+    length, runs = 0, []
+    for i, (name, style) in enumerate(frames):
+        piece = name if i == 0 else "← " + name
+        if runs and width and length + 1 + len(piece) > width:
+            lines.append(_markup(runs))
+            length, runs = 0, []
+        length += len(piece) + (1 if runs else 0)
+        if runs and runs[-1][0] == style:
+            runs[-1][1].append(piece)
+        else:
+            runs.append((style, [piece]))
+    lines.append(_markup(runs))
+    return lines
+
+
+def _markup(runs: list[tuple[str, list[str]]]) -> str:
+    spans = []
+    for style, pieces in runs:
+        text = escape(" ".join(pieces))
+        spans.append(f"[{style}]{text}[/]" if style else text)
+    return " ".join(spans)
 
 
 class OffCpuPane(MessagePane):
@@ -116,12 +143,14 @@ class OffCpuPane(MessagePane):
         with Horizontal():
             yield LineTable(PROCESS_COLUMNS, "off", attrgetter("pid"), id="offcpu-processes")
             with VerticalScroll(id="offcpu-detail"):
-                yield Static(id="offcpu-title")
-                yield Static(id="offcpu-stacks")
-                yield Static(id="offcpu-rq")
+                yield Lines(id="offcpu-title")
+                yield Lines(id="offcpu-stacks")
+                yield Lines(id="offcpu-rq")
 
     def on_mount(self) -> None:
         self.border_title = "Off-CPU"
+        # (first, last) run-queue buckets shown for the highlighted process
+        self.rq_span: tuple[int, int] | None = None
 
     def draw(self, view: OffCpuView) -> None:
         self.border_title = (
@@ -146,17 +175,19 @@ class OffCpuPane(MessagePane):
     def _draw_detail(self) -> None:
         view: OffCpuView = self.view
         process = self.query_one("#offcpu-processes", LineTable).selected
-        title = self.query_one("#offcpu-title", Static)
-        stacks = self.query_one("#offcpu-stacks", Static)
+        title = self.query_one("#offcpu-title", Lines)
+        stacks = self.query_one("#offcpu-stacks", Lines)
+        # Before the first layout the width is not known yet: a guess, redrawn on resize.
+        width = stacks.content_size.width or 2 * MAX_BAR_WIDTH + BUCKET_LABEL_WIDTH + 2
         if process is None:
-            title.update("no process blocked in this interval")
-            stacks.update("")
+            title.set_text("no process blocked in this interval")
+            stacks.set_text("")
         else:
             coverage = process.stack_coverage_percent
             covered = f" [$foreground-muted](stacks cover {coverage:.0f}%)[/]" if coverage is not None else ""
-            title.update(f"{escape(process.comm)} {process.pid}: where it waits{covered}")
+            title.set_text(f"{escape(process.comm)} {process.pid}: where it waits{covered}")
             shown = process.stacks[:MAX_STACKS]
-            stacks.update("\n".join(stack_lines(s) for s in shown) if shown else "[$foreground-muted]no stacks[/]")
+            stacks.set_text("\n".join(stack_lines(s, width) for s in shown) if shown else "[$foreground-muted]no stacks[/]")
         lines = [
             f"[b $primary]run queue[/] system p50 {human_duration_ns(view.rq_p50_ns)} "
             f"p99 {human_duration_ns(view.rq_p99_ns)}, {human_rate(view.rq_waits_per_s)} waits/s"
@@ -166,14 +197,17 @@ class OffCpuPane(MessagePane):
                 f"[$accent]{escape(process.comm)}[/] p50 {human_duration_ns(process.rq_p50_ns)} "
                 f"p99 {human_duration_ns(process.rq_p99_ns)}"
             )
-        rq = self.query_one("#offcpu-rq", Static)
-        # Before the first layout the width is not known yet: a guess, redrawn on resize.
-        width = rq.content_size.width or 2 * MAX_BAR_WIDTH + BUCKET_LABEL_WIDTH + 2
         series = [("system", view.rq_hist, "$primary")]
         if process is not None:
             series.append((process.comm, process.rq_hist, "$accent"))
-        lines.append(histogram_lines(series, width, "wait ≥", "no run-queue waits in this interval"))
-        rq.update("\n".join(lines))
+        # The buckets shown only grow while one process is highlighted: the
+        # histogram keeps its height from tick to tick (see Lines).
+        used = [i for _, hist, _ in series for i, n in enumerate(hist) if n]
+        if used:
+            low, high = self.rq_span or (min(used), max(used))
+            self.rq_span = (min(low, *used), max(high, *used))
+        lines.append(histogram_lines(series, width, "wait ≥", "no run-queue waits in this interval", span=self.rq_span))
+        self.query_one("#offcpu-rq", Lines).set_text("\n".join(lines))
 
     def on_resize(self) -> None:
         # The histogram's bars fit the detail's width, known once it is laid out.
@@ -182,6 +216,7 @@ class OffCpuPane(MessagePane):
 
     def on_line_table_cursor_moved(self, event: LineTable.CursorMoved) -> None:
         event.stop()
+        self.rq_span = None
         if self.view is not None:
             self._draw_detail()
 

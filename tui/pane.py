@@ -101,3 +101,30 @@ def feed(panes: Iterable[Pane], frame: Frame, views: dict[str, Any]) -> None:
         elif pane.PROBE not in frame.samples:
             # A recording made without this probe, or fixed frames.
             pane.show_unavailable(f"no {pane.PROBE} data in what is shown", "")
+
+
+class Lines(Static):
+    """Markup text that never wraps: its height is its line count.
+
+    Static.update lays the whole screen out again, so that a longer text
+    gets its height, which re-renders every widget. Text whose lines the
+    caller fits to the width (wrapped by hand, or cut with an ellipsis)
+    needs that only when its number of lines changes: every tick's numbers
+    then repaint this widget alone.
+    """
+
+    DEFAULT_CSS = """
+    Lines { text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.text: str | None = None
+
+    def set_text(self, text: str) -> None:
+        if text == self.text:
+            return
+        layout = self.text is None or text.count("\n") != self.text.count("\n")
+        self.text = text
+        self.update(text, layout=layout)
+
