@@ -136,6 +136,11 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
 
     # data
 
+    @property
+    def view_size(self) -> Size:
+        """Where the lines go: the widget less its scrollbar."""
+        return self.scrollable_content_region.size
+
     def column(self, key: str) -> Column[T]:
         return next(c for c in self.columns if c.key == key)
 
@@ -167,25 +172,25 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         processes); a line redrawn costs Textual's compositor as much as our
         formatting, so the unchanged ones are left as they are.
         """
-        height = self.size.height
+        height = self.view_size.height
         drawn = self._drawn
         changed = [y for y in range(height) if drawn.get(y) != self._line_key(y)]
         if len(changed) > height // 2:
             self.refresh()
             return
-        width = self.size.width
+        width = self.view_size.width
         for y in changed:
             self.refresh(Region(0, y, width, 1))
 
     def _line_key(self, y: int) -> tuple[Any, ...] | None:
         """What line `y` of the view shows; equal keys draw equal lines."""
         if y == 0:
-            return (self.size.width, self.sort_key, self.sort_descending, *(c.key for c in self.columns))
+            return (self.view_size.width, self.sort_key, self.sort_descending, *(c.key for c in self.columns))
         index = self.scroll_offset.y + y - 1
         if index >= len(self.rows):
             return None
         item, prefix = self.rows[index]
-        return (self.size.width, index == self.cursor, prefix, *(c.text(item) for c in self.columns))
+        return (self.view_size.width, index == self.cursor, prefix, *(c.text(item) for c in self.columns))
 
     def resort(self) -> None:
         """Reorder the current rows after the sort changed; subclasses rebuild instead."""
@@ -231,7 +236,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self._move_to(self.cursor + delta)
 
     def action_page(self, direction: int) -> None:
-        self._move_to(self.cursor + direction * max(1, self.size.height - 2))
+        self._move_to(self.cursor + direction * max(1, self.view_size.height - 2))
 
     def action_edge(self, direction: int) -> None:
         self._move_to(0 if direction < 0 else len(self.rows) - 1)
@@ -250,7 +255,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self.post_message(self.CursorMoved(self))
 
     def _scroll_cursor_into_view(self) -> None:
-        visible = max(1, self.size.height - 1)
+        visible = max(1, self.view_size.height - 1)
         top = self.scroll_offset.y
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False, immediate=True)
@@ -271,7 +276,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
 
     def _column_at(self, x: int) -> str | None:
         start = 0
-        for column, width in self._layout(self.size.width):
+        for column, width in self._layout(self.view_size.width):
             if start <= x < start + width + 1:
                 return column.key
             start += width + 1
@@ -317,7 +322,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         key = self._drawn[y] = self._line_key(y)
-        width = self.size.width
+        width = self.view_size.width
         layout = self._layout(width)
         base = self.style("")
         if y == 0:
