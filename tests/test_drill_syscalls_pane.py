@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from probes.syscalls import HIST_SLOTS, SyscallRate
 
 from tui.drill_syscalls_pane import DrillSyscallsPane, detail_lines
@@ -42,7 +44,11 @@ async def test_the_tab_key_focuses_its_table_and_the_detail_follows_the_cursor()
         await until_drawn(pilot, app)
         # nginx (1200), third by CPU
         await pilot.press("down", "down", "enter")
-        await pilot.pause(0.1)
+        deadline = time.monotonic() + 10
+        while not app.screen.query(DrillSyscallsPane):
+            assert time.monotonic() < deadline, "the process screen never opened"
+            await pilot.pause(0.02)
+        await pilot.pause()
         await pilot.press("3")
         await pilot.pause()
         pane = app.screen.query_one(DrillSyscallsPane)

@@ -277,12 +277,25 @@ async def open_threads_tab(app, pilot) -> ThreadsPane:
 
     from tui.process_table import ProcessTable
 
+    from tui.process_screen import ProcessScreen
+
     await until_drawn(pilot, app, app.source._frames)
     app.post_message(ProcessTable.Selected(PID))
-    await pilot.pause(0.1)
-    await pilot.press("4")
+    await until(pilot, lambda: isinstance(app.screen, ProcessScreen) and app.screen.query(ThreadsPane))
     await pilot.pause()
-    return app.screen.query_one(ThreadsPane)
+    await pilot.press("4")
+    pane = app.screen.query_one(ThreadsPane)
+    # fed, and on screen (the tab shown)
+    await until(pilot, lambda: pane.view is not None and pane.query_one("#threads").rows and pane.region.height > 0)
+    await pilot.pause()
+    return pane
+
+
+async def until(pilot, predicate, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.02)
 
 
 async def test_threads_tab_shows_every_thread_with_its_ebpf_numbers() -> None:
