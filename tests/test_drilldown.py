@@ -143,6 +143,14 @@ async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_th
             await wait_for(pilot, lambda: pane.view is not None and pane.view.processes)
             assert [p.pid for p in pane.view.processes] == [target.pid]
             assert pane.view.top_syscalls[0].name == "getppid"
+            # the system-wide probe counts the process thread by thread while the screen is open
+            system_wide = next(p for p in app.source.probes if p.name == "syscalls")
+            assert system_wide.focus_pid == target.pid
+            await wait_for(pilot, lambda: any(t.tid == target.pid for t in app.views["syscalls"].threads))
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, ProcessScreen))
+            assert system_wide.focus_pid is None
+            await wait_for(pilot, lambda: "syscalls" in app.views and app.views["syscalls"].threads == ())
     finally:
         target.kill()
         target.wait()
