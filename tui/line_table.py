@@ -293,10 +293,21 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self._size_to_rows()
 
     def _size_to_rows(self) -> None:
-        # Never below the view's height: a new virtual size lays the whole
-        # screen out again (every widget re-renders), and rows that come and
-        # go while all fit change nothing to scroll.
-        self.virtual_size = Size(self.size.width, max(len(self.rows) + 1, self.size.height))
+        # A new virtual size lays the whole screen out again (every widget
+        # re-renders). So it never goes below the view's height (rows that
+        # come and go while all fit change nothing), and while the rows
+        # overflow the view before and after, only the scrollbar changes.
+        size = Size(self.size.width, max(len(self.rows) + 1, self.size.height))
+        old = self.virtual_size
+        if size == old:
+            return
+        height = self.size.height
+        if size.width == old.width and size.height > height and old.height > height and self.show_vertical_scrollbar:
+            self.set_reactive(LineTable.virtual_size, size)
+            self.vertical_scrollbar.window_virtual_size = size.height
+            self.scroll_y = self.validate_scroll_y(self.scroll_y)
+            return
+        self.virtual_size = size
 
     def style(self, component: str) -> Style:
         """The Rich style of a component class ("" for the widget's own)."""
