@@ -6,6 +6,8 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -324,6 +326,68 @@ def test_finds_a_real_sleep_process() -> None:
     me = procs[os.getpid()]
     assert me.num_threads >= 1
     assert me.start_time_ns <= p.start_time_ns
+
+
+def fd_is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_stat_files_stay_open_and_are_read_afresh_each_tick() -> None:
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    probe = ProcessProbe()
+    probe.start()
+    try:
+        first = by_pid(probe.sample())[spinner.pid]
+        fd = probe._stat_fds[spinner.pid]
+        time.sleep(0.3)
+        second = by_pid(probe.sample())[spinner.pid]
+        # the same descriptor, read again: the CPU time it reports moved on
+        assert probe._stat_fds[spinner.pid] == fd
+        assert second.cpu_user_ns + second.cpu_system_ns > first.cpu_user_ns + first.cpu_system_ns
+        spinner.kill()
+        spinner.wait()  # reaped: its stat file reads ESRCH
+        assert spinner.pid not in by_pid(probe.sample())
+        assert spinner.pid not in probe._stat_fds and not fd_is_open(fd)
+        kept = list(probe._stat_fds.values())
+        assert kept
+    finally:
+        spinner.kill()
+        spinner.wait()
+        probe.stop()
+    assert not any(fd_is_open(fd) for fd in kept)
+
+
+def test_past_the_cap_stat_files_are_opened_each_tick() -> None:
+    probe = ProcessProbe()
+    probe.start()
+    probe._max_fds = 3
+    try:
+        everyone = by_pid(probe.sample())
+        assert len(probe._stat_fds) == 3 and len(everyone) > 3
+        assert by_pid(probe.sample()).keys() >= set(probe._stat_fds)
+    finally:
+        probe.stop()
+
+
+def test_the_descriptor_limit_is_raised_towards_the_hard_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from probes import processes
+
+    limits = {"now": (1024, 4096)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits["now"])
+
+    def setrlimit(which: int, value: tuple[int, int]) -> None:
+        limits["now"] = value
+
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    assert processes._raise_fd_limit() == 4096 and limits["now"] == (4096, 4096)
+    limits["now"] = (1024, resource.RLIM_INFINITY)
+    assert processes._raise_fd_limit() == processes.WANTED_FDS
 
 
 def test_parse_cmdline_keeps_one_line_per_process() -> None:
