@@ -335,42 +335,55 @@ def pview(pid: int, cpu: float, rss: int) -> ProcessView:
                        cpu_time_s=0.0, cgroup="/", name="p", command="p")
 
 
+PAGE = 4096  # RSS is whole pages
+
+
 def test_history_series_for_a_pid() -> None:
     h = ProcessHistory(ticks=10)
-    h.add([pview(1, 10.0, 1000), pview(2, 50.0, 2000)])
-    h.add([pview(1, 12.5, 1100), pview(2, 60.0, 2100)])
-    h.add([pview(2, 70.0, 2200), pview(1, 15.25, 1200)])  # order within a tick does not matter
+    h.add([pview(1, 10.0, 1000 * PAGE), pview(2, 50.0, 2000 * PAGE)])
+    h.add([pview(1, 12.5, 1100 * PAGE), pview(2, 60.0, 2100 * PAGE)])
+    h.add([pview(2, 70.0, 2200 * PAGE), pview(1, 15.25, 1200 * PAGE)])  # order within a tick does not matter
     cpu, rss = h.series(1)
     assert cpu == pytest.approx([10.0, 12.5, 15.25])
-    assert rss == [1000, 1100, 1200]
-    assert h.series(2) == (pytest.approx([50.0, 60.0, 70.0]), [2000, 2100, 2200])
+    assert rss == [1000 * PAGE, 1100 * PAGE, 1200 * PAGE]
+    assert h.series(2) == (pytest.approx([50.0, 60.0, 70.0]), [2000 * PAGE, 2100 * PAGE, 2200 * PAGE])
 
 
 def test_history_keeps_only_the_last_n_ticks() -> None:
     h = ProcessHistory(ticks=3)
     for i in range(5):
-        h.add([pview(7, float(i), 100 * i)])
+        h.add([pview(7, float(i), 100 * i * PAGE)])
     cpu, rss = h.series(7)
     assert cpu == pytest.approx([2.0, 3.0, 4.0])  # oldest first, ticks 0 and 1 dropped
-    assert rss == [200, 300, 400]
+    assert rss == [200 * PAGE, 300 * PAGE, 400 * PAGE]
 
 
 def test_history_pid_missing_in_some_ticks() -> None:
     h = ProcessHistory(ticks=10)
-    h.add([pview(1, 1.0, 10)])
-    h.add([pview(2, 2.0, 20)])
+    h.add([pview(1, 1.0, 10 * PAGE)])
+    h.add([pview(2, 2.0, 20 * PAGE)])
     h.add([])
-    h.add([pview(1, 3.0, 30), pview(2, 4.0, 40)])
-    assert h.series(1) == (pytest.approx([1.0, 3.0]), [10, 30])
-    assert h.series(2) == (pytest.approx([2.0, 4.0]), [20, 40])
+    h.add([pview(1, 3.0, 30 * PAGE), pview(2, 4.0, 40 * PAGE)])
+    assert h.series(1) == (pytest.approx([1.0, 3.0]), [10 * PAGE, 30 * PAGE])
+    assert h.series(2) == (pytest.approx([2.0, 4.0]), [20 * PAGE, 40 * PAGE])
     assert h.series(99) == ([], [])
 
 
 def test_history_large_values_survive() -> None:
     # RSS of tens of GiB and pids above 2**22 (pid_max can be 4194304)
     h = ProcessHistory(ticks=2)
-    h.add([pview(4_194_303, 400.0, 64 * 2**30 + 4096)])
-    assert h.series(4_194_303) == ([400.0], [64 * 2**30 + 4096])
+    h.add([pview(4_194_303, 400.0, 64 * 2**30 + PAGE)])
+    assert h.series(4_194_303) == ([400.0], [64 * 2**30 + PAGE])
+
+
+def test_history_ticks_with_the_same_processes_share_their_pids() -> None:
+    h = ProcessHistory(ticks=3)
+    h.add([pview(1, 1.0, PAGE), pview(2, 2.0, PAGE)])
+    h.add([pview(1, 5.0, PAGE), pview(2, 6.0, 2 * PAGE)])
+    h.add([pview(1, 7.0, PAGE), pview(3, 8.0, PAGE)])
+    ticks = list(h._ticks)
+    assert ticks[0][0] is ticks[1][0] and ticks[2][0] is not ticks[1][0]
+    assert h.series(2) == (pytest.approx([2.0, 6.0]), [PAGE, 2 * PAGE])
 
 
 def test_process_unreadable_last_tick_has_no_rate_yet() -> None:
