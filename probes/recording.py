@@ -76,6 +76,7 @@ from .base import Probe
 from .codec import CodecError, Decoder, Encoder, ProbeRow, Schema, TypeRow, TypeTable
 from .collector import FrameCallback, sample_frame, start_probes
 from .frame import Frame
+from .playback import ReplayPosition
 from .views import derive_frame
 
 FORMAT = "orac recording"
@@ -766,25 +767,6 @@ def default_path(directory: str | os.PathLike[str] = ".", wall_ns: int | None = 
     return Path(directory) / f"orac-{when:%Y%m%d-%H%M%S}.orac"
 
 
-def select_probes(names: Iterable[str], probes: Sequence[Probe[Any]]) -> list[Probe[Any]]:
-    """The probes named (as in `--probes cpu,procs`), in the order given.
-
-    Raises:
-        ValueError: a name is not one of `probes`; the message lists them.
-    """
-    by_name = {probe.name: probe for probe in probes}
-    chosen: list[Probe[Any]] = []
-    for name in names:
-        name = name.strip()
-        if name not in by_name:
-            raise ValueError(f"unknown probe {name!r}; choose from {', '.join(by_name)}")
-        if by_name[name] not in chosen:
-            chosen.append(by_name[name])
-    if not chosen:
-        raise ValueError(f"no probe given; choose from {', '.join(by_name)}")
-    return chosen
-
-
 def _file_bytes(path: Path) -> int:
     total = 0
     for name in (str(path), f"{path}-wal"):
@@ -870,51 +852,6 @@ class _stop_on_signals:
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-
-
-# --- times typed by a user ------------------------------------------------------
-
-_RELATIVE = re.compile(r"^\+(\d+(?:\.\d*)?)\s*([smh]?)$")
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d*)?))?$")
-TIME_FORMATS = "HH:MM[:SS], YYYY-MM-DD HH:MM[:SS], +90s, +10m, +1h or Unix seconds"
-
-
-def parse_time(text: str, start_wall_ns: int) -> int:
-    """A wall time (ns) from what a user types, for --from/--to and seeking.
-
-    "+10m" is relative to `start_wall_ns` (the recording's first frame);
-    "HH:MM[:SS]" is that local time on the recording's first day, or the day
-    after if that is before the start (a recording from 23:00 to 01:00 reads
-    "00:30" as the night's); ISO dates and times are local unless they carry
-    an offset; a plain number is Unix seconds.
-
-    Raises:
-        ValueError: with a one-line message listing the accepted forms.
-    """
-    text = text.strip()
-    relative = _RELATIVE.match(text)
-    if relative:
-        scale = {"": 1, "s": 1, "m": 60, "h": 3600}[relative.group(2)]
-        return start_wall_ns + int(float(relative.group(1)) * scale * 1e9)
-    clock = _CLOCK.match(text)
-    if clock:
-        hour, minute = int(clock.group(1)), int(clock.group(2))
-        second = float(clock.group(3) or 0)
-        if hour > 23 or minute > 59 or second >= 60:
-            raise ValueError(f"cannot read time {text!r}: use {TIME_FORMATS}")
-        start = dt.datetime.fromtimestamp(start_wall_ns / 1e9)
-        when = start.replace(hour=hour, minute=minute, second=0, microsecond=0) + dt.timedelta(seconds=second)
-        if when.timestamp() * 1e9 < start_wall_ns - 1e9:
-            when += dt.timedelta(days=1)
-        return int(when.timestamp() * 1e9)
-    try:
-        return int(float(text) * 1e9)
-    except ValueError:
-        pass
-    try:
-        return int(dt.datetime.fromisoformat(text).timestamp() * 1e9)
-    except ValueError:
-        raise ValueError(f"cannot read time {text!r}: use {TIME_FORMATS}") from None
 
 
 # --- dump -----------------------------------------------------------------------
@@ -1034,8 +971,6 @@ def dump(
 MIN_SPEED = 1.0
 MAX_SPEED = 60.0
 MAX_LAG_S = 1.0
-# Steps a UI can offer for faster/slower.
-SPEEDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 def playback_delay_s(prev_mono_ns: int, next_mono_ns: int, speed: float, interval_s: float) -> float:
@@ -1047,27 +982,6 @@ def playback_delay_s(prev_mono_ns: int, next_mono_ns: int, speed: float, interva
     """
     gap_s = min(max(0.0, (next_mono_ns - prev_mono_ns) / 1e9), 2 * interval_s)
     return gap_s / speed
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReplayPosition:
-    """Where a replay is, for a timeline bar."""
-
-    index: int
-    count: int
-    wall_ns: int
-    first_wall_ns: int
-    last_wall_ns: int
-    speed: float
-    paused: bool
-
-    @property
-    def fraction(self) -> float:
-        """0.0 at the first frame to 1.0 at the last, by time."""
-        span = self.last_wall_ns - self.first_wall_ns
-        if span <= 0:
-            return 1.0 if self.count <= 1 else self.index / (self.count - 1)
-        return min(1.0, max(0.0, (self.wall_ns - self.first_wall_ns) / span))
 
 
 class ReplaySource:

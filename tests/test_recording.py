@@ -33,6 +33,8 @@ from probes.base import Probe
 from probes.collector import sample_frame, start_probes
 from probes.frame import Frame
 from probes.processes import ProcessesSample, ProcSample
+from probes.playback import parse_time
+from probes.registry import select_probes
 from probes.recording import (
     Recorder,
     Recording,
@@ -41,11 +43,9 @@ from probes.recording import (
     ReplaySource,
     _row_crc,
     dump,
-    parse_time,
     playback_delay_s,
     record,
     redact_cmdline,
-    select_probes,
 )
 from probes.registry import all_probes
 from probes.syscalls import SyscallProbe
@@ -542,7 +542,7 @@ def test_a_damaged_frame_is_reported_when_read(recorded: Path, tmp_path: Path) -
 def test_kill_9_while_recording_loses_at_most_one_interval(tmp_path: Path) -> None:
     path = tmp_path / "killed.orac"
     code = (
-        "from probes.recording import record, select_probes\n"
+        "from probes.recording import record\nfrom probes.registry import select_probes\n"
         "from probes.registry import all_probes\n"
         f"record({str(path)!r}, select_probes(['cpu', 'procs'], all_probes()), 0.2,\n"
         "       on_progress=lambda s: print(s.frames, flush=True))\n"
@@ -573,7 +573,7 @@ def test_kill_9_while_recording_loses_at_most_one_interval(tmp_path: Path) -> No
 def test_sigterm_closes_the_file(tmp_path: Path) -> None:
     path = tmp_path / "term.orac"
     code = (
-        "from probes.recording import record, select_probes\n"
+        "from probes.recording import record\nfrom probes.registry import select_probes\n"
         "from probes.registry import all_probes\n"
         f"s = record({str(path)!r}, select_probes(['cpu', 'procs'], all_probes()), 0.2,\n"
         "       on_progress=lambda s: print(s.frames, flush=True))\n"

@@ -16,7 +16,6 @@ from probes.collector import FrameCallback
 from probes.frame import Frame
 from probes.history import ProcessHistory
 from probes.profile import DEFAULT_FREQUENCY_HZ
-from probes.recording import Recorder, RecordingError, ReplaySource, default_path
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
 from .drilldown import DrillDown
@@ -82,7 +81,8 @@ class OracApp(App[None]):
         self.probe_columns = probe_columns()
         self.views: dict[str, Any] = {}
         self.frame: Frame | None = None
-        self.replaying = isinstance(source, ReplaySource)
+        # A ReplaySource (probes.recording, imported only to record or replay).
+        self.replaying = hasattr(source, "recording")
 
     def compose(self) -> ComposeResult:
         yield HeaderBar()
@@ -192,6 +192,9 @@ class OracApp(App[None]):
         self.query_one(HeaderBar).set_flags(flags)
 
     def action_record(self) -> None:
+        # SQLite and zstd load the first time something is recorded, not at start.
+        from probes import recording
+
         collector = self.source
         recorder = collector.recorder
         if recorder is not None:
@@ -201,13 +204,13 @@ class OracApp(App[None]):
             self.notify(f"saved {recorder.frames} frames in {recorder.path}; open it with `orac replay {recorder.path}`")
             return
         try:
-            collector.recorder = Recorder(
-                default_path(),
+            collector.recorder = recording.Recorder(
+                recording.default_path(),
                 interval_s=collector.interval_s,
                 probes=[p.name for p in collector.probes],
                 unavailable=dict(self.frame.unavailable) if self.frame else None,
             )
-        except RecordingError as exc:
+        except recording.RecordingError as exc:
             self.notify(f"cannot record: {exc}", severity="error")
             return
         self._update_flags()

@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def chosen_probes(names: str | None, probes: list[Any]) -> list[Any]:
     """The probes named in a --probes list, or all of them."""
-    from probes.recording import select_probes
+    from probes.registry import select_probes
 
     if not names:
         return probes
@@ -255,7 +255,8 @@ def replay(options: argparse.Namespace) -> int:
 
 
 def dump(options: argparse.Namespace) -> int:
-    from probes.recording import Recording, RecordingError, dump as dump_frames, parse_time
+    from probes.playback import parse_time
+    from probes.recording import Recording, RecordingError, dump as dump_frames
 
     try:
         with Recording(options.file) as recording:
