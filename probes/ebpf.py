@@ -433,6 +433,47 @@ class MapDrain:
         return bytes(keys), bytes(values), total
 
 
+class ThreadFocus:
+    """The process an eBPF probe counts thread by thread (a drill-down's), and the map it counts into.
+
+    The programs compare each event's tgid with one word user space writes
+    (0: nobody). A probe that traces one process (`target_pid`) always counts
+    its threads. The per-thread map's batch buffers are allocated only once a
+    process is asked for.
+    """
+
+    def __init__(self, target_pid: int | None) -> None:
+        self._target = target_pid
+        self.pid = target_pid
+        self._table: BpfMap | None = None
+        self._write: Callable[[int], None] | None = None
+        self._drain: MapDrain | None = None
+
+    def open(self, table: BpfMap, write: Callable[[int], None]) -> None:
+        """The programs are loaded: they count into `table`; `write` sets their focus word."""
+        self._table, self._write, self._drain = table, write, None
+        self._apply()
+
+    def close(self) -> None:
+        self._table = self._write = self._drain = None
+
+    def set(self, pid: int | None) -> None:
+        """Count `pid`'s threads from now on (None: nobody's)."""
+        self.pid = self._target if self._target is not None else pid
+        if self._write is not None:
+            self._apply()
+
+    def _apply(self) -> None:
+        assert self._write is not None and self._table is not None
+        self._write(self.pid or 0)
+        if self.pid is not None and self._drain is None:
+            self._drain = MapDrain(self._table)
+
+    def take(self, select: Callable[[bytes], bool]) -> tuple[bytes, bytes, int]:
+        """The per-thread entries `select` accepts (MapDrain.take); none before a process was asked for."""
+        return self._drain.take(select) if self._drain is not None else (b"", b"", 0)
+
+
 # A task's comm, as bpf_get_current_comm fills it.
 COMM_BYTES = 16
 _ARRAY_INDEX = struct.Struct("=I")  # an array map's key

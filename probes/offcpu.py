@@ -26,6 +26,7 @@ from .ebpf import (
     BpfProgram,
     LoadedProgram,
     MapDrain,
+    ThreadFocus,
     advance_generation,
     build_program,
     check_ebpf,
@@ -342,10 +343,8 @@ class OffCpuProbe:
         self.target_pid = target_pid
         self.min_block_ns = min_block_ns
         self.stacks_per_process = stacks_per_process
-        # the process whose threads are timed one by one; a traced process's always are
-        self.focus_pid = target_pid
+        self._focus = ThreadFocus(target_pid)
         self._bpf: LoadedProgram | None = None
-        self._threads: MapDrain | None = None
 
     def program(self) -> BpfProgram:
         """What `start` compiles (for `--print-bpf`)."""
@@ -366,8 +365,6 @@ class OffCpuProbe:
         self._rq_hist_table = bpf["rq_hist"]
         self._short_table = bpf["short_blocks"]
         self._lost_table = bpf["lost"]
-        self._thread_table = bpf["thread_blocks"]
-        self._threads = None
         self._generation = 0
         self._epoch = 0
         self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
@@ -381,24 +378,22 @@ class OffCpuProbe:
         self._lost_before = read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
         self._rq_before = read_percpu_counters(self._rq_hist_table, HIST_SLOTS)
         self._short_before = read_percpu_counters(self._short_table, 2)
-        self._apply_focus()
+        self._focus.open(bpf["thread_blocks"], lambda pid: self._write_control(_CONTROL_FOCUS, pid))
 
     def stop(self) -> None:
+        self._focus.close()
         if self._bpf is not None:
             unload_program(self._bpf)
             self._bpf = None
 
+    @property
+    def focus_pid(self) -> int | None:
+        """The process whose threads are timed one by one."""
+        return self._focus.pid
+
     def focus(self, pid: int | None) -> None:
         """Time `pid`'s threads one by one from now on (None: nobody's)."""
-        self.focus_pid = self.target_pid if self.target_pid is not None else pid
-        if self._bpf is not None:
-            self._apply_focus()
-
-    def _apply_focus(self) -> None:
-        self._write_control(_CONTROL_FOCUS, self.focus_pid or 0)
-        if self.focus_pid is not None and self._threads is None:
-            # Its batch buffers only once a drill-down asks.
-            self._threads = MapDrain(self._thread_table)
+        self._focus.set(pid)
 
     def _write_control(self, index: int, value: int) -> None:
         self._control.update(_ARRAY_INDEX.pack(index), _WORD.pack(value))
@@ -434,7 +429,7 @@ class OffCpuProbe:
         comms = parse_comms(*self._comms.take(done), _TGID_KEY)
         blocks = parse_blocks(*self._blocks.take(done))
         rq_hists = parse_rq_hists(*self._rq_hists.take(done))
-        threads = parse_thread_blocks(*self._threads.take(done)) if self._threads is not None else []
+        threads = parse_thread_blocks(*self._focus.take(done))
         self._lost_before, lost_counts = self._diff(self._lost_table, self._lost_before)
         self._rq_before, rq_hist = self._diff(self._rq_hist_table, self._rq_before)
         self._short_before, (short_blocks, short_block_ns) = self._diff(self._short_table, self._short_before)

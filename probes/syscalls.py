@@ -21,6 +21,7 @@ from .ebpf import (
     BpfProgram,
     LoadedProgram,
     MapDrain,
+    ThreadFocus,
     advance_generation,
     build_program,
     check_ebpf,
@@ -226,11 +227,8 @@ class SyscallProbe:
 
     def __init__(self, target_pid: int | None = None) -> None:
         self.target_pid = target_pid
-        # the process whose threads are counted one by one; a traced
-        # process's always are
-        self.focus_pid = target_pid
+        self._focus = ThreadFocus(target_pid)
         self._bpf: LoadedProgram | None = None
-        self._threads: MapDrain | None = None
         self._lost_before = [0] * len(LOST_REASONS)
         self._generation = 0
 
@@ -250,29 +248,27 @@ class SyscallProbe:
         self._comms = MapDrain(bpf["comms"])
         self._lost_table = bpf["lost"]
         self._generation_table = bpf["generation"]
-        self._focus_table = bpf["focus"]
-        self._thread_table = bpf["thread_stats"]
-        self._threads = None
         self._generation = 0
         self._lost_before = self._read_lost()
-        self._apply_focus()
+        focus_word = bpf["focus"]
+        self._focus.open(
+            bpf["thread_stats"], lambda pid: focus_word.update(_ARRAY_INDEX.pack(0), _ARRAY_INDEX.pack(pid))
+        )
 
     def stop(self) -> None:
+        self._focus.close()
         if self._bpf is not None:
             unload_program(self._bpf)
             self._bpf = None
 
+    @property
+    def focus_pid(self) -> int | None:
+        """The process whose threads are counted one by one."""
+        return self._focus.pid
+
     def focus(self, pid: int | None) -> None:
         """Count `pid`'s threads one by one from now on (None: nobody's)."""
-        self.focus_pid = self.target_pid if self.target_pid is not None else pid
-        if self._bpf is not None:
-            self._apply_focus()
-
-    def _apply_focus(self) -> None:
-        self._focus_table.update(_ARRAY_INDEX.pack(0), _ARRAY_INDEX.pack(self.focus_pid or 0))
-        if self.focus_pid is not None and self._threads is None:
-            # Its batch buffers only once a drill-down asks.
-            self._threads = MapDrain(self._thread_table)
+        self._focus.set(pid)
 
     def _write_generation(self, generation: int) -> None:
         self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(generation))
@@ -295,7 +291,7 @@ class SyscallProbe:
         comms = parse_comms(*self._comms.take(done), _COMM_KEY)
         stats = parse_stats(*self._stats.take(done))
         errnos = parse_errnos(*self._errnos.take(done))
-        threads = parse_threads(*self._threads.take(done)) if self._threads is not None else []
+        threads = parse_threads(*self._focus.take(done))
         lost_now = self._read_lost()
         lost = {
             reason: now - before for reason, now, before in zip(LOST_REASONS, lost_now, self._lost_before, strict=True)
