@@ -19,7 +19,7 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -472,6 +472,19 @@ class ThreadFocus:
     def take(self, select: Callable[[bytes], bool]) -> tuple[bytes, bytes, int]:
         """The per-thread entries `select` accepts (MapDrain.take); none before a process was asked for."""
         return self._drain.take(select) if self._drain is not None else (b"", b"", 0)
+
+
+def percpu_entries(
+    keys: bytes, values: bytes, n: int, key: struct.Struct, value: struct.Struct
+) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """A per-CPU hash map's batch read: (key fields, value fields summed over every CPU's copy) per entry."""
+    if n == 0:
+        return
+    value_size = len(values) // n
+    view = memoryview(values)
+    for i in range(n):
+        copies = value.iter_unpack(view[i * value_size : (i + 1) * value_size])
+        yield key.unpack_from(keys, i * key.size), tuple(map(sum, zip(*copies)))
 
 
 # A task's comm, as bpf_get_current_comm fills it.

@@ -32,6 +32,7 @@ from .ebpf import (
     check_ebpf,
     load_and_open,
     parse_comms,
+    percpu_entries,
     possible_cpus,
     read_percpu_counters,
     unload_program,
@@ -253,57 +254,27 @@ def offcpu_program(
 
 def parse_blocks(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, int, int, int]]:
     """(pid, state index, ustack, kstack, stack map, total ns, count) per entry, summed over CPUs."""
-    if n == 0:
-        return []
-    value_size = len(values) // n
-    cpus = value_size // _BLOCK_VALUE.size
-    out = []
-    for i in range(n):
-        pid, ustack, kstack, state, stack_map, _, _ = _BLOCK_KEY.unpack_from(keys, i * _BLOCK_KEY.size)
-        total_ns = count = 0
-        for cpu in range(cpus):
-            t, c = _BLOCK_VALUE.unpack_from(values, i * value_size + cpu * _BLOCK_VALUE.size)
-            total_ns += t
-            count += c
-        if count:
-            out.append((pid, state, ustack, kstack, stack_map, total_ns, count))
-    return out
+    return [
+        (pid, state, ustack, kstack, stack_map, total_ns, count)
+        for (pid, ustack, kstack, state, stack_map, _, _), (total_ns, count) in percpu_entries(
+            keys, values, n, _BLOCK_KEY, _BLOCK_VALUE
+        )
+        if count
+    ]
 
 
 def parse_thread_blocks(keys: bytes, values: bytes, n: int) -> list[ThreadOffCpuTime]:
     """One ThreadOffCpuTime per entry, summed over CPUs."""
-    if n == 0:
-        return []
-    value_size = len(values) // n
-    out = []
-    for i in range(n):
-        pid, tid, state, _ = _THREAD_KEY.unpack_from(keys, i * _THREAD_KEY.size)
-        total_ns = count = 0
-        for offset in range(i * value_size, (i + 1) * value_size, _BLOCK_VALUE.size):
-            t, c = _BLOCK_VALUE.unpack_from(values, offset)
-            total_ns += t
-            count += c
-        if count:
-            out.append(ThreadOffCpuTime(pid, tid, STATES[state], total_ns, count))
-    return out
+    return [
+        ThreadOffCpuTime(pid, tid, STATES[state], total_ns, count)
+        for (pid, tid, state, _), (total_ns, count) in percpu_entries(keys, values, n, _THREAD_KEY, _BLOCK_VALUE)
+        if count
+    ]
 
 
 def parse_rq_hists(keys: bytes, values: bytes, n: int) -> dict[int, tuple[int, ...]]:
     """pid -> run-queue histogram, summed over CPUs."""
-    if n == 0:
-        return {}
-    value_size = len(values) // n
-    cpus = value_size // _RQ_HIST.size
-    out: dict[int, tuple[int, ...]] = {}
-    for i in range(n):
-        pid, _ = _TGID_KEY.unpack_from(keys, i * _TGID_KEY.size)
-        hist = [0] * HIST_SLOTS
-        for cpu in range(cpus):
-            for slot, count in enumerate(_RQ_HIST.unpack_from(values, i * value_size + cpu * _RQ_HIST.size)):
-                hist[slot] += count
-        if any(hist):
-            out[pid] = tuple(hist)
-    return out
+    return {pid: hist for (pid, _), hist in percpu_entries(keys, values, n, _TGID_KEY, _RQ_HIST) if any(hist)}
 
 
 def without_scheduler(kernel_frames: tuple[str, ...]) -> tuple[str, ...]:

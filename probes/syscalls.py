@@ -27,6 +27,7 @@ from .ebpf import (
     check_ebpf,
     load_and_open,
     parse_comms,
+    percpu_entries,
     possible_cpus,
     read_percpu_counters,
     unload_program,
@@ -65,6 +66,7 @@ _ERRNO_KEY = struct.Struct("=IIII")  # tgid, nr, errno, gen
 _COMM_KEY = struct.Struct("=II")  # tgid, gen
 _THREAD_KEY = struct.Struct("=III")  # tgid, tid, gen
 _THREAD_VALUE = struct.Struct("=QQQ")  # calls, errors, total_ns
+_COUNT = struct.Struct("=Q")  # an errno's count
 _GENERATION = struct.Struct("=I")
 _ARRAY_INDEX = struct.Struct("=I")  # an array map's key
 
@@ -181,35 +183,20 @@ def parse_stats(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int,
 
 def parse_threads(keys: bytes, values: bytes, n: int) -> list[ThreadSyscallCounts]:
     """One ThreadSyscallCounts per entry, summed over CPUs."""
-    if n == 0:
-        return []
-    value_size = len(values) // n
-    out = []
-    for i in range(n):
-        pid, tid, _ = _THREAD_KEY.unpack_from(keys, i * _THREAD_KEY.size)
-        calls = errors = total_ns = 0
-        for offset in range(i * value_size, (i + 1) * value_size, _THREAD_VALUE.size):
-            c, e, t = _THREAD_VALUE.unpack_from(values, offset)
-            calls += c
-            errors += e
-            total_ns += t
-        if calls:
-            out.append(ThreadSyscallCounts(pid, tid, calls, errors, total_ns))
-    return out
+    return [
+        ThreadSyscallCounts(pid, tid, calls, errors, total_ns)
+        for (pid, tid, _), (calls, errors, total_ns) in percpu_entries(keys, values, n, _THREAD_KEY, _THREAD_VALUE)
+        if calls
+    ]
 
 
 def parse_errnos(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int]]:
     """(pid, nr, errno, count) per entry, summed over CPUs."""
-    if n == 0:
-        return []
-    value_size = len(values) // n
-    out = []
-    for i in range(n):
-        pid, nr, err, _ = _ERRNO_KEY.unpack_from(keys, i * _ERRNO_KEY.size)
-        count = sum(struct.unpack_from(f"={value_size // 8}Q", values, i * value_size))
-        if count:
-            out.append((pid, _signed32(nr), err, count))
-    return out
+    return [
+        (pid, _signed32(nr), err, count)
+        for (pid, nr, err, _), (count,) in percpu_entries(keys, values, n, _ERRNO_KEY, _COUNT)
+        if count
+    ]
 
 
 class SyscallProbe:
