@@ -32,7 +32,6 @@ STACK_COLUMNS: list[Column[HotStack]] = [
 ]
 
 
-
 class ProfilePane(MessagePane):
     """Fed by the drill-down's "profile" probe."""
 
