@@ -21,7 +21,7 @@ from probes.syscalls import SyscallRate, SyscallsView
 from .format import human_duration_ns, human_rate
 from .histogram import BUCKET_LABEL_WIDTH, COUNT_WIDTH, histogram_lines
 from .line_table import LineTable
-from .pane import Lines, MessagePane
+from .pane import DetailPane, Lines
 from .syscalls_pane import SYSCALL_COLUMNS, tracing_subtitle
 
 # errnos listed for the highlighted syscall; the rest are summed on one line
@@ -67,7 +67,7 @@ def detail_lines(rate: SyscallRate, width: int) -> str:
     return "\n".join(lines)
 
 
-class DrillSyscallsPane(MessagePane):
+class DrillSyscallsPane(DetailPane):
     """The drill-down process's syscalls, narrowed from the "syscalls" probe's view."""
 
     PROBE: ClassVar[str] = "syscalls"
@@ -100,9 +100,9 @@ class DrillSyscallsPane(MessagePane):
         self.border_subtitle = tracing_subtitle(view)
         table = self.query_one("#drill-syscalls", LineTable)
         table.set_rows([(r, "") for r in table.ordered(view.top_syscalls)])
-        self._draw_detail()
+        self.draw_detail()
 
-    def _draw_detail(self) -> None:
+    def draw_detail(self) -> None:
         selected = self.query_one("#drill-syscalls", LineTable).selected
         detail = self.query_one("#syscall-detail", Lines)
         if selected is None:
@@ -111,11 +111,3 @@ class DrillSyscallsPane(MessagePane):
         # Before the first layout the width is not known yet: a guess, redrawn on resize.
         detail.set_text(detail_lines(selected, detail.content_size.width or MAX_DETAIL_BAR_WIDTH + BUCKET_LABEL_WIDTH + COUNT_WIDTH + 1))
 
-    def on_resize(self) -> None:
-        if self.view is not None:
-            self.call_after_refresh(self._draw_detail)
-
-    def on_line_table_cursor_moved(self, event: LineTable.CursorMoved) -> None:
-        event.stop()
-        if self.view is not None:
-            self._draw_detail()

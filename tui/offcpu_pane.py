@@ -22,7 +22,7 @@ from probes.offcpu import OffCpuView, ProcessOffCpu, StackRate
 from .format import human_duration_ns, human_rate
 from .histogram import BUCKET_LABEL_WIDTH, MAX_BAR_WIDTH, histogram_lines
 from .line_table import Column, LineTable
-from .pane import Lines, MessagePane
+from .pane import DetailPane, Lines
 from .process_table import ProcessTable
 
 # A busy box has thousands of processes that waited; a pane shows a few
@@ -124,7 +124,7 @@ def _markup(runs: list[tuple[str, list[str]]]) -> str:
     return " ".join(spans)
 
 
-class OffCpuPane(MessagePane):
+class OffCpuPane(DetailPane):
     """Fed by the "offcpu" eBPF probe."""
 
     PROBE: ClassVar[str] = "offcpu"
@@ -170,9 +170,9 @@ class OffCpuPane(MessagePane):
         table = self.query_one("#offcpu-processes", LineTable)
         # pid breaks ties, so rows of equal time keep their order from tick to tick
         table.set_rows([(p, "") for p in table.ordered(view.processes, attrgetter("pid"))[:MAX_ROWS]])
-        self._draw_detail()
+        self.draw_detail()
 
-    def _draw_detail(self) -> None:
+    def draw_detail(self) -> None:
         view: OffCpuView = self.view
         process = self.query_one("#offcpu-processes", LineTable).selected
         title = self.query_one("#offcpu-title", Lines)
@@ -209,16 +209,9 @@ class OffCpuPane(MessagePane):
         lines.append(histogram_lines(series, width, "wait ≥", "no run-queue waits in this interval", span=self.rq_span))
         self.query_one("#offcpu-rq", Lines).set_text("\n".join(lines))
 
-    def on_resize(self) -> None:
-        # The histogram's bars fit the detail's width, known once it is laid out.
-        if self.view is not None:
-            self.call_after_refresh(self._draw_detail)
-
     def on_line_table_cursor_moved(self, event: LineTable.CursorMoved) -> None:
-        event.stop()
+        # Another process: its histogram's buckets start afresh (DetailPane then draws it).
         self.rq_span = None
-        if self.view is not None:
-            self._draw_detail()
 
     def on_line_table_opened(self, event: LineTable.Opened) -> None:
         # Enter on a process row opens its process screen, as in the process table.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Iterable
 
 from rich.markup import escape
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -101,6 +102,28 @@ def feed(panes: Iterable[Pane], frame: Frame, views: dict[str, Any]) -> None:
         elif pane.PROBE not in frame.samples:
             # A recording made without this probe, or fixed frames.
             pane.show_unavailable(f"no {pane.PROBE} data in what is shown", "")
+
+
+class DetailPane(MessagePane):
+    """A pane of a table and, beside it, the detail of the row under its cursor.
+
+    The detail is drawn again when the cursor moves, and when the pane's
+    width changes (its bars and wrapped lines fit the width, known once the
+    pane is laid out).
+    """
+
+    def draw_detail(self) -> None:
+        """Show the detail of the table's selected row."""
+        raise NotImplementedError
+
+    def on_resize(self) -> None:
+        if self.view is not None:
+            self.call_after_refresh(self.draw_detail)
+
+    def on_line_table_cursor_moved(self, event: Message) -> None:
+        event.stop()
+        if self.view is not None:
+            self.draw_detail()
 
 
 class Lines(Static):
