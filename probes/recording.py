@@ -77,6 +77,7 @@ from .codec import CodecError, Decoder, Encoder, ProbeRow, Schema, TypeRow, Type
 from .collector import FrameCallback, sample_frame, start_probes
 from .frame import Frame
 from .playback import ReplayPosition
+from .private_files import PrivateDirectory, UnsafeDirectory
 from .views import derive_frame
 
 FORMAT = "orac recording"
@@ -273,38 +274,65 @@ def _unavailable_json(unavailable: Mapping[str, tuple[str, str]]) -> str:
 # --- writing --------------------------------------------------------------------
 
 
-def _create_file(path: Path, overwrite: bool) -> None:
-    """Create an empty file with mode 0600, before SQLite opens it.
+# SQLite's own files beside a database. SQLite opens them with O_NOFOLLOW but
+# without O_EXCL, so a hard link planted under one of these names (in a
+# sticky directory like /tmp) would be written through.
+_SIDE_FILES = ("-journal", "-wal", "-shm")
 
-    SQLite creates its -wal and -shm files with the database's mode, so they
-    are 0600 too. Left-over -wal/-shm files of an earlier database of the
-    same name are removed: SQLite would otherwise replay them into this one.
+
+def _create_files(path: Path, overwrite: bool) -> tuple[PrivateDirectory, int]:
+    """Create the recording and SQLite's side files, empty, mode 0600, before SQLite opens them.
+
+    Each is created with O_EXCL in a directory that only the caller (or
+    root, with the sticky bit) controls, so SQLite finds orac's own files
+    under every name it will use and never creates one itself (see
+    `Recorder.__init__` for the journal modes that keep it so). Left-over
+    side files of an earlier database of the same name are removed first:
+    SQLite would otherwise replay them into this one.
+
+    Returns the directory and a descriptor of the new file, to check later
+    that SQLite opened this very file.
     """
-    if overwrite:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise RecordingError(f"cannot replace {path}: {exc.strerror}") from None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        raise RecordingError(f"{path} already exists; choose another file or remove it") from None
+        directory = PrivateDirectory(path.parent if str(path.parent) else ".")
+    except UnsafeDirectory as exc:
+        raise RecordingError(f"cannot record in {exc}") from None
     except OSError as exc:
-        raise RecordingError(f"cannot create {path}: {exc.strerror}") from None
+        raise RecordingError(f"cannot record in {path.parent}: {exc.strerror}") from None
+    name = path.name
     try:
-        # The umask can only take permissions away, but make sure.
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm", "-journal"):
+        if overwrite:
+            try:
+                directory.unlink(name)
+            except OSError as exc:
+                raise RecordingError(f"cannot replace {path}: {exc.strerror}") from None
         try:
-            os.unlink(f"{path}{suffix}")
-        except FileNotFoundError:
-            pass
+            fd = directory.create(name)
+        except FileExistsError:
+            raise RecordingError(f"{path} already exists; choose another file or remove it") from None
         except OSError as exc:
-            raise RecordingError(f"cannot remove the stale {path}{suffix}: {exc.strerror}") from None
+            raise RecordingError(f"cannot create {path}: {exc.strerror}") from None
+        for suffix in _SIDE_FILES:
+            try:
+                directory.unlink(name + suffix)
+                os.close(directory.create(name + suffix))
+            except OSError as exc:
+                os.close(fd)
+                _remove(directory, name)
+                raise RecordingError(f"cannot create {path}{suffix}: {exc.strerror}") from None
+    except BaseException:
+        directory.close()
+        raise
+    return directory, fd
+
+
+def _remove(directory: PrivateDirectory, name: str) -> None:
+    """Remove a recording that could not be started, so its name is free again."""
+    for suffix in ("", *_SIDE_FILES):
+        try:
+            directory.unlink(name + suffix)
+        except OSError:
+            pass
 
 
 class Recorder:
@@ -344,7 +372,7 @@ class Recorder:
         self._prev: Frame | None = None
         self._base = 0
         self._unavailable: dict[str, tuple[str, str]] = dict(unavailable or {})
-        _create_file(self.path, overwrite)
+        directory, fd = _create_files(self.path, overwrite)
         started = time.time_ns()
         meta = {
             "format": FORMAT,
@@ -358,33 +386,44 @@ class Recorder:
             "redacted": "true" if redact else "false",
             "keyframe_every": str(self._keyframe_every),
         }
+        db = None
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise RecordingError(f"cannot write {self.path}: {exc}") from None
-        try:
-            # Header fields and tables are written before WAL mode is on, so
-            # they are in the main file even if the recorder is killed before
-            # its first checkpoint.
-            self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            self._db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-            self._db.executescript(f"BEGIN; {SCHEMA_SQL} COMMIT;")
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO meta (key, value, crc) VALUES (?, ?, ?)",
-                [(key, value, _row_crc(key, value)) for key, value in meta.items()],
-            )
-            self._db.execute("COMMIT")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            if not directory.same_file(self.path.name, fd):
+                raise RecordingError(f"{self.path} was replaced while it was being created; not recording")
+            # WAL from the first write: a rollback journal would be created
+            # and removed by SQLite at every transaction, and each new one
+            # could meet a planted link. The switch itself uses the -journal
+            # created above, once; the frames go to the -wal created above.
+            db.execute("PRAGMA journal_mode = WAL")
             # In WAL mode NORMAL survives a killed process (the OS still has
             # the writes); only a power cut can lose the last transactions.
             # FULL would fsync every second.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
-            self._db.close()
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            db.executescript(f"BEGIN; {SCHEMA_SQL} COMMIT;")
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO meta (key, value, crc) VALUES (?, ?, ?)",
+                [(key, value, _row_crc(key, value)) for key, value in meta.items()],
+            )
+            db.execute("COMMIT")
+            # The header and tables go into the main file now, so a copy of
+            # it alone, or a recorder killed before its first checkpoint,
+            # still shows an orac recording.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (sqlite3.Error, RecordingError) as exc:
+            if db is not None:
+                db.close()
+            _remove(directory, self.path.name)
+            if isinstance(exc, RecordingError):
+                raise
             raise RecordingError(f"cannot write {self.path}: {exc}") from None
+        finally:
+            os.close(fd)
+            directory.close()
+        self._db = db
 
     def __enter__(self) -> Recorder:
         return self
@@ -464,7 +503,9 @@ class Recorder:
             self._closed = True
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self._db.execute("PRAGMA journal_mode = DELETE")
+                # OFF, not DELETE: leaving WAL for DELETE makes SQLite create
+                # a new -journal by name (see _SIDE_FILES).
+                self._db.execute("PRAGMA journal_mode = OFF")
             except sqlite3.Error:
                 # Another process is reading it (a replay of a file being
                 # recorded): the checkpoint has still copied every frame

@@ -271,7 +271,7 @@ class OracApp(App[None]):
     def _write_screenshot(self, svg: str, text: str) -> None:
         try:
             paths = write_screenshot(self.screenshot_dir, svg, text)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - an OSError, or cairosvg failing on this SVG
             self.call_from_thread(self.notify, f"screenshot not saved: {exc}", severity="error")
             return
         names = ", ".join(p.name for p in paths)

@@ -19,6 +19,7 @@ a compare in programs that already run, not another program.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +32,7 @@ from textual.widgets import TabbedContent, TabPane
 from probes.base import Probe
 from probes.frame import Frame
 from probes.offcpu import OffCpuView
+from probes.private_files import PrivateDirectory
 from probes.profile import DEFAULT_FREQUENCY_HZ, FoldedStacks, folded_lines
 
 from .drill_syscalls_pane import DrillSyscallsPane
@@ -156,12 +158,19 @@ class DrillDown(Vertical):
             self.offcpu_us[(f"[{stack.state}]", *frames)] += stack.off_cpu_ns // 1000
 
     def write_folded(self, directory: Path) -> list[Path]:
-        """Write the profile (samples) and off-CPU stacks (microseconds) so far as folded stacks."""
+        """Write the profile (samples) and off-CPU stacks (microseconds) so far as folded stacks.
+
+        Files are created as probes.private_files creates them (mode 0600,
+        never through a planted link), since orac often runs as root.
+        """
         stamp = time.strftime("%Y%m%d-%H%M%S")
         written = []
-        for kind, lines in (("profile", self.folded.lines()), ("offcpu", folded_lines(self.offcpu_us))):
-            if lines:
-                path = directory / f"orac-{kind}-{self.pid}-{stamp}.folded"
-                path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-                written.append(path)
+        with PrivateDirectory(directory) as private:
+            for kind, lines in (("profile", self.folded.lines()), ("offcpu", folded_lines(self.offcpu_us))):
+                if not lines:
+                    continue
+                stem, (fd,) = private.create_set(f"orac-{kind}-{self.pid}-{stamp}", (".folded",))
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+                written.append(directory / f"{stem}.folded")
         return written

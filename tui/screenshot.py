@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 
 from rich.console import Console
 from textual.app import App
+
+from probes.private_files import PrivateDirectory
+
+SUFFIXES = (".svg", ".png", ".txt")
 
 
 def capture(app: App[object]) -> tuple[str, str]:
@@ -32,33 +37,34 @@ def capture(app: App[object]) -> tuple[str, str]:
     return svg, console.export_text()
 
 
-def free_stem(directory: Path, stamp: str) -> Path:
-    """orac-<time>, or orac-<time>-2 ... when taken twice in one second."""
-    stem = directory / f"orac-{stamp}"
-    n = 2
-    while any(stem.with_suffix(s).exists() for s in (".svg", ".png", ".txt")):
-        stem = directory / f"orac-{stamp}-{n}"
-        n += 1
-    return stem
-
-
 def write_screenshot(directory: Path, svg: str, text: str) -> list[Path]:
-    """Write the three files side by side; returns their paths.
+    """Write the three files side by side, mode 0600 in a directory only the caller controls; returns their paths.
 
     PNG rendering takes a fraction of a second, so call this off the UI thread.
+
+    Raises:
+        OSError: the directory is unsafe (probes.private_files.UnsafeDirectory)
+            or a file cannot be written; nothing half-written is left.
     """
     import cairosvg
 
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = free_stem(directory, time.strftime("%Y%m%d-%H%M%S"))
-    svg_path = stem.with_suffix(".svg")
-    png_path = stem.with_suffix(".png")
-    txt_path = stem.with_suffix(".txt")
-    svg_path.write_text(svg, encoding="utf-8")
-    txt_path.write_text(text, encoding="utf-8")
     # cairosvg takes only the first family of a list, and Fira Code (the SVG's
     # web font) is rarely installed: name the generic family so fontconfig
     # picks the box's monospace font and the columns stay aligned.
     png_svg = svg.replace("font-family: Fira Code, monospace", "font-family: monospace")
-    cairosvg.svg2png(bytestring=png_svg.encode("utf-8"), write_to=str(png_path))
-    return [svg_path, png_path, txt_path]
+    with PrivateDirectory(directory, create=True) as private:
+        stem, fds = private.create_set(f"orac-{time.strftime('%Y%m%d-%H%M%S')}", SUFFIXES)
+        files = [os.fdopen(fd, "wb") for fd in fds]
+        try:
+            svg_file, png_file, txt_file = files
+            svg_file.write(svg.encode("utf-8"))
+            txt_file.write(text.encode("utf-8"))
+            cairosvg.svg2png(bytestring=png_svg.encode("utf-8"), write_to=png_file)
+        except BaseException:
+            for suffix in SUFFIXES:
+                private.unlink(stem + suffix)
+            raise
+        finally:
+            for f in files:
+                f.close()
+    return [directory / (stem + suffix) for suffix in SUFFIXES]
