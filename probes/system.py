@@ -55,7 +55,15 @@ class Pressure:
 
 @dataclass(frozen=True, slots=True)
 class MemorySample:
-    """From /proc/meminfo, in bytes."""
+    """From /proc/meminfo, in bytes (the file's kB are KiB).
+
+    `available_bytes` is MemAvailable, the kernel's estimate of what can be
+    allocated without swapping (MemFree on kernels before 3.14, which lack
+    it). `cached_bytes` is Cached + SReclaimable, free(1)'s "cache";
+    `shmem_bytes` is Shmem (tmpfs, /dev/shm, shared anonymous memory), which
+    Cached includes although it cannot be dropped, only swapped. None in
+    recordings made before orac kept it.
+    """
 
     total_bytes: int
     free_bytes: int
@@ -64,6 +72,7 @@ class MemorySample:
     cached_bytes: int
     swap_total_bytes: int
     swap_free_bytes: int
+    shmem_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,7 @@ def parse_meminfo(text: str) -> MemorySample:
         cached_bytes=(kib.get("Cached", 0) + kib.get("SReclaimable", 0)) * 1024,
         swap_total_bytes=kib.get("SwapTotal", 0) * 1024,
         swap_free_bytes=kib.get("SwapFree", 0) * 1024,
+        shmem_bytes=kib["Shmem"] * 1024 if "Shmem" in kib else None,
     )
 
 

@@ -34,6 +34,17 @@ class CpuUsage:
 
 @dataclass(frozen=True, slots=True)
 class SystemView:
+    """The "cpu" probe's figures over one interval.
+
+    Memory, from /proc/meminfo as procps free (4.x) and top compute it:
+    used = MemTotal - MemAvailable, what cannot be reclaimed without
+    swapping (shared memory and tmpfs included); free = MemFree; buffers =
+    Buffers; cached = Cached + SReclaimable (free's buff/cache is buffers +
+    cached); shmem = Shmem, part of cached that counts as used, None where
+    the sample lacks it; available = MemAvailable. Swap used = SwapTotal -
+    SwapFree.
+    """
+
     hostname: str
     kernel: str
     uptime_s: float
@@ -44,7 +55,9 @@ class SystemView:
     interrupts_per_s: float
     memory_total_bytes: int
     memory_used_bytes: int
+    memory_free_bytes: int
     memory_cached_bytes: int
+    memory_shmem_bytes: int | None
     memory_buffers_bytes: int
     memory_available_bytes: int
     swap_total_bytes: int
@@ -108,7 +121,6 @@ def derive_system(prev: SystemSample, curr: SystemSample, dt_s: float) -> System
     mem = curr.memory
     before = {c.cpu_id: c for c in prev.cpus}
     cpus = tuple(cpu_usage(before[c.cpu_id], c) for c in curr.cpus if c.cpu_id in before)
-    used = mem.total_bytes - mem.free_bytes - mem.buffers_bytes - mem.cached_bytes
     return SystemView(
         hostname=curr.hostname,
         kernel=curr.kernel,
@@ -119,8 +131,10 @@ def derive_system(prev: SystemSample, curr: SystemSample, dt_s: float) -> System
         context_switches_per_s=_rate(prev.context_switches, curr.context_switches, dt_s) or 0.0,
         interrupts_per_s=_rate(prev.interrupts, curr.interrupts, dt_s) or 0.0,
         memory_total_bytes=mem.total_bytes,
-        memory_used_bytes=max(0, used),
+        memory_used_bytes=max(0, mem.total_bytes - mem.available_bytes),
+        memory_free_bytes=mem.free_bytes,
         memory_cached_bytes=mem.cached_bytes,
+        memory_shmem_bytes=mem.shmem_bytes,
         memory_buffers_bytes=mem.buffers_bytes,
         memory_available_bytes=mem.available_bytes,
         swap_total_bytes=mem.swap_total_bytes,

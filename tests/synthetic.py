@@ -59,6 +59,7 @@ def system_sample(t: int) -> SystemSample:
             cached_bytes=6 * GIB,
             swap_total_bytes=4 * GIB,
             swap_free_bytes=3 * GIB,
+            shmem_bytes=1 * GIB,
         ),
         page_faults=900_000 + 4_200 * t,
         major_page_faults=1_000 + 3 * t,

@@ -207,6 +207,20 @@ async def test_help_lists_every_binding() -> None:
             assert word in rendered
 
 
+async def test_help_says_how_the_memory_figures_are_computed() -> None:
+    from textual.containers import VerticalScroll
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("question_mark")
+        app.screen.query_one(VerticalScroll).scroll_end(animate=False)
+        await pilot.pause()
+        _, rendered = capture(app)
+        for words in ("MemTotal - MemAvailable", "MemAvailable - MemFree", "Cached + SReclaimable", "Shmem", "SwapTotal - SwapFree"):
+            assert words in rendered, words
+
+
 async def test_a_probe_can_add_a_sortable_column_and_take_it_away() -> None:
     from tui.line_table import Column
 

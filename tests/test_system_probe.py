@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from probes.base import ProbeUnavailable
 from probes.procfs import NS_PER_TICK
+from probes.views import derive_system
 from probes.system import (
     CpuTimes,
     MemorySample,
@@ -85,7 +89,14 @@ def test_parse_meminfo_fixture() -> None:
         cached_bytes=2_700_000 * KIB,
         swap_total_bytes=1_000_000 * KIB,
         swap_free_bytes=900_000 * KIB,
+        shmem_bytes=40_000 * KIB,
     )
+
+
+def test_meminfo_recorded_before_shmem_was_kept_has_none() -> None:
+    # A recording made before orac kept Shmem builds its sample without it.
+    mem = MemorySample(8 * KIB, 2 * KIB, 5 * KIB, 1 * KIB, 3 * KIB, 0, 0)
+    assert mem.shmem_bytes is None
 
 
 def test_parse_meminfo_without_memavailable_falls_back_to_memfree() -> None:
@@ -229,3 +240,60 @@ def test_read_text_reads_proc_files_served_a_page_at_a_time() -> None:
     maps = read_text("/proc/self/maps")
     assert maps is not None and len(maps) > 4096
     assert maps.endswith("\n") and "[stack]" in maps
+
+
+# --- against procps free ---------------------------------------------------
+
+FREE = shutil.which("free")
+MIB = 1 << 20
+# What a file in /dev/shm adds to Shmem: enough that the old "used" (which
+# left shared memory out) is off by far more than the tolerance.
+SHM_FILE_BYTES = 256 * MIB
+# Memory moves between the readings (other processes, `free` starting): the
+# orac figure must lie within the range of two `free -b` readings taken just
+# before and after it, widened by this much.
+FREE_TOLERANCE_BYTES = 32 * MIB
+
+
+def free_b() -> dict[str, int]:
+    """The Mem: line of `free -b`, by column name."""
+    lines = subprocess.run([FREE or "free", "-b"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return dict(zip(lines[0].split(), map(int, lines[1].split()[1:]), strict=True))
+
+
+def procps_major() -> int:
+    out = subprocess.run([FREE or "free", "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"(\d+)\.\d+", out)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.skipif(FREE is None, reason="procps free is not installed (apt-get install procps)")
+def test_memory_figures_agree_with_free_with_a_file_in_dev_shm() -> None:
+    if procps_major() < 4:
+        pytest.skip("procps free before 4.0 counts used as total - free - buff/cache, not total - available")
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    path = f"/dev/shm/orac-test-{os.getpid()}"
+    try:
+        with open(path, "wb") as f:
+            for _ in range(SHM_FILE_BYTES // MIB):
+                f.write(b"\1" * MIB)
+        before = free_b()
+        sample = SystemProbe().sample()
+        after = free_b()
+    finally:
+        os.unlink(path)
+    view = derive_system(sample, sample, 1.0)
+    figures = {
+        "used": view.memory_used_bytes,
+        "free": view.memory_free_bytes,
+        "shared": view.memory_shmem_bytes,
+        "buff/cache": view.memory_buffers_bytes + view.memory_cached_bytes,
+        "available": view.memory_available_bytes,
+    }
+    for column, value in figures.items():
+        low = min(before[column], after[column]) - FREE_TOLERANCE_BYTES
+        high = max(before[column], after[column]) + FREE_TOLERANCE_BYTES
+        assert value is not None and low <= value <= high, (column, value, before[column], after[column])
+    assert view.memory_total_bytes == before["total"]
+    assert view.memory_shmem_bytes is not None and view.memory_shmem_bytes >= SHM_FILE_BYTES

@@ -109,12 +109,15 @@ def test_rates_scale_with_the_interval() -> None:
 
 
 def test_memory(system_view: SystemView) -> None:
-    # t1 meminfo (kB): total 8_000_000, free 1_900_000, buffers 100_000,
-    # cached 2_500_000 + SReclaimable 200_000 = 2_700_000
-    # used = 8_000_000 - 1_900_000 - 100_000 - 2_700_000 = 3_300_000
+    # t1 meminfo (kB): total 8_000_000, available 5_000_000, free 1_900_000,
+    # buffers 100_000, cached 2_500_000 + SReclaimable 200_000 = 2_700_000,
+    # shmem 40_000. used = total - available, as procps free and top (4.x)
+    # count it: 8_000_000 - 5_000_000 = 3_000_000.
     assert system_view.memory_total_bytes == 8_000_000 * KIB
-    assert system_view.memory_used_bytes == 3_300_000 * KIB
+    assert system_view.memory_used_bytes == 3_000_000 * KIB
+    assert system_view.memory_free_bytes == 1_900_000 * KIB
     assert system_view.memory_cached_bytes == 2_700_000 * KIB
+    assert system_view.memory_shmem_bytes == 40_000 * KIB
     assert system_view.memory_buffers_bytes == 100_000 * KIB
     assert system_view.memory_available_bytes == 5_000_000 * KIB
     # swap 1_000_000 total - 900_000 free

@@ -1,4 +1,6 @@
-"""`?`: every key, read from the bindings themselves so the list cannot drift."""
+"""`?`: every key, read from the bindings themselves so the list cannot drift,
+and how the figures on screen are computed, so they can be checked against
+the standard tools."""
 
 from __future__ import annotations
 
@@ -16,6 +18,18 @@ KEY_NAMES = {
     "left": "←", "right": "→", "comma": ",", "full_stop": ".", "less_than_sign": "<", "greater_than_sign": ">",
     "minus": "-", "plus": "+",
 }
+
+
+# (figure, where it comes from): the formulas of probes/views.py and the
+# probes' docstrings, in the words of the tools a reader checks them with.
+FIGURES: list[tuple[str, str]] = [
+    ("Mem used", "MemTotal - MemAvailable (/proc/meminfo), as free and top count it: shm is in it"),
+    ("Mem bar", "used, then reclaimable cache (MemAvailable - MemFree), then free"),
+    ("avail", "MemAvailable: what can be allocated without swapping"),
+    ("cache", "Buffers + Cached + SReclaimable, free's buff/cache"),
+    ("shm", "Shmem (tmpfs, /dev/shm, shared memory): in cache, yet not reclaimable"),
+    ("Swp", "SwapTotal - SwapFree"),
+]
 
 
 def key_label(key: str) -> str:
@@ -51,5 +65,9 @@ class HelpScreen(ModalScreen[None]):
         table.add_row("[b u]Mouse[/]", "")
         table.add_row("click header", "Sort by that column; again reverses")
         table.add_row("click row", "Select it; double-click opens it")
+        table.add_row("", "")
+        table.add_row("[b u]Figures[/]", "")
+        for figure, formula in FIGURES:
+            table.add_row(figure, formula)
         with VerticalScroll():
             yield Static(table)

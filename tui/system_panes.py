@@ -142,13 +142,18 @@ class CpuPane(Pane):
 
 
 class MemoryPane(Pane):
-    """Memory and swap bars with the numbers behind them, page fault rates."""
+    """Memory and swap bars with the numbers behind them, page fault rates.
+
+    The bar is used (MemTotal - MemAvailable, as free and top count it), then
+    what is cached but reclaimable (MemAvailable - MemFree), then free. Under
+    it, cache is free's buff/cache (Buffers + Cached + SReclaimable) and shm
+    (Shmem) the part of it that cannot be dropped, so it is inside used too.
+    """
 
     PROBE: ClassVar[str] = "cpu"
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "memory-pane--used",
-        "memory-pane--buffers",
         "memory-pane--cached",
         "memory-pane--swap",
         "memory-pane--label",
@@ -166,7 +171,6 @@ class MemoryPane(Pane):
         text-overflow: ellipsis;
     }
     MemoryPane > .memory-pane--used { color: $success; }
-    MemoryPane > .memory-pane--buffers { color: $primary; }
     MemoryPane > .memory-pane--cached { color: $accent; }
     MemoryPane > .memory-pane--swap { color: $error; }
     MemoryPane > .memory-pane--label { color: $primary; text-style: bold; }
@@ -188,18 +192,15 @@ class MemoryPane(Pane):
             return Text(WAITING)
         s = {
             name: self.get_component_rich_style(f"memory-pane--{name}")
-            for name in ("used", "buffers", "cached", "swap", "label", "empty")
+            for name in ("used", "cached", "swap", "label", "empty")
         }
         width = self.content_size.width or 40
         total = view.memory_total_bytes or 1
+        reclaimable = max(0, view.memory_available_bytes - view.memory_free_bytes)
         mem_value = f" {human_bytes(view.memory_used_bytes)}/{human_bytes(view.memory_total_bytes)}"
         mem_bar = bar(
             max(1, width - 5 - len(mem_value)),
-            [
-                (100 * view.memory_used_bytes / total, s["used"]),
-                (100 * view.memory_buffers_bytes / total, s["buffers"]),
-                (100 * view.memory_cached_bytes / total, s["cached"]),
-            ],
+            [(100 * view.memory_used_bytes / total, s["used"]), (100 * reclaimable / total, s["cached"])],
             s["empty"],
         )
         swap_total = view.swap_total_bytes
@@ -212,10 +213,12 @@ class MemoryPane(Pane):
                 Text.assemble(("Swp", s["label"]), "[", swap_bar, "]", swap_value),
                 Text.assemble(
                     ("used ", s["used"]), human_bytes(view.memory_used_bytes),
-                    ("  buf ", s["buffers"]), human_bytes(view.memory_buffers_bytes),
-                    ("  cache ", s["cached"]), human_bytes(view.memory_cached_bytes),
+                    ("  avail ", s["label"]), human_bytes(view.memory_available_bytes),
                 ),
-                Text.assemble(("avail ", s["label"]), human_bytes(view.memory_available_bytes)),
+                Text.assemble(
+                    ("cache ", s["cached"]), human_bytes(view.memory_buffers_bytes + view.memory_cached_bytes),
+                    ("  shm ", s["label"]), human_bytes(view.memory_shmem_bytes),
+                ),
                 Text.assemble(
                     ("faults ", s["label"]), f"{human_rate(view.page_faults_per_s)}/s",
                     ("  major ", s["label"]), f"{human_rate(view.major_page_faults_per_s)}/s",
