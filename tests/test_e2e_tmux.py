@@ -82,3 +82,15 @@ def test_orac_in_tmux_finds_a_process_it_started(tmux: Tmux, marked_process: sub
         time.sleep(0.2)
     else:
         raise AssertionError("orac did not exit on q")
+
+
+def test_keys_sent_in_one_burst_after_slash_go_to_the_filter(tmux: Tmux) -> None:
+    command = f"cd {ROOT} && exec env -u COLUMNS -u LINES {sys.executable} -m tui.cli --interval 0.5 --probes cpu,procs"
+    tmux("new-session", "-d", "-s", "orac", "-x", "160", "-y", "48", command)
+    tmux.wait_for("Processes")
+    # One send-keys: the terminal hands orac all six keys in one read; `q` would quit.
+    tmux("send-keys", "-t", "orac", "/", "m", "y", "s", "q", "l")
+    tmux.wait_for("matching 'mysql'")
+    tmux("send-keys", "-t", "orac", "Enter", "N")
+    screen = tmux.wait_for("PID▲")
+    assert "matching 'mysql'" in screen

@@ -30,3 +30,28 @@ async def until_drawn(pilot: Pilot, app: OracApp, frame_list: list[Frame] | None
 
 def screenshot_files(directory: Path) -> list[str]:
     return sorted(p.suffix for p in directory.iterdir())
+
+
+def burst(app: OracApp, *keys: str) -> None:
+    """Send keys as one burst (a paste, a laggy link): all queued before the first is handled.
+
+    Pilot.press waits for the app to go idle after each key, so it cannot show
+    what a key typed right after another does while the first is still being
+    handled.
+    """
+    import unicodedata
+
+    from textual import events
+    from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
+
+    # as Pilot.press names keys and their characters
+    for key in keys:
+        if len(key) == 1 and not key.isalnum():
+            key = _character_to_key(key)
+        try:
+            char: str | None = unicodedata.lookup(_get_unicode_name_from_key(REPLACED_KEYS.get(key, key)))
+        except KeyError:
+            char = key if len(key) == 1 else None
+        event = events.Key(key, char)
+        event.set_sender(app)
+        app._driver.send_message(event)

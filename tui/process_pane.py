@@ -23,10 +23,16 @@ class ProcessPane(Pane):
 
     PROBE: ClassVar[str] = "procs"
 
+    # The filter's keys are priority bindings: the app handles them as they
+    # arrive, in order, before handing the next key to the focused widget.
+    # Keys typed in one burst after `/` (a paste, a laggy link) then reach
+    # the filter, and the keys after Enter or Escape the table, rather than
+    # whichever widget had the focus when the burst began.
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("slash", "filter", "Filter", tooltip="Filter on command and user as you type"),
+        Binding("slash", "filter", "Filter", priority=True, tooltip="Filter on command and user as you type"),
+        Binding("enter", "keep_filter", "Keep filter", priority=True, show=False, tooltip="Keep the filter and go back to the table"),
+        Binding("escape", "clear_filter", "Clear filter", priority=True, show=False, tooltip="Clear the filter"),
         Binding("k", "kill", "Signal", tooltip="Send a signal to the selected process, after confirming"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -46,7 +52,8 @@ class ProcessPane(Pane):
 
     def compose(self) -> ComposeResult:
         yield ProcessTable()
-        yield Input(placeholder="filter on command or user; Enter keeps it, Escape clears it")
+        # Not select_on_focus: its Focus event comes after keys already typed, which would replace them.
+        yield Input(placeholder="filter on command or user; Enter keeps it, Escape clears it", select_on_focus=False)
 
     def on_mount(self) -> None:
         self.border_title = "Processes"
@@ -82,27 +89,51 @@ class ProcessPane(Pane):
 
     # filter
 
+    @property
+    def filter_input(self) -> Input:
+        return self.query_one(Input)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = self.screen.focused is self.filter_input
+        if action == "filter":
+            # A `/` typed in the filter is part of it (paths).
+            return not typing
+        if action == "keep_filter":
+            return typing
+        if action == "clear_filter":
+            return typing or bool(self.table.filter_text)
+        return True
+
     def action_filter(self) -> None:
         self.add_class("-filtering")
-        filter_input = self.query_one(Input)
+        filter_input = self.filter_input
         filter_input.value = self.table.filter_text
-        filter_input.focus()
+        filter_input.cursor_position = len(filter_input.value)
+        # Now, not as Widget.focus does (after the keys already queued).
+        self.screen.set_focus(filter_input)
+
+    def action_keep_filter(self) -> None:
+        self.screen.set_focus(self.table)
+        # Keys typed before Enter may still wait in the input's queue: look
+        # at what they made of the filter after them.
+        self.filter_input.call_later(self._show_filter)
 
     def action_clear_filter(self) -> None:
-        self.query_one(Input).value = ""
-        self.remove_class("-filtering")
+        self.screen.set_focus(self.table)
+        self.filter_input.call_later(self._clear_filter)
+
+    def _clear_filter(self) -> None:
+        self.filter_input.value = ""
         self.table.set_filter("")
-        self.table.focus()
+        self._show_filter()
+
+    def _show_filter(self) -> None:
+        # The input stays on screen while typing and while it holds a filter.
+        self.set_class(self.screen.focused is self.filter_input or bool(self.filter_input.value), "-filtering")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
         self.table.set_filter(event.value)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if not event.value:
-            self.remove_class("-filtering")
-        self.table.focus()
 
     def on_line_table_reordered(self, event: ProcessTable.Reordered) -> None:
         event.stop()
