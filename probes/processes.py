@@ -1,20 +1,35 @@
 """The "procs" probe: every process's CPU time, memory and identity.
 
-It reads /proc/PID/stat directly: about eight times cheaper than
-psutil.process_iter for the same fields, which matters at thousands of
-processes every second. What rarely changes (user, command line, cgroup) is
-read once per process and again only when the process execs (its comm
-changes). A process whose stat text is byte-for-byte what it was last tick
-(most of them, on an idle box) reuses last tick's sample without parsing.
+It reads /proc/PID/stat and /proc/PID/statm directly: about eight times
+cheaper than psutil.process_iter for the same fields, which matters at
+thousands of processes every second. What rarely changes (user, command
+line, cgroup) is read once per process and again only when the process
+execs (its comm changes). A process whose stat text is byte-for-byte what
+it was last tick (most of them, on an idle box) reuses last tick's sample
+without parsing.
+
+RSS is statm's resident field (pages), the figure ps, top and htop show:
+on the development VM's 6.18 kernel it equals `ps -o rss` (status's VmRSS)
+to the page for every process, where stat's rss field, an approximation
+the kernel does not sum over its per-CPU counters, read 5 to 11 % low for
+small processes (a sleep: 1512 KiB against ps's 1684). statm is read when a
+process is first seen and whenever its stat text changes. A process whose
+stat is unchanged ran no clock tick, took no page fault, mapped nothing
+and its approximate rss did not move, so it keeps last tick's RSS: what can
+have moved it meanwhile is pages reclaimed from it (or dropped with
+madvise), fewer than the kernel's per-CPU batch (max(32, 2 x CPUs) pages)
+on each CPU that did it, or stat's rss would have moved too.
 
 Each process's stat file stays open between ticks and is read again with
 pread at offset 0 (procfs makes the text anew on every read): one syscall a
 process a tick instead of open, read and close, 4.3 -> 1.8 ms a tick for
 570 processes on the development VM, and fewer of orac's own syscalls for
-its syscalls probe to trace. A process that is gone (reaped) fails the read
+its syscalls probe to trace. A process's statm stays open too once its stat
+has changed since it was first seen: an active process costs two preads a
+tick, an idle one still one. A process that is gone (reaped) fails the read
 with ESRCH, and its pid is opened afresh should it come back as another
 process. Open files are capped below the file-descriptor limit; past the
-cap, stat files are opened and closed each tick as before.
+cap, files are opened and closed each tick.
 """
 
 from __future__ import annotations
@@ -33,8 +48,9 @@ PROC = "/proc"
 RESERVED_FDS = 256
 # The soft descriptor limit is raised to the hard one up to this many.
 WANTED_FDS = 65536
-# /proc/PID/stat is about 300 bytes.
+# /proc/PID/stat is about 300 bytes, statm about 40.
 STAT_BYTES = 4096
+STATM_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,7 @@ class ProcSample:
     cgroup: str
     cpu_user_ns: int
     cpu_system_ns: int
+    # statm's resident pages: anonymous, file-backed and shared memory mapped now
     rss_bytes: int
     num_threads: int
     # since boot; with pid it identifies a process across pid reuse
@@ -66,12 +83,13 @@ class ProcessesSample:
     sampled_since_boot_ns: int | None = None
 
 
-def parse_stat(data: bytes) -> tuple[str, str, int, int, int, int, int, int]:
+def parse_stat(data: bytes) -> tuple[str, str, int, int, int, int, int]:
     """Parse /proc/PID/stat.
 
-    Returns (name, state, ppid, utime_ns, stime_ns, num_threads, start_time_ns,
-    rss_bytes). The name sits in parentheses and may itself contain spaces
-    and parentheses, so the fields start after the last ')'.
+    Returns (name, state, ppid, utime_ns, stime_ns, num_threads,
+    start_time_ns). The name sits in parentheses and may itself contain
+    spaces and parentheses, so the fields start after the last ')'. Its rss
+    field is left alone: it is approximate (see parse_statm_rss).
     """
     open_paren = data.index(b"(")
     close_paren = data.rindex(b")")
@@ -85,8 +103,16 @@ def parse_stat(data: bytes) -> tuple[str, str, int, int, int, int, int, int]:
         int(f[12]) * NS_PER_TICK,
         int(f[17]),
         int(f[19]) * NS_PER_TICK,
-        int(f[21]) * PAGE_SIZE_BYTES,
     )
+
+
+def parse_statm_rss(data: bytes) -> int:
+    """Resident set size in bytes from /proc/PID/statm (its second field, in pages).
+
+    The kernel sums its per-CPU counters for statm and status (ps's VmRSS),
+    not for stat's rss field, which reads up to a batch of pages per CPU off.
+    """
+    return int(data.split(None, 2)[1]) * PAGE_SIZE_BYTES
 
 
 # Arguments may hold newlines and other control characters (`python -c
@@ -156,6 +182,9 @@ class ProcessProbe:
         self._last: dict[int, tuple[int, ProcSample]] = {}
         # pid -> its open /proc/PID/stat
         self._stat_fds: dict[int, int] = {}
+        # pid -> its open /proc/PID/statm, for processes whose stat has moved
+        # since they were first read: idle ones need no second descriptor
+        self._statm_fds: dict[int, int] = {}
         self._max_fds = 0
 
     def start(self) -> None:
@@ -165,32 +194,42 @@ class ProcessProbe:
 
     def stop(self) -> None:
         self._last.clear()
-        for fd in self._stat_fds.values():
-            os.close(fd)
-        self._stat_fds.clear()
+        for pid in list(self._stat_fds.keys() | self._statm_fds.keys()):
+            self._forget(pid)
 
-    def _read_stat(self, pid: int, entry: str) -> bytes | None:
-        """The process's stat text, through its kept descriptor where there is one."""
-        fd = self._stat_fds.get(pid)
+    def _forget(self, pid: int) -> None:
+        """Close the pid's kept descriptors: its process is gone."""
+        for kept in (self._stat_fds, self._statm_fds):
+            fd = kept.pop(pid, None)
+            if fd is not None:
+                os.close(fd)
+
+    def _read(self, kept: dict[int, int], pid: int, entry: str, name: str, size: int, keep: bool) -> bytes | None:
+        """The text of /proc/PID/`name`, through its kept descriptor where there is one.
+
+        Otherwise the file is opened afresh, and kept open if `keep` and
+        there is room under the descriptor cap.
+        """
+        fd = kept.get(pid)
         if fd is not None:
             try:
-                data = os.pread(fd, STAT_BYTES, 0)
+                data = os.pread(fd, size, 0)
             except OSError:
                 data = b""
             if data:
                 return data
             # Gone; the pid may now be another process's.
-            os.close(self._stat_fds.pop(pid))
+            self._forget(pid)
         try:
-            fd = os.open(f"{self._proc}/{entry}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(f"{self._proc}/{entry}/{name}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
-            data = os.read(fd, STAT_BYTES)
+            data = os.read(fd, size)
         except OSError:
             data = b""
-        if data and len(self._stat_fds) < self._max_fds:
-            self._stat_fds[pid] = fd
+        if data and keep and len(self._stat_fds) + len(self._statm_fds) < self._max_fds:
+            kept[pid] = fd
         else:
             os.close(fd)
         return data or None
@@ -198,23 +237,29 @@ class ProcessProbe:
     def sample(self) -> ProcessesSample:
         proc = self._proc
         last = self._last
+        stat_fds, statm_fds = self._stat_fds, self._statm_fds
         current: dict[int, tuple[int, ProcSample]] = {}
         unreadable = 0
         for entry in os.listdir(proc):
             if not entry.isdigit():
                 continue
             pid = int(entry)
-            data = self._read_stat(pid, entry)
+            data = self._read(stat_fds, pid, entry, "stat", STAT_BYTES, True)
             if not data:
                 unreadable += 1
                 continue
             digest = hash(data)
             previous = last.get(pid)
             if previous is not None and previous[0] == digest:
+                # Its RSS too: see "RSS" in the module's docstring.
                 current[pid] = previous
                 continue
+            statm = self._read(statm_fds, pid, entry, "statm", STATM_BYTES, previous is not None)
+            if not statm:
+                unreadable += 1
+                continue
             try:
-                sample = self._parse(pid, entry, data, previous[1] if previous else None)
+                sample = self._parse(pid, entry, data, statm, previous[1] if previous else None)
             except (ValueError, IndexError):
                 unreadable += 1
                 continue
@@ -224,8 +269,8 @@ class ProcessProbe:
             current[pid] = (digest, sample)
         self._last = current
         listed = current.keys()
-        for pid in [pid for pid in self._stat_fds if pid not in listed]:
-            os.close(self._stat_fds.pop(pid))
+        for pid in [pid for pid in stat_fds.keys() | statm_fds.keys() if pid not in listed]:
+            self._forget(pid)
         return ProcessesSample(tuple(s for _, s in current.values()), unreadable, self._since_boot_ns())
 
     def _since_boot_ns(self) -> int | None:
@@ -236,8 +281,9 @@ class ProcessProbe:
         except (ValueError, IndexError):
             return None
 
-    def _parse(self, pid: int, entry: str, data: bytes, previous: ProcSample | None) -> ProcSample | None:
-        name, state, ppid, utime, stime, threads, start, rss = parse_stat(data)
+    def _parse(self, pid: int, entry: str, stat: bytes, statm: bytes, previous: ProcSample | None) -> ProcSample | None:
+        name, state, ppid, utime, stime, threads, start = parse_stat(stat)
+        rss = parse_statm_rss(statm)
         if previous is not None and previous.start_time_ns == start and previous.name == name:
             cmdline, user, cgroup = previous.cmdline, previous.user, previous.cgroup
         else:
