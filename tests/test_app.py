@@ -91,17 +91,6 @@ async def test_tree_view_puts_children_under_parents() -> None:
         assert prefix[2002].endswith("└─ ") and len(prefix[2002]) > len(prefix[2001])
 
 
-async def test_cursor_follows_its_process_when_the_order_changes() -> None:
-    app = make_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await until_drawn(pilot, app)
-        table = app.query_one(ProcessTable)
-        await pilot.press("down", "down")
-        chosen = table.selected.pid
-        await pilot.press("N")
-        assert table.selected.pid == chosen
-
-
 async def test_pause_stops_the_source_and_says_so() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

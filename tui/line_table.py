@@ -128,6 +128,10 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self.rows: list[tuple[T, str]] = []
         self.cursor = 0
         self.cursor_key: Hashable | None = None
+        # Whether the cursor follows its row across refills, as once the user
+        # moved it; otherwise it stays on its line (the top one after a sort),
+        # so the top of the list is what is shown.
+        self.following = False
         # Rich styles by component class, resolved once per theme and focus
         # state: resolving them for every line was a third of drawing time.
         self._styles: dict[str, Style] = {}
@@ -152,9 +156,9 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         return result
 
     def set_rows(self, rows: list[tuple[T, str]]) -> None:
-        """Show these rows, keeping the cursor on the row it was on where it still exists."""
+        """Show these rows; a cursor the user moved stays on its row where it still exists."""
         self.rows = rows
-        if self.cursor_key is not None:
+        if self.following and self.cursor_key is not None:
             for i, (item, _) in enumerate(rows):
                 if self.row_key(item) == self.cursor_key:
                     self.cursor = i
@@ -162,8 +166,20 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self.cursor = max(0, min(self.cursor, len(rows) - 1))
         self.cursor_key = self.row_key(rows[self.cursor][0]) if rows else None
         self._size_to_rows()
-        self._scroll_cursor_into_view()
+        if self.following:
+            self._scroll_cursor_into_view()
         self._refresh_changed()
+
+    def reordered(self) -> None:
+        """The order changed (a sort; a subclass's filter or tree): show the top of the list again.
+
+        As in htop: a new order shows its first rows, not the row the cursor
+        was on, wherever that went.
+        """
+        self.following = False
+        self.cursor = 0
+        self.scroll_to(y=0, animate=False, immediate=True)
+        self.resort()
 
     def _refresh_changed(self) -> None:
         """Redraw only the lines whose text changed since drawn.
@@ -218,7 +234,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         if self.sort_key == key:
             self.sort_key = self.default_sort_key
             self.sort_descending = self.column(self.sort_key).descending
-            self.resort()
+            self.reordered()
         self.refresh()
 
     # actions
@@ -229,7 +245,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         else:
             self.sort_key = key
             self.sort_descending = self.column(key).descending
-        self.resort()
+        self.reordered()
         self.post_message(self.Reordered())
 
     def action_cursor(self, delta: int) -> None:
@@ -240,6 +256,9 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
 
     def action_edge(self, direction: int) -> None:
         self._move_to(0 if direction < 0 else len(self.rows) - 1)
+        if direction < 0:
+            # Home: the cursor stays on the first line, whichever row comes to it.
+            self.following = False
 
     def action_open(self) -> None:
         if self.selected is not None:
@@ -250,6 +269,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
             return
         self.cursor = max(0, min(index, len(self.rows) - 1))
         self.cursor_key = self.row_key(self.rows[self.cursor][0])
+        self.following = True
         self._scroll_cursor_into_view()
         self.refresh()
         self.post_message(self.CursorMoved(self))

@@ -30,8 +30,8 @@ class ProcessPane(Pane):
     # whichever widget had the focus when the burst began.
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter on command and user as you type"),
-        Binding("enter", "keep_filter", "Keep filter", priority=True, show=False, tooltip="Keep the filter and go back to the table"),
-        Binding("escape", "clear_filter", "Clear filter", priority=True, show=False, tooltip="Clear the filter"),
+        Binding("enter", "keep_filter", "Keep filter", priority=True, show=False, tooltip="In the filter: keep it and go back to the table"),
+        Binding("escape", "clear_filter", "Clear filter", priority=True, show=False, tooltip="Clear the filter (typing it, or kept)"),
         Binding("k", "kill", "Signal", tooltip="Send a signal to the selected process, after confirming"),
     ]
 

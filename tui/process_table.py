@@ -126,12 +126,12 @@ class ProcessTable(LineTable[ProcessView]):
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
-        self.resort()
+        self.reordered()
         self.post_message(self.Reordered())
 
     def action_toggle_tree(self) -> None:
         self.tree_mode = not self.tree_mode
-        self.resort()
+        self.reordered()
         self.post_message(self.Reordered())
 
     def action_open(self) -> None:
