@@ -13,13 +13,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class ProcessDetails:
-    """None marks a field the kernel would not tell us (permission), shown as "-"."""
+    """None marks a field the kernel would not tell us (permission denied).
+
+    The state is not here: the process screen shows the letter of the tick
+    it was sampled in, and a second reading of it here could disagree.
+    """
 
     pid: int
     cmdline: str
     exe: str | None
     cwd: str | None
-    status: str
     num_threads: int
     num_fds: int | None
     started: float
@@ -39,7 +42,6 @@ def read_details(pid: int) -> ProcessDetails:
                 cmdline=" ".join(proc.cmdline()) or f"[{proc.name()}]",
                 exe=_allowed(proc.exe),
                 cwd=_allowed(proc.cwd),
-                status=proc.status(),
                 num_threads=proc.num_threads(),
                 num_fds=_allowed(proc.num_fds),
                 started=proc.create_time(),

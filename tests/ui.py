@@ -55,3 +55,9 @@ def burst(app: OracApp, *keys: str) -> None:
         event = events.Key(key, char)
         event.set_sender(app)
         app._driver.send_message(event)
+
+
+class LiveFrames(FrameSequence):
+    """Fixed frames of processes that run now (the test's own): the app may read more of them, and signal them."""
+
+    live = True

@@ -3,6 +3,27 @@
 from __future__ import annotations
 
 MISSING = "-"
+# a figure the kernel keeps from orac's user (another user's exe, cwd, fds)
+DENIED = "permission denied"
+
+# /proc/PID/stat's state letters, in the words of ps(1)
+STATE_WORDS = {
+    "R": "running or runnable",
+    "S": "sleeping",
+    "D": "uninterruptible sleep (disk or lock)",
+    "I": "idle kernel thread",
+    "T": "stopped",
+    "t": "stopped by a debugger",
+    "Z": "zombie (exited, not yet reaped)",
+    "X": "dead",
+    "P": "parked",
+}
+
+
+def state(letter: str) -> str:
+    """"D" -> "D (uninterruptible sleep (disk or lock))": one reading's letter and its word."""
+    word = STATE_WORDS.get(letter)
+    return f"{letter} ({word})" if word else letter
 
 
 def human_bytes(n: float | None) -> str:

@@ -18,7 +18,7 @@ from probes.process_details import ProcessDetails, ProcessGone, read_details
 from probes.profile import DEFAULT_FREQUENCY_HZ
 from probes.views import ProcessesView, ProcessView
 
-from .format import MISSING, cpu_time, human_bytes, percent
+from .format import DENIED, MISSING, cpu_time, human_bytes, percent, state
 from .drilldown import DrillDown
 from .pane import Pane
 
@@ -27,6 +27,13 @@ def find(view: ProcessesView | None, pid: int) -> ProcessView | None:
     if view is None:
         return None
     return next((p for p in view.processes if p.pid == pid), None)
+
+
+def _detail(value: object) -> str:
+    """A detail read from /proc: None is what the kernel would not tell; empty, what there is none of (a kernel thread's exe)."""
+    if value is None:
+        return DENIED
+    return str(value) or MISSING
 
 
 class ProcessSummary(Pane):
@@ -121,12 +128,12 @@ class ProcessSummary(Pane):
         d = self.details
         rows: list[tuple[str, str]] = []
         rows.append(("command", d.cmdline if d else (p.command if p else MISSING)))
-        rows.append(("exe", (d.exe or MISSING) if d else MISSING))
-        rows.append(("cwd", (d.cwd or MISSING) if d else MISSING))
-        rows.append(("state", f"{p.state} ({d.status})" if p and d else p.state if p else MISSING))
+        rows.append(("exe", _detail(d.exe) if d else MISSING))
+        rows.append(("cwd", _detail(d.cwd) if d else MISSING))
+        rows.append(("state", state(p.state) if p else MISSING))
         rows.append(("user", p.user if p else MISSING))
         rows.append(("threads", str(p.num_threads) if p else MISSING))
-        rows.append(("open fds", str(d.num_fds) if d and d.num_fds is not None else MISSING))
+        rows.append(("open fds", _detail(d.num_fds) if d else MISSING))
         rows.append(("cgroup", p.cgroup if p else MISSING))
         rows.append(("parent", str(p.ppid) if p else MISSING))
         if d:
