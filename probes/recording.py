@@ -40,6 +40,11 @@ self-contained file to copy or attach to an incident.
     so a flipped bit in a frame is reported, never shown as data. An index
     on wall_ns finds the frame at a time in microseconds.
 
+A reader trusts nothing in a file: a frame row's values must have their
+types and ranges before its checksum is computed, and every decoded sample
+must fit its dataclass's type hints (probes.validation), or the frame is
+reported corrupt in one line.
+
 Each frame is written in its own transaction. Nothing from a process's
 environment is stored (orac never samples environments), and command lines
 have well-known secrets redacted unless the recorder is told otherwise.
@@ -58,6 +63,7 @@ import re
 import signal
 import socket
 import sqlite3
+import stat
 import struct
 import sys
 import threading
@@ -73,11 +79,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TextIO
 import zstandard
 
 from .base import Probe
-from .codec import CodecError, Decoder, Encoder, ProbeRow, Schema, TypeRow, TypeTable
-from .collector import FrameCallback, sample_frame, start_probes
+from .codec import CodecError, Decoder, Encoder, ProbeRow, Schema, TypeRow, TypeTable, resolve_type
+from .collector import MAX_INTERVAL_S, FrameCallback, sample_frame, start_probes
 from .frame import Frame
 from .playback import ReplayPosition
 from .private_files import PrivateDirectory, UnsafeDirectory
+from .validation import SampleValidator
 from .views import derive_frame
 
 FORMAT = "orac recording"
@@ -135,6 +142,19 @@ def orac_version() -> str:
 
 def _crc(frame_id: int, wall_ns: int, mono_ns: int, base: int, data: bytes) -> int:
     return zlib.crc32(data, zlib.crc32(_ROW_HEADER.pack(frame_id, wall_ns, mono_ns, base)))
+
+
+def _time_ok(value: object) -> bool:
+    """A frame's wall_ns or mono_ns: an int from 0 (the epoch, or boot) to 2**63."""
+    return type(value) is int and 0 <= value < 2**63
+
+
+def _frame_row_ok(frame_id: object, wall_ns: object, mono_ns: object, base: object, data: object, crc: object) -> bool:
+    """The types and ranges a frames row must have before its checksum can even be computed."""
+    return (
+        _time_ok(wall_ns) and _time_ok(mono_ns) and type(base) is int and 0 < base < 2**63
+        and type(data) is bytes and type(crc) is int and 0 <= crc < 2**32 and type(frame_id) is int
+    )
 
 
 def _row_crc(*values: object) -> int:
@@ -522,10 +542,18 @@ class Recorder:
 def _check_header(path: Path) -> None:
     """Say what is wrong with a file that is not an orac recording, without SQLite."""
     try:
-        if path.is_dir():
-            raise RecordingError(f"{path} is a directory, not an orac recording")
-        with open(path, "rb") as f:
-            header = f.read(100)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is
+        # refused below like anything else that is not a regular file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise RecordingError(f"{path} is a directory, not an orac recording")
+            if not stat.S_ISREG(mode):
+                raise RecordingError(f"{path} is not a regular file, so not an orac recording")
+            header = os.pread(fd, 100, 0)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise RecordingError(f"{path}: no such file") from None
     except OSError as exc:
@@ -597,6 +625,9 @@ class Recording:
                 ProbeRow(*row) for row in self._checked("probes", "SELECT name, type, version, crc FROM probes")
             ]
             self._decoder = Decoder(Schema(type_rows, probe_rows))
+            self._validator = SampleValidator(
+                {row.probe: resolve_type(row.type_name) for row in probe_rows if row.type_name}
+            )
             self._count: int = self._db.execute("SELECT count(*) FROM frames").fetchone()[0]
             first, last = self._db.execute("SELECT min(id), max(id) FROM frames").fetchone()
             if self._count and (first != 1 or last != self._count):
@@ -629,20 +660,33 @@ class Recording:
         missing = META_KEYS - set(meta)
         if missing:
             raise RecordingError(f"{self.path} is corrupt (its metadata has no {sorted(missing)[0]!r})")
-        unavailable = {
-            name: (str(entry["reason"]), str(entry["remedy"]))
-            for name, entry in json.loads(meta["unavailable"]).items()
-        }
+        unavailable = json.loads(meta["unavailable"])
+        probes = json.loads(meta["probes"])
+        interval_s = float(meta["interval_s"])
+        started_wall_ns = int(meta["started_wall_ns"])
+        keyframe_every = int(meta["keyframe_every"])
+        if not (
+            type(unavailable) is dict
+            and all(
+                type(entry) is dict and type(entry.get("reason")) is str and type(entry.get("remedy")) is str
+                for entry in unavailable.values()
+            )
+            and type(probes) is list and all(type(name) is str for name in probes)
+            and math.isfinite(interval_s) and 0 < interval_s <= MAX_INTERVAL_S
+            and 0 <= started_wall_ns < 2**63 and 0 < keyframe_every < 2**31
+            and meta["redacted"] in ("true", "false")
+        ):
+            raise ValueError("its metadata is not what orac writes")
         return RecordingMeta(
             host=meta["host"],
             kernel=meta["kernel"],
             orac_version=meta["orac_version"],
-            interval_s=float(meta["interval_s"]),
-            probes=tuple(json.loads(meta["probes"])),
-            unavailable=unavailable,
-            started_wall_ns=int(meta["started_wall_ns"]),
+            interval_s=interval_s,
+            probes=tuple(probes),
+            unavailable={name: (entry["reason"], entry["remedy"]) for name, entry in unavailable.items()},
+            started_wall_ns=started_wall_ns,
             redacted=meta["redacted"] == "true",
-            keyframe_every=int(meta["keyframe_every"]),
+            keyframe_every=keyframe_every,
         )
 
     def __enter__(self) -> Recording:
@@ -679,7 +723,10 @@ class Recording:
         rows = self._query("SELECT wall_ns, mono_ns FROM frames WHERE id = ?", (index + 1,))
         if not rows:
             raise RecordingError(f"{self.path} is corrupt (frame {index} is missing)")
-        return rows[0][0], rows[0][1]
+        wall_ns, mono_ns = rows[0]
+        if not _time_ok(wall_ns) or not _time_ok(mono_ns):
+            raise RecordingError(f"{self.path} is corrupt (frame {index} has values of the wrong type or range)")
+        return wall_ns, mono_ns
 
     def index_at(self, wall_ns: int) -> int:
         """The last frame at or before `wall_ns`; 0 when it precedes the recording."""
@@ -711,7 +758,7 @@ class Recording:
             # Decode forward from the nearest frame already known: the one
             # before (stepping and playing), else the keyframe.
             rows = self._query("SELECT base FROM frames WHERE id = ?", (index + 1,))
-            if not rows or not 1 <= rows[0][0] <= index + 1:
+            if not rows or type(rows[0][0]) is not int or not 1 <= rows[0][0] <= index + 1:
                 raise RecordingError(f"{self.path} is corrupt (frame {index} has a bad keyframe link)")
             base = rows[0][0] - 1
             prev: Frame | None = None
@@ -764,7 +811,9 @@ class Recording:
             raise RecordingError(f"{self.path} is corrupt (frames are missing)")
         for frame_id, wall_ns, mono_ns, row_base, data, crc in rows:
             index = frame_id - 1
-            if type(data) is not bytes or _crc(frame_id, wall_ns, mono_ns, row_base, data) != crc:
+            if not _frame_row_ok(frame_id, wall_ns, mono_ns, row_base, data, crc):
+                raise RecordingError(f"{self.path} is corrupt (frame {index} has values of the wrong type or range)")
+            if _crc(frame_id, wall_ns, mono_ns, row_base, data) != crc:
                 raise RecordingError(f"{self.path} is corrupt (frame {index} fails its checksum)")
             reference: tuple[Mapping[str, Any], Mapping[str, tuple[str, str]]] | None = None
             if row_base != frame_id:
@@ -776,6 +825,7 @@ class Recording:
             try:
                 payload = self._decompressor.decompress(data, max_output_size=MAX_PAYLOAD_BYTES)
                 samples, unavailable = self._decoder.decode_frame(payload, reference)
+                self._validator.check(samples, unavailable)
             except (zstandard.ZstdError, CodecError) as exc:
                 raise RecordingError(f"{self.path} is corrupt (frame {index}: {exc})") from None
             frame = Frame(wall_ns=wall_ns, mono_ns=mono_ns, samples=samples, unavailable=unavailable)
@@ -1055,7 +1105,8 @@ class ReplaySource:
         self.recording = recording
         self.interval_s = recording.meta.interval_s
         self.error: RecordingError | None = None
-        self._on_error = on_error
+        # Called on the player thread when a frame cannot be shown.
+        self.on_error = on_error
         self._count = len(recording)
         self._first_wall_ns, self._last_wall_ns = recording.time_range
         self._cond = threading.Condition()
@@ -1201,14 +1252,17 @@ class ReplaySource:
                     return
                 frame = self.recording.frame(index)
                 views = derive_frame(self.recording.frame(index - 1), frame) if index > 0 else {}
-            except RecordingError as exc:
-                # A damaged frame: stop where we are and say why, rather than
-                # end the thread silently.
+            except Exception as exc:  # noqa: BLE001 - a damaged frame, or one no check foresaw
+                # Stop where we are and say why, rather than end the thread
+                # and leave the screen frozen.
+                error = exc if isinstance(exc, RecordingError) else RecordingError(
+                    f"{self.recording.path}: cannot show frame {index} ({type(exc).__name__}: {exc})"
+                )
                 with self._cond:
-                    self.error = exc
+                    self.error = error
                     self._paused = True
-                if self._on_error is not None:
-                    self._on_error(exc)
+                if self.on_error is not None:
+                    self.on_error(error)
                 continue
             with self._cond:
                 self._index = index

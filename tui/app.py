@@ -21,7 +21,7 @@ from themes import DEFAULT_THEME, STYLESHEET, THEMES
 from .drilldown import DrillDown
 from .header_bar import HeaderBar
 from .help_screen import HelpScreen
-from .messages import FrameReady
+from .messages import FrameReady, SourceFailed
 from .pane import Pane, feed
 from .process_pane import ProcessPane
 from .process_screen import ProcessScreen
@@ -108,6 +108,8 @@ class OracApp(App[None]):
         self.theme = self.initial_theme
         self.query_one(ProcessTable).focus()
         self._check_size(self.size.width, self.size.height)
+        if self.replaying:
+            self.source.on_error = lambda exc: self.post_message(SourceFailed(str(exc)))
         self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
 
     def on_unmount(self) -> None:
@@ -134,7 +136,9 @@ class OracApp(App[None]):
             self.history = ProcessHistory()
         self.frame = frame
         if self.replaying:
-            self.query_one(ReplayBar).show(self.source.position())
+            bar = self.query_one(ReplayBar)
+            bar.error = None
+            bar.show(self.source.position())
         self.views = views
         if "procs" in views:
             self.history.add(views["procs"].processes)
@@ -148,6 +152,13 @@ class OracApp(App[None]):
             self._feed(screen, frame, views)
             for drill in screen.query(DrillDown):
                 drill.take_frame(frame)
+
+    def on_source_failed(self, message: SourceFailed) -> None:
+        # On screen for as long as it holds, not only in a notification;
+        # `orac replay` also prints it and exits non-zero on quitting.
+        if self.replaying:
+            self.query_one(ReplayBar).show_error(message.error)
+        self.notify(message.error, title="Replay stopped", severity="error", timeout=30)
 
     def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
         feed(screen.query(Pane), frame, views)

@@ -22,3 +22,11 @@ class FrameReady(Message):
         # first would only cost time. Views are derived against the previous
         # *frame*, not the previous draw, so nothing is lost but a redraw.
         return isinstance(message, FrameReady)
+
+
+class SourceFailed(Message):
+    """The source cannot go on (a replay reached a damaged frame); `error` is one line."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error

@@ -42,23 +42,37 @@ class ReplayBar(Widget):
     ReplayBar > .replay-bar--label { color: $accent; text-style: bold; }
     ReplayBar > .replay-bar--done { color: $primary; }
     ReplayBar > .replay-bar--todo { color: $foreground-muted; }
+    ReplayBar > .replay-bar--error { color: $error; text-style: bold reverse; }
     """
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"replay-bar--label", "replay-bar--done", "replay-bar--todo"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "replay-bar--label", "replay-bar--done", "replay-bar--todo", "replay-bar--error",
+    }
 
 
     def __init__(self, name_of_file: str) -> None:
         super().__init__()
         self.name_of_file = name_of_file
         self.position: ReplayPosition | None = None
+        self.error: str | None = None
 
     def show(self, position: ReplayPosition) -> None:
         self.position = position
         self.refresh()
 
+    def show_error(self, error: str) -> None:
+        """Say why playback stopped, in place of the timeline, until a frame is shown again."""
+        self.error = error
+        self.refresh()
+
     def render(self) -> Text:
         label = self.get_component_rich_style("replay-bar--label")
         p = self.position
+        if self.error is not None:
+            where = f"{p.index + 1}/{p.count}  " if p is not None else ""
+            return Text.assemble(
+                (" REPLAY STOPPED ", self.get_component_rich_style("replay-bar--error")), f" {where}{self.error}"
+            )
         if p is None:
             return Text(f" REPLAY {self.name_of_file}", style=label)
         state = "paused" if p.paused else f"{p.speed:g}x"
