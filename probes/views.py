@@ -81,6 +81,9 @@ class ProcessView:
     cgroup: str
     name: str
     command: str
+    # since boot: with pid, which process this is (a pid is reused; this is
+    # what a signal checks before it is sent)
+    start_time_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,7 @@ def process_view(curr: ProcSample, cpu_percent: float | None) -> ProcessView:
         cgroup=short_cgroup(curr.cgroup),
         name=curr.name,
         command=curr.cmdline or f"[{curr.name}]",
+        start_time_ns=curr.start_time_ns,
     )
 
 

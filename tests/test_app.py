@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 
 from probes.collector import FrameSequence
@@ -14,7 +11,6 @@ from tui.process_pane import ProcessPane
 from tui.process_screen import ProcessScreen, ProcessSummary
 from tui.process_table import ProcessTable
 from tui.screenshot import capture
-from tui.signal_screen import SignalScreen
 
 import synthetic
 from ui import make_app, screenshot_files, until_drawn
@@ -100,37 +96,6 @@ async def test_pause_stops_the_source_and_says_so() -> None:
         assert "PAUSED" in app.query_one(HeaderBar).flags
         await pilot.press("p")
         assert not app.source.paused and not app.query_one(HeaderBar).flags
-
-
-def sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-
-
-def frames_with(proc: subprocess.Popen[bytes]) -> list:
-    row = (proc.pid, 1, "root", "S", "orac-victim", "python3 orac-victim", "/", 999_000_000, 10, 1, 0.0)
-    return synthetic.frames([*synthetic.PROCESSES, row])
-
-
-async def test_signal_needs_confirmation_naming_the_process() -> None:
-    proc = sleeper()
-    try:
-        frame_list = frames_with(proc)
-        app = make_app(frame_list)
-        async with app.run_test(size=SIZE) as pilot:
-            await until_drawn(pilot, app, frame_list)
-            assert app.query_one(ProcessTable).selected.pid == proc.pid  # busiest row first
-            await pilot.press("k")
-            assert isinstance(app.screen, SignalScreen)
-            assert f"{proc.pid} (orac-victim)" in app.screen.process_label
-            await pilot.press("escape")
-            assert proc.poll() is None  # cancelled: still running
-            await pilot.press("k")
-            await pilot.press("enter")  # the first choice, SIGTERM
-            await pilot.pause()
-            assert proc.wait(timeout=5) == -signal.SIGTERM
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 async def test_screenshot_writes_svg_png_and_text(tmp_path) -> None:

@@ -61,7 +61,12 @@ def test_help(snap_compare) -> None:
 
 
 def test_signal_confirmation(snap_compare) -> None:
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=press_after_drawn("k"))
+    from synthetic import frames
+    from tui.app import OracApp
+    from ui import LiveFrames
+
+    # k asks only where the processes run now; nothing is sent without Enter.
+    assert snap_compare(OracApp(LiveFrames(frames())), terminal_size=SIZE, run_before=press_after_drawn("k"))
 
 
 def test_too_small(snap_compare) -> None:

@@ -335,7 +335,7 @@ def test_real_busy_loop_is_about_one_core() -> None:
 
 def pview(pid: int, cpu: float, rss: int) -> ProcessView:
     return ProcessView(pid=pid, ppid=1, user="u", state="R", cpu_percent=cpu, rss_bytes=rss, num_threads=1,
-                       cpu_time_s=0.0, cgroup="/", name="p", command="p")
+                       cpu_time_s=0.0, cgroup="/", name="p", command="p", start_time_ns=pid)
 
 
 PAGE = 4096  # RSS is whole pages

@@ -206,7 +206,10 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         if index >= len(self.rows):
             return None
         item, prefix = self.rows[index]
-        return (self.view_size.width, index == self.cursor, prefix, *(c.text(item) for c in self.columns))
+        return (
+            self.view_size.width, index == self.cursor, prefix, self.row_component(item),
+            *(c.text(item) for c in self.columns),
+        )
 
     def resort(self) -> None:
         """Reorder the current rows after the sort changed; subclasses rebuild instead."""
@@ -351,6 +354,10 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         """A style for one cell on top of the row's (subclasses colour states)."""
         return Style()
 
+    def row_component(self, item: T) -> str:
+        """The component class that styles a whole row, "" for none (subclasses mark rows)."""
+        return ""
+
     def render_line(self, y: int) -> Strip:
         key = self._drawn[y] = self._line_key(y)
         width = self.view_size.width
@@ -370,10 +377,12 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
             return Strip.blank(width, base)
         index = self.scroll_offset.y + y - 1
         item, prefix = self.rows[index]
-        texts = dict(zip((c.key for c in self.columns), key[3:]))
+        texts = dict(zip((c.key for c in self.columns), key[4:]))
         row_style = base
+        if key[3]:
+            row_style = base + self.style(key[3])
         if index == self.cursor:
-            row_style = base + self.style("line-table--cursor")
+            row_style = row_style + self.style("line-table--cursor")
         segments = []
         last = layout[-1][0].key
         for column, w in layout:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import ClassVar
 
@@ -11,6 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input
 
+from probes.signals import NotThatProcess, send_signal
 from probes.views import ProcessesView
 
 from .pane import Pane
@@ -32,7 +32,9 @@ class ProcessPane(Pane):
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter on command and user as you type"),
         Binding("enter", "keep_filter", "Keep filter", priority=True, show=False, tooltip="In the filter: keep it and go back to the table"),
         Binding("escape", "clear_filter", "Clear filter", priority=True, show=False, tooltip="Clear the filter (typing it, or kept)"),
-        Binding("k", "kill", "Signal", tooltip="Send a signal to the selected process, after confirming"),
+        Binding("k", "kill", "Signal", tooltip="Send a signal to the selected process, or to every tagged one, after confirming"),
+        Binding("space", "tag", "Tag", show=False, tooltip="Tag the selected process, or untag it (k signals every tagged one)"),
+        Binding("U", "untag_all", "Untag all", show=False, tooltip="Untag every process"),
     ]
 
     DEFAULT_CSS = """
@@ -84,6 +86,8 @@ class ProcessPane(Pane):
             title = f"Processes {shown} of {total} matching '{table.filter_text}'"
         if table.tree_mode:
             title += " (tree)"
+        if table.tagged:
+            title += f"  {len(table.tagged)} tagged"
         self.border_title = title
         self.border_subtitle = f"{view.unreadable} unreadable" if view.unreadable else ""
 
@@ -94,6 +98,11 @@ class ProcessPane(Pane):
         return self.query_one(Input)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("kill", "tag", "untag_all"):
+            # Only processes running now can be signalled: a recording's or
+            # fixed frames' pids may belong to anything on this box today.
+            # In replay, space then plays and pauses.
+            return self.app.source.live
         typing = self.screen.focused is self.filter_input
         if action == "filter":
             # A `/` typed in the filter is part of it (paths).
@@ -141,26 +150,42 @@ class ProcessPane(Pane):
 
     # signals
 
+    def action_tag(self) -> None:
+        self.table.toggle_tag()
+        self._update_title()
+
+    def action_untag_all(self) -> None:
+        self.table.untag_all()
+        self._update_title()
+
     def action_kill(self) -> None:
-        proc = self.table.selected
-        if proc is None:
+        table = self.table
+        targets = list(table.tagged.values())
+        if not targets and table.selected is not None:
+            targets = [table.selected]
+        if not targets:
             return
-        label = f"{proc.pid} ({proc.name}) of {proc.user}: {proc.command}"
+        labels = [f"{p.pid} ({p.name}) of {p.user}: {p.command}" for p in targets]
 
         def send(signum: int | None) -> None:
             if signum is None:
                 return
             name = signal.Signals(signum).name
-            try:
-                os.kill(proc.pid, signum)
-            except ProcessLookupError:
-                self.notify(f"{proc.pid} ({proc.name}) has already exited", severity="warning")
-            except PermissionError:
-                self.notify(
-                    f"not allowed to send {name} to {proc.pid} ({proc.name}): run orac as its owner or root",
-                    severity="error",
-                )
-            else:
-                self.notify(f"sent {name} to {proc.pid} ({proc.name})")
+            sent, failed = [], []
+            for p in targets:
+                try:
+                    send_signal(p.pid, p.start_time_ns, signum)
+                except NotThatProcess as exc:
+                    failed.append(f"{p.name}: {exc}")
+                except PermissionError:
+                    failed.append(f"not allowed to send {name} to {p.pid} ({p.name}): run orac as its owner or root")
+                else:
+                    sent.append(f"{p.pid} ({p.name})")
+            table.untag_all()
+            self._update_title()
+            if sent:
+                self.notify(f"sent {name} to {', '.join(sent)}")
+            if failed:
+                self.notify("\n".join(failed), severity="error" if not sent else "warning")
 
-        self.app.push_screen(SignalScreen(label), send)
+        self.app.push_screen(SignalScreen(labels), send)

@@ -85,12 +85,14 @@ class ProcessTable(LineTable[ProcessView]):
         "process-table--running",
         "process-table--blocked",
         "process-table--busy",
+        "process-table--tagged",
     }
 
     DEFAULT_CSS = """
     ProcessTable > .process-table--running { color: $success; text-style: bold; }
     ProcessTable > .process-table--blocked { color: $error; text-style: bold; }
     ProcessTable > .process-table--busy { color: $warning; }
+    ProcessTable > .process-table--tagged { color: $warning; text-style: bold underline; }
     """
 
     class Selected(Message):
@@ -105,10 +107,34 @@ class ProcessTable(LineTable[ProcessView]):
         self.processes: tuple[ProcessView, ...] = ()
         self.filter_text = ""
         self.tree_mode = False
+        # pid -> the process as it was tagged: a signal goes to that process
+        # only (its start time), never to a later one with the pid
+        self.tagged: dict[int, ProcessView] = {}
 
     def update_processes(self, processes: tuple[ProcessView, ...]) -> None:
         self.processes = processes
+        if self.tagged:
+            # A tagged process that exited is no longer tagged, whatever has its pid now.
+            alive = {(p.pid, p.start_time_ns) for p in processes}
+            self.tagged = {pid: p for pid, p in self.tagged.items() if (pid, p.start_time_ns) in alive}
         self.resort()
+
+    def toggle_tag(self) -> None:
+        """Tag the selected process, or untag it, and move on to the next row (as htop's space)."""
+        view = self.selected
+        if view is None:
+            return
+        if self.tagged.pop(view.pid, None) is None:
+            self.tagged[view.pid] = view
+        self.action_cursor(1)
+        self.refresh()
+
+    def untag_all(self) -> None:
+        self.tagged.clear()
+        self.refresh()
+
+    def row_component(self, view: ProcessView) -> str:
+        return "process-table--tagged" if view.pid in self.tagged else ""
 
     def resort(self) -> None:
         needle = self.filter_text.lower()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from typing import ClassVar
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -26,6 +27,10 @@ SIGNALS: tuple[tuple[signal.Signals, str], ...] = (
 )
 
 
+# processes named one per line; past this many, how many more
+MAX_LISTED = 8
+
+
 class SignalScreen(ModalScreen[int | None]):
     """Returns the chosen signal number, or None when cancelled."""
 
@@ -34,7 +39,8 @@ class SignalScreen(ModalScreen[int | None]):
     DEFAULT_CSS = """
     SignalScreen { align: center middle; }
     SignalScreen > Vertical {
-        width: 70;
+        width: 100;
+        max-width: 95%;
         height: auto;
         border: thick $error;
         background: $surface;
@@ -44,13 +50,22 @@ class SignalScreen(ModalScreen[int | None]):
     SignalScreen OptionList { height: auto; max-height: 12; }
     """
 
-    def __init__(self, process_label: str) -> None:
+    def __init__(self, process_labels: list[str]) -> None:
+        """`process_labels`: one line naming each process the signal goes to."""
         super().__init__()
-        self.process_label = process_label
+        self.process_labels = process_labels
 
     def compose(self) -> ComposeResult:
+        labels = self.process_labels
+        if len(labels) == 1:
+            question = f"Send a signal to {escape(labels[0])}?"
+        else:
+            listed = [f"  {escape(label)}" for label in labels[:MAX_LISTED]]
+            if len(labels) > MAX_LISTED:
+                listed.append(f"  and {len(labels) - MAX_LISTED} more")
+            question = "\n".join([f"Send a signal to these {len(labels)} tagged processes?", *listed])
         with Vertical():
-            yield Label(f"Send a signal to {self.process_label}?")
+            yield Label(question)
             yield OptionList(
                 *(Option(f"{sig.name:<8} {sig.value:>2}  {meaning}", id=sig.name) for sig, meaning in SIGNALS)
             )
