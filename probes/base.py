@@ -13,12 +13,15 @@ class ProbeUnavailable(Exception):
     Args:
         reason: What is missing, in words a user understands ("no root").
         remedy: What to do about it, ideally a command ("run `sudo orac`").
+        absent: Nothing the probe watches exists here (no NVIDIA GPU in
+            the machine): nothing is wrong, there is just nothing to show.
     """
 
-    def __init__(self, reason: str, remedy: str = "") -> None:
+    def __init__(self, reason: str, remedy: str = "", *, absent: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.remedy = remedy
+        self.absent = absent
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.remedy}" if self.remedy else self.reason

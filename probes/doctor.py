@@ -15,6 +15,8 @@ class ProbeCheck:
     ok: bool
     reason: str = ""
     remedy: str = ""
+    # nothing for it to watch here (no GPU in the machine): not a fault
+    absent: bool = False
     # the cost of one sample here, measured, so users see what a probe costs
     sample_ms: float | None = None
     # the part of it spent in NVML, for the GPU probe
@@ -25,7 +27,7 @@ def check(probe: Probe[Any]) -> ProbeCheck:
     try:
         probe.start()
     except ProbeUnavailable as exc:
-        return ProbeCheck(probe.name, False, exc.reason, exc.remedy)
+        return ProbeCheck(probe.name, False, exc.reason, exc.remedy, absent=exc.absent)
     try:
         probe.sample()
         start = time.perf_counter()
@@ -49,6 +51,8 @@ def report(checks: Iterable[ProbeCheck]) -> str:
             if c.nvml_ms is not None:
                 line += f", {c.nvml_ms:.1f} ms of it in NVML"
             lines.append(line)
+        elif c.absent:
+            lines.append(f"{c.name:<10} none here    {c.reason}")
         else:
             lines.append(f"{c.name:<10} unavailable  {c.reason}")
             if c.remedy:

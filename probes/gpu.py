@@ -386,7 +386,8 @@ class GpuProbe:
 
     name: ClassVar[str] = "gpu"
 
-    def __init__(self, proc: str = "/proc") -> None:
+    def __init__(self, proc: str = "/proc", sys_root: str = "/sys") -> None:
+        self._sys_root = sys_root
         self._nvml: ModuleType | None = None
         self._devices: list[_Device] = []
         self._driver_version: str | None = None
@@ -402,13 +403,14 @@ class GpuProbe:
         try:
             import pynvml
         except ImportError:
-            raise ProbeUnavailable(
+            raise self._absent() or ProbeUnavailable(
                 "nvidia-ml-py is not installed (no pynvml module)", "`pip install nvidia-ml-py`"
             ) from None
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
-            raise _unavailable(pynvml, exc) from None
+            missing_driver = isinstance(exc, (pynvml.NVMLError_LibraryNotFound, pynvml.NVMLError_DriverNotLoaded))
+            raise (missing_driver and self._absent()) or _unavailable(pynvml, exc) from None
         try:
             self._devices = self._open_devices(pynvml)
             self._driver_version = self._driver(pynvml)
@@ -422,6 +424,12 @@ class GpuProbe:
             pynvml, "nvmlDeviceGetCurrentClocksEventReasons", pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
         )
         self._nvml = pynvml
+
+    def _absent(self) -> ProbeUnavailable | None:
+        """Nothing to watch: a missing driver on a machine with no NVIDIA GPU is no fault."""
+        if nvidia_pci_devices(self._sys_root):
+            return None
+        return ProbeUnavailable("no NVIDIA GPU in this machine", absent=True)
 
     @staticmethod
     def _driver(nvml: ModuleType) -> str | None:
@@ -661,6 +669,26 @@ class GpuProbe:
             )
             for nvml_pid, acc in running.items()
         )
+
+
+# PCI vendor id of NVIDIA, and the display-controller class (VGA and 3D).
+NVIDIA_PCI_VENDOR = "0x10de"
+DISPLAY_PCI_CLASS = "0x03"
+
+
+def nvidia_pci_devices(sys_root: str = "/sys") -> int:
+    """How many NVIDIA display or 3D controllers the PCI bus has, driver or not."""
+    devices = f"{sys_root}/bus/pci/devices"
+    try:
+        names = os.listdir(devices)
+    except OSError:
+        return 0
+    return sum(
+        1
+        for name in names
+        if (read_text(f"{devices}/{name}/vendor") or "").strip() == NVIDIA_PCI_VENDOR
+        and (read_text(f"{devices}/{name}/class") or "").startswith(DISPLAY_PCI_CLASS)
+    )
 
 
 def _unavailable(nvml: ModuleType, exc: Exception) -> ProbeUnavailable:

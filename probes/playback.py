@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import re
 
 # Steps a UI can offer for faster/slower.
@@ -38,6 +39,15 @@ class ReplayPosition:
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d*)?)\s*([smh]?)$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d*)?))?$")
 TIME_FORMATS = "HH:MM[:SS], YYYY-MM-DD HH:MM[:SS], +90s, +10m, +1h or Unix seconds"
+# Recordings keep wall times as int64 nanoseconds since the epoch.
+LATEST_WALL_NS = 2**63 - 1
+
+
+def _wall_ns(text: str, seconds: float, base_ns: int = 0) -> int:
+    """`base_ns` plus `seconds` as wall-clock ns, or ValueError for what no recording can hold."""
+    if not math.isfinite(seconds) or not 0 <= base_ns + seconds * 1e9 <= LATEST_WALL_NS:
+        raise ValueError(f"time {text!r} is outside the times a recording can hold (1970 to 2262)")
+    return base_ns + int(seconds * 1e9)
 
 
 def parse_time(text: str, start_wall_ns: int) -> int:
@@ -56,7 +66,7 @@ def parse_time(text: str, start_wall_ns: int) -> int:
     relative = _RELATIVE.match(text)
     if relative:
         scale = {"": 1, "s": 1, "m": 60, "h": 3600}[relative.group(2)]
-        return start_wall_ns + int(float(relative.group(1)) * scale * 1e9)
+        return _wall_ns(text, float(relative.group(1)) * scale, start_wall_ns)
     clock = _CLOCK.match(text)
     if clock:
         hour, minute = int(clock.group(1)), int(clock.group(2))
@@ -67,12 +77,12 @@ def parse_time(text: str, start_wall_ns: int) -> int:
         when = start.replace(hour=hour, minute=minute, second=0, microsecond=0) + dt.timedelta(seconds=second)
         if when.timestamp() * 1e9 < start_wall_ns - 1e9:
             when += dt.timedelta(days=1)
-        return int(when.timestamp() * 1e9)
+        return _wall_ns(text, when.timestamp())
     try:
-        return int(float(text) * 1e9)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        return int(dt.datetime.fromisoformat(text).timestamp() * 1e9)
-    except ValueError:
-        raise ValueError(f"cannot read time {text!r}: use {TIME_FORMATS}") from None
+        try:
+            seconds = dt.datetime.fromisoformat(text).timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise ValueError(f"cannot read time {text!r}: use {TIME_FORMATS}") from None
+    return _wall_ns(text, seconds)

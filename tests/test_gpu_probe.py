@@ -347,18 +347,47 @@ def test_start_twice_inits_once_and_stop_shuts_down(fake: FakeNvml, proc: Path) 
     ids=["library-not-found", "driver-not-loaded", "no-permission", "version-mismatch", "unknown"],
 )
 def test_nvml_errors_at_start_say_what_to_do(
-    monkeypatch: pytest.MonkeyPatch, proc: Path, code: int, reason: str, remedy: str
+    monkeypatch: pytest.MonkeyPatch, proc: Path, nvidia_sys: Path, code: int, reason: str, remedy: str
 ) -> None:
     install(monkeypatch, FakeNvml(init_error=code))
     with pytest.raises(ProbeUnavailable) as raised:
-        GpuProbe(proc=str(proc)).start()
+        GpuProbe(proc=str(proc), sys_root=str(nvidia_sys)).start()
     assert (raised.value.reason, raised.value.remedy) == (reason, remedy)
+    assert not raised.value.absent
 
 
-def test_no_driver_text_is_exact(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+@pytest.fixture
+def nvidia_sys(tmp_path: Path) -> Path:
+    """A /sys whose PCI bus has an NVIDIA 3D controller (an H100 here) beside an Intel NIC."""
+    root = tmp_path / "sys"
+    for name, vendor, cls in (("0000:17:00.0", "0x10de", "0x030200"), ("0000:03:00.0", "0x8086", "0x020000")):
+        device = root / "bus" / "pci" / "devices" / name
+        device.mkdir(parents=True)
+        (device / "vendor").write_text(vendor + "\n")
+        (device / "class").write_text(cls + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    "code", [fake_nvml.NVML_ERROR_LIBRARY_NOT_FOUND, fake_nvml.NVML_ERROR_DRIVER_NOT_LOADED]
+)
+def test_no_driver_on_a_machine_without_an_nvidia_gpu_is_no_fault(
+    monkeypatch: pytest.MonkeyPatch, proc: Path, nvidia_sys: Path, code: int
+) -> None:
+    install(monkeypatch, FakeNvml(init_error=code))
+    for device in (nvidia_sys / "bus" / "pci" / "devices").iterdir():
+        if (device / "vendor").read_text().strip() == "0x10de":
+            (device / "vendor").write_text("0x1af4\n")  # a virtio device instead
+    with pytest.raises(ProbeUnavailable) as raised:
+        GpuProbe(proc=str(proc), sys_root=str(nvidia_sys)).start()
+    assert raised.value.absent
+    assert raised.value.reason == "no NVIDIA GPU in this machine"
+
+
+def test_no_driver_text_is_exact(monkeypatch: pytest.MonkeyPatch, proc: Path, nvidia_sys: Path) -> None:
     install(monkeypatch, FakeNvml(init_error=fake_nvml.NVML_ERROR_LIBRARY_NOT_FOUND))
     with pytest.raises(ProbeUnavailable) as raised:
-        GpuProbe(proc=str(proc)).start()
+        GpuProbe(proc=str(proc), sys_root=str(nvidia_sys)).start()
     assert str(raised.value) == (
         "no NVIDIA driver: libnvidia-ml.so not found: "
         "install the NVIDIA driver, which provides libnvidia-ml.so.1 (check with `nvidia-smi`)"
@@ -375,10 +404,10 @@ def test_no_gpu(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
     assert fake.init_count == fake.shutdown_count == 1
 
 
-def test_no_nvidia_ml_py(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+def test_no_nvidia_ml_py(monkeypatch: pytest.MonkeyPatch, proc: Path, nvidia_sys: Path) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
     with pytest.raises(ProbeUnavailable) as raised:
-        GpuProbe(proc=str(proc)).start()
+        GpuProbe(proc=str(proc), sys_root=str(nvidia_sys)).start()
     assert (raised.value.reason, raised.value.remedy) == (
         "nvidia-ml-py is not installed (no pynvml module)",
         "`pip install nvidia-ml-py`",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,10 @@ def count(text: str) -> int:
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# A year: longer is a mistake (or "forever", which is no --duration at all).
+MAX_DURATION_S = 366 * 86400
+
+
 def duration(text: str) -> float:
     """"90", "90s", "10m", "2h", "1d" -> seconds."""
     number, unit = (text[:-1], text[-1]) if text and text[-1] in DURATION_UNITS_S else (text, "s")
@@ -73,8 +78,10 @@ def duration(text: str) -> float:
         value = float(number) * DURATION_UNITS_S[unit]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a duration like 90s, 10m or 2h, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"the duration must be positive, not {text!r}")
+    if not math.isfinite(value) or not 0 < value <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"the duration must be more than 0 and at most 366d (leave it out to record until Ctrl-C), not {text!r}"
+        )
     return value
 
 
@@ -127,7 +134,10 @@ def replay_parser() -> Parser:
 def dump_parser() -> Parser:
     parser = Parser(prog="orac dump", description="Print a recording's derived values for scripts.")
     parser.add_argument("file", type=Path)
-    parser.add_argument("--format", choices=("json", "csv"), default="json", help="JSON lines (default) or CSV")
+    parser.add_argument(
+        "--format", choices=("json", "csv"), default="json",
+        help="json: JSON Lines, one object per frame and line (default); csv: a header, then rows",
+    )
     parser.add_argument("--table", choices=("processes", "system"), default="processes", help="CSV: one row per process per frame, or per frame")
     parser.add_argument("--from", dest="from_", default=None, help="start: +10m, HH:MM[:SS], an ISO date or Unix seconds")
     parser.add_argument("--to", default=None, help="end, in the same forms")
@@ -142,13 +152,26 @@ def snapshot_parser() -> Parser:
     return parser
 
 
+COMMANDS = ("snapshot", "doctor", "record", "replay", "dump")
+DOCTOR_EPILOG = (
+    "exit status: 0 when every probe that applies here can run (a machine without an NVIDIA GPU needs no GPU "
+    "probe); 1 when one that applies cannot; 2 for a mistake on the command line"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args and not args[0].startswith("-") and args[0] not in COMMANDS:
+            raise UsageError(
+                f"unknown command {args[0]!r}; the commands are {', '.join(COMMANDS)} (none starts the live UI)"
+            )
         if args and args[0] == "snapshot":
             return snapshot(snapshot_parser().parse_args(args[1:]))
         if args and args[0] == "doctor":
-            Parser(prog="orac doctor", description="Check which probes can run here.").parse_args(args[1:])
+            Parser(prog="orac doctor", description="Check which probes can run here.", epilog=DOCTOR_EPILOG).parse_args(
+                args[1:]
+            )
             return doctor()
         if args and args[0] == "record":
             return record(record_parser().parse_args(args[1:]))
@@ -266,6 +289,9 @@ def dump(options: argparse.Namespace) -> int:
                 to_ns = parse_time(options.to, start) if options.to else None
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
+            if not recording.index_range(from_ns, to_ns):
+                raise UsageError(f"no frames between {options.from_ or 'the start'} and {options.to or 'the end'}"
+                                 f" ({recording_span(recording)})")
             dump_frames(recording, options.format, from_ns, to_ns, sys.stdout, table=options.table)
     except RecordingError as exc:
         raise RecordingFailure(str(exc)) from None
@@ -273,6 +299,13 @@ def dump(options: argparse.Namespace) -> int:
         # `orac dump FILE | head` closed the pipe: not an error.
         sys.stderr.close()
     return 0
+
+
+def recording_span(recording: Any) -> str:
+    """"it runs from ... to ..." in the local times --from and --to take."""
+    first, last = recording.time_range
+    return f"the recording runs from {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(first / 1e9))}" \
+        f" to {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last / 1e9))}"
 
 
 def snapshot(options: argparse.Namespace) -> int:
@@ -336,7 +369,7 @@ def doctor() -> int:
 
     checks = [check(p) for p in all_probes()]
     print(report(checks))
-    return 0 if all(c.ok for c in checks) else 1
+    return 0 if all(c.ok or c.absent for c in checks) else 1
 
 
 if __name__ == "__main__":
