@@ -133,7 +133,7 @@ async def test_too_small_terminal_says_so() -> None:
     app = make_app()
     async with app.run_test(size=(70, 20)) as pilot:
         await until_drawn(pilot, app)
-        assert app.has_class("-too-small")
+        assert app.screen.has_class("-too-small")
         assert app.query_one("#too-small").display
         assert not app.query_one("#main").display
 

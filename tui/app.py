@@ -123,8 +123,12 @@ class OracApp(App[None]):
 
     def _check_size(self, width: int, height: int) -> None:
         too_small = width < MIN_WIDTH or height < MIN_HEIGHT
-        self.set_class(too_small, "-too-small")
-        self.set_class(height < SHORT_HEIGHT, "-short")
+        # On the main screen, not the app: a class change on the app restyles
+        # only the screen on top, so a resize while the process screen was
+        # open left the main screen's panes hidden for good.
+        main = self.screen_stack[0]
+        main.set_class(too_small, "-too-small")
+        main.set_class(height < SHORT_HEIGHT, "-short")
         # Hiding the panes took focus away from the table; give it back.
         if not too_small and self.screen is self.screen_stack[0] and self.focused is None:
             self.call_after_refresh(self.query_one(ProcessTable).focus)
