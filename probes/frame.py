@@ -12,7 +12,9 @@ class Frame:
 
     `wall_ns` places the frame in time for people (timelines, recordings);
     `mono_ns` measures the interval between frames, since the wall clock can
-    jump.
+    jump. It is taken before the probes run; a sample that computes rates
+    also carries its own `mono_ns`, when its counters were read, and its
+    rates divide by the time between those (probes.views.covered_s).
     """
 
     wall_ns: int

@@ -216,6 +216,10 @@ class OffCpuSample:
     # the process whose threads are timed one by one (the drill-down's), if any
     focus_pid: int | None = None
     threads: tuple[ThreadOffCpuTime, ...] = ()
+    # time.monotonic_ns() as blocks were switched to the next generation,
+    # where this sample's interval ends: None in recordings made before orac
+    # kept it
+    mono_ns: int | None = None
 
 
 def default_entries(cpus: int, value_bytes: int, entries_range: tuple[int, int]) -> int:
@@ -390,6 +394,7 @@ class OffCpuProbe:
             wait_for_programs()
         # New blocks go to the next generation; once programs still counting
         # into this one are done, its entries are complete and nobody writes them.
+        mono_ns = time.monotonic_ns()
         self._generation = advance_generation(self._generation, lambda g: self._write_control(_CONTROL_GEN, g))
         active = _GENERATION.pack(self._generation)
 
@@ -435,6 +440,7 @@ class OffCpuProbe:
             target_pid=self.target_pid,
             focus_pid=self.focus_pid,
             threads=tuple(t for t in threads if t.pid == self.focus_pid),
+            mono_ns=mono_ns,
         )
 
     def _start_epoch(self) -> None:

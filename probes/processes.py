@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 import pwd
 import resource
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -81,6 +82,9 @@ class ProcessesSample:
     # time since boot when sampled, the clock of ProcSample.start_time_ns: it
     # tells a process born since the last sample from one that was unreadable
     sampled_since_boot_ns: int | None = None
+    # time.monotonic_ns() in the middle of the pass that read every stat,
+    # which CPU % divides by: None in recordings made before orac kept it
+    mono_ns: int | None = None
 
 
 def parse_stat(data: bytes) -> tuple[str, str, int, int, int, int, int]:
@@ -238,16 +242,28 @@ class ProcessProbe:
         proc = self._proc
         last = self._last
         stat_fds, statm_fds = self._stat_fds, self._statm_fds
-        current: dict[int, tuple[int, ProcSample]] = {}
         unreadable = 0
-        for entry in os.listdir(proc):
+        # Every stat first, in one quick pass that dates them all, and only
+        # then what is slow (statm, parsing, a new process's command line
+        # and cgroup): read in between, the processes listed last would be
+        # read long after the time their CPU % is divided by.
+        stats: list[tuple[int, str, bytes]] = []
+        entries = os.listdir(proc)
+        start_ns = time.monotonic_ns()
+        for entry in entries:
             if not entry.isdigit():
                 continue
             pid = int(entry)
             data = self._read(stat_fds, pid, entry, "stat", STAT_BYTES, True)
-            if not data:
+            if data:
+                stats.append((pid, entry, data))
+            else:
                 unreadable += 1
-                continue
+        mono_ns = (start_ns + time.monotonic_ns()) // 2
+        since_boot_ns = self._since_boot_ns()
+
+        current: dict[int, tuple[int, ProcSample]] = {}
+        for pid, entry, data in stats:
             digest = hash(data)
             previous = last.get(pid)
             if previous is not None and previous[0] == digest:
@@ -271,7 +287,7 @@ class ProcessProbe:
         listed = current.keys()
         for pid in [pid for pid in stat_fds.keys() | statm_fds.keys() if pid not in listed]:
             self._forget(pid)
-        return ProcessesSample(tuple(s for _, s in current.values()), unreadable, self._since_boot_ns())
+        return ProcessesSample(tuple(s for _, s in current.values()), unreadable, since_boot_ns, mono_ns)
 
     def _since_boot_ns(self) -> int | None:
         # /proc/uptime is the clock of the start times in /proc/PID/stat.

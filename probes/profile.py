@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -133,6 +134,10 @@ class ProfileSample:
     # later one is empty (the probe stops tracing; a new process given the
     # same pid is not this one).
     exited: bool
+    # time.monotonic_ns() as new samples were switched to the next
+    # generation, where this sample's interval ends: None in recordings made
+    # before orac kept it
+    mono_ns: int | None = None
 
 
 def profile_program(target_pid: int, frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
@@ -259,7 +264,7 @@ class ProfileProbe:
     def sample(self) -> ProfileSample:
         if self._bpf is None:
             if self._exited:
-                return self._sample((), {}, 0, dict.fromkeys(LOST_REASONS, 0))
+                return self._sample((), {}, 0, dict.fromkeys(LOST_REASONS, 0), time.monotonic_ns())
             raise ProbeUnavailable("the profile probe is not running", "start it first")
         # Asked before the maps are read: once the process is gone, this read
         # takes its last samples.
@@ -268,6 +273,7 @@ class ProfileProbe:
         # New samples go to the next generation and the other stack map; once
         # programs still counting into this one are done, nobody writes its
         # counts or its stack map.
+        mono_ns = time.monotonic_ns()
         self._generation = advance_generation(self._generation, self._write_generation)
         active = _GENERATION.pack(self._generation)
         rows = parse_counts(*self._counts.take(lambda key: key[-_GENERATION.size :] != active))
@@ -311,10 +317,15 @@ class ProfileProbe:
             self._exited = True
             self.stop()
             self._symbolizer.user.forget(self.target_pid)
-        return self._sample(stacks, thread_names, total, lost)
+        return self._sample(stacks, thread_names, total, lost, mono_ns)
 
     def _sample(
-        self, stacks: tuple[ProfileStack, ...], thread_names: dict[int, str], samples: int, lost: dict[str, int]
+        self,
+        stacks: tuple[ProfileStack, ...],
+        thread_names: dict[int, str],
+        samples: int,
+        lost: dict[str, int],
+        mono_ns: int,
     ) -> ProfileSample:
         return ProfileSample(
             stacks=stacks,
@@ -324,6 +335,7 @@ class ProfileProbe:
             frequency_hz=self.frequency_hz,
             target_pid=self.target_pid,
             exited=self._exited,
+            mono_ns=mono_ns,
         )
 
     @staticmethod

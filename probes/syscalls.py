@@ -11,6 +11,7 @@ turned into names at sample time so recordings replay on any machine.
 from __future__ import annotations
 
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,6 +126,10 @@ class SyscallsSample:
     # the process whose threads are counted one by one (the drill-down's), if any
     focus_pid: int | None = None
     threads: tuple[ThreadSyscallCounts, ...] = ()
+    # time.monotonic_ns() as counting was switched to the next generation,
+    # where this sample's interval ends: None in recordings made before orac
+    # kept it
+    mono_ns: int | None = None
 
 
 def default_stats_entries(cpus: int) -> int:
@@ -268,6 +273,7 @@ class SyscallProbe:
             raise ProbeUnavailable("the syscalls probe is not running", "start it first")
         # New events go to the next generation; once programs still counting
         # into this one are done, its entries are complete and nobody writes them.
+        mono_ns = time.monotonic_ns()
         self._generation = advance_generation(self._generation, self._write_generation)
         active = _GENERATION.pack(self._generation)
 
@@ -303,6 +309,7 @@ class SyscallProbe:
             target_pid=self.target_pid,
             focus_pid=self.focus_pid,
             threads=tuple(t for t in threads if t.pid == self.focus_pid),
+            mono_ns=mono_ns,
         )
 
 

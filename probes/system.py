@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -92,6 +93,9 @@ class SystemSample:
     major_page_faults: int | None
     # resource -> Pressure, or None where the kernel has no PSI for it
     pressure: dict[str, Pressure | None]
+    # time.monotonic_ns() as /proc/stat was read (the rates' counters;
+    # vmstat's come right after): None in recordings made before orac kept it
+    mono_ns: int | None = None
 
 
 def parse_cpu_line(fields: list[str], cpu_id: int | None = None) -> CpuTimes:
@@ -195,6 +199,7 @@ class SystemProbe:
 
     def sample(self) -> SystemSample:
         proc = self._proc
+        mono_ns = time.monotonic_ns()
         total, cpus, ctxt, intr = parse_proc_stat(read_text(f"{proc}/stat") or "")
         faults, major = parse_vmstat_faults(read_text(f"{proc}/vmstat") or "")
         pressure: dict[str, Pressure | None] = {}
@@ -217,6 +222,7 @@ class SystemProbe:
             page_faults=faults,
             major_page_faults=major,
             pressure=pressure,
+            mono_ns=mono_ns,
         )
 
     def stop(self) -> None:

@@ -12,6 +12,7 @@ the eBPF probes, which count the drill-down's process thread by thread (their
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,6 +42,9 @@ class ThreadsSample:
     threads: tuple[ThreadSample, ...]
     # the process has exited: no threads are left to read
     exited: bool = False
+    # time.monotonic_ns() in the middle of reading the threads: None in
+    # recordings made before orac kept it
+    mono_ns: int | None = None
 
 
 def parse_thread_stat(data: bytes) -> tuple[str, str, int, int, int]:
@@ -80,17 +84,19 @@ class ThreadsProbe:
         pass
 
     def sample(self) -> ThreadsSample:
+        start_ns = time.monotonic_ns()
         try:
             entries = os.listdir(self._task)
         except OSError:
-            return ThreadsSample(self.pid, (), exited=True)
+            return ThreadsSample(self.pid, (), exited=True, mono_ns=start_ns)
         threads = []
         for entry in entries:
             thread = self._read(entry)
             if thread is not None:
                 threads.append(thread)
+        mono_ns = (start_ns + time.monotonic_ns()) // 2
         threads.sort(key=lambda t: t.tid)
-        return ThreadsSample(self.pid, tuple(threads), exited=not threads)
+        return ThreadsSample(self.pid, tuple(threads), exited=not threads, mono_ns=mono_ns)
 
     def _read(self, entry: str) -> ThreadSample | None:
         base = f"{self._task}/{entry}"

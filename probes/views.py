@@ -207,10 +207,28 @@ DERIVERS: dict[str, Callable[[Any, Any, float], Any]] = {
 }
 
 
+def covered_s(prev: Any, curr: Any, frame_dt_s: float) -> float:
+    """The seconds a probe's two samples' counters are apart.
+
+    A sample that says when its counters were read (`mono_ns`, the
+    monotonic clock) is timed by that: a frame's probes are read one after
+    another, and one slow read (the first process table, on a loaded box)
+    leaves the probes after it reading later than the frame's time says.
+    Samples recorded before probes kept that time cover the frames' interval.
+    """
+    before = getattr(prev, "mono_ns", None)
+    after = getattr(curr, "mono_ns", None)
+    if before is None or after is None or after <= before:
+        return frame_dt_s
+    return (after - before) / 1e9
+
+
 def derive_frame(prev: Frame | None, curr: Frame) -> dict[str, Any]:
     """Views for every probe present in both frames.
 
-    A probe's first frame has nothing to compare with, so it has no view yet.
+    A probe's first frame has nothing to compare with, so it has no view
+    yet. Each probe's rates divide by the time its own counters cover
+    (covered_s).
     """
     if prev is None:
         return {}
@@ -222,5 +240,5 @@ def derive_frame(prev: Frame | None, curr: Frame) -> dict[str, Any]:
         derive = DERIVERS.get(name)
         before = prev.samples.get(name)
         if derive is not None and before is not None:
-            views[name] = derive(before, sample, dt_s)
+            views[name] = derive(before, sample, covered_s(before, sample, dt_s))
     return views

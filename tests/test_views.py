@@ -8,6 +8,7 @@ The helpers below convert with the real USER_HZ so the tests hold anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -221,12 +222,17 @@ def test_process_cpu_percent_uses_dt_and_never_goes_negative() -> None:
 # --- derive_frame ----------------------------------------------------------
 
 
+def undated(sample):
+    """A fixture sample without its read time: it covers its frames' interval."""
+    return replace(sample, mono_ns=None)
+
+
 @pytest.fixture(scope="module")
 def frames() -> tuple[Frame, Frame]:
     f0 = Frame(wall_ns=1_700_000_000_000_000_000, mono_ns=5_000_000_000, samples={
-        "cpu": SystemProbe(proc=str(T0)).sample(), "procs": ProcessProbe(proc=str(T0)).sample()})
+        "cpu": undated(SystemProbe(proc=str(T0)).sample()), "procs": undated(ProcessProbe(proc=str(T0)).sample())})
     f1 = Frame(wall_ns=1_700_000_001_000_000_000, mono_ns=6_000_000_000, samples={
-        "cpu": SystemProbe(proc=str(T1)).sample(), "procs": ProcessProbe(proc=str(T1)).sample()})
+        "cpu": undated(SystemProbe(proc=str(T1)).sample()), "procs": undated(ProcessProbe(proc=str(T1)).sample())})
     return f0, f1
 
 
@@ -244,6 +250,62 @@ def test_derive_frame_uses_monotonic_not_wall_clock(frames: tuple[Frame, Frame])
     views = derive_frame(f0, f1)
     assert views["cpu"].context_switches_per_s == pytest.approx(12_345.0 / 2)
     assert by_pid(views["procs"])[100].cpu_percent == pytest.approx(core_percent(25, dt_s=2.0))
+
+
+def test_rates_divide_by_the_time_between_the_probes_own_reads() -> None:
+    # The frames are 1 s apart, but the process table was read 0.6 s into the
+    # first tick (a slow first sample) and at once in the second: its
+    # counters cover 0.4 s. pid 10 ran 0.4 s of it: one whole core.
+    prev = ProcessesSample((make_proc(10, 1_000_000_000),), 0, mono_ns=5_600_000_000)
+    curr = ProcessesSample((make_proc(10, 1_400_000_000),), 0, mono_ns=6_000_000_000)
+    f0 = Frame(wall_ns=0, mono_ns=5_000_000_000, samples={"procs": prev, "cpu": undated(SystemProbe(proc=str(T0)).sample())})
+    f1 = Frame(wall_ns=10**9, mono_ns=6_000_000_000, samples={"procs": curr, "cpu": undated(SystemProbe(proc=str(T1)).sample())})
+    views = derive_frame(f0, f1)
+    assert by_pid(views["procs"])[10].cpu_percent == pytest.approx(100.0)
+    # Samples that do not say when they were read (recorded before orac kept
+    # that) cover the interval between their frames, as they always did.
+    assert views["cpu"].context_switches_per_s == pytest.approx(12_345.0)
+
+
+def test_a_recording_made_before_samples_were_dated_replays_at_its_frames_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from probes import codec
+    from probes.recording import Recorder, Recording
+
+    # Sampled now, so dated microseconds apart, but recorded as an older orac
+    # recorded them: without the field, in frames one second apart.
+    samples = [{"cpu": SystemProbe(proc=str(t)).sample(), "procs": ProcessProbe(proc=str(t)).sample()} for t in (T0, T1)]
+    frames = [Frame(wall_ns=(1000 + i) * 10**9, mono_ns=(5 + i) * 10**9, samples=s) for i, s in enumerate(samples)]
+    fields = codec.init_fields
+    with monkeypatch.context() as m:
+        m.setattr(codec, "init_fields", lambda cls: tuple(f for f in fields(cls) if f != "mono_ns"))
+        with Recorder(tmp_path / "old.orac", interval_s=1.0, redact=False) as recorder:
+            for frame in frames:
+                assert recorder.append(frame)
+    with Recording(tmp_path / "old.orac") as recording:
+        replayed = [recording.frame(i) for i in range(len(recording))]
+    assert replayed[1].samples["procs"].mono_ns is None
+    views = derive_frame(*replayed)
+    assert views["cpu"].context_switches_per_s == pytest.approx(12_345.0)
+    assert by_pid(views["procs"])[100].cpu_percent == pytest.approx(core_percent(25))
+
+
+def test_every_rate_probe_says_when_it_read_its_counters() -> None:
+    from probes.offcpu import OffCpuSample
+    from probes.profile import ProfileSample
+    from probes.syscalls import SyscallsSample
+    from probes.system import SystemSample
+    from probes.threads import ThreadsSample
+
+    for cls in (SystemSample, ProcessesSample, SyscallsSample, OffCpuSample, ProfileSample, ThreadsSample):
+        field = {f.name: f for f in dataclasses.fields(cls)}.get("mono_ns")
+        # with a default, so that recordings made without it still load
+        assert field is not None and field.default is None, cls
+    for probe in (SystemProbe(), ProcessProbe()):
+        before = time.monotonic_ns()
+        sample = probe.sample()
+        assert before <= sample.mono_ns <= time.monotonic_ns()
 
 
 def test_derive_frame_first_frame_is_empty(frames: tuple[Frame, Frame]) -> None:

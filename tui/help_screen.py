@@ -29,6 +29,8 @@ FIGURES: list[tuple[str, str]] = [
     ("cache", "Buffers + Cached + SReclaimable, free's buff/cache"),
     ("shm", "Shmem (tmpfs, /dev/shm, shared memory): in cache, yet not reclaimable"),
     ("Swp", "SwapTotal - SwapFree"),
+    ("CPU%", "utime + stime (/proc/PID/stat) gained between two reads of it, over the time between them, of one core, as top"),
+    ("RSS", "resident pages of /proc/PID/statm, as ps and top show them"),
 ]
 
 
