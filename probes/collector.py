@@ -21,6 +21,7 @@ class FrameSink(Protocol):
     """Where the collector also sends each frame (a Recorder)."""
 
     def append(self, frame: Frame) -> bool: ...
+    def close(self) -> None: ...
 
 MIN_INTERVAL_S = 0.2
 MAX_INTERVAL_S = 60.0
@@ -88,6 +89,9 @@ class Collector:
         self.paused = False
         # set from the UI to record; appended to on the collector thread
         self.recorder: FrameSink | None = None
+        # Called on the collector thread when the recorder fails (a full
+        # disk): the recording has stopped, sampling and drawing go on.
+        self.on_error: Callable[[Exception], None] | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         # guards the running probes and their status between the collector,
@@ -178,7 +182,7 @@ class Collector:
                         frame = sample_frame(running, unavailable)
                     recorder = self.recorder
                     if recorder is not None:
-                        recorder.append(frame)
+                        self._record(recorder, frame)
                     on_frame(frame, derive_frame(prev, frame))
                     wait_s = FIRST_INTERVAL_S if prev is None else self.interval_s
                     prev = frame
@@ -189,6 +193,18 @@ class Collector:
                 for probe in running:
                     probe.stop()
                 running.clear()
+
+    def _record(self, recorder: FrameSink, frame: Frame) -> None:
+        try:
+            recorder.append(frame)
+        except Exception as exc:  # noqa: BLE001 - a write error ends the recording, never the sampling
+            self.recorder = None
+            try:
+                recorder.close()
+            except Exception:  # noqa: BLE001, S110 - closing what failed: the first error is the one to report
+                pass
+            if self.on_error is not None:
+                self.on_error(exc)
 
     def _start_slow(self, probes: list[Probe[Any]]) -> None:
         """Start probes that compile eBPF programs, while the others already tick."""
@@ -226,6 +242,8 @@ class FrameSequence:
         self._frames = list(frames)
         self.interval_s = 1.0
         self.paused = False
+        # a fixed list cannot fail; the app sets it on every source
+        self.on_error: Callable[[Exception], None] | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, on_frame: FrameCallback) -> None:

@@ -13,9 +13,11 @@ One SQLite file. Its header's application_id is 0x6F726163 ("orac") and its
 user_version the recording format, so a reader tells an orac recording, a
 newer one and some other database apart before touching a table. While
 recording it is in WAL mode (the writer never blocks a reader, and a killed
-writer loses at most the frame it was writing); `Recorder.close` checkpoints
-and switches back to a rollback journal, so a finished recording is one
-self-contained file to copy or attach to an incident.
+writer loses at most the frame it was writing): its newest frames are in
+FILE-wal beside it, and reach FILE itself at least every CHECKPOINT_EVERY
+frames. `Recorder.close` checkpoints and leaves WAL mode, so a finished
+recording is one self-contained file to copy or attach to an incident; a
+recording whose recorder was killed is FILE and FILE-wal together.
 
 ``meta(key TEXT PRIMARY KEY, value TEXT, crc)``
     format ("orac recording"), host, kernel, orac_version, interval_s,
@@ -96,6 +98,12 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 # worst against the 100 ms target, and keyframes are ~30% of the bytes; a
 # longer period saves bytes and costs seek time in proportion.
 KEYFRAME_EVERY = 60
+# Frames reach the main file at least this often (a passive checkpoint), so a
+# copy of the .orac alone made while recording, or after the recorder was
+# killed, lacks only the last of them; the rest wait in the -wal file.
+CHECKPOINT_EVERY = 60
+# The header byte SQLite sets to 2 for a database in WAL mode.
+WAL_HEADER_OFFSET = 18
 ZSTD_LEVEL = 9
 # Longer than any lock a healthy writer holds (one small transaction), short
 # enough that a stuck lock gives the user an error rather than a hang.
@@ -507,12 +515,20 @@ class Recorder:
                 # The next frame starts afresh with a keyframe; unsaved types
                 # stay unsaved and go with it.
                 self._prev = None
-                raise RecordingError(f"cannot write {self.path}: {exc}") from None
+                raise RecordingError(
+                    f"cannot write {self.path}: {exc}; the {self.frames} frames before are saved"
+                ) from None
             self._types.mark_saved()
             self._unavailable = unavailable
             self._prev = frame
             self._base = base
             self.frames = frame_id
+            if frame_id % CHECKPOINT_EVERY == 0:
+                try:
+                    # PASSIVE: copies what no reader still needs, never waits.
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    pass  # the frames are safe in the -wal file; the next checkpoint retries
             return True
 
     def close(self) -> None:
@@ -539,8 +555,8 @@ class Recorder:
 # --- reading --------------------------------------------------------------------
 
 
-def _check_header(path: Path) -> None:
-    """Say what is wrong with a file that is not an orac recording, without SQLite."""
+def _check_header(path: Path) -> bytes:
+    """Say what is wrong with a file that is not an orac recording, without SQLite; returns its header."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is
         # refused below like anything else that is not a regular file.
@@ -566,6 +582,7 @@ def _check_header(path: Path) -> None:
         raise RecordingError(f"{path} is truncated")
     if int.from_bytes(header[68:72], "big") != APPLICATION_ID:
         raise RecordingError(f"{path} is not an orac recording (it is some other SQLite database)")
+    return header
 
 
 class Recording:
@@ -587,9 +604,22 @@ class Recording:
         self._cache: OrderedDict[int, Frame] = OrderedDict()
         self._cache_frames = max(2, cache_frames)
         self._decompressor = zstandard.ZstdDecompressor()
-        _check_header(self.path)
+        header = _check_header(self.path)
+        # Set when the file can be read but not all of it was recorded there.
+        self.warning: str | None = None
+        # A file still in WAL mode is being recorded, or its recorder was
+        # killed, and its last frames are in the -wal file beside it.
+        self._wal = header[WAL_HEADER_OFFSET] == 2
         # mode=ro: a reader never changes the file, nor creates one by mistake.
         uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+        if self._wal and not os.path.exists(f"{self.path}-wal"):
+            # A copy of the .orac alone: read what it holds, without making
+            # SQLite create -wal and -shm files beside someone's copy.
+            uri += "&immutable=1"
+            self.warning = (
+                f"{self.path} was not closed by its recorder and {self.path.name}-wal is not beside it:"
+                f" the frames after its last checkpoint (up to {CHECKPOINT_EVERY}) are not in it"
+            )
         try:
             self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -641,6 +671,14 @@ class Recording:
     def _damaged(self, exc: BaseException) -> RecordingError:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             return RecordingError(f"{self.path} is locked by another program")
+        if self._wal and isinstance(exc, sqlite3.OperationalError) and (
+            "unable to open" in str(exc) or "readonly" in str(exc)
+        ):
+            name = self.path.name
+            return RecordingError(
+                f"{self.path} keeps its last frames in {name}-wal, which SQLite reads only where it may create"
+                f" {name}-shm: copy {name} and {name}-wal to a directory you can write to"
+            )
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return RecordingError(f"{self.path} is corrupt or truncated ({detail})")
 

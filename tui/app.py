@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Protocol
 
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -44,6 +44,8 @@ class FrameSource(Protocol):
     paused: bool
     live: bool
     interval_s: float
+    # called from the source's thread when it cannot go on as asked
+    on_error: Callable[[Exception], None] | None
 
     def start(self, on_frame: FrameCallback) -> None: ...
     def stop(self) -> None: ...
@@ -108,8 +110,11 @@ class OracApp(App[None]):
         self.theme = self.initial_theme
         self.query_one(ProcessTable).focus()
         self._check_size(self.size.width, self.size.height)
-        if self.replaying:
-            self.source.on_error = lambda exc: self.post_message(SourceFailed(str(exc)))
+        # A replay's damaged frame, or a live recording's write error.
+        self.source.on_error = lambda exc: self.post_message(SourceFailed(str(exc)))
+        if self.replaying and self.source.recording.warning is not None:
+            self.notify(self.source.recording.warning, title="Part of this recording is missing",
+                        severity="warning", timeout=30)
         self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
 
     def on_unmount(self) -> None:
@@ -158,11 +163,14 @@ class OracApp(App[None]):
                 drill.take_frame(frame)
 
     def on_source_failed(self, message: SourceFailed) -> None:
-        # On screen for as long as it holds, not only in a notification;
-        # `orac replay` also prints it and exits non-zero on quitting.
         if self.replaying:
+            # On screen for as long as it holds, not only in a notification;
+            # `orac replay` also prints it and exits non-zero on quitting.
             self.query_one(ReplayBar).show_error(message.error)
-        self.notify(message.error, title="Replay stopped", severity="error", timeout=30)
+            self.notify(message.error, title="Replay stopped", severity="error", timeout=30)
+            return
+        self._update_flags()
+        self.notify(f"{message.error}; sampling goes on", title="Recording stopped", severity="error", timeout=30)
 
     def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
         feed(screen.query(Pane), frame, views)

@@ -283,6 +283,8 @@ def dump(options: argparse.Namespace) -> int:
 
     try:
         with Recording(options.file) as recording:
+            if recording.warning is not None:
+                print(f"orac: warning: {recording.warning}", file=sys.stderr)
             start = recording.time_range[0]
             try:
                 from_ns = parse_time(options.from_, start) if options.from_ else None
