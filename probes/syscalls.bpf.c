@@ -19,6 +19,14 @@
  * the old generation's entries. An update can then never race with the read
  * and be lost, as it can when a live entry is deleted under a program.
  *
+ * A new task's first event is a sys_exit with no sys_enter of its own: the
+ * child's return from fork, vfork or clone (a new process or thread). The
+ * raw tracepoint sched_process_fork, in the parent as the child is made,
+ * notes the child's task pointer; a sys_exit with no start whose current task
+ * was noted is that first return, counted in `new_task_returns` and not as
+ * lost. The pointer is only compared with bpf_get_current_task(), never
+ * dereferenced, so no task_struct field is read.
+ *
  * Per thread. The drill-down asks for the threads of one process (`focus`,
  * a tgid; 0 for none): their calls, errors and latency go to `thread_stats`
  * too. Every other syscall pays one array lookup and a compare for it.
@@ -29,6 +37,7 @@
  *   -DERRNO_ENTRIES=N      (process, syscall, errno) triples held per tick
  *   -DTHREAD_ENTRIES=N     threads of the focus process held per tick
  *   -DSTART_SLOT_BITS=N    2^N start slots for syscalls in flight
+ *   -DNEW_TASK_ENTRIES=N   new tasks noted until their first return
  *   -DHIST_SLOTS=N         log2 latency buckets
  */
 
@@ -43,6 +52,9 @@
 #endif
 #ifndef START_SLOT_BITS
 #define START_SLOT_BITS 18
+#endif
+#ifndef NEW_TASK_ENTRIES
+#define NEW_TASK_ENTRIES 4096
 #endif
 #ifndef HIST_SLOTS
 #define HIST_SLOTS 32
@@ -60,7 +72,8 @@ enum lost_reason {
     LOST_STATS_MAP_FULL,      /* syscall not counted: no room for its (process, syscall) */
     LOST_ERRNO_MAP_FULL,      /* error counted, its errno not recorded */
     LOST_COMM_MAP_FULL,       /* process name not recorded; user space reads /proc */
-    LOST_EXIT_WITHOUT_ENTER,  /* syscall not counted: it began before tracing, or its start slot was reused */
+    LOST_EXIT_WITHOUT_ENTER,  /* syscall not counted: it began before tracing, or its start slot was reused
+                               * (a new task's first return is not lost: see new_task_returns) */
     LOST_THREAD_MAP_FULL,     /* a focus thread's syscall counted for its process only */
     LOST_REASONS,
 };
@@ -135,6 +148,12 @@ BPF_ARRAY(generation, u32, 1);
 BPF_ARRAY(focus, u32, 1);
 /* Cumulative since load: user space takes differences, so nothing races a reset. */
 BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
+/* Tasks made since their parent's fork, until their first return: an LRU map,
+ * so that kernel threads (which never return to user space) age out. One
+ * evicted before its return is counted as lost, which it then is. */
+BPF_TABLE("lru_hash", u64, u8, new_tasks, NEW_TASK_ENTRIES);
+/* Cumulative, like `lost`: first returns of new tasks. */
+BPF_PERCPU_ARRAY(new_task_returns, u64, 1);
 
 static __always_inline void count_lost(u32 reason)
 {
@@ -161,6 +180,19 @@ static __always_inline u32 log2_slot(u64 v)
 static __always_inline u32 set_of(u32 tid)
 {
     return ((tid * 2654435761u) >> (32 - START_SLOT_BITS)) & ~1u;
+}
+
+/* (parent, child), in the parent: note the child until its first return. */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+#ifdef TARGET_TGID
+    if ((bpf_get_current_pid_tgid() >> 32) != TARGET_TGID)
+        return 0;
+#endif
+    u64 child = ctx->args[1];
+    u8 noted = 1;
+    new_tasks.update(&child, &noted);
+    return 0;
 }
 
 RAW_TRACEPOINT_PROBE(sys_enter)
@@ -207,7 +239,16 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     if (s && s->tid != tid)
         s = starts.lookup(&i1);
     if (!s || s->tid != tid || !s->ts_ns) {
-        count_lost(LOST_EXIT_WITHOUT_ENTER);
+        u64 task = bpf_get_current_task();
+        if (new_tasks.lookup(&task)) {
+            new_tasks.delete(&task);
+            u32 zero_index = 0;
+            u64 *n = new_task_returns.lookup(&zero_index);
+            if (n)
+                (*n)++;
+        } else {
+            count_lost(LOST_EXIT_WITHOUT_ENTER);
+        }
         return 0;
     }
     u64 latency_ns = bpf_ktime_get_ns() - s->ts_ns;

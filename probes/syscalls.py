@@ -51,6 +51,10 @@ THREAD_ENTRIES = 1024
 # 2^18 slots of 16 bytes (4 MiB): three threads hashed to one two-slot set,
 # all inside syscalls at once, are rare even with thousands of threads.
 START_SLOT_BITS = 18
+# Tasks forked and not yet back from fork: a handful at any moment even at
+# thousands of forks a second; the rest is room for kernel threads, which
+# never return and age out of the LRU map.
+NEW_TASK_ENTRIES = 4096
 
 # What tracing adds to each syscall, in ns, measured by benchmarks/syscalls
 # on the development VM (2 vCPUs, kernel 6.18, retpolines). Used only for
@@ -120,12 +124,16 @@ class SyscallsSample:
     comms: dict[int, str]
     # reason (LOST_REASONS) -> events in the interval; see syscalls.bpf.c
     lost: dict[str, int]
-    # syscalls the probe handled in the interval, lost ones included
+    # syscalls the probe handled in the interval, lost ones and new tasks' first returns included
     events: int
     target_pid: int | None
     # the process whose threads are counted one by one (the drill-down's), if any
     focus_pid: int | None = None
     threads: tuple[ThreadSyscallCounts, ...] = ()
+    # New tasks' first returns from fork, vfork or clone in the interval (an
+    # exit with no entry of its own, see syscalls.bpf.c): None in recordings
+    # made before orac told them apart, whose "exit_without_enter" includes them
+    new_task_returns: int | None = None
     # time.monotonic_ns() as counting was switched to the next generation,
     # where this sample's interval ends: None in recordings made before orac
     # kept it
@@ -148,6 +156,7 @@ def syscalls_program(target_pid: int | None = None, cpus: int | None = None) -> 
             "ERRNO_ENTRIES": ERRNO_ENTRIES,
             "THREAD_ENTRIES": THREAD_ENTRIES,
             "START_SLOT_BITS": START_SLOT_BITS,
+            "NEW_TASK_ENTRIES": NEW_TASK_ENTRIES,
             "HIST_SLOTS": HIST_SLOTS,
         },
     )
@@ -222,6 +231,7 @@ class SyscallProbe:
         self._focus = ThreadFocus(target_pid)
         self._bpf: LoadedProgram | None = None
         self._lost_before = [0] * len(LOST_REASONS)
+        self._new_task_returns_before = 0
         self._generation = 0
 
     def program(self) -> BpfProgram:
@@ -239,9 +249,11 @@ class SyscallProbe:
         self._errnos = MapDrain(bpf["errnos"])
         self._comms = MapDrain(bpf["comms"])
         self._lost_table = bpf["lost"]
+        self._new_task_returns_table = bpf["new_task_returns"]
         self._generation_table = bpf["generation"]
         self._generation = 0
         self._lost_before = self._read_lost()
+        self._new_task_returns_before = read_percpu_counters(self._new_task_returns_table, 1)[0]
         focus_word = bpf["focus"]
         self._focus.open(
             bpf["thread_stats"], lambda pid: focus_word.update(_ARRAY_INDEX.pack(0), _ARRAY_INDEX.pack(pid))
@@ -290,6 +302,9 @@ class SyscallProbe:
             reason: now - before for reason, now, before in zip(LOST_REASONS, lost_now, self._lost_before, strict=True)
         }
         self._lost_before = lost_now
+        returns_now = read_percpu_counters(self._new_task_returns_table, 1)[0]
+        new_task_returns = returns_now - self._new_task_returns_before
+        self._new_task_returns_before = returns_now
 
         syscalls = tuple(
             SyscallCounts(pid, nr, syscall_name(nr), calls, errors, total_ns, hist)
@@ -305,10 +320,11 @@ class SyscallProbe:
             ),
             comms=comms,
             lost=lost,
-            events=sum(s.calls for s in syscalls) + lost["stats_map_full"] + lost["exit_without_enter"],
+            events=sum(s.calls for s in syscalls) + lost["stats_map_full"] + lost["exit_without_enter"] + new_task_returns,
             target_pid=self.target_pid,
             focus_pid=self.focus_pid,
             threads=tuple(t for t in threads if t.pid == self.focus_pid),
+            new_task_returns=new_task_returns,
             mono_ns=mono_ns,
         )
 
@@ -389,6 +405,8 @@ class SyscallsView:
     errors_per_s: float
     events_per_s: float
     lost: Mapping[str, int]  # events lost in the interval, by reason
+    # new tasks' first returns from fork and clone: not lost (None: not told apart when recorded)
+    new_task_returns_per_s: float | None
     # events/s x TRACING_NS_PER_SYSCALL: the estimated CPU the tracing takes,
     # in percent of one CPU
     overhead_cpu_percent: float
@@ -476,6 +494,7 @@ def derive_syscalls(prev: SyscallsSample, curr: SyscallsSample, dt_s: float) -> 
         errors_per_s=errors / dt_s,
         events_per_s=events_per_s,
         lost=dict(curr.lost),
+        new_task_returns_per_s=None if curr.new_task_returns is None else curr.new_task_returns / dt_s,
         overhead_cpu_percent=events_per_s * TRACING_NS_PER_SYSCALL / 1e9 * 100,
         target_pid=curr.target_pid,
         focus_pid=curr.focus_pid,
