@@ -141,6 +141,11 @@ class Collector:
 
     def remove_probes(self, names: Iterable[str]) -> None:
         """Stop probes added with add_probes: their eBPF programs detach now."""
+        if self._stop.is_set():
+            # Stopping: the thread stops every probe it runs as it ends, and
+            # taking the lock would wait for the tick in progress (an app
+            # closing its screens on quit).
+            return
         names = set(names)
         with self._lock:
             self._dropped |= names
@@ -154,6 +159,8 @@ class Collector:
 
     def focus(self, pid: int | None) -> None:
         """Have the probes that can break one process down by thread (eBPF) do so for `pid`; None stops."""
+        if self._stop.is_set():
+            return
         with self._lock:
             self._focus = pid
             for probe in self._running:

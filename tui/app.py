@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Protocol
 
+from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -85,6 +87,8 @@ class OracApp(App[None]):
         self.frame: Frame | None = None
         # A ReplaySource (probes.recording, imported only to record or replay).
         self.replaying = hasattr(source, "recording")
+        # stopping the source, once quitting
+        self._stopping: threading.Thread | None = None
 
     def compose(self) -> ComposeResult:
         yield HeaderBar()
@@ -117,11 +121,34 @@ class OracApp(App[None]):
                         severity="warning", timeout=30)
         self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
 
+    async def action_quit(self) -> None:
+        saved = self._finish_recording()
+        # Before the screens close: a drill-down closing then need not wait
+        # for the tick in progress to remove its probes.
+        self._stop_source()
+        self.exit(message=saved)
+
     def on_unmount(self) -> None:
-        self.source.stop()
+        self._finish_recording()
+        self._stop_source()
+
+    def _finish_recording(self) -> Text | None:
+        """Close a recording in progress (quick: each frame is already its own transaction); what to say of it."""
         recorder = getattr(self.source, "recorder", None)
-        if recorder is not None:
-            recorder.close()
+        if recorder is None:
+            return None
+        self.source.recorder = None
+        recorder.close()
+        return Text(f"saved {recorder.frames} frames in {recorder.path}; open it with `orac replay {recorder.path}`")
+
+    def _stop_source(self) -> None:
+        """Stop the source in the background: waiting here, for a tick in
+        progress under load and for eBPF programs to detach, kept the screen
+        for seconds after q. The thread is not a daemon, so the process
+        waits for it after the terminal is given back, and every probe stops."""
+        if self._stopping is None:
+            self._stopping = threading.Thread(target=self.source.stop, name="orac-stop")
+            self._stopping.start()
 
     def on_resize(self, event: events.Resize) -> None:
         self._check_size(event.size.width, event.size.height)
