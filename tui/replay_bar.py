@@ -75,7 +75,8 @@ class ReplayBar(Widget):
             )
         if p is None:
             return Text(f" REPLAY {self.name_of_file}", style=label)
-        state = "paused" if p.paused else f"{p.speed:g}x"
+        # The speed shows while paused too: it is what space will play at.
+        state = f"paused {p.speed:g}x" if p.paused else f"{p.speed:g}x"
         head = Text.assemble(
             (" REPLAY ", label), f"{clock(p.wall_ns)}  {p.index + 1}/{p.count}  ", (state, label), "  "
         )
@@ -104,7 +105,8 @@ class SeekScreen(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Go to a time between {clock(self.first_wall_ns)} and {clock(self.last_wall_ns)}")
+            # Two lines: on one, the end time did not fit the box.
+            yield Label(f"Go to a time in the recording,\nfrom {clock(self.first_wall_ns)} to {clock(self.last_wall_ns)}")
             yield Input(placeholder="+10m, 14:05:30, 2026-11-24T14:05 or Unix seconds")
             yield Label("", id="seek-error")
 
