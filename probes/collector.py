@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from .base import Probe, ProbeUnavailable
 from .frame import Frame
+from .redaction import FrameRedactor
 from .views import derive_frame
 
 FrameCallback = Callable[[Frame, dict[str, Any]], None]
@@ -81,8 +82,11 @@ class Collector:
         probes: Sequence[Probe[Any]],
         interval_s: float = 1.0,
         left_out: Iterable[str] = (),
+        redact: bool = True,
     ) -> None:
+        """`redact`: mask secrets in command lines (probes.redaction) before anything shows or records them."""
         self.probes = list(probes)
+        self._redactor = FrameRedactor() if redact else None
         # probes the user chose not to run, so their panes say so
         self.left_out = list(left_out)
         self.interval_s = interval_s
@@ -187,6 +191,8 @@ class Collector:
                 if not self.paused:
                     with self._lock:
                         frame = sample_frame(running, unavailable)
+                    if self._redactor is not None:
+                        frame = self._redactor.frame(frame)
                     recorder = self.recorder
                     if recorder is not None:
                         self._record(recorder, frame)

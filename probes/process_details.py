@@ -7,6 +7,8 @@ from typing import Callable, TypeVar
 
 import psutil
 
+from .redaction import ARG_SEPARATOR
+
 
 T = TypeVar("T")
 
@@ -20,6 +22,7 @@ class ProcessDetails:
     """
 
     pid: int
+    # arguments separated as probes.redaction expects
     cmdline: str
     exe: str | None
     cwd: str | None
@@ -39,7 +42,7 @@ def read_details(pid: int) -> ProcessDetails:
         with proc.oneshot():
             return ProcessDetails(
                 pid=pid,
-                cmdline=" ".join(proc.cmdline()) or f"[{proc.name()}]",
+                cmdline=ARG_SEPARATOR.join(proc.cmdline()) or f"[{proc.name()}]",
                 exe=_allowed(proc.exe),
                 cwd=_allowed(proc.cwd),
                 num_threads=proc.num_threads(),

@@ -120,12 +120,13 @@ def parse_statm_rss(data: bytes) -> int:
 
 
 # Arguments may hold newlines and other control characters (`python -c
-# "..."`): one line per process on screen, so they show as spaces.
-CONTROL_TO_SPACE = bytes.maketrans(bytes(range(32)), b" " * 32)
+# "..."`): one line per process on screen, so they show as spaces. The NULs
+# between arguments stay, so that redaction knows where each one ends.
+CONTROL_TO_SPACE = bytes.maketrans(bytes(range(1, 32)), b" " * 31)
 
 
 def parse_cmdline(data: bytes | None) -> str:
-    """Join /proc/PID/cmdline's NUL-separated arguments with spaces."""
+    """/proc/PID/cmdline's arguments, NUL-separated (probes.redaction.ARG_SEPARATOR) as the kernel gives them."""
     if not data:
         return ""
     return data.rstrip(b"\0").translate(CONTROL_TO_SPACE).decode("utf-8", "replace")

@@ -57,11 +57,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
-import functools
 import json
 import math
 import os
-import re
 import signal
 import socket
 import sqlite3
@@ -86,6 +84,7 @@ from .collector import MAX_INTERVAL_S, FrameCallback, sample_frame, start_probes
 from .frame import Frame
 from .playback import ReplayPosition
 from .private_files import PrivateDirectory, UnsafeDirectory
+from .redaction import FrameRedactor
 from .validation import SampleValidator
 from .views import derive_frame
 
@@ -112,8 +111,6 @@ BUSY_TIMEOUT_S = 2.0
 # header claiming more must not make the reader allocate it.
 MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
 CACHE_FRAMES = 256
-# Fields holding a command line, redacted before storing.
-REDACTED_FIELDS = frozenset({"cmdline"})
 _ROW_HEADER = struct.Struct(">qqqq")
 META_KEYS = frozenset({
     "format", "host", "kernel", "orac_version", "interval_s", "probes", "unavailable", "started_wall_ns",
@@ -168,111 +165,6 @@ def _frame_row_ok(frame_id: object, wall_ns: object, mono_ns: object, base: obje
 def _row_crc(*values: object) -> int:
     """CRC-32 of a meta, types or probes row: its values as text, NUL-separated."""
     return zlib.crc32("\0".join(map(str, values)).encode())
-
-
-# --- redaction ------------------------------------------------------------------
-
-_MASK = "***"
-# Names whose value is a secret: `--db-password=x`, `PGPASSWORD=x`,
-# `AWS_SECRET_ACCESS_KEY=x`, `?access_token=x`.
-_SECRET_NAME = (
-    r"(?:password|passwd|passphrase|token|secret|api[_-]?key|apikey|access[_-]?key|secret[_-]?key"
-    r"|private[_-]?key|mysql_pwd)"
-)
-_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # name=value, in arguments, environment-style prefixes and URL queries
-    (re.compile(rf"(?i)((?<![\w])[\w.-]*?{_SECRET_NAME})=[^\s&]+"), rf"\1={_MASK}"),
-    # --password VALUE, -token VALUE, --key VALUE; a next word starting with
-    # "-" is another option (the program will prompt), not the secret.
-    (re.compile(rf"(?i)((?<!\S)--?(?:[\w-]*[-_])?(?:{_SECRET_NAME}|key|pass))\s+(?!-)\S+"), rf"\1 {_MASK}"),
-    # scheme://user:password@host (RFC 3986 userinfo has no "/" or "@")
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s/@]+@"), rf"\1{_MASK}@"),
-    # an HTTP credential passed on the command line (curl -H ...)
-    (re.compile(r"(?i)\b(authorization:\s*(?:bearer|basic|token)\s+)\S+"), rf"\1{_MASK}"),
-    # tokens that are secrets by their shape: GitHub, GitLab, Slack
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|glpat-[\w-]{20,}|xox[abprs]-[\w-]{10,})"), _MASK),
-)
-# Programs whose short options carry a password: mysql -pSECRET (the value
-# is attached; `mysql -p db` prompts and `db` is a database), sshpass -p X,
-# curl -u user:password.
-_MYSQL = re.compile(r"^(?:\S*/)?(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mariadb|mariadb-dump)\s")
-_MYSQL_P = re.compile(r"(?<!\S)-p(?=\S)\S+")
-_SSHPASS = re.compile(r"^(?:\S*/)?sshpass\s")
-_SSHPASS_P = re.compile(r"(?<!\S)-p\s*(?!-)\S+")
-_CURL = re.compile(r"^(?:\S*/)?curl\s")
-_CURL_USER = re.compile(r"((?<!\S)(?:-u|--user)\s*[^\s:]*:)\S+")
-
-
-@functools.lru_cache(maxsize=4096)
-def redact_cmdline(text: str) -> str:
-    """`text` with well-known secrets replaced by "***".
-
-    Covers name=value pairs whose name ends in password, passwd, passphrase,
-    token, secret, api_key/apikey, access_key, secret_key or private_key
-    (so PGPASSWORD=, AWS_SECRET_ACCESS_KEY=, ?access_token=); options of
-    those names and --key/--pass followed by a value; user:password@ in URLs;
-    "Authorization: Bearer ..."; GitHub, GitLab and Slack tokens; and the
-    short options that are passwords in mysql (-pSECRET), sshpass (-p) and
-    curl (-u user:password). It stays conservative elsewhere: `-p 8080` is a
-    port to most programs and is kept.
-    """
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    if _MYSQL.match(text):
-        text = _MYSQL_P.sub(f"-p{_MASK}", text)
-    elif _SSHPASS.match(text):
-        text = _SSHPASS_P.sub(f"-p {_MASK}", text)
-    elif _CURL.match(text):
-        text = _CURL_USER.sub(rf"\1{_MASK}", text)
-    return text
-
-
-class _Redactor:
-    """Redacts every REDACTED_FIELDS string in a frame's samples.
-
-    Results are remembered by object for one frame to the next: the process
-    probe hands back the same ProcSample while a process is unchanged, so a
-    steady frame costs a dictionary lookup per process, and the redacted
-    objects stay identical from frame to frame, which the codec's delta
-    encoding exploits. The memo keeps the source objects alive, so an id
-    cannot be reused by another object while it is in the memo.
-    """
-
-    def __init__(self) -> None:
-        self._memo: dict[int, tuple[Any, Any]] = {}
-        self._next: dict[int, tuple[Any, Any]] = {}
-
-    def frame(self, frame: Frame) -> Frame:
-        self._next = {}
-        samples = {name: self._walk(sample) for name, sample in frame.samples.items()}
-        self._memo = self._next
-        return dataclasses.replace(frame, samples=samples)
-
-    def _walk(self, value: Any) -> Any:
-        t = type(value)
-        if t is tuple or t is list:
-            items = [self._walk(item) for item in value]
-            return value if all(a is b for a, b in zip(items, value)) else t(items)
-        if t is dict:
-            out = {key: self._walk(item) for key, item in value.items()}
-            return value if all(out[k] is value[k] for k in value) else out
-        if not dataclasses.is_dataclass(value) or isinstance(value, type):
-            return value
-        known = self._memo.get(id(value))
-        if known is not None and known[0] is value:
-            self._next[id(value)] = known
-            return known[1]
-        changes = {}
-        for field in dataclasses.fields(value):
-            if not field.init:
-                continue
-            old = getattr(value, field.name)
-            new = redact_cmdline(old) if field.name in REDACTED_FIELDS and type(old) is str else self._walk(old)
-            if new is not old and new != old:
-                changes[field.name] = new
-        result = dataclasses.replace(value, **changes) if changes else value
-        self._next[id(value)] = (value, result)
-        return result
 
 
 # --- metadata -------------------------------------------------------------------
@@ -393,7 +285,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._closed = False
         self._keyframe_every = max(1, keyframe_every)
-        self._redactor = _Redactor() if redact else None
+        self._redactor = FrameRedactor() if redact else None
         self._types = TypeTable()
         self._encoder = Encoder(self._types)
         self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
@@ -1137,7 +1029,9 @@ class ReplaySource:
         speed: float = 1.0,
         paused: bool = False,
         on_error: Callable[[RecordingError], None] | None = None,
+        redact: bool = True,
     ) -> None:
+        """`redact`: mask secrets in command lines, as the live screen does, even in a recording made without."""
         if not len(recording):
             raise RecordingError(f"{recording.path} has no frames")
         self.recording = recording
@@ -1145,6 +1039,7 @@ class ReplaySource:
         self.error: RecordingError | None = None
         # Called on the player thread when a frame cannot be shown.
         self.on_error = on_error
+        self._redactor = FrameRedactor() if redact else None
         self._count = len(recording)
         self._first_wall_ns, self._last_wall_ns = recording.time_range
         self._cond = threading.Condition()
@@ -1282,14 +1177,18 @@ class ReplaySource:
                 self._cond.wait(left)
             return None
 
+    def _shown(self, index: int) -> Frame:
+        frame = self.recording.frame(index)
+        return self._redactor.frame(frame) if self._redactor is not None else frame
+
     def _run(self, on_frame: FrameCallback) -> None:
         while True:
             try:
                 index = self._next()
                 if index is None:
                     return
-                frame = self.recording.frame(index)
-                views = derive_frame(self.recording.frame(index - 1), frame) if index > 0 else {}
+                frame = self._shown(index)
+                views = derive_frame(self._shown(index - 1), frame) if index > 0 else {}
             except Exception as exc:  # noqa: BLE001 - a damaged frame, or one no check foresaw
                 # Stop where we are and say why, rather than end the thread
                 # and leave the screen frozen.

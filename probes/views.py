@@ -14,6 +14,7 @@ from .gpu import derive_gpu
 from .offcpu import derive_offcpu
 from .profile import derive_profile
 from .processes import ProcessesSample, ProcSample, short_cgroup
+from .redaction import shown
 from .syscalls import derive_syscalls
 from .system import CpuTimes, Pressure, SystemSample
 from .threads import derive_threads
@@ -160,7 +161,7 @@ def process_view(curr: ProcSample, cpu_percent: float | None) -> ProcessView:
         cpu_time_s=(curr.cpu_user_ns + curr.cpu_system_ns) / 1e9,
         cgroup=short_cgroup(curr.cgroup),
         name=curr.name,
-        command=curr.cmdline or f"[{curr.name}]",
+        command=shown(curr.cmdline) or f"[{curr.name}]",
         start_time_ns=curr.start_time_ns,
     )
 

@@ -45,8 +45,8 @@ from probes.recording import (
     dump,
     playback_delay_s,
     record,
-    redact_cmdline,
 )
+from probes.redaction import redact_cmdline
 from probes.registry import all_probes
 from probes.syscalls import SyscallProbe
 from probes.views import derive_frame

@@ -74,8 +74,11 @@ class OracApp(App[None]):
         theme: str = DEFAULT_THEME,
         screenshot_dir: Path = Path("orac-screenshots"),
         profile_hz: int = DEFAULT_FREQUENCY_HZ,
+        redact: bool = True,
     ) -> None:
+        """`redact`: whether the source masks secrets in command lines; what it reads itself and records follow."""
         super().__init__()
+        self.redact = redact
         # a drill-down's on-CPU profile rate
         self.profile_hz = profile_hz
         self.source = source
@@ -166,6 +169,10 @@ class OracApp(App[None]):
             self.call_after_refresh(self.query_one(ProcessTable).focus)
 
     def on_frame_ready(self, message: FrameReady) -> None:
+        if not self.is_running:
+            # Shutting down: the source stops in the background (see
+            # _stop_source) and its last frames arrive as the panes go.
+            return
         frame, views = message.frame, message.views
         if self.frame is not None and not 0 < frame.mono_ns - self.frame.mono_ns <= 3e9 * self.source.interval_s:
             # A seek or step back in a replay: the sparklines' minute starts over.
@@ -210,6 +217,7 @@ class OracApp(App[None]):
             current=self.views.get("procs"),
             shared=self.system_wide_probes(),
             profile_hz=self.profile_hz,
+            redact=self.redact,
         )
         self.push_screen(screen)
         # Its panes show the current tick at once, not after the next one
@@ -256,6 +264,7 @@ class OracApp(App[None]):
         try:
             collector.recorder = recording.Recorder(
                 recording.default_path(),
+                redact=self.redact,
                 interval_s=collector.interval_s,
                 probes=[p.name for p in collector.probes],
                 unavailable=dict(self.frame.unavailable) if self.frame else None,

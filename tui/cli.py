@@ -104,6 +104,10 @@ def live_parser() -> Parser:
 
 
 def add_ui_options(parser: Parser) -> None:
+    parser.add_argument(
+        "--no-redact", action="store_true",
+        help="show secrets in command lines (password=, --token ...) on screen, in screenshots and in recordings",
+    )
     parser.add_argument("--theme", default=None, help="orac-dark (default), orac-light, orac-high-contrast, ...")
     parser.add_argument(
         "--screenshot-dir", type=Path, default=Path("orac-screenshots"), help="where `s` saves screenshots"
@@ -225,8 +229,11 @@ def live(options: argparse.Namespace) -> int:
 
     chosen = {p.name for p in probes}
     left_out = [p.name for p in all_probes() if p.name not in chosen]
-    collector = Collector(probes, options.interval, left_out=left_out)
-    app = OracApp(collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz)
+    redact = not options.no_redact
+    collector = Collector(probes, options.interval, left_out=left_out, redact=redact)
+    app = OracApp(
+        collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz, redact=redact
+    )
     app.run()
     return app.return_code or 0
 
@@ -263,13 +270,13 @@ def replay(options: argparse.Namespace) -> int:
         raise UsageError(f"speed must be between 1 and 60, not {options.speed:g}")
     try:
         recording = Recording(options.file)
-        source = ReplaySource(recording, speed=options.speed, paused=options.paused)
+        source = ReplaySource(recording, speed=options.speed, paused=options.paused, redact=not options.no_redact)
     except RecordingError as exc:
         raise RecordingFailure(str(exc)) from None
     theme = ui_theme(options)
     from .app import OracApp
 
-    app = OracApp(source, theme=theme, screenshot_dir=options.screenshot_dir)
+    app = OracApp(source, theme=theme, screenshot_dir=options.screenshot_dir, redact=not options.no_redact)
     app.run()
     recording.close()
     if source.error is not None:

@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Sparkline, Static
 
 from probes.process_details import ProcessDetails, ProcessGone, read_details
+from probes.redaction import redact_cmdline, shown
 from probes.profile import DEFAULT_FREQUENCY_HZ
 from probes.views import ProcessesView, ProcessView
 
@@ -56,10 +57,17 @@ class ProcessSummary(Pane):
     """
 
     def __init__(
-        self, pid: int, history: tuple[list[float], list[float]], live: bool, current: ProcessesView | None
+        self,
+        pid: int,
+        history: tuple[list[float], list[float]],
+        live: bool,
+        current: ProcessesView | None,
+        redact: bool = True,
     ) -> None:
         super().__init__()
         self.pid = pid
+        # The command line read here, not from a frame, is redacted as frames are.
+        self.redact = redact
         # `history` already holds the current tick: it is drawn from `current`
         # now, without counting it twice.
         self.cpu_history, self.rss_history = history
@@ -123,11 +131,14 @@ class ProcessSummary(Pane):
         self.details = details
         self._draw()
 
+    def _command(self, cmdline: str) -> str:
+        return shown(redact_cmdline(cmdline) if self.redact else cmdline)
+
     def _draw(self) -> None:
         p = self.last
         d = self.details
         rows: list[tuple[str, str]] = []
-        rows.append(("command", d.cmdline if d else (p.command if p else MISSING)))
+        rows.append(("command", self._command(d.cmdline) if d else (p.command if p else MISSING)))
         rows.append(("exe", _detail(d.exe) if d else MISSING))
         rows.append(("cwd", _detail(d.cwd) if d else MISSING))
         rows.append(("state", state(p.state) if p else MISSING))
@@ -182,9 +193,11 @@ class ProcessScreen(Screen[None]):
         current: ProcessesView | None = None,
         shared: Iterable[str] = (),
         profile_hz: int = DEFAULT_FREQUENCY_HZ,
+        redact: bool = True,
     ) -> None:
         """`shared`: the probes whose system-wide views the app feeds this screen."""
         super().__init__()
+        self.redact = redact
         self.pid = pid
         self.history = history
         self.live = live
@@ -209,6 +222,6 @@ class ProcessScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield ProcessSummary(self.pid, self.history, self.live, self.current)
+            yield ProcessSummary(self.pid, self.history, self.live, self.current, self.redact)
             yield DrillDown(self.pid, self.live, self.shared, self.profile_hz)
         yield Footer()
