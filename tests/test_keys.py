@@ -63,3 +63,27 @@ async def test_a_slash_typed_in_the_filter_is_part_of_it() -> None:
         await settle(pilot)
         assert app.query_one(Input).value == "/sbin/i"
         assert pids(app) == [1]  # /sbin/init
+
+
+async def test_the_syscalls_tables_sort_from_the_keyboard() -> None:
+    from tui.line_table import LineTable
+    from tui.sort_screen import SortScreen
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one("#sys-processes", LineTable)
+        table.focus()
+        await pilot.pause()
+        by_calls = [p.pid for p, _ in table.rows]
+        assert by_calls == [977, 1200, 978, 2002]
+        await pilot.press("I")
+        assert [p.pid for p, _ in table.rows] == by_calls[::-1]
+        await pilot.press("f6")
+        assert isinstance(app.screen, SortScreen)
+        await pilot.press("down", "enter")  # CALLS/s -> ERR/s, the next column
+        assert table.sort_key == "errors" and [p.pid for p, _ in table.rows][0] == 1200
+        top = app.query_one("#sys-top", LineTable)
+        top.focus()
+        await pilot.press("f6", "home", "enter")  # SYSCALL, by name
+        assert [r.name for r, _ in top.rows][:2] == ["epoll_wait", "fsync"]

@@ -6,6 +6,7 @@ after an intended change.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from textual.app import App, ComposeResult
@@ -86,8 +87,10 @@ async def test_processes_are_ranked_and_the_highlighted_ones_stacks_shown() -> N
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         table = app.query_one("#offcpu-processes", LineTable)
-        assert [p.comm for p, _ in table.rows] == ["python3", "nginx", "postgres", "postgres"]
-        assert "futex_wait_queue" in str(app.query_one("#offcpu-stacks", Static).render())
+        # By the time they could not run (D + R): the checkpointer's fsync first
+        assert [p.pid for p, _ in table.rows] == [978, 2002, 977, 1200]
+        assert "by D+R▼" in str(app.query_one(OffCpuPane).border_title)
+        assert "fsync" in str(app.query_one("#offcpu-stacks", Static).render())
         await pilot.press("down", "down")
         await pilot.pause()
         title = str(app.query_one("#offcpu-title", Static).render())
@@ -147,3 +150,41 @@ def test_frames_wrap_between_frames_at_the_width() -> None:
     assert len(wrapped_frames(frames, 0)) == 1
     assert wrapped_frames([("a" * 40, ""), ("b", "")], 10) == ["a" * 40, "← b"]
 
+
+
+def with_orac(view: OffCpuView, pid: int = 4242) -> OffCpuView:
+    """The view and an orac process that waits the most of all, D and R included."""
+    busiest = max(view.processes, key=lambda p: p.off_cpu_s_per_s)
+    states = {"S": 9.0, "D": 1.0, "R": 1.0, "other": 0.0}
+    orac = dataclasses.replace(busiest, pid=pid, comm="orac", off_cpu_s_per_s=11.0, state_s_per_s=states)
+    return dataclasses.replace(view, processes=(*view.processes, orac))
+
+
+async def test_orac_comes_last_and_o_hides_it() -> None:
+    app = OffCpuApp(with_orac(offcpu_view()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.query_one("#offcpu-processes", LineTable)
+        assert [p.pid for p, _ in table.rows][-1] == 4242
+        await pilot.press("I")  # reversed, orac still last
+        assert [p.pid for p, _ in table.rows] == [1200, 977, 2002, 978, 4242]
+        assert "by D+R▲" in str(app.query_one(OffCpuPane).border_title)
+        await pilot.press("o")
+        assert 4242 not in [p.pid for p, _ in table.rows]
+        assert "orac hidden" in str(app.query_one(OffCpuPane).border_title)
+        await pilot.press("o")
+        assert [p.pid for p, _ in table.rows][-1] == 4242
+
+
+async def test_f6_sorts_by_a_column_chosen_from_the_keyboard() -> None:
+    from tui.sort_screen import SortScreen
+
+    app = OffCpuApp(offcpu_view())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.query_one("#offcpu-processes", LineTable)
+        await pilot.press("f6")
+        assert isinstance(app.screen, SortScreen)
+        await pilot.press("down", "enter")  # from D+R to the next column, OFF/s
+        assert table.sort_key == "off" and [p.pid for p, _ in table.rows] == [2002, 1200, 977, 978]
+        assert "by OFF/s▼" in str(app.query_one(OffCpuPane).border_title)

@@ -20,6 +20,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from .sort_screen import SortScreen
+
 T = TypeVar("T")
 
 
@@ -55,6 +57,8 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         Binding("home", "edge(-1)", "First", show=False),
         Binding("end", "edge(1)", "Last", show=False),
         Binding("enter", "open", "Open", show=False, tooltip="Open the selected row"),
+        Binding("f6", "sort_menu", "Sort by", key_display="F6", tooltip="Choose the column to sort by"),
+        Binding("I", "invert_sort", "Invert", show=False, tooltip="Reverse the sort order"),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -250,6 +254,18 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
             self.sort_descending = self.column(key).descending
         self.reordered()
         self.post_message(self.Reordered())
+
+    def action_sort_menu(self) -> None:
+        shown = [(c.key, c.label) for c, _ in self._layout(self.view_size.width)]
+
+        def chosen(key: str | None) -> None:
+            if key is not None and key != self.sort_key:
+                self.action_sort(key)
+
+        self.app.push_screen(SortScreen(shown, self.sort_key, self.sort_descending), chosen)
+
+    def action_invert_sort(self) -> None:
+        self.action_sort(self.sort_key)
 
     def action_cursor(self, delta: int) -> None:
         self._move_to(self.cursor + delta)

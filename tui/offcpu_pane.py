@@ -1,8 +1,8 @@
 """The off-CPU pane: processes by time spent waiting, why, where, and run-queue latency.
 
-Left, processes ranked by off-CPU time per second, split by state (S
-sleeping, D uninterruptible, R preempted while runnable), with their
-run-queue p99. Right, for the highlighted process, its top blocking stacks
+Left, processes ranked by the time they could not run, uninterruptible (D)
+or waiting for a CPU (R), beside all their off-CPU time per second and its
+share sleeping (S), with their run-queue p99; orac's own waits come last. Right, for the highlighted process, its top blocking stacks
 (most time first) and the run-queue latency histogram, the system's beside
 the process's. Enter on a process opens its process screen.
 """
@@ -10,10 +10,11 @@ the process's. Enter on a process opens its process screen.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
@@ -56,10 +57,23 @@ def _state_column(state: str) -> Column[ProcessOffCpu]:
     )
 
 
+def stalled_s_per_s(p: ProcessOffCpu) -> float:
+    """Time it wanted a CPU and could not have one: uninterruptible (D) or runnable on a run queue (R).
+
+    What a person triaging looks for first: sleeping (S) is mostly waiting
+    by choice (idle loops, timers, orac itself).
+    """
+    return p.state_s_per_s["D"] + p.state_s_per_s["R"]
+
+
 PROCESS_COLUMNS: list[Column[ProcessOffCpu]] = [
     Column("pid", "PID", 7, lambda p: str(p.pid), attrgetter("pid"), right=True),
     Column("comm", "COMM", 0, attrgetter("comm"), attrgetter("comm")),
-    Column("off", "OFF/s", 6, lambda p: seconds_per_second(p.off_cpu_s_per_s), attrgetter("off_cpu_s_per_s"), True, True),
+    Column("stalled", "D+R", 5, lambda p: seconds_per_second(stalled_s_per_s(p)), stalled_s_per_s, True, True),
+    Column(
+        "off", "OFF/s", 6, lambda p: seconds_per_second(p.off_cpu_s_per_s), attrgetter("off_cpu_s_per_s"), True, True,
+        min_table_width=52,
+    ),
     *(_state_column(state) for state in ("S", "D", "R")),
     Column(
         "rq_p99", "RQ P99", 7, lambda p: human_duration_ns(p.rq_p99_ns), lambda p: _none_low(p.rq_p99_ns), True, True,
@@ -138,10 +152,21 @@ class OffCpuPane(DetailPane):
     OffCpuPane #offcpu-rq { margin-top: 1; }
     """
 
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("o", "toggle_own", "Hide orac", tooltip="Off-CPU pane: hide orac's own waits, or show them last again"),
+    ]
+
+    def __init__(self, *args: Any, own_pid: int | None = None, **kwargs: Any) -> None:
+        """`own_pid`: orac's own process, when it is among those shown (live)."""
+        super().__init__(*args, **kwargs)
+        # orac's own threads wait on purpose (its timers, its collector): last, or not at all
+        self.own_pid = own_pid
+        self.hide_own = False
+
     def compose(self) -> ComposeResult:
         yield Static(classes="pane-message")
         with Horizontal():
-            yield LineTable(PROCESS_COLUMNS, "off", attrgetter("pid"), id="offcpu-processes")
+            yield LineTable(PROCESS_COLUMNS, "stalled", attrgetter("pid"), id="offcpu-processes")
             with VerticalScroll(id="offcpu-detail"):
                 yield Lines(id="offcpu-title")
                 yield Lines(id="offcpu-stacks")
@@ -153,9 +178,12 @@ class OffCpuPane(DetailPane):
         self.rq_span: tuple[int, int] | None = None
 
     def draw(self, view: OffCpuView) -> None:
+        table = self.query_one("#offcpu-processes", LineTable)
         self.border_title = (
             f"Off-CPU {seconds_per_second(view.off_cpu_s_per_s)} s/s  "
             f"run queue p50 {human_duration_ns(view.rq_p50_ns)} p99 {human_duration_ns(view.rq_p99_ns)}"
+            f"  by {table.column(table.sort_key).label}{'▼' if table.sort_descending else '▲'}"
+            + (", orac hidden" if self.hide_own else "")
         )
         subtitle = (
             f"blocks ≥{human_duration_ns(view.min_block_ns)}; shorter: "
@@ -167,10 +195,27 @@ class OffCpuPane(DetailPane):
         if lost:
             subtitle += f"  [$error]lost {lost}[/]"
         self.border_subtitle = subtitle
-        table = self.query_one("#offcpu-processes", LineTable)
         # pid breaks ties, so rows of equal time keep their order from tick to tick
-        table.set_rows([(p, "") for p in table.ordered(view.processes, attrgetter("pid"))[:MAX_ROWS]])
+        ordered = table.ordered(view.processes, attrgetter("pid"))
+        own = [p for p in ordered if self._is_own(p)]
+        rows = [p for p in ordered if not self._is_own(p)] + ([] if self.hide_own else own)
+        table.set_rows([(p, "") for p in rows[:MAX_ROWS]])
         self.draw_detail()
+
+    def _is_own(self, process: ProcessOffCpu) -> bool:
+        """orac itself, or a process called orac (what recorded a replayed file)."""
+        return process.pid == self.own_pid or process.comm == "orac"
+
+    def action_toggle_own(self) -> None:
+        self.hide_own = not self.hide_own
+        if self.view is not None:
+            self.draw(self.view)
+
+    def on_line_table_reordered(self, event: LineTable.Reordered) -> None:
+        # A new sort: the title says it, and orac stays last.
+        event.stop()
+        if self.view is not None:
+            self.draw(self.view)
 
     def draw_detail(self) -> None:
         view: OffCpuView = self.view
