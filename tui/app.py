@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Protocol
@@ -102,7 +103,7 @@ class OracApp(App[None]):
             yield GpuPane()
             yield ProcessPane()
             yield SyscallsPane()
-            yield OffCpuPane()
+            yield OffCpuPane(own_pid=os.getpid() if self.source.live else None)
             if self.replaying:
                 yield ReplayBar(str(self.source.recording.path))
         yield Static(
