@@ -177,14 +177,14 @@ async def test_orac_comes_last_and_o_hides_it() -> None:
 
 
 async def test_f6_sorts_by_a_column_chosen_from_the_keyboard() -> None:
-    from tui.sort_screen import SortScreen
+    from tui.choice_screen import ChoiceScreen
 
     app = OffCpuApp(offcpu_view())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         table = app.query_one("#offcpu-processes", LineTable)
         await pilot.press("f6")
-        assert isinstance(app.screen, SortScreen)
+        assert isinstance(app.screen, ChoiceScreen)
         await pilot.press("down", "enter")  # from D+R to the next column, OFF/s
         assert table.sort_key == "off" and [p.pid for p, _ in table.rows] == [2002, 1200, 977, 978]
         assert "by OFF/s▼" in str(app.query_one(OffCpuPane).border_title)

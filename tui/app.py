@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Protocol
 
@@ -24,6 +25,7 @@ from themes import DEFAULT_THEME, STYLESHEET, THEMES
 from .drilldown import DrillDown
 from .header_bar import HeaderBar
 from .help_screen import HelpScreen
+from .line_table import LineTable
 from .messages import FrameReady, SourceFailed
 from .pane import Pane, feed
 from .process_pane import ProcessPane
@@ -62,8 +64,8 @@ class OracApp(App[None]):
     BINDINGS: ClassVar[list[Binding]] = [
         *REPLAY_BINDINGS,
         Binding("R", "record", "Record", tooltip="Start or stop recording to a file (live only)"),
-        Binding("q", "quit", "Quit"),
-        Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
+        Binding("q,f10", "quit", "Quit", tooltip="Quit (htop's F10 too)"),
+        Binding("question_mark,f1", "help", "Keys", tooltip="This list of keys (htop's F1 too)"),
         Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
         Binding("s", "screenshot", "Screenshot", tooltip="Save the screen as SVG, PNG and text"),
     ]
@@ -320,6 +322,8 @@ class OracApp(App[None]):
             ("Everywhere", [b for b in self.BINDINGS if b not in REPLAY_BINDINGS] + [palette]),
             ("Replay (orac replay FILE)", REPLAY_BINDINGS),
             ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
+            ("Every table", [b for b in LineTable.BINDINGS if b.tooltip]),
+            ("Off-CPU pane", OffCpuPane.BINDINGS),
             ("Process screen", ProcessScreen.BINDINGS),
         ]
 
@@ -338,7 +342,31 @@ class OracApp(App[None]):
         self.call_from_thread(self.notify, f"saved {names} in {paths[0].parent}/", title="Screenshot")
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's own screenshot (an SVG only) and key panel would sit
+        # beside orac's under the same names.
+        yield from (c for c in super().get_system_commands(screen) if c.title not in ("Screenshot", "Keys"))
         yield SystemCommand("Pause / resume", "Stop or restart sampling (p)", self.action_pause)
         yield SystemCommand("Screenshot", "Save SVG, PNG and text of the screen (s)", self.action_screenshot)
         yield SystemCommand("Show all keys", "Every key orac understands (?)", self.action_help)
+        if self.check_action("record", ()):
+            yield SystemCommand("Record / stop recording", "Record what is shown to a file (R)", self.action_record)
+        if screen is not self.screen_stack[0]:
+            return
+        pane = screen.query_one(ProcessPane)
+        table = pane.table
+        for column in table.columns:
+            yield SystemCommand(
+                f"Sort processes by {column.label}", "Again reverses the order", partial(table.action_sort, column.key)
+            )
+        yield SystemCommand("Filter processes", "On command and user, as you type (/)", pane.action_filter)
+        yield SystemCommand("Search processes", "Move to the next match as you type (F3)", pane.action_search)
+        yield SystemCommand("Processes of one user", "Or everyone's (u)", pane.action_choose_user)
+        yield SystemCommand("Tree / list of processes", "Children under their parents (t)", table.action_toggle_tree)
+        yield SystemCommand("Follow the selected process", "Through sorts and filters (F)", table.action_follow)
+        for pane_type, name in ((GpuPane, "GPU"), (SyscallsPane, "syscalls"), (OffCpuPane, "off-CPU")):
+            yield SystemCommand(
+                f"Show / hide the {name} pane", "The rest of the screen takes its room", partial(self.toggle_pane, pane_type)
+            )
+
+    def toggle_pane(self, pane_type: type[Pane]) -> None:
+        self.screen_stack[0].query_one(pane_type).toggle_class("-hidden")

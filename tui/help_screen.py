@@ -35,7 +35,7 @@ FIGURES: list[tuple[str, str]] = [
 
 
 def key_label(key: str) -> str:
-    return ", ".join(KEY_NAMES.get(k, k) for k in key.split(","))
+    return ", ".join(KEY_NAMES.get(k, k.upper() if k[:1] == "f" and k[1:].isdigit() else k) for k in key.split(","))
 
 
 class HelpScreen(ModalScreen[None]):

@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .sort_screen import SortScreen
+from .choice_screen import ChoiceScreen
 
 T = TypeVar("T")
 
@@ -54,7 +54,8 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         Binding("down", "cursor(1)", "Down", show=False),
         Binding("pageup", "page(-1)", "Page up", show=False),
         Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home", "edge(-1)", "First", show=False),
+        Binding("home", "edge(-1)", "First", show=False,
+                tooltip="First row; the cursor then stays on the first line as the order changes (moved, it follows its row)"),
         Binding("end", "edge(1)", "Last", show=False),
         Binding("enter", "open", "Open", show=False, tooltip="Open the selected row"),
         Binding("f6", "sort_menu", "Sort by", key_display="F6", tooltip="Choose the column to sort by"),
@@ -136,6 +137,8 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         # moved it; otherwise it stays on its line (the top one after a sort),
         # so the top of the list is what is shown.
         self.following = False
+        # following through new orders too (htop's F), until its row goes
+        self.sticky = False
         # Rich styles by component class, resolved once per theme and focus
         # state: resolving them for every line was a third of drawing time.
         self._styles: dict[str, Style] = {}
@@ -167,6 +170,8 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
                 if self.row_key(item) == self.cursor_key:
                     self.cursor = i
                     break
+            else:
+                self.sticky = False
         self.cursor = max(0, min(self.cursor, len(rows) - 1))
         self.cursor_key = self.row_key(rows[self.cursor][0]) if rows else None
         self._size_to_rows()
@@ -178,11 +183,13 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         """The order changed (a sort; a subclass's filter or tree): show the top of the list again.
 
         As in htop: a new order shows its first rows, not the row the cursor
-        was on, wherever that went.
+        was on, wherever that went; unless the cursor is to follow its row
+        whatever the order (`sticky`).
         """
-        self.following = False
-        self.cursor = 0
-        self.scroll_to(y=0, animate=False, immediate=True)
+        if not self.sticky:
+            self.following = False
+            self.cursor = 0
+            self.scroll_to(y=0, animate=False, immediate=True)
         self.resort()
 
     def _refresh_changed(self) -> None:
@@ -256,13 +263,17 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self.post_message(self.Reordered())
 
     def action_sort_menu(self) -> None:
-        shown = [(c.key, c.label) for c, _ in self._layout(self.view_size.width)]
+        arrow = "▼" if self.sort_descending else "▲"
+        shown = [
+            (c.key, f"{c.label} {arrow}" if c.key == self.sort_key else c.label)
+            for c, _ in self._layout(self.view_size.width)
+        ]
 
         def chosen(key: str | None) -> None:
             if key is not None and key != self.sort_key:
                 self.action_sort(key)
 
-        self.app.push_screen(SortScreen(shown, self.sort_key, self.sort_descending), chosen)
+        self.app.push_screen(ChoiceScreen("Sort by (Enter; I reverses)", shown, self.sort_key), chosen)
 
     def action_invert_sort(self) -> None:
         self.action_sort(self.sort_key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections import Counter
 from typing import ClassVar
 
 from rich.markup import escape
@@ -13,6 +14,7 @@ from textual.widgets import Input
 from probes.signals import NotThatProcess, send_signal
 from probes.views import ProcessesView
 
+from .choice_screen import ChoiceScreen
 from .pane import Pane
 from .process_table import ProcessTable
 from .signal_screen import SignalScreen
@@ -23,16 +25,20 @@ class ProcessPane(Pane):
 
     PROBE: ClassVar[str] = "procs"
 
-    # The filter's keys are priority bindings: the app handles them as they
-    # arrive, in order, before handing the next key to the focused widget.
-    # Keys typed in one burst after `/` (a paste, a laggy link) then reach
-    # the filter, and the keys after Enter or Escape the table, rather than
-    # whichever widget had the focus when the burst began.
+    # The filter's and search's keys are priority bindings: the app handles
+    # them as they arrive, in order, before handing the next key to the
+    # focused widget. Keys typed in one burst after `/` (a paste, a laggy
+    # link) then reach the filter, and the keys after Enter or Escape the
+    # table, rather than whichever widget had the focus when the burst began.
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("slash", "filter", "Filter", priority=True, tooltip="Filter on command and user as you type"),
+        Binding("slash,f4", "filter", "Filter", priority=True, tooltip="Filter on command and user as you type"),
+        Binding("f3", "search", "Search", priority=True, show=False, key_display="F3",
+                tooltip="Search command and user as you type: the cursor goes to the first match; F3 again, the next"),
         Binding("enter", "keep_filter", "Keep filter", priority=True, show=False, tooltip="In the filter: keep it and go back to the table"),
+        Binding("enter,escape", "end_search", "End search", priority=True, show=False, tooltip="In the search: stay on the match"),
         Binding("escape", "clear_filter", "Clear filter", priority=True, show=False, tooltip="Clear the filter (typing it, or kept)"),
-        Binding("k", "kill", "Signal", tooltip="Send a signal to the selected process, or to every tagged one, after confirming"),
+        Binding("u", "choose_user", "User", show=False, tooltip="Show one user's processes only, or everyone's"),
+        Binding("k,f9", "kill", "Signal", tooltip="Send a signal to the selected process, or to every tagged one, after confirming"),
         Binding("space", "tag", "Tag", show=False, tooltip="Tag the selected process, or untag it (k signals every tagged one)"),
         Binding("U", "untag_all", "Untag all", show=False, tooltip="Untag every process"),
     ]
@@ -49,13 +55,18 @@ class ProcessPane(Pane):
         padding: 0 1;
         background: $panel;
     }
-    ProcessPane.-filtering > Input { display: block; }
+    ProcessPane.-filtering > #filter { display: block; }
+    ProcessPane.-searching > #search { display: block; }
     """
 
     def compose(self) -> ComposeResult:
         yield ProcessTable()
         # Not select_on_focus: its Focus event comes after keys already typed, which would replace them.
-        yield Input(placeholder="filter on command or user; Enter keeps it, Escape clears it", select_on_focus=False)
+        yield Input(
+            placeholder="filter on command or user; Enter keeps it, Escape clears it", select_on_focus=False, id="filter"
+        )
+        yield Input(placeholder="search command or user; F3 the next match, Enter or Escape stays there",
+                    select_on_focus=False, id="search")
 
     def on_mount(self) -> None:
         self.border_title = "Processes"
@@ -84,18 +95,27 @@ class ProcessPane(Pane):
         title = f"Processes {total}"
         if table.filter_text:
             title = f"Processes {shown} of {total} matching '{table.filter_text}'"
+        if table.user_filter is not None:
+            title = f"Processes {shown} of {total}" + (f" matching '{table.filter_text}'" if table.filter_text else "")
+            title += f" of user {table.user_filter}"
         if table.tree_mode:
             title += " (tree)"
         if table.tagged:
             title += f"  {len(table.tagged)} tagged"
+        if table.sticky and table.selected is not None:
+            title += f"  following {table.selected.pid}"
         self.border_title = title
         self.border_subtitle = f"{view.unreadable} unreadable" if view.unreadable else ""
 
-    # filter
+    # filter and search
 
     @property
     def filter_input(self) -> Input:
-        return self.query_one(Input)
+        return self.query_one("#filter", Input)
+
+    @property
+    def search_input(self) -> Input:
+        return self.query_one("#search", Input)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("kill", "tag", "untag_all"):
@@ -103,14 +123,20 @@ class ProcessPane(Pane):
             # fixed frames' pids may belong to anything on this box today.
             # In replay, space then plays and pauses.
             return self.app.source.live
-        typing = self.screen.focused is self.filter_input
+        focused = self.screen.focused
+        filtering = focused is self.filter_input
+        searching = focused is self.search_input
         if action == "filter":
-            # A `/` typed in the filter is part of it (paths).
-            return not typing
+            # A `/` typed in the filter or the search is part of it (paths).
+            return not (filtering or searching)
+        if action == "search":
+            return not filtering
         if action == "keep_filter":
-            return typing
+            return filtering
+        if action == "end_search":
+            return searching
         if action == "clear_filter":
-            return typing or bool(self.table.filter_text)
+            return filtering or (not searching and bool(self.table.filter_text))
         return True
 
     def action_filter(self) -> None:
@@ -140,9 +166,36 @@ class ProcessPane(Pane):
         # The input stays on screen while typing and while it holds a filter.
         self.set_class(self.screen.focused is self.filter_input or bool(self.filter_input.value), "-filtering")
 
+    def action_search(self) -> None:
+        search = self.search_input
+        if self.screen.focused is search:
+            self.table.search(search.value, after=True)
+            return
+        self.add_class("-searching")
+        search.value = ""
+        self.screen.set_focus(search)
+
+    def action_end_search(self) -> None:
+        self.screen.set_focus(self.table)
+        self.search_input.call_later(self.remove_class, "-searching")
+
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        self.table.set_filter(event.value)
+        if event.input is self.search_input:
+            self.table.search(event.value)
+        else:
+            self.table.set_filter(event.value)
+
+    def action_choose_user(self) -> None:
+        counts = Counter(p.user for p in self.table.processes)
+        options = [("", f"all users ({len(self.table.processes)})")]
+        options += [(user, f"{user} ({n})") for user, n in sorted(counts.items())]
+
+        def chosen(user: str | None) -> None:
+            if user is not None:
+                self.table.set_user(user or None)
+
+        self.app.push_screen(ChoiceScreen("Show the processes of", options, self.table.user_filter or ""), chosen)
 
     def on_line_table_reordered(self, event: ProcessTable.Reordered) -> None:
         event.stop()

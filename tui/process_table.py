@@ -9,7 +9,7 @@ grow with the number of processes off screen.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Container, Iterable
 
 from rich.style import Style
 from textual.binding import Binding
@@ -38,11 +38,15 @@ def matches(view: ProcessView, needle: str) -> bool:
     return needle in view.command.lower() or needle in view.user.lower()
 
 
-def tree_order(processes: Iterable[ProcessView], key: Callable[[ProcessView], Any], reverse: bool) -> list[tuple[ProcessView, str]]:
+def tree_order(
+    processes: Iterable[ProcessView], key: Callable[[ProcessView], Any], reverse: bool, collapsed: Container[int] = (),
+) -> list[tuple[ProcessView, str]]:
     """Processes in parent-before-children order, each with its tree prefix.
 
     Siblings keep the table's sort order. A process whose parent is not in
-    the list (pid 1, kthreadd, or a parent that just exited) is a root.
+    the list (pid 1, kthreadd, or a parent that just exited) is a root. The
+    descendants of a pid in `collapsed` are left out, and its prefix ends in
+    "+" (htop's folded branch).
     """
     procs = list(processes)
     pids = {p.pid for p in procs}
@@ -61,8 +65,11 @@ def tree_order(processes: Iterable[ProcessView], key: Callable[[ProcessView], An
     stack: list[tuple[ProcessView, str, str]] = [(p, "", "") for p in reversed(roots)]
     while stack:
         proc, indent, connector = stack.pop()
-        out.append((proc, indent + connector))
         kids = children.get(proc.pid, [])
+        if kids and proc.pid in collapsed:
+            out.append((proc, indent + connector + "+ "))
+            continue
+        out.append((proc, indent + connector))
         child_indent = indent + ("│  " if connector == "├─ " else "   " if connector else "")
         for i, kid in enumerate(reversed(kids)):
             stack.append((kid, child_indent, "└─ " if i == 0 else "├─ "))
@@ -78,7 +85,10 @@ class ProcessTable(LineTable[ProcessView]):
         Binding("M", "sort('rss')", "Sort memory", tooltip="Sort by resident memory; again reverses"),
         Binding("N", "sort('pid')", "Sort PID", show=False, tooltip="Sort by PID; again reverses"),
         Binding("T", "sort('time')", "Sort time", show=False, tooltip="Sort by CPU time used; again reverses"),
-        Binding("t", "toggle_tree", "Tree", tooltip="Show processes under their parents, or as a list"),
+        Binding("t,f5", "toggle_tree", "Tree", tooltip="Show processes under their parents, or as a list"),
+        Binding("minus", "fold(True)", "Collapse", show=False, tooltip="In the tree: hide the selected process's children"),
+        Binding("plus", "fold(False)", "Expand", show=False, tooltip="In the tree: show the selected process's children again"),
+        Binding("F", "follow", "Follow", show=False, tooltip="Keep the cursor on the selected process through sorts and filters; again stops"),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -106,7 +116,11 @@ class ProcessTable(LineTable[ProcessView]):
         super().__init__(COLUMNS, "cpu", attrgetter("pid"), **kwargs)
         self.processes: tuple[ProcessView, ...] = ()
         self.filter_text = ""
+        # only this user's processes (u); None: everyone's
+        self.user_filter: str | None = None
         self.tree_mode = False
+        # pids whose children the tree leaves out
+        self.collapsed: set[int] = set()
         # pid -> the process as it was tagged: a signal goes to that process
         # only (its start time), never to a later one with the pid
         self.tagged: dict[int, ProcessView] = {}
@@ -138,15 +152,20 @@ class ProcessTable(LineTable[ProcessView]):
 
     def resort(self) -> None:
         needle = self.filter_text.lower()
+        user = self.user_filter
+
+        def shown(p: ProcessView) -> bool:
+            return (not needle or matches(p, needle)) and (user is None or p.user == user)
+
         if self.tree_mode:
             column = self.column(self.sort_key)
-            rows = tree_order(self.processes, column.sort_key, self.sort_descending)
-            if needle:
-                rows = [r for r in rows if matches(r[0], needle)]
+            rows = tree_order(self.processes, column.sort_key, self.sort_descending, self.collapsed)
+            if needle or user is not None:
+                rows = [r for r in rows if shown(r[0])]
         else:
             procs: Iterable[ProcessView] = self.processes
-            if needle:
-                procs = [p for p in procs if matches(p, needle)]
+            if needle or user is not None:
+                procs = [p for p in procs if shown(p)]
             rows = [(p, "") for p in self.ordered(procs, tie_break=attrgetter("pid"))]
         self.set_rows(rows)
 
@@ -155,9 +174,50 @@ class ProcessTable(LineTable[ProcessView]):
         self.reordered()
         self.post_message(self.Reordered())
 
+    def set_user(self, user: str | None) -> None:
+        self.user_filter = user
+        self.reordered()
+        self.post_message(self.Reordered())
+
+    def search(self, text: str, after: bool = False) -> bool:
+        """Move the cursor to the first row from the cursor on (`after`: after it) whose command or user has `text`, wrapping round."""
+        needle = text.lower()
+        if not needle or not self.rows:
+            return False
+        count = len(self.rows)
+        start = self.cursor + 1 if after else self.cursor
+        for i in range(count):
+            index = (start + i) % count
+            if matches(self.rows[index][0], needle):
+                self._move_to(index)
+                return True
+        return False
+
     def action_toggle_tree(self) -> None:
         self.tree_mode = not self.tree_mode
         self.reordered()
+        self.post_message(self.Reordered())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "fold":
+            # Only in the tree; in a replay's list, - and + change the speed.
+            return self.tree_mode
+        return True
+
+    def action_fold(self, collapse: bool) -> None:
+        view = self.selected
+        if view is None:
+            return
+        if collapse:
+            self.collapsed.add(view.pid)
+        else:
+            self.collapsed.discard(view.pid)
+        self.resort()
+
+    def action_follow(self) -> None:
+        self.sticky = not self.sticky and self.selected is not None
+        if self.sticky:
+            self.following = True
         self.post_message(self.Reordered())
 
     def action_open(self) -> None:
