@@ -200,6 +200,7 @@ struct tgid_key {
 
 struct rq_hist {
     u32 slots[HIST_SLOTS];   /* slot i: latency in [2^i, 2^(i+1)) ns; the last one is open-ended */
+    u64 total_ns;            /* the waits' sum: with their count, their exact mean */
 };
 
 struct comm {
@@ -231,6 +232,7 @@ BPF_PERCPU_HASH(thread_blocks, struct thread_key, struct block_value, THREAD_ENT
 BPF_ARRAY(control, u64, CONTROL_WORDS);
 /* Cumulative since load: user space takes differences, so nothing races a reset. */
 BPF_PERCPU_ARRAY(rq_hist, u64, HIST_SLOTS);
+BPF_PERCPU_ARRAY(rq_wait_ns, u64, 1);     /* the sum of the waits rq_hist counts */
 BPF_PERCPU_ARRAY(short_blocks, u64, 2);   /* [0] count, [1] ns, of blocks under MIN_BLOCK_NS */
 BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
 
@@ -432,7 +434,9 @@ switch_in:
     if (t->runnable_ns) {
         u64 wait_ns = now - t->runnable_ns;
         u32 slot = log2_slot(wait_ns);
+        u32 zero_index = 0;
         add_percpu(rq_hist.lookup(&slot), 1);
+        add_percpu(rq_wait_ns.lookup(&zero_index), wait_ns);
         if (tgid) {
             struct tgid_key key = {.tgid = tgid, .gen = gen};
             struct rq_hist *h = rq_hists.lookup(&key);
@@ -444,9 +448,10 @@ switch_in:
             }
             /* The mask is a no-op (log2_slot caps the slot) that the verifier
              * needs: the slot was spilled to the stack, losing its bounds. */
-            if (h)
+            if (h) {
                 h->slots[slot & (HIST_SLOTS - 1)]++;
-            else
+                h->total_ns += wait_ns;
+            } else
                 count_lost(LOST_RQ_MAP_FULL);
         }
     }

@@ -40,7 +40,7 @@ from .ebpf import (
 )
 from .procfs import read_text
 from .symbolize import Symbolizer
-from .syscalls import log2_percentile_ns
+from .syscalls import LatencyBucket, log2_quantile_bucket
 
 SOURCE = "offcpu.bpf.c"
 HIST_SLOTS = 32
@@ -120,7 +120,7 @@ _BLOCK_KEY = struct.Struct("=IiiBBHI")  # tgid, ustack, kstack, state, stack_map
 _BLOCK_VALUE = struct.Struct("=QQ")  # total_ns, count
 _TGID_KEY = struct.Struct("=II")  # tgid, gen
 _THREAD_KEY = struct.Struct("=IIB3xI")  # tgid, tid, state, pad, gen
-_RQ_HIST = struct.Struct(f"={HIST_SLOTS}I")
+_RQ_HIST = struct.Struct(f"={HIST_SLOTS}IQ")  # slots, total_ns
 _WORD = struct.Struct("=Q")
 _ARRAY_INDEX = struct.Struct("=I")
 _GENERATION = struct.Struct("=I")
@@ -216,6 +216,11 @@ class OffCpuSample:
     # the process whose threads are timed one by one (the drill-down's), if any
     focus_pid: int | None = None
     threads: tuple[ThreadOffCpuTime, ...] = ()
+    # the sum of the waits rq_hist counts, and per pid of those rq_hists
+    # counts: with the counts, their exact means (None in recordings made
+    # before orac kept them)
+    rq_wait_ns: int | None = None
+    rq_wait_ns_by_pid: dict[int, int] | None = None
     # time.monotonic_ns() as blocks were switched to the next generation,
     # where this sample's interval ends: None in recordings made before orac
     # kept it
@@ -276,9 +281,15 @@ def parse_thread_blocks(keys: bytes, values: bytes, n: int) -> list[ThreadOffCpu
     ]
 
 
-def parse_rq_hists(keys: bytes, values: bytes, n: int) -> dict[int, tuple[int, ...]]:
-    """pid -> run-queue histogram, summed over CPUs."""
-    return {pid: hist for (pid, _), hist in percpu_entries(keys, values, n, _TGID_KEY, _RQ_HIST) if any(hist)}
+def parse_rq_hists(keys: bytes, values: bytes, n: int) -> tuple[dict[int, tuple[int, ...]], dict[int, int]]:
+    """pid -> run-queue histogram, and pid -> the sum of its waits, summed over CPUs."""
+    hists: dict[int, tuple[int, ...]] = {}
+    totals: dict[int, int] = {}
+    for (pid, _), (*hist, total_ns) in percpu_entries(keys, values, n, _TGID_KEY, _RQ_HIST):
+        if any(hist):
+            hists[pid] = tuple(hist)
+            totals[pid] = total_ns
+    return hists, totals
 
 
 def without_scheduler(kernel_frames: tuple[str, ...]) -> tuple[str, ...]:
@@ -338,6 +349,7 @@ class OffCpuProbe:
         self._stack_maps = (bpf["stacks0"], bpf["stacks1"])
         self._control = bpf["control"]
         self._rq_hist_table = bpf["rq_hist"]
+        self._rq_wait_table = bpf["rq_wait_ns"]
         self._short_table = bpf["short_blocks"]
         self._lost_table = bpf["lost"]
         self._generation = 0
@@ -352,6 +364,7 @@ class OffCpuProbe:
         self._symbolizer = Symbolizer()
         self._lost_before = read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
         self._rq_before = read_percpu_counters(self._rq_hist_table, HIST_SLOTS)
+        self._rq_wait_before = read_percpu_counters(self._rq_wait_table, 1)
         self._short_before = read_percpu_counters(self._short_table, 2)
         self._focus.open(bpf["thread_blocks"], lambda pid: self._write_control(_CONTROL_FOCUS, pid))
 
@@ -404,10 +417,11 @@ class OffCpuProbe:
 
         comms = parse_comms(*self._comms.take(done), _TGID_KEY)
         blocks = parse_blocks(*self._blocks.take(done))
-        rq_hists = parse_rq_hists(*self._rq_hists.take(done))
+        rq_hists, rq_wait_ns_by_pid = parse_rq_hists(*self._rq_hists.take(done))
         threads = parse_thread_blocks(*self._focus.take(done))
         self._lost_before, lost_counts = self._diff(self._lost_table, self._lost_before)
         self._rq_before, rq_hist = self._diff(self._rq_hist_table, self._rq_before)
+        self._rq_wait_before, (rq_wait_ns,) = self._diff(self._rq_wait_table, self._rq_wait_before)
         self._short_before, (short_blocks, short_block_ns) = self._diff(self._short_table, self._short_before)
         lost = dict(zip(KERNEL_LOST_REASONS, lost_counts, strict=True))
         self._epoch_collisions += lost["user_stack_collision"] + lost["kernel_stack_collision"]
@@ -440,6 +454,8 @@ class OffCpuProbe:
             target_pid=self.target_pid,
             focus_pid=self.focus_pid,
             threads=tuple(t for t in threads if t.pid == self.focus_pid),
+            rq_wait_ns=rq_wait_ns,
+            rq_wait_ns_by_pid=rq_wait_ns_by_pid,
             mono_ns=mono_ns,
         )
 
@@ -560,8 +576,10 @@ class ProcessOffCpu:
     # share of its S, D and other time that its listed stacks account for; None without such time
     stack_coverage_percent: float | None
     rq_hist: tuple[int, ...]  # its threads' run-queue waits in the interval
-    rq_p50_ns: float | None
-    rq_p99_ns: float | None
+    # the log2 buckets holding their median and 99th percentile
+    rq_p50_bucket: LatencyBucket | None
+    rq_p99_bucket: LatencyBucket | None
+    rq_mean_ns: float | None  # exact: their sum / their count; None without waits or a recorded sum
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,8 +598,9 @@ class OffCpuView:
     off_cpu_s_per_s: float  # all processes together
     rq_hist: tuple[int, ...]  # the system's run-queue waits in the interval
     rq_waits_per_s: float
-    rq_p50_ns: float | None
-    rq_p99_ns: float | None
+    rq_p50_bucket: LatencyBucket | None
+    rq_p99_bucket: LatencyBucket | None
+    rq_mean_ns: float | None  # exact: the waits' sum / their count
     short_blocks_per_s: float  # blocks under min_block_ns
     short_off_cpu_s_per_s: float
     lost: Mapping[str, int]  # events lost in the interval, by reason
@@ -606,11 +625,17 @@ def _stack_rate(stack: BlockingStack, dt_s: float) -> StackRate:
     )
 
 
+def _mean(total_ns: int | None, count: int) -> float | None:
+    return total_ns / count if total_ns is not None and count else None
+
+
 def derive_offcpu(prev: OffCpuSample, curr: OffCpuSample, dt_s: float) -> OffCpuView:
     """Rates, rankings and run-queue percentiles of one interval.
 
     The probe empties its maps every tick, so `curr` alone covers the
     interval; `prev` is taken for the signature all derive functions share.
+    Run-queue percentiles are the log2 buckets that hold them
+    (log2_quantile_bucket), their means exact (the waits' sum / count).
     """
     state_ns: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
     blocks: dict[int, int] = defaultdict(int)
@@ -622,6 +647,7 @@ def derive_offcpu(prev: OffCpuSample, curr: OffCpuSample, dt_s: float) -> OffCpu
         stacks[stack.pid].append(stack)
 
     empty = (0,) * len(curr.rq_hist)
+    rq_sums = curr.rq_wait_ns_by_pid if curr.rq_wait_ns_by_pid is not None else {}
     processes = []
     for pid in state_ns.keys() | curr.rq_hists.keys():
         by_state = state_ns[pid]
@@ -640,18 +666,20 @@ def derive_offcpu(prev: OffCpuSample, curr: OffCpuSample, dt_s: float) -> OffCpu
                 stacks=tuple(_stack_rate(s, dt_s) for s in own),
                 stack_coverage_percent=100 * known_ns / waiting_ns if waiting_ns else None,
                 rq_hist=hist,
-                rq_p50_ns=log2_percentile_ns(hist, 0.50),
-                rq_p99_ns=log2_percentile_ns(hist, 0.99),
+                rq_p50_bucket=log2_quantile_bucket(hist, 0.50),
+                rq_p99_bucket=log2_quantile_bucket(hist, 0.99),
+                rq_mean_ns=_mean(rq_sums.get(pid), sum(hist)),
             )
         )
-    processes.sort(key=lambda p: (-p.off_cpu_s_per_s, -(p.rq_p99_ns or 0.0), p.pid))
+    processes.sort(key=lambda p: (-p.off_cpu_s_per_s, -(p.rq_p99_bucket.low_ns if p.rq_p99_bucket else -1), p.pid))
     return OffCpuView(
         processes=tuple(processes),
         off_cpu_s_per_s=sum(p.off_cpu_s_per_s for p in processes),
         rq_hist=curr.rq_hist,
         rq_waits_per_s=sum(curr.rq_hist) / dt_s,
-        rq_p50_ns=log2_percentile_ns(curr.rq_hist, 0.50),
-        rq_p99_ns=log2_percentile_ns(curr.rq_hist, 0.99),
+        rq_p50_bucket=log2_quantile_bucket(curr.rq_hist, 0.50),
+        rq_p99_bucket=log2_quantile_bucket(curr.rq_hist, 0.99),
+        rq_mean_ns=_mean(curr.rq_wait_ns, sum(curr.rq_hist)),
         short_blocks_per_s=curr.short_blocks / dt_s,
         short_off_cpu_s_per_s=curr.short_block_ns / 1e9 / dt_s,
         lost=dict(curr.lost),

@@ -337,15 +337,26 @@ def _proc_comm(pid: int) -> str:
 # ---- derived view -----------------------------------------------------------
 
 
-def log2_percentile_ns(hist: Sequence[int], q: float) -> float | None:
-    """Estimate the q quantile (0 < q <= 1) of a log2 latency histogram, in ns.
+@dataclass(frozen=True, slots=True)
+class LatencyBucket:
+    """Where a percentile of a log2 latency histogram lies: in [low_ns, high_ns).
 
-    The rank q x total falls in some bucket [2**i, 2**(i+1)); the estimate
-    interpolates linearly inside it, as if the bucket's calls were spread
-    evenly (Prometheus' histogram_quantile does the same). So it is never off
-    by more than the bucket's width, a factor of two. The last bucket has no
-    upper bound: a rank there gives its lower bound, an underestimate.
-    None for an empty histogram.
+    A log2 histogram knows only which bucket each call fell in, so this range
+    is all it can honestly say of a percentile: sleeps of 10 ms are "8.4 to
+    16.8 ms", where interpolating inside the bucket made them 12.58 ms.
+    `high_ns` is None for the last bucket, which is open-ended.
+    """
+
+    low_ns: int
+    high_ns: int | None
+
+
+def log2_quantile_bucket(hist: Sequence[int], q: float) -> LatencyBucket | None:
+    """The bucket of a log2 histogram holding its q quantile (0 < q <= 1).
+
+    Bucket i counts values in [2**i, 2**(i+1)) ns (bucket 0 from 0); the q
+    quantile is in the first bucket where the count of values up to and
+    including it reaches q x total. None for an empty histogram.
     """
     total = sum(hist)
     if total == 0:
@@ -354,14 +365,10 @@ def log2_percentile_ns(hist: Sequence[int], q: float) -> float | None:
     seen = 0
     last = len(hist) - 1
     for slot, count in enumerate(hist):
-        if count and seen + count >= rank:
-            low = 0 if slot == 0 else 1 << slot
-            if slot == last:
-                return float(low)
-            high = 1 << (slot + 1)
-            return low + (high - low) * (rank - seen) / count
         seen += count
-    return float(1 << last)
+        if count and seen >= rank:
+            return LatencyBucket(0 if slot == 0 else 1 << slot, None if slot == last else 1 << (slot + 1))
+    return LatencyBucket(1 << last, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,8 +380,9 @@ class SyscallRate:
     errors_per_s: float
     top_errno: str | None  # the most frequent errno of the interval
     mean_latency_ns: float | None  # exact: total time / calls
-    p50_latency_ns: float | None  # estimated from the log2 histogram
-    p99_latency_ns: float | None
+    # the log2 bucket that holds the median, and the 99th percentile
+    p50_latency_bucket: LatencyBucket | None
+    p99_latency_bucket: LatencyBucket | None
     latency_hist: tuple[int, ...]  # calls per log2 bucket (SyscallCounts.latency_hist)
     errnos: tuple[tuple[str, float], ...]  # (errno name, errors/s), most frequent first
 
@@ -444,8 +452,8 @@ class _Totals:
             errors_per_s=self.errors / dt_s,
             top_errno=errnos[0][0] if errnos else None,
             mean_latency_ns=self.latency_total_ns / timed if timed else None,
-            p50_latency_ns=log2_percentile_ns(self.hist, 0.50),
-            p99_latency_ns=log2_percentile_ns(self.hist, 0.99),
+            p50_latency_bucket=log2_quantile_bucket(self.hist, 0.50),
+            p99_latency_bucket=log2_quantile_bucket(self.hist, 0.99),
             latency_hist=tuple(self.hist),
             errnos=tuple((errno, count / dt_s) for errno, count in errnos),
         )

@@ -29,6 +29,11 @@ def hist(**slots: int) -> tuple[int, ...]:
     return tuple(values)
 
 
+def waits_ns(buckets: tuple[int, ...]) -> int:
+    """A sum of run-queue waits that fits their buckets: each in the middle of its [2**i, 2**(i+1)) ns."""
+    return sum(n * 3 * (1 << i) // 2 for i, n in enumerate(buckets))
+
+
 def offcpu_sample(t: int) -> OffCpuSample:
     """The interval's blocks: the same every tick (the probe's maps are cleared each read)."""
     times = [
@@ -52,16 +57,20 @@ def offcpu_sample(t: int) -> OffCpuSample:
         BlockingStack(2002, "S", 5_900 * MS, 2_950, FUTEX_USER, FUTEX_KERNEL),
         BlockingStack(2002, "S", 200 * MS, 100, ("main", "DataLoader.__next__", "read"), READ_KERNEL),
     ]
+    rq_hist = hist(s11=40, s12=300, s13=900, s14=1_400, s15=700, s16=260, s17=90, s20=35, s22=18)
+    rq_hists = {
+        977: hist(s12=100, s13=400, s14=500, s15=200),
+        978: hist(s13=30, s14=11),
+        1200: hist(s12=200, s13=300, s14=350, s15=50),
+        2002: hist(s14=300, s15=450, s16=260, s17=90, s20=35, s22=18),
+    }
     return OffCpuSample(
         times=tuple(OffCpuTime(pid, state, ms * MS, blocks) for pid, state, ms, blocks in times),
         stacks=tuple(stacks),
-        rq_hist=hist(s11=40, s12=300, s13=900, s14=1_400, s15=700, s16=260, s17=90, s20=35, s22=18),
-        rq_hists={
-            977: hist(s12=100, s13=400, s14=500, s15=200),
-            978: hist(s13=30, s14=11),
-            1200: hist(s12=200, s13=300, s14=350, s15=50),
-            2002: hist(s14=300, s15=450, s16=260, s17=90, s20=35, s22=18),
-        },
+        rq_hist=rq_hist,
+        rq_hists=rq_hists,
+        rq_wait_ns=waits_ns(rq_hist),
+        rq_wait_ns_by_pid={pid: waits_ns(h) for pid, h in rq_hists.items()},
         comms={977: "postgres", 978: "postgres", 1200: "nginx", 2002: "python3"},
         lost=dict.fromkeys(LOST_REASONS, 0),
         short_blocks=48_000,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tui.cli import interval
-from tui.format import MISSING, cpu_time, human_bytes, human_rate, percent, uptime
+from probes.syscalls import LatencyBucket
+from tui.format import MISSING, cpu_time, human_bytes, human_rate, latency_bucket, percent, uptime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -312,6 +313,27 @@ def test_cpu_time(seconds: float, text: str) -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(59.999, "1:00.00"), (119.996, "2:00.00")])
 def test_cpu_time_rounds_into_the_next_minute(seconds: float, text: str) -> None:
     assert cpu_time(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("slot", "text"),
+    [
+        (0, "0-2ns"),
+        (3, "8-16ns"),
+        (9, "0.5-1.0us"),  # [512, 1024) ns: both ends in the upper one's unit
+        (10, "1.0-2.0us"),
+        (17, "131-262us"),
+        (19, "0.5-1.0ms"),
+        (23, "8.4-17ms"),  # where 10 ms sleeps land
+        (29, "0.5-1.1s"),
+        (31, ">=2.1s"),  # the last bucket is open-ended
+    ],
+)
+def test_latency_bucket_is_written_as_its_range(slot: int, text: str) -> None:
+    bucket = LatencyBucket(0 if slot == 0 else 1 << slot, None if slot == 31 else 1 << (slot + 1))
+    assert latency_bucket(bucket) == text
+    assert len(text) <= 9
+    assert latency_bucket(None) == MISSING
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from probes.syscalls import HIST_SLOTS, SyscallRate
+from probes.syscalls import HIST_SLOTS, LatencyBucket, SyscallRate
 
 from tui.drill_syscalls_pane import DrillSyscallsPane, detail_lines
 from ui import make_app, until_drawn
@@ -15,7 +15,8 @@ def rate(**overrides) -> SyscallRate:
     hist[10], hist[11], hist[20] = 600, 300, 100  # ~1 us, ~2 us, ~1 ms
     values = dict(
         name="openat", calls_per_s=500.0, errors_per_s=250.0, top_errno="ENOENT", mean_latency_ns=105_000.0,
-        p50_latency_ns=1_500.0, p99_latency_ns=1_900_000.0, latency_hist=tuple(hist),
+        p50_latency_bucket=LatencyBucket(1 << 10, 1 << 11), p99_latency_bucket=LatencyBucket(1 << 20, 1 << 21),
+        latency_hist=tuple(hist),
         errnos=(("ENOENT", 200.0), ("EACCES", 50.0)),
     )
     values.update(overrides)
@@ -24,7 +25,8 @@ def rate(**overrides) -> SyscallRate:
 
 def test_detail_lists_errnos_and_draws_the_latency_histogram_with_rates() -> None:
     lines = detail_lines(rate(), 60).splitlines()
-    assert lines[0].startswith("[b $accent]openat[/] 500/s  mean 105us  p50 1.5us  p99 1.9ms")
+    # the exact mean, and the buckets the percentiles lie in
+    assert lines[0].startswith("[b $accent]openat[/] 500/s  mean 105us  p50 1.0-2.0us  p99 1.0-2.1ms")
     assert lines[1:4] == ["[b]errors[/] 250/s", "     200/s ENOENT", "      50/s EACCES"]
     bars = [line for line in lines if "█" in line or "▏" in line]
     # every bucket from the first busy one (1 us) to the last (1 ms), each with its calls per second

@@ -42,7 +42,7 @@ from probes.offcpu import (
     state_class,
     without_scheduler,
 )
-from probes.syscalls import log2_percentile_ns
+from probes.syscalls import LatencyBucket, log2_quantile_bucket
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "offcpu_workload.c"
 MS = 1_000_000
@@ -60,8 +60,9 @@ def hist(**slots: int) -> tuple[int, ...]:
     return tuple(values)
 
 
-def in_slot(ns: float | None, slot: int) -> bool:
-    return ns is not None and 1 << slot <= ns < 1 << (slot + 1)
+def bucket(slot: int) -> LatencyBucket:
+    """Log2 bucket `slot`: [2**slot, 2**(slot+1)) ns."""
+    return LatencyBucket(1 << slot, 1 << (slot + 1))
 
 
 # ---- state classes -------------------------------------------------------------
@@ -148,8 +149,9 @@ def test_parse_blocks_sums_every_cpus_copy() -> None:
 
 def test_parse_rq_hists_and_comms() -> None:
     keys = struct.pack("=II", 10, 7)
-    values = struct.pack(f"={HIST_SLOTS}I", *hist(s12=2)) + struct.pack(f"={HIST_SLOTS}I", *hist(s12=1, s20=4))
-    assert parse_rq_hists(keys, values, 1) == {10: hist(s12=3, s20=4)}
+    # two CPUs' copies of (slots, total_ns)
+    values = struct.pack(f"={HIST_SLOTS}IQ", *hist(s12=2), 9000) + struct.pack(f"={HIST_SLOTS}IQ", *hist(s12=1, s20=4), 4_200_000)
+    assert parse_rq_hists(keys, values, 1) == ({10: hist(s12=3, s20=4)}, {10: 4_209_000})
     assert parse_comms(struct.pack("=II", 10, 7), b"nginx".ljust(16, b"\0"), 1, struct.Struct("=II")) == {10: "nginx"}
 
 
@@ -169,6 +171,8 @@ def sample_of(
     rq_hist: tuple[int, ...],
     rq_hists: dict[int, tuple[int, ...]],
     lost: dict[str, int] | None = None,
+    rq_wait_ns: int | None = None,
+    rq_wait_ns_by_pid: dict[int, int] | None = None,
 ) -> OffCpuSample:
     return OffCpuSample(
         times=tuple(times),
@@ -181,6 +185,8 @@ def sample_of(
         short_block_ns=400 * MS,
         min_block_ns=MS,
         target_pid=None,
+        rq_wait_ns=rq_wait_ns,
+        rq_wait_ns_by_pid=rq_wait_ns_by_pid,
     )
 
 
@@ -205,6 +211,8 @@ def test_derive_ranks_processes_by_off_cpu_time_with_their_stacks() -> None:
         rq_hist=hist(s14=90, s22=10),
         rq_hists={300: hist(s22=100), 100: hist(s14=50)},
         lost={**dict.fromkeys(LOST_REASONS, 0), "stack_expired": 2},
+        rq_wait_ns=90 * 20_000 + 10 * 5 * MS,
+        rq_wait_ns_by_pid={300: 100 * 5 * MS, 100: 50 * 20_000},
     )
     view = derive_offcpu(curr, curr, 2.0)
 
@@ -220,15 +228,19 @@ def test_derive_ranks_processes_by_off_cpu_time_with_their_stacks() -> None:
     assert postgres.stacks[2].missing == "not captured"
     # 1.6 of its 2.0 s of waiting have a stack
     assert postgres.stack_coverage_percent == pytest.approx(80.0)
-    assert in_slot(postgres.rq_p99_ns, 14)
+    assert postgres.rq_p99_bucket == bucket(14)
+    assert postgres.rq_mean_ns == 20_000
     # a preempted process: no waiting time, so no coverage; long run-queue waits
     assert spinner.state_s_per_s["R"] == pytest.approx(0.25)
     assert spinner.stack_coverage_percent is None
-    assert in_slot(spinner.rq_p50_ns, 22) and in_slot(spinner.rq_p99_ns, 22)
-    assert nginx.rq_p99_ns is None and nginx.rq_hist == hist()
+    assert spinner.rq_p50_bucket == spinner.rq_p99_bucket == bucket(22)
+    assert spinner.rq_mean_ns == 5 * MS
+    assert nginx.rq_p99_bucket is None and nginx.rq_mean_ns is None and nginx.rq_hist == hist()
 
     assert view.off_cpu_s_per_s == pytest.approx(1.5 + 1.0 + 0.25)
-    assert in_slot(view.rq_p50_ns, 14) and in_slot(view.rq_p99_ns, 22)
+    assert view.rq_p50_bucket == bucket(14) and view.rq_p99_bucket == bucket(22)
+    # exact, where a point inside the buckets could not be: 90 waits of 20 us, 10 of 5 ms
+    assert view.rq_mean_ns == (90 * 20_000 + 10 * 5 * MS) / 100
     assert view.rq_waits_per_s == 50
     assert view.short_blocks_per_s == 2500 and view.short_off_cpu_s_per_s == pytest.approx(0.2)
     assert view.lost["stack_expired"] == 2
@@ -238,7 +250,9 @@ def test_derive_ranks_processes_by_off_cpu_time_with_their_stacks() -> None:
 def test_a_process_with_only_run_queue_waits_is_listed() -> None:
     curr = sample_of([], [], hist(s15=4), {42: hist(s15=4)})
     (process,) = derive_offcpu(curr, curr, 1.0).processes
-    assert process.pid == 42 and process.off_cpu_s_per_s == 0 and in_slot(process.rq_p50_ns, 15)
+    assert process.pid == 42 and process.off_cpu_s_per_s == 0 and process.rq_p50_bucket == bucket(15)
+    # recorded without the waits' sum: no mean rather than a made-up one
+    assert process.rq_mean_ns is None
     assert process.comm == "?"
 
 
@@ -246,7 +260,7 @@ def test_derive_of_an_idle_interval() -> None:
     curr = sample_of([], [], hist(), {})
     view = derive_offcpu(curr, curr, 1.0)
     assert view.processes == () and view.off_cpu_s_per_s == 0
-    assert view.rq_p50_ns is None and view.rq_p99_ns is None
+    assert view.rq_p50_bucket is None and view.rq_p99_bucket is None and view.rq_mean_ns is None
 
 
 # ---- real eBPF -----------------------------------------------------------------------------
@@ -352,8 +366,8 @@ def test_blocking_on_a_pipe_read_is_time_in_s_with_a_read_stack(probe: OffCpuPro
     ]
 
 
-def system_rq_p99(probe: OffCpuProbe, seconds: float) -> tuple[float | None, list[OffCpuSample]]:
-    """System-wide run-queue p99 over `seconds` of samples."""
+def system_rq_p99(probe: OffCpuProbe, seconds: float) -> tuple[int | None, list[OffCpuSample]]:
+    """System-wide run-queue p99 over `seconds` of samples: the low end of its log2 bucket."""
     probe.sample()
     samples = []
     end = time.monotonic() + seconds
@@ -361,7 +375,8 @@ def system_rq_p99(probe: OffCpuProbe, seconds: float) -> tuple[float | None, lis
         time.sleep(0.25)
         samples.append(probe.sample())
     total = [sum(slot) for slot in zip(*(s.rq_hist for s in samples))]
-    return log2_percentile_ns(total, 0.99), samples
+    p99 = log2_quantile_bucket(total, 0.99)
+    return (p99.low_ns if p99 else None), samples
 
 
 @pytest.mark.root
@@ -379,13 +394,20 @@ def test_run_queue_latency_rises_with_more_busy_threads_than_cpus(probe: OffCpuP
     # an idle machine's wakeups wait microseconds. "Idle" is whatever else the
     # box runs meanwhile (other tests, a shared VM): seen up to 5 ms p99, so
     # the bar is twice that, and the spinners' own waits are checked below.
-    assert busy_p99 >= max(2 * idle_p99, 1 * MS), (idle_p99, busy_p99)
+    # (Low ends of log2 buckets: 1 << 19 is the bucket [0.52, 1.05) ms, which holds 1 ms.)
+    assert busy_p99 >= max(2 * idle_p99, 1 << 19), (idle_p99, busy_p99)
     pids = {h.pid for h in helpers}
     traced = Traced(pids)
     for sample in samples:
         traced.add(sample)
-    spinner_p99 = log2_percentile_ns(traced.rq, 0.99)
-    assert spinner_p99 is not None and spinner_p99 >= 1 * MS, traced.rq
+    spinner_p99 = log2_quantile_bucket(traced.rq, 0.99)
+    # in the bucket that holds 1 ms, [0.52, 1.05) ms, or above
+    assert spinner_p99 is not None and spinner_p99.low_ns >= 1 << 19, traced.rq
+    # and the exact mean of the samples' waits, from their sums
+    waits = sum(sum(s.rq_hist) for s in samples)
+    total_ns = sum(s.rq_wait_ns or 0 for s in samples)
+    assert waits and all(s.rq_wait_ns is not None for s in samples)
+    assert 0 < total_ns / waits < 1 * S
     # preempted, so off CPU in R, without stacks
     assert traced.state_ns["R"] > 0
     assert all(s.missing == "not captured" for s in traced.stacks if s.state == "R")

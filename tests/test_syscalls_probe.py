@@ -49,8 +49,9 @@ from probes.syscalls import (
     SyscallCounts,
     SyscallProbe,
     SyscallsSample,
+    LatencyBucket,
     derive_syscalls,
-    log2_percentile_ns,
+    log2_quantile_bucket,
     parse_errnos,
     parse_stats,
     syscalls_program,
@@ -61,9 +62,12 @@ HELPER_SOURCE = Path(__file__).parent / "helpers" / "syscall_workload.c"
 TEN_MS_SLOT = 23
 
 
-def in_slot(ns: float | None, slot: int) -> bool:
-    """Whether a latency lies in log2 bucket `slot`: [2**slot, 2**(slot+1)) ns."""
-    return ns is not None and 1 << slot <= ns < 1 << (slot + 1)
+MS = 1_000_000
+
+
+def bucket(slot: int) -> LatencyBucket:
+    """Log2 bucket `slot`: [2**slot, 2**(slot+1)) ns."""
+    return LatencyBucket(1 << slot, 1 << (slot + 1))
 
 
 def hist(**slots: int) -> tuple[int, ...]:
@@ -77,25 +81,28 @@ def hist(**slots: int) -> tuple[int, ...]:
 # ---- percentiles -------------------------------------------------------------
 
 
-def test_percentile_of_one_bucket_interpolates_inside_it() -> None:
-    h = hist(s10=100)  # all calls in [1024, 2048) ns
-    assert log2_percentile_ns(h, 0.5) == pytest.approx(1024 + 1024 * 0.5)
-    assert log2_percentile_ns(h, 0.99) == pytest.approx(1024 + 1024 * 0.99)
+def test_a_percentile_is_the_bucket_that_holds_it_not_a_point_inside() -> None:
+    # all calls in [1024, 2048) ns: that range is all the histogram knows of
+    # any percentile, where interpolating made p50 1536 and p99 2038
+    h = hist(s10=100)
+    assert log2_quantile_bucket(h, 0.5) == log2_quantile_bucket(h, 0.99) == LatencyBucket(1024, 2048)
 
 
 def test_percentile_finds_the_bucket_holding_the_rank() -> None:
     h = hist(s3=90, s20=10)  # 90 fast calls [8, 16) ns, 10 slow ones [1, 2) ms
-    assert in_slot(log2_percentile_ns(h, 0.5), 3)
-    assert in_slot(log2_percentile_ns(h, 0.99), 20)
-    # p90 is the last fast call exactly: the top of its bucket
-    assert log2_percentile_ns(h, 0.9) == pytest.approx(16)
+    assert log2_quantile_bucket(h, 0.5) == bucket(3)
+    assert log2_quantile_bucket(h, 0.99) == bucket(20)
+    # p90 is the last fast call exactly
+    assert log2_quantile_bucket(h, 0.9) == bucket(3)
+    assert log2_quantile_bucket(h, 0.91) == bucket(20)
 
 
 def test_percentile_edges() -> None:
-    assert log2_percentile_ns(hist(), 0.5) is None
-    assert log2_percentile_ns(hist(s0=4), 0.5) == pytest.approx(1.0)  # bucket 0 is [0, 2) ns
-    # the last bucket is open-ended: its lower bound, an underestimate
-    assert log2_percentile_ns(hist(**{f"s{HIST_SLOTS - 1}": 3}), 0.5) == float(1 << (HIST_SLOTS - 1))
+    assert log2_quantile_bucket(hist(), 0.5) is None
+    assert log2_quantile_bucket(hist(s0=4), 0.5) == LatencyBucket(0, 2)  # bucket 0 is [0, 2) ns
+    # the last bucket is open-ended
+    last = HIST_SLOTS - 1
+    assert log2_quantile_bucket(hist(**{f"s{last}": 3}), 0.5) == LatencyBucket(1 << last, None)
 
 
 # ---- derive ------------------------------------------------------------------
@@ -147,14 +154,14 @@ def test_derive_ranks_processes_and_their_syscalls_by_rate() -> None:
     futex = postgres.syscalls[0]
     assert futex.calls_per_s == 500 and futex.errors_per_s == 150 and futex.top_errno == "EAGAIN"
     assert futex.mean_latency_ns == 5000
-    assert in_slot(futex.p50_latency_ns, 12)
+    assert futex.p50_latency_bucket == bucket(12)
     # every errno, per second, most frequent first; the histogram as counted
     assert futex.errnos == (("EAGAIN", 125.0), ("ETIMEDOUT", 25.0))
     assert futex.latency_hist == hist(s12=1000)
     assert nginx.total.top_errno is None and nginx.total.errors_per_s == 0
     # 80% of nginx's calls are reads of ~1.5 us; its slowest 1% are epoll waits of ~3 ms
-    assert in_slot(nginx.total.p50_latency_ns, 10)
-    assert in_slot(nginx.total.p99_latency_ns, 21)
+    assert nginx.total.p50_latency_bucket == bucket(10)
+    assert nginx.total.p99_latency_bucket == bucket(21)
     assert nginx.total.mean_latency_ns == (400 * 1500 + 100 * 3_000_000) / 500
 
     # the whole system, like syscount: read is summed over both processes
@@ -462,8 +469,8 @@ def test_counts_every_call_and_every_error(probe: SyscallProbe, workload: Path) 
     assert traced.errnos["close", "EBADF"] == m, lost
     assert traced.comm == "syscall_workloa"  # comm is 15 characters
     # getppid takes well under a millisecond
-    p99 = log2_percentile_ns(traced.hist["getppid"], 0.99)
-    assert p99 is not None and p99 < 1_000_000
+    p99 = log2_quantile_bucket(traced.hist["getppid"], 0.99)
+    assert p99 is not None and p99.high_ns is not None and p99.high_ns <= 1 << 20
 
     view = derive_syscalls(traced.samples[-2], traced.samples[-1], 1.0)
     assert view.events_per_s >= view.calls_per_s
@@ -479,12 +486,25 @@ def test_sleep_latency_lands_in_the_8_to_16_ms_bucket(probe: SyscallProbe, workl
     # a couple may land in the next bucket up.
     assert sum(h[:TEN_MS_SLOT]) == 0, h
     assert h[TEN_MS_SLOT] >= k - 2, h
-    assert in_slot(log2_percentile_ns(h, 0.5), TEN_MS_SLOT)
-    # the view's per-process figure is the same estimate
-    sample = next(s for s in reversed(traced.samples) if any(c.pid == traced.pid for c in s.syscalls))
-    process = next(p for p in derive_syscalls(sample, sample, 1.0).processes if p.pid == traced.pid)
-    sleep = next(s for s in process.syscalls if s.name == "clock_nanosleep")
-    assert in_slot(sleep.p50_latency_ns, TEN_MS_SLOT)
+    # p50 is the bucket, 8.4 to 16.8 ms, not a point in it: interpolating
+    # read 12.58 ms for sleeps of 10
+    assert log2_quantile_bucket(h, 0.5) == bucket(TEN_MS_SLOT)
+    samples = [s for s in traced.samples if any(c.pid == traced.pid for c in s.syscalls)]
+    sleeps = [
+        next(r for r in p.syscalls if r.name == "clock_nanosleep")
+        for s in samples
+        for p in derive_syscalls(s, s, 1.0).processes
+        if p.pid == traced.pid and any(r.name == "clock_nanosleep" for r in p.syscalls)
+    ]
+    assert sleeps and all(r.p50_latency_bucket == bucket(TEN_MS_SLOT) for r in sleeps[-1:])
+    # beside it the exact mean, total time / calls: 10 ms asked, a little
+    # more taken (a loaded box wakes a sleeper late)
+    calls = sum(c.calls for s in samples for c in s.syscalls if c.pid == traced.pid and c.name == "clock_nanosleep")
+    total_ns = sum(
+        c.latency_total_ns for s in samples for c in s.syscalls if c.pid == traced.pid and c.name == "clock_nanosleep"
+    )
+    assert calls == k and 10 * MS <= total_ns / calls <= 13 * MS, total_ns / calls
+    assert all(10 * MS <= r.mean_latency_ns <= 16 * MS for r in sleeps)
 
 
 @pytest.mark.root

@@ -1,8 +1,9 @@
 """The drill-down's syscalls: the process's syscalls, and the highlighted one's errors and latency.
 
 Left, each syscall the process made in the interval (rate, errors, top
-errno, p50 and p99). Right, for the highlighted syscall, its errors by
-errno and its latency histogram (log2 buckets, as the kernel counted them).
+errno, exact mean latency, and the log2 buckets its p50 and p99 lie in).
+Right, for the highlighted syscall, its errors by errno and its latency
+histogram (log2 buckets, as the kernel counted them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from textual.widgets import Static
 
 from probes.syscalls import SyscallRate, SyscallsView
 
-from .format import human_duration_ns, human_rate
+from .format import human_duration_ns, human_rate, latency_bucket
 from .histogram import BUCKET_LABEL_WIDTH, COUNT_WIDTH, histogram_lines
 from .line_table import LineTable
 from .pane import DetailPane, Lines
@@ -46,7 +47,7 @@ def detail_lines(rate: SyscallRate, width: int) -> str:
     """One syscall's figures, its errors by errno and its latency histogram, as markup."""
     lines = [
         f"[b $accent]{escape(rate.name)}[/] {human_rate(rate.calls_per_s)}/s  mean {human_duration_ns(rate.mean_latency_ns)}"
-        f"  p50 {human_duration_ns(rate.p50_latency_ns)}  p99 {human_duration_ns(rate.p99_latency_ns)}",
+        f"  p50 {latency_bucket(rate.p50_latency_bucket)}  p99 {latency_bucket(rate.p99_latency_bucket)}",
     ]
     if rate.errnos:
         lines.append(f"[b]errors[/] {human_rate(rate.errors_per_s)}/s")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from probes.syscalls import LatencyBucket
+
 MISSING = "-"
 # a figure the kernel keeps from orac's user (another user's exe, cwd, fds)
 DENIED = "permission denied"
@@ -88,3 +90,24 @@ def human_duration_ns(ns: float | None) -> str:
             value = ns / scale
             return f"{value:.0f}{unit}" if value >= 99.95 else f"{value:.1f}{unit}"
     return f"{ns:.0f}ns"
+
+
+def _figures(value: float) -> str:
+    return f"{value:.0f}" if value >= 9.95 else f"{value:.1f}"
+
+
+def latency_bucket(bucket: LatencyBucket | None) -> str:
+    """The log2 bucket a percentile lies in, as the range it is: [2**23, 2**24) ns -> "8.4-17ms".
+
+    Both ends in the unit of the upper one, two or three figures each, so it
+    is at most 9 characters ("131-262us"); the open-ended last bucket is
+    ">=2.1s".
+    """
+    if bucket is None:
+        return MISSING
+    if bucket.high_ns is None:
+        return ">=" + human_duration_ns(bucket.low_ns)
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if bucket.high_ns >= scale * 0.9995:
+            return f"{_figures(bucket.low_ns / scale)}-{_figures(bucket.high_ns / scale)}{unit}"
+    return f"{bucket.low_ns}-{bucket.high_ns}ns"

@@ -31,6 +31,8 @@ FIGURES: list[tuple[str, str]] = [
     ("Swp", "SwapTotal - SwapFree"),
     ("CPU%", "utime + stime (/proc/PID/stat) gained between two reads of it, over the time between them, of one core, as top"),
     ("RSS", "resident pages of /proc/PID/statm, as ps and top show them"),
+    ("P50, P99", "latency percentiles as the log2 bucket they lie in (8.4-17ms): the kernel counts calls per bucket"),
+    ("MEAN", "exact mean latency: the calls' total time / their count"),
 ]
 
 

@@ -4,7 +4,8 @@ Left, processes ranked by the time they could not run, uninterruptible (D)
 or waiting for a CPU (R), beside all their off-CPU time per second and its
 share sleeping (S), with their run-queue p99; orac's own waits come last. Right, for the highlighted process, its top blocking stacks
 (most time first) and the run-queue latency histogram, the system's beside
-the process's. Enter on a process opens its process screen.
+the process's. Enter on a process opens its process screen. Run-queue
+percentiles are the log2 buckets they lie in ("16-33us"), means exact.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
 from probes.offcpu import OffCpuView, ProcessOffCpu, StackRate
+from probes.syscalls import LatencyBucket
 
-from .format import human_duration_ns, human_rate
+from .format import human_duration_ns, human_rate, latency_bucket
 from .histogram import BUCKET_LABEL_WIDTH, MAX_BAR_WIDTH, histogram_lines
 from .line_table import Column, LineTable
 from .pane import DetailPane, Lines
@@ -36,8 +38,8 @@ MAX_STACKS = 8
 SYSCALL_ENTRY_FRAMES = frozenset({"entry_SYSCALL_64", "entry_SYSCALL_64_after_hwframe", "do_syscall_64"})
 
 
-def _none_low(value: float | None) -> float:
-    return -1.0 if value is None else value
+def _bucket_low(bucket: LatencyBucket | None) -> float:
+    return -1.0 if bucket is None else bucket.low_ns
 
 
 def seconds_per_second(value: float) -> str:
@@ -76,8 +78,8 @@ PROCESS_COLUMNS: list[Column[ProcessOffCpu]] = [
     ),
     *(_state_column(state) for state in ("S", "D", "R")),
     Column(
-        "rq_p99", "RQ P99", 7, lambda p: human_duration_ns(p.rq_p99_ns), lambda p: _none_low(p.rq_p99_ns), True, True,
-        min_table_width=52,
+        "rq_p99", "RQ P99", 9, lambda p: latency_bucket(p.rq_p99_bucket), lambda p: _bucket_low(p.rq_p99_bucket), True, True,
+        min_table_width=54,
     ),
 ]
 
@@ -181,7 +183,7 @@ class OffCpuPane(DetailPane):
         table = self.query_one("#offcpu-processes", LineTable)
         self.border_title = (
             f"Off-CPU {seconds_per_second(view.off_cpu_s_per_s)} s/s  "
-            f"run queue p50 {human_duration_ns(view.rq_p50_ns)} p99 {human_duration_ns(view.rq_p99_ns)}"
+            f"run queue mean {human_duration_ns(view.rq_mean_ns)} p99 {latency_bucket(view.rq_p99_bucket)}"
             f"  by {table.column(table.sort_key).label}{'▼' if table.sort_descending else '▲'}"
             + (", orac hidden" if self.hide_own else "")
         )
@@ -234,13 +236,14 @@ class OffCpuPane(DetailPane):
             shown = process.stacks[:MAX_STACKS]
             stacks.set_text("\n".join(stack_lines(s, width) for s in shown) if shown else "[$foreground-muted]no stacks[/]")
         lines = [
-            f"[b $primary]run queue[/] system p50 {human_duration_ns(view.rq_p50_ns)} "
-            f"p99 {human_duration_ns(view.rq_p99_ns)}, {human_rate(view.rq_waits_per_s)} waits/s"
+            f"[b $primary]run queue[/] system mean {human_duration_ns(view.rq_mean_ns)} "
+            f"p50 {latency_bucket(view.rq_p50_bucket)} p99 {latency_bucket(view.rq_p99_bucket)}, "
+            f"{human_rate(view.rq_waits_per_s)} waits/s"
         ]
         if process is not None:
             lines.append(
-                f"[$accent]{escape(process.comm)}[/] p50 {human_duration_ns(process.rq_p50_ns)} "
-                f"p99 {human_duration_ns(process.rq_p99_ns)}"
+                f"[$accent]{escape(process.comm)}[/] mean {human_duration_ns(process.rq_mean_ns)} "
+                f"p50 {latency_bucket(process.rq_p50_bucket)} p99 {latency_bucket(process.rq_p99_bucket)}"
             )
         series = [("system", view.rq_hist, "$primary")]
         if process is not None:

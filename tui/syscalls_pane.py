@@ -1,4 +1,9 @@
-"""The syscalls pane: processes by syscall rate, and the system's top syscalls."""
+"""The syscalls pane: processes by syscall rate, and the system's top syscalls.
+
+MEAN is exact (the calls' total time / their count); P50 and P99 are the
+log2 buckets the percentiles lie in ("8.4-17ms"), all a log2 histogram can
+say of them.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from probes.syscalls import ProcessSyscalls, SyscallRate, SyscallsView
+from probes.syscalls import LatencyBucket, ProcessSyscalls, SyscallRate, SyscallsView
 
-from .format import MISSING, human_duration_ns, human_rate
+from .format import MISSING, human_duration_ns, human_rate, latency_bucket
 from .line_table import Column, LineTable
 from .pane import MessagePane
 from .process_table import ProcessTable
@@ -25,14 +30,26 @@ def _none_low(value: float | None) -> float:
     return -1.0 if value is None else value
 
 
-def rate_columns(of: Callable[[Any], SyscallRate]) -> list[Column[Any]]:
-    """CALLS/s ... P99 of the SyscallRate `of` picks from a row."""
+def _bucket_low(bucket: LatencyBucket | None) -> float:
+    return -1.0 if bucket is None else bucket.low_ns
+
+
+def rate_columns(of: Callable[[Any], SyscallRate], p50_min_table_width: int) -> list[Column[Any]]:
+    """CALLS/s ... P99 of the SyscallRate `of` picks from a row.
+
+    P50 only in tables at least `p50_min_table_width` wide: MEAN and P99 say
+    more in less room.
+    """
     return [
         Column("calls", "CALLS/s", 8, lambda r: human_rate(of(r).calls_per_s), lambda r: of(r).calls_per_s, True, True),
         Column("errors", "ERR/s", 6, lambda r: human_rate(of(r).errors_per_s), lambda r: of(r).errors_per_s, True, True),
         Column("errno", "ERRNO", 10, lambda r: of(r).top_errno or MISSING, lambda r: of(r).top_errno or ""),
-        Column("p50", "P50", 7, lambda r: human_duration_ns(of(r).p50_latency_ns), lambda r: _none_low(of(r).p50_latency_ns), True, True),
-        Column("p99", "P99", 7, lambda r: human_duration_ns(of(r).p99_latency_ns), lambda r: _none_low(of(r).p99_latency_ns), True, True),
+        Column("mean", "MEAN", 7, lambda r: human_duration_ns(of(r).mean_latency_ns), lambda r: _none_low(of(r).mean_latency_ns), True, True),
+        Column(
+            "p50", "P50", 9, lambda r: latency_bucket(of(r).p50_latency_bucket), lambda r: _bucket_low(of(r).p50_latency_bucket),
+            True, True, min_table_width=p50_min_table_width,
+        ),
+        Column("p99", "P99", 9, lambda r: latency_bucket(of(r).p99_latency_bucket), lambda r: _bucket_low(of(r).p99_latency_bucket), True, True),
     ]
 
 
@@ -43,13 +60,15 @@ def top_names(process: ProcessSyscalls, n: int = 3) -> str:
 PROCESS_COLUMNS: list[Column[ProcessSyscalls]] = [
     Column("pid", "PID", 7, lambda p: str(p.pid), attrgetter("pid"), right=True),
     Column("comm", "COMM", 15, attrgetter("comm"), attrgetter("comm")),
-    *rate_columns(attrgetter("total")),
+    # A process's p50 over all its syscalls mixes fast and slow calls: shown
+    # only where the table is wide enough to leave TOP SYSCALLS its room.
+    *rate_columns(attrgetter("total"), 130),
     Column("top", "TOP SYSCALLS", 0, top_names, top_names),
 ]
 
 SYSCALL_COLUMNS: list[Column[SyscallRate]] = [
     Column("name", "SYSCALL", 16, attrgetter("name"), attrgetter("name")),
-    *rate_columns(lambda r: r),
+    *rate_columns(lambda r: r, 72),
 ]
 
 
