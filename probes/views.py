@@ -85,6 +85,8 @@ class ProcessView:
     # since boot: with pid, which process this is (a pid is reused; this is
     # what a signal checks before it is sent)
     start_time_ns: int
+    # a thread's row (pid is its thread id): its process's pid; None for a process
+    thread_of: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class ProcessesView:
     processes: tuple[ProcessView, ...]
     num_threads: int
     unreadable: int
+    # each process's threads but its first, when they were read (ProcessProbe.threads)
+    threads: tuple[ProcessView, ...] = ()
 
 
 def cpu_usage(prev: CpuTimes, curr: CpuTimes) -> CpuUsage:
@@ -163,24 +167,32 @@ def process_view(curr: ProcSample, cpu_percent: float | None) -> ProcessView:
         name=curr.name,
         command=shown(curr.cmdline) or f"[{curr.name}]",
         start_time_ns=curr.start_time_ns,
+        thread_of=curr.thread_of,
     )
 
 
 def derive_processes(prev: ProcessesSample, curr: ProcessesSample, dt_s: float) -> ProcessesView:
-    """CPU % of one core per process over the interval, as top and htop show it."""
-    before = {p.pid: p for p in prev.processes}
+    """CPU % of one core per process (and per thread, when read) over the interval, as top and htop show it."""
     scale = 100.0 / (dt_s * 1e9)
-    views = []
-    threads = 0
     born_after = prev.sampled_since_boot_ns
-    for p in curr.processes:
-        threads += p.num_threads
+    processes = _rated(prev.processes, curr.processes, scale, born_after)
+    threads = _rated(prev.threads, curr.threads, scale, born_after) if curr.threads else ()
+    return ProcessesView(processes, sum(p.num_threads for p in curr.processes), curr.unreadable, threads)
+
+
+def _rated(
+    prev: tuple[ProcSample, ...], curr: tuple[ProcSample, ...], scale: float, born_after: int | None,
+) -> tuple[ProcessView, ...]:
+    before = {p.pid: p for p in prev}
+    views = []
+    for p in curr:
         old = before.get(p.pid)
         cpu: float | None
         if old is p:
             cpu = 0.0
         elif old is None and born_after is not None and p.start_time_ns < born_after:
-            # Running at the last sample but unreadable then: no rate yet.
+            # Running at the last sample but unreadable then (or its
+            # threads not asked for then): no rate yet.
             cpu = None
         elif old is None or old.start_time_ns != p.start_time_ns:
             # Started within the interval: all its CPU time was spent in it.
@@ -189,7 +201,7 @@ def derive_processes(prev: ProcessesSample, curr: ProcessesSample, dt_s: float) 
             busy = (p.cpu_user_ns + p.cpu_system_ns) - (old.cpu_user_ns + old.cpu_system_ns)
             cpu = max(0, busy) * scale
         views.append(process_view(p, cpu))
-    return ProcessesView(tuple(views), threads, curr.unreadable)
+    return tuple(views)
 
 
 def cpu_sort_key(view: ProcessView) -> float:

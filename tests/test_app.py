@@ -152,11 +152,20 @@ async def test_unavailable_probe_shows_reason_and_remedy() -> None:
 
 
 async def test_help_lists_every_binding() -> None:
+    from textual.containers import VerticalScroll
+
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await until_drawn(pilot, app)
         await pilot.press("question_mark")
-        _, rendered = capture(app)
+        scroll = app.screen.query_one(VerticalScroll)
+        rendered = ""
+        while True:
+            await pilot.pause()
+            rendered += capture(app)[1]
+            if scroll.scroll_y >= scroll.max_scroll_y:
+                break
+            scroll.scroll_page_down(animate=False)
         for word in ("Sort by CPU", "Filter on", "under their parents", "Send a signal", "Save the screen", "Stop sampling", "Command palette"):
             assert word in rendered
 

@@ -806,7 +806,7 @@ def test_dump_csv(recorded: Path, frames: list[Frame]) -> None:
     table = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert rows == len(table) == len(frames[1].samples["procs"].processes) + len(frames[2].samples["procs"].processes)
     assert list(table[0]) == ["time", "index", "pid", "ppid", "user", "state", "cpu_percent", "rss_bytes",
-                              "num_threads", "cpu_time_s", "cgroup", "name", "command"]
+                              "num_threads", "cpu_time_s", "cgroup", "name", "command", "start_time_ns", "thread_of"]
     python = next(r for r in table if r["pid"] == "2002" and r["index"] == "1")
     assert float(python["cpu_percent"]) == pytest.approx(99.0)
     out = io.StringIO()

@@ -228,6 +228,16 @@ class OracApp(App[None]):
         if self.frame is not None:
             self.call_after_refresh(self._feed, screen, self.frame, self.views)
 
+    def read_threads(self, on: bool) -> bool:
+        """Have the live process probe read every process's threads (H), or stop; False where there is none (replay)."""
+        probes = [p for p in getattr(self.source, "probes", ()) if hasattr(p, "threads")]
+        for probe in probes:
+            probe.threads = on
+        if probes and on:
+            # Show them now, not at the end of the interval.
+            self.source.refresh()
+        return bool(probes)
+
     def system_wide_probes(self) -> set[str]:
         """Probes whose views this app has per process: the drill-down narrows them rather than tracing again."""
         probes = getattr(self.source, "probes", None)

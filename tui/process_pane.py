@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.widgets import Input
 
 from probes.signals import NotThatProcess, send_signal
-from probes.views import ProcessesView
+from probes.views import ProcessesView, ProcessView
 
 from .choice_screen import ChoiceScreen
 from .pane import Pane
@@ -38,6 +38,7 @@ class ProcessPane(Pane):
         Binding("enter,escape", "end_search", "End search", priority=True, show=False, tooltip="In the search: stay on the match"),
         Binding("escape", "clear_filter", "Clear filter", priority=True, show=False, tooltip="Clear the filter (typing it, or kept)"),
         Binding("u", "choose_user", "User", show=False, tooltip="Show one user's processes only, or everyone's"),
+        Binding("H", "toggle_threads", "Threads", show=False, tooltip="Show each process's threads among the processes, or hide them"),
         Binding("k,f9", "kill", "Signal", tooltip="Send a signal to the selected process, or to every tagged one, after confirming"),
         Binding("space", "tag", "Tag", show=False, tooltip="Tag the selected process, or untag it (k signals every tagged one)"),
         Binding("U", "untag_all", "Untag all", show=False, tooltip="Untag every process"),
@@ -78,7 +79,7 @@ class ProcessPane(Pane):
     def show_view(self, view: ProcessesView) -> None:
         self.view = view
         self.unavailable = None
-        self.table.update_processes(view.processes)
+        self.table.update_processes(view.processes, view.threads)
         self._update_title()
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
@@ -100,6 +101,8 @@ class ProcessPane(Pane):
             title += f" of user {table.user_filter}"
         if table.tree_mode:
             title += " (tree)"
+        if table.show_threads:
+            title += f"  threads {len(table.threads)}"
         if table.tagged:
             title += f"  {len(table.tagged)} tagged"
         if table.sticky and table.selected is not None:
@@ -186,6 +189,14 @@ class ProcessPane(Pane):
         else:
             self.table.set_filter(event.value)
 
+    def action_toggle_threads(self) -> None:
+        table = self.table
+        table.show_threads = not table.show_threads
+        if not self.app.read_threads(table.show_threads) and table.show_threads and not table.threads:
+            self.notify("no threads in what is shown: recorded while threads were hidden (H)", severity="warning")
+        table.reordered()
+        self._update_title()
+
     def action_choose_user(self) -> None:
         counts = Counter(p.user for p in self.table.processes)
         options = [("", f"all users ({len(self.table.processes)})")]
@@ -213,9 +224,17 @@ class ProcessPane(Pane):
 
     def action_kill(self) -> None:
         table = self.table
-        targets = list(table.tagged.values())
-        if not targets and table.selected is not None:
-            targets = [table.selected]
+        chosen = list(table.tagged.values())
+        if not chosen and table.selected is not None:
+            chosen = [table.selected]
+        # A thread's row stands for its process: a signal goes to a process.
+        processes = {p.pid: p for p in table.processes}
+        by_pid: dict[int, ProcessView] = {}
+        for view in chosen:
+            process = view if view.thread_of is None else processes.get(view.thread_of)
+            if process is not None:
+                by_pid[process.pid] = process
+        targets = list(by_pid.values())
         if not targets:
             return
         labels = [f"{p.pid} ({p.name}) of {p.user}: {p.command}" for p in targets]

@@ -77,7 +77,7 @@ def tree_order(
 
 
 class ProcessTable(LineTable[ProcessView]):
-    """Sortable, filterable process list with a cursor that follows its process."""
+    """Sortable, filterable process list (and threads, with H) with a cursor that follows its process."""
 
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("enter", "open", "Open process", tooltip="Open the process screen of the selected process"),
@@ -96,6 +96,7 @@ class ProcessTable(LineTable[ProcessView]):
         "process-table--blocked",
         "process-table--busy",
         "process-table--tagged",
+        "process-table--thread",
     }
 
     DEFAULT_CSS = """
@@ -103,6 +104,7 @@ class ProcessTable(LineTable[ProcessView]):
     ProcessTable > .process-table--blocked { color: $error; text-style: bold; }
     ProcessTable > .process-table--busy { color: $warning; }
     ProcessTable > .process-table--tagged { color: $warning; text-style: bold underline; }
+    ProcessTable > .process-table--thread { color: $foreground-muted; }
     """
 
     class Selected(Message):
@@ -115,6 +117,9 @@ class ProcessTable(LineTable[ProcessView]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(COLUMNS, "cpu", attrgetter("pid"), **kwargs)
         self.processes: tuple[ProcessView, ...] = ()
+        self.threads: tuple[ProcessView, ...] = ()
+        # threads among the processes (htop's H), under them in the tree
+        self.show_threads = False
         self.filter_text = ""
         # only this user's processes (u); None: everyone's
         self.user_filter: str | None = None
@@ -125,11 +130,13 @@ class ProcessTable(LineTable[ProcessView]):
         # only (its start time), never to a later one with the pid
         self.tagged: dict[int, ProcessView] = {}
 
-    def update_processes(self, processes: tuple[ProcessView, ...]) -> None:
+    def update_processes(self, processes: tuple[ProcessView, ...], threads: tuple[ProcessView, ...] = ()) -> None:
+        """This tick's processes, and their threads but the first of each when they were read."""
         self.processes = processes
+        self.threads = threads
         if self.tagged:
             # A tagged process that exited is no longer tagged, whatever has its pid now.
-            alive = {(p.pid, p.start_time_ns) for p in processes}
+            alive = {(p.pid, p.start_time_ns) for rows in (processes, threads) for p in rows}
             self.tagged = {pid: p for pid, p in self.tagged.items() if (pid, p.start_time_ns) in alive}
         self.resort()
 
@@ -148,7 +155,9 @@ class ProcessTable(LineTable[ProcessView]):
         self.refresh()
 
     def row_component(self, view: ProcessView) -> str:
-        return "process-table--tagged" if view.pid in self.tagged else ""
+        if view.pid in self.tagged:
+            return "process-table--tagged"
+        return "process-table--thread" if view.thread_of is not None else ""
 
     def resort(self) -> None:
         needle = self.filter_text.lower()
@@ -157,13 +166,17 @@ class ProcessTable(LineTable[ProcessView]):
         def shown(p: ProcessView) -> bool:
             return (not needle or matches(p, needle)) and (user is None or p.user == user)
 
+        everyone: Iterable[ProcessView] = self.processes
+        if self.show_threads and self.threads:
+            # A thread's ppid is its process: the tree puts it there.
+            everyone = (*self.processes, *self.threads)
         if self.tree_mode:
             column = self.column(self.sort_key)
-            rows = tree_order(self.processes, column.sort_key, self.sort_descending, self.collapsed)
+            rows = tree_order(everyone, column.sort_key, self.sort_descending, self.collapsed)
             if needle or user is not None:
                 rows = [r for r in rows if shown(r[0])]
         else:
-            procs: Iterable[ProcessView] = self.processes
+            procs = everyone
             if needle or user is not None:
                 procs = [p for p in procs if shown(p)]
             rows = [(p, "") for p in self.ordered(procs, tie_break=attrgetter("pid"))]
@@ -221,8 +234,10 @@ class ProcessTable(LineTable[ProcessView]):
         self.post_message(self.Reordered())
 
     def action_open(self) -> None:
-        if self.selected is not None:
-            self.post_message(self.Selected(self.selected.pid))
+        view = self.selected
+        if view is not None:
+            # A thread's row opens its process.
+            self.post_message(self.Selected(view.thread_of if view.thread_of is not None else view.pid))
 
     def cell_style(self, key: str, view: ProcessView) -> Style:
         if key == "state":
