@@ -8,7 +8,7 @@
  * sched:sched_wakeup_new are used, and only their own fields and BPF
  * helpers, never task_struct fields (see shared/DESIGN.md). At sched_switch
  * the running task is still prev, so bpf_get_current_pid_tgid() gives
- * prev's process and bpf_get_stackid() prev's stacks.
+ * prev's process and bpf_get_stack() prev's stacks.
  *
  * A block's life:
  *   switch-out  the thread's slot gets the time, its process, its state class
@@ -23,7 +23,7 @@
  * So a block is counted in the tick it ends in, whole, as bcc's offcputime
  * counts it, and its off-CPU time includes its wait on the run queue.
  *
- * Stacks. A stack can only be taken at switch-out (bpf_get_stackid walks the
+ * Stacks. A stack can only be taken at switch-out (bpf_get_stack walks the
  * current task), when the block's length is not known yet, and walking a user
  * and a kernel stack is by far the dearest part of the program: about 1.3 us
  * for the pair on the development VM, against about 0.15 us for the rest of a
@@ -40,12 +40,21 @@
  * anything, and where it happened to be computing is what an on-CPU profile
  * shows.
  *
+ * A stack is kept in a hash map under a 63-bit hash of its frames, which is
+ * its id. A BPF stack trace map is direct-mapped instead: a stack whose bucket
+ * another holds is turned away (-EEXIST), and every new address space brings
+ * new user stacks, so under process churn (a few hundred short-lived
+ * processes a second) 8192 buckets turned away about 160 user stacks a second.
+ * A hash map keeps every stack until it is full; two distinct stacks of one
+ * epoch sharing a hash (about 2^-63 for a pair) would share an id.
+ *
  * Stack ids outlive a tick: a thread may sleep for minutes between the
  * capture and the block's end, so user space cannot delete a tick's stacks
  * after reading them (an id deleted and taken by another stack would name the
  * wrong stack). Instead stacks go into one of two maps by *epoch*. User space
  * empties the map of the epoch before last when it starts a new epoch (every
- * tens of seconds, sooner when stacks collide), after telling the programs
+ * tens of seconds, sooner when the map is half full: `stacks_stored` counts
+ * what each map holds), after telling the programs
  * (`control`, ACCEPT_PREVIOUS) that records of that epoch no longer carry a
  * stack. A block keeps its stack if it ends within the epoch after the one it
  * began in, so any block shorter than one epoch does.
@@ -128,7 +137,7 @@ enum state_class {
     STATE_OTHER,  /* stopped, traced, parked, idle kernel threads */
 };
 
-/* Stack ids below 0 say why a block has no stack: -errno of bpf_get_stackid,
+/* Stack ids below 0 say why a block has no stack: -errno of bpf_get_stack,
  * or one of these. */
 #define STACK_NOT_CAPTURED -1000
 #define STACK_EXPIRED -1001
@@ -140,11 +149,9 @@ enum lost_reason {
     LOST_BLOCK_MAP_FULL,      /* block not aggregated: no room for its (process, state, stacks) */
     LOST_RQ_MAP_FULL,         /* run-queue latency kept system-wide only: no room for its process */
     LOST_COMM_MAP_FULL,       /* process name not recorded; user space reads /proc */
-    LOST_USTACK_EEXIST,       /* user stack not kept: another stack holds its bucket */
-    LOST_KSTACK_EEXIST,
     LOST_KSTACK_EFAULT,       /* kernel stack could not be walked */
-    LOST_STACK_ENOMEM,        /* stack map out of entries */
-    LOST_STACK_OTHER,         /* any other bpf_get_stackid error */
+    LOST_STACK_ENOMEM,        /* stack not kept: the epoch's stack map is full */
+    LOST_STACK_OTHER,         /* any other bpf_get_stack error */
     LOST_STACK_EXPIRED,       /* block outlived its stacks' epoch */
     LOST_THREAD_MAP_FULL,     /* a focus thread's block counted for its process only */
     LOST_REASONS,
@@ -162,8 +169,8 @@ struct thread {
     u32 tgid;             /* 0: not known (a new task before its first switch-out) */
     u64 off_ns;           /* when it left its CPU; 0: on a CPU, or new */
     u64 runnable_ns;      /* when it became runnable; 0: not yet */
-    s32 ustack;
-    s32 kstack;
+    s64 ustack;           /* stack ids: >= 0 a stack in stacks<epoch & 1>, < 0 why none */
+    s64 kstack;
     u32 epoch;            /* the epoch its stacks are in */
     u8 state;
     u8 recent_long;       /* bit i: its (i+1)th last block lasted MIN_BLOCK_NS or more */
@@ -171,12 +178,13 @@ struct thread {
 };
 
 struct block_key {
+    s64 ustack;
+    s64 kstack;
     u32 tgid;
-    s32 ustack;
-    s32 kstack;
     u8 state;
     u8 stack_map;         /* 0: stacks0, 1: stacks1 */
     u16 pad;
+    u32 pad2;             /* the generation ends the key, as user space reads it */
     u32 gen;
 };
 
@@ -226,8 +234,12 @@ BPF_ARRAY(threads, struct thread, 1 << SLOT_BITS);
 BPF_PERCPU_HASH(blocks, struct block_key, struct block_value, BLOCK_ENTRIES);
 BPF_PERCPU_HASH(rq_hists, struct tgid_key, struct rq_hist, RQ_ENTRIES);
 BPF_HASH(comms, struct tgid_key, struct comm, RQ_ENTRIES);
-BPF_TABLE("stacktrace", int, struct frames, stacks0, STACK_ENTRIES);
-BPF_TABLE("stacktrace", int, struct frames, stacks1, STACK_ENTRIES);
+BPF_HASH(stacks0, s64, struct frames, STACK_ENTRIES);
+BPF_HASH(stacks1, s64, struct frames, STACK_ENTRIES);
+/* Where a stack is walked before it is kept: too big for the BPF stack. */
+BPF_PERCPU_ARRAY(stack_scratch, struct frames, 1);
+/* Cumulative: stacks put in stacks0 and stacks1 since load. */
+BPF_PERCPU_ARRAY(stacks_stored, u64, 2);
 BPF_PERCPU_HASH(thread_blocks, struct thread_key, struct block_value, THREAD_ENTRIES);
 BPF_ARRAY(control, u64, CONTROL_WORDS);
 /* Cumulative since load: user space takes differences, so nothing races a reset. */
@@ -326,18 +338,54 @@ static __always_inline u64 control_word(u32 index)
     return value ? *value : 0;
 }
 
-static __always_inline s32 checked_stack(s32 id, u32 eexist_reason)
+/* The current task's user (BPF_F_USER_STACK) or kernel stack, kept in
+ * stacks<map> under a hash of its frames: that id (>= 0), or -errno. */
+static __always_inline s64 capture_stack(void *ctx, u64 flags, u32 map)
+{
+    u32 zero = 0;
+    struct frames *f = stack_scratch.lookup(&zero);
+    if (!f)
+        return -ENOMEM;
+    long bytes = bpf_get_stack(ctx, f->ip, sizeof(f->ip), flags);
+    if (bytes < 0)
+        return bytes;
+    /* No frames: a kernel thread's user stack. */
+    if (bytes == 0)
+        return -EFAULT;
+    /* bpf_get_stack zeroes the frames past the stack's end, so the whole
+     * array is the key's content; the flags keep a user and a kernel stack
+     * of the same addresses apart. */
+    u64 h = flags + 1;
+#pragma unroll
+    for (u32 i = 0; i < STACK_DEPTH; i++) {
+        if (i * sizeof(u64) >= bytes)
+            break;
+        h = (h ^ f->ip[i]) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+    }
+    s64 id = h >> 1;
+    struct frames *kept = map ? stacks1.lookup(&id) : stacks0.lookup(&id);
+    if (!kept) {
+        int err = map ? stacks1.insert(&id, f) : stacks0.insert(&id, f);
+        if (!err)
+            add_percpu(stacks_stored.lookup(&map), 1);
+        else if (err != -EEXIST)
+            /* -E2BIG: the map is full. (EEXIST: another CPU kept it first.) */
+            return -ENOMEM;
+    }
+    return id;
+}
+
+static __always_inline s64 checked_stack(s64 id, int user)
 {
     if (id >= 0)
         return id;
-    if (id == -EEXIST)
-        count_lost(eexist_reason);
-    else if (id == -ENOMEM)
+    if (id == -ENOMEM)
         count_lost(LOST_STACK_ENOMEM);
     else if (id == -EFAULT) {
         /* A user stack fails so only for a kernel thread, which has none:
          * not a loss. A kernel stack should always walk. */
-        if (eexist_reason == LOST_KSTACK_EEXIST)
+        if (!user)
             count_lost(LOST_KSTACK_EFAULT);
     } else
         count_lost(LOST_STACK_OTHER);
@@ -387,21 +435,14 @@ TRACEPOINT_PROBE(sched, sched_switch)
         u32 state = state_class(prev_state);
         u64 stacks = control_word(CONTROL_STACKS);
         u32 epoch = stacks >> 1;
-        s32 ustack = STACK_NOT_CAPTURED, kstack = STACK_NOT_CAPTURED;
+        s64 ustack = STACK_NOT_CAPTURED, kstack = STACK_NOT_CAPTURED;
         /* The clock's low bits stand in for a random number: they change
          * between any two switches, and bpf_get_prandom_u32 costs a quarter
          * of what the rest of a switch-out does. */
         if (state != STATE_R &&
             (t->tid != prev || t->recent_long || !((now >> 4) & STACK_SAMPLE_MASK))) {
-            if (epoch & 1) {
-                ustack = stacks1.get_stackid(args, BPF_F_USER_STACK);
-                kstack = stacks1.get_stackid(args, 0);
-            } else {
-                ustack = stacks0.get_stackid(args, BPF_F_USER_STACK);
-                kstack = stacks0.get_stackid(args, 0);
-            }
-            ustack = checked_stack(ustack, LOST_USTACK_EEXIST);
-            kstack = checked_stack(kstack, LOST_KSTACK_EEXIST);
+            ustack = checked_stack(capture_stack(args, BPF_F_USER_STACK, epoch & 1), 1);
+            kstack = checked_stack(capture_stack(args, 0, epoch & 1), 0);
         }
         if (t->tid != prev) {
             t->tid = prev;

@@ -54,8 +54,6 @@ KERNEL_LOST_REASONS = (
     "block_map_full",
     "rq_map_full",
     "comm_map_full",
-    "user_stack_collision",
-    "kernel_stack_collision",
     "kernel_stack_efault",
     "stack_map_full",
     "stack_other",
@@ -75,7 +73,8 @@ IDS_SYMBOLIZED_PER_PROCESS = 4 * STACKS_PER_PROCESS
 
 # A stack epoch lasts this long (see offcpu.bpf.c, "Stack ids outlive a
 # tick"): a block shorter than one epoch always keeps its stack. An epoch
-# ends sooner, but not before EPOCH_MIN_S, once stacks collide in its map.
+# ends sooner, but not before EPOCH_MIN_S, once its map is half full: at
+# 8192 stacks, churn of up to ~800 new stacks a second loses none.
 EPOCH_S = 30.0
 EPOCH_MIN_S = 5.0
 
@@ -86,10 +85,12 @@ BLOCK_ENTRIES_RANGE = (2048, 16384)
 RQ_ENTRIES_RANGE = (512, 4096)
 # (thread, state) pairs of the focus process that end a block within one tick.
 THREAD_ENTRIES = 2048
-# 2^16 slots of 40 bytes (2.5 MiB), 4-way: see offcpu.bpf.c.
+# 2^16 slots of 48 bytes (3 MiB), 4-way: see offcpu.bpf.c.
 SLOT_BITS = 16
-# Two maps of 8192 stacks of 64 frames: 8 MiB. Deeper frames are rarely
-# worth their bytes in a blocking stack (the wait is at the leaf end).
+# Two hash maps of 8192 stacks of 64 frames, about 570 bytes an entry with
+# its key and the map's own: 9 MiB, as the stack trace maps they replace.
+# Deeper frames are rarely worth their bytes in a blocking stack (the wait
+# is at the leaf end).
 STACK_ENTRIES = 8192
 STACK_DEPTH = 64
 # Capture stacks on 1 in 64 switch-outs that are unlikely to start a long
@@ -99,7 +100,7 @@ STACK_SAMPLE_MASK = 63
 # Stack ids below zero in a block key (offcpu.bpf.c): why there is no stack.
 STACK_NOT_CAPTURED = -1000
 STACK_EXPIRED = -1001
-_EFAULT, _EEXIST, _ENOMEM = 14, 17, 12
+_EFAULT, _ENOMEM = 14, 12
 # Every blocking kernel stack ends in the scheduler and the tracepoint that
 # took it (schedule, __schedule, __traceiter_sched_switch): dropped, so that
 # a stack ends where the thread waited (do_nanosleep, pipe_read).
@@ -108,7 +109,6 @@ _TRACEPOINT_PREFIXES = ("__traceiter_", "__bpf_trace_", "perf_trace_")
 MISSING_REASONS = {
     STACK_NOT_CAPTURED: "not captured",
     STACK_EXPIRED: "expired",
-    -_EEXIST: "lost: stack map collision",
     -_ENOMEM: "lost: stack map full",
     -_EFAULT: "lost: not walkable",
 }
@@ -116,7 +116,7 @@ MISSING_REASONS = {
 STACK_GONE = "lost: stack missing"
 
 # The structs of offcpu.bpf.c, native byte order. Keys end with their generation.
-_BLOCK_KEY = struct.Struct("=IiiBBHI")  # tgid, ustack, kstack, state, stack_map, pad, gen
+_BLOCK_KEY = struct.Struct("=qqIBBHII")  # ustack, kstack, tgid, state, stack_map, pad, pad2, gen
 _BLOCK_VALUE = struct.Struct("=QQ")  # total_ns, count
 _TGID_KEY = struct.Struct("=II")  # tgid, gen
 _THREAD_KEY = struct.Struct("=IIB3xI")  # tgid, tid, state, pad, gen
@@ -126,7 +126,7 @@ _ARRAY_INDEX = struct.Struct("=I")
 _GENERATION = struct.Struct("=I")
 _CONTROL_GEN, _CONTROL_STACKS, _CONTROL_FOCUS = 0, 1, 2
 _ACCEPT_PREVIOUS = 1
-_STACK_ID = struct.Struct("=i")
+_STACK_ID = struct.Struct("=q")  # a stack map's key: the stack's id, a hash of its frames
 _FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
 
 # prev_state bits as sched_switch reports them (offcpu.bpf.c, state_class).
@@ -216,6 +216,11 @@ class OffCpuSample:
     # the process whose threads are timed one by one (the drill-down's), if any
     focus_pid: int | None = None
     threads: tuple[ThreadOffCpuTime, ...] = ()
+    # Blocks of min_block_ns or more, other than R, whose stacks were taken
+    # (stack_lost), and those of them whose stacks were lost; None in
+    # recordings made before orac counted them
+    stack_blocks: int | None = None
+    stack_lost_blocks: int | None = None
     # the sum of the waits rq_hist counts, and per pid of those rq_hists
     # counts: with the counts, their exact means (None in recordings made
     # before orac kept them)
@@ -265,7 +270,7 @@ def parse_blocks(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int
     """(pid, state index, ustack, kstack, stack map, total ns, count) per entry, summed over CPUs."""
     return [
         (pid, state, ustack, kstack, stack_map, total_ns, count)
-        for (pid, ustack, kstack, state, stack_map, _, _), (total_ns, count) in percpu_entries(
+        for (ustack, kstack, pid, state, stack_map, _, _, _), (total_ns, count) in percpu_entries(
             keys, values, n, _BLOCK_KEY, _BLOCK_VALUE
         )
         if count
@@ -298,6 +303,19 @@ def without_scheduler(kernel_frames: tuple[str, ...]) -> tuple[str, ...]:
     while end and (kernel_frames[end - 1] in _SCHEDULER_FRAMES or kernel_frames[end - 1].startswith(_TRACEPOINT_PREFIXES)):
         end -= 1
     return kernel_frames[:end]
+
+
+def stack_lost(state: int, ustack: int, kstack: int) -> bool | None:
+    """Whether a block key's stacks were taken and lost: None where none were taken.
+
+    None for a preempted (R) block and one whose stacks were not captured
+    (by design, offcpu.bpf.c's "Stacks"); True where a stack expired, found
+    its map full or failed to walk (a kernel thread's missing user stack,
+    -EFAULT, is no loss); else False.
+    """
+    if STATES[state] == "R" or (ustack == STACK_NOT_CAPTURED and kstack == STACK_NOT_CAPTURED):
+        return None
+    return kstack < 0 or (ustack < 0 and ustack != -_EFAULT)
 
 
 def _missing(stack_id: int) -> str | None:
@@ -355,8 +373,10 @@ class OffCpuProbe:
         self._generation = 0
         self._epoch = 0
         self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
+        self._stored_table = bpf["stacks_stored"]
+        # stacks_stored's count for each map when it was last emptied
+        self._stored_at_empty = read_percpu_counters(self._stored_table, 2)
         self._epoch_started = time.monotonic()
-        self._epoch_collisions = 0
         # (stack map, id) -> frames, and (pid, stack map, id) -> frames: a
         # stack id names the same stack until its map is emptied.
         self._kernel_names: dict[tuple[int, int], tuple[str, ...]] = {}
@@ -392,7 +412,10 @@ class OffCpuProbe:
 
     def _epoch_due(self) -> bool:
         age_s = time.monotonic() - self._epoch_started
-        return age_s >= EPOCH_S or (self._epoch_collisions > 0 and age_s >= EPOCH_MIN_S)
+        if age_s >= EPOCH_S:
+            return True
+        stored = read_percpu_counters(self._stored_table, 2)[self._epoch & 1] - self._stored_at_empty[self._epoch & 1]
+        return age_s >= EPOCH_MIN_S and stored >= STACK_ENTRIES // 2
 
     def sample(self) -> OffCpuSample:
         if self._bpf is None:
@@ -424,15 +447,21 @@ class OffCpuProbe:
         self._rq_wait_before, (rq_wait_ns,) = self._diff(self._rq_wait_table, self._rq_wait_before)
         self._short_before, (short_blocks, short_block_ns) = self._diff(self._short_table, self._short_before)
         lost = dict(zip(KERNEL_LOST_REASONS, lost_counts, strict=True))
-        self._epoch_collisions += lost["user_stack_collision"] + lost["kernel_stack_collision"]
 
         times: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
         for pid, state, _, _, _, total_ns, count in blocks:
             entry = times[pid, STATES[state]]
             entry[0] += total_ns
             entry[1] += count
-        stacks, missing = self._named_stacks(blocks)
+        stack_blocks = stack_lost_blocks = 0
+        for _, state, ustack, kstack, _, _, count in blocks:
+            outcome = stack_lost(state, ustack, kstack)
+            if outcome is not None:
+                stack_blocks += count
+                stack_lost_blocks += count if outcome else 0
+        stacks, missing, missing_blocks = self._named_stacks(blocks)
         lost["stack_missing"] = missing
+        stack_lost_blocks += missing_blocks
         if new_epoch:
             self._start_epoch()
         self._symbolizer.tick()
@@ -454,6 +483,8 @@ class OffCpuProbe:
             target_pid=self.target_pid,
             focus_pid=self.focus_pid,
             threads=tuple(t for t in threads if t.pid == self.focus_pid),
+            stack_blocks=stack_blocks,
+            stack_lost_blocks=stack_lost_blocks,
             rq_wait_ns=rq_wait_ns,
             rq_wait_ns_by_pid=rq_wait_ns_by_pid,
             mono_ns=mono_ns,
@@ -466,12 +497,13 @@ class OffCpuProbe:
         # All keys first: deleting under a map's key walk restarts it.
         for key in list(table.keys()):
             table.delete(key)
+        # Nothing writes it until the control word below names its epoch.
+        self._stored_at_empty[stale] = read_percpu_counters(self._stored_table, 2)[stale]
         self._kernel_names = {k: v for k, v in self._kernel_names.items() if k[0] != stale}
         self._user_names = {k: v for k, v in self._user_names.items() if k[1] != stale}
         self._epoch += 1
         self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
         self._epoch_started = time.monotonic()
-        self._epoch_collisions = 0
 
     def _frames(self, stack_map: int, stack_id: int) -> tuple[int, ...] | None:
         raw = self._stack_maps[stack_map].lookup(_STACK_ID.pack(stack_id))
@@ -511,12 +543,14 @@ class OffCpuProbe:
             return (), (), _missing(kstack) or _missing(ustack)
         return user, kernel, None
 
-    def _named_stacks(self, blocks: list[tuple[int, int, int, int, int, int, int]]) -> tuple[tuple[BlockingStack, ...], int]:
-        """Each process's top stacks by time, named; and how many stack ids had no stack."""
+    def _named_stacks(
+        self, blocks: list[tuple[int, int, int, int, int, int, int]]
+    ) -> tuple[tuple[BlockingStack, ...], int, int]:
+        """Each process's top stacks by time, named; how many stack ids had no stack, and their blocks."""
         by_pid: dict[int, list[tuple[int, int, int, int, int, int]]] = defaultdict(list)
         for pid, state, ustack, kstack, stack_map, total_ns, count in blocks:
             by_pid[pid].append((total_ns, count, state, ustack, kstack, stack_map))
-        missing = 0
+        missing = missing_blocks = 0
         out: list[BlockingStack] = []
         for pid, entries in by_pid.items():
             entries.sort(reverse=True)
@@ -527,6 +561,7 @@ class OffCpuProbe:
                 user, kernel, why = self._names(pid, stack_map, ustack, kstack)
                 if why == STACK_GONE:
                     missing += 1
+                    missing_blocks += count
                 entry = merged[STATES[state], user, kernel, why]
                 entry[0] += total_ns
                 entry[1] += count
@@ -535,7 +570,7 @@ class OffCpuProbe:
                 BlockingStack(pid, state, total_ns, count, user, kernel, why)
                 for (state, user, kernel, why), (total_ns, count) in ranked[: self.stacks_per_process]
             )
-        return tuple(out), missing
+        return tuple(out), missing, missing_blocks
 
 
 def _proc_comm(pid: int) -> str:
@@ -604,6 +639,9 @@ class OffCpuView:
     short_blocks_per_s: float  # blocks under min_block_ns
     short_off_cpu_s_per_s: float
     lost: Mapping[str, int]  # events lost in the interval, by reason
+    # of the blocks whose stacks were taken, the share that lost them
+    # (stack_blocks, stack_lost_blocks); None where none were taken, or not counted
+    stacks_lost_percent: float | None
     min_block_ns: int
     target_pid: int | None
     focus_pid: int | None = None
@@ -683,6 +721,9 @@ def derive_offcpu(prev: OffCpuSample, curr: OffCpuSample, dt_s: float) -> OffCpu
         short_blocks_per_s=curr.short_blocks / dt_s,
         short_off_cpu_s_per_s=curr.short_block_ns / 1e9 / dt_s,
         lost=dict(curr.lost),
+        stacks_lost_percent=(
+            100 * (curr.stack_lost_blocks or 0) / curr.stack_blocks if curr.stack_blocks else None
+        ),
         min_block_ns=curr.min_block_ns,
         target_pid=curr.target_pid,
         focus_pid=curr.focus_pid,

@@ -69,6 +69,9 @@ def offcpu_sample(t: int) -> OffCpuSample:
         stacks=tuple(stacks),
         rq_hist=rq_hist,
         rq_hists=rq_hists,
+        # 3200 blocks had their stacks taken; 12 of them outlived their epoch
+        stack_blocks=3_200,
+        stack_lost_blocks=12,
         rq_wait_ns=waits_ns(rq_hist),
         rq_wait_ns_by_pid={pid: waits_ns(h) for pid, h in rq_hists.items()},
         comms={977: "postgres", 978: "postgres", 1200: "nginx", 2002: "python3"},

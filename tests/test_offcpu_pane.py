@@ -103,6 +103,20 @@ async def test_processes_are_ranked_and_the_highlighted_ones_stacks_shown() -> N
         assert app.selected == [977]
 
 
+def test_the_title_says_which_share_of_stacks_was_lost() -> None:
+    view = offcpu_view()
+    assert view.stacks_lost_percent == 100 * 12 / 3_200
+    recorded_before = derive_offcpu(*(dataclasses.replace(offcpu_sample(t), stack_blocks=None) for t in (0, 1)), 1.0)
+    assert recorded_before.stacks_lost_percent is None
+
+
+async def test_the_share_of_stacks_lost_is_in_the_title() -> None:
+    app = OffCpuApp(offcpu_view())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "stacks lost 0.4%" in str(app.query_one(OffCpuPane).border_title)
+
+
 async def test_unavailable_says_why_and_what_to_do() -> None:
     app = OffCpuApp(unavailable=("eBPF needs root, or CAP_BPF and CAP_PERFMON", "run `sudo orac`"))
     async with app.run_test(size=SIZE) as pilot:

@@ -5,7 +5,9 @@ or waiting for a CPU (R), beside all their off-CPU time per second and its
 share sleeping (S), with their run-queue p99; orac's own waits come last. Right, for the highlighted process, its top blocking stacks
 (most time first) and the run-queue latency histogram, the system's beside
 the process's. Enter on a process opens its process screen. Run-queue
-percentiles are the log2 buckets they lie in ("16-33us"), means exact.
+percentiles are the log2 buckets they lie in ("16-33us"), means exact. The
+title gives the share of the interval's blocks whose stacks were taken but
+lost (OffCpuView.stacks_lost_percent).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from textual.widgets import Static
 from probes.offcpu import OffCpuView, ProcessOffCpu, StackRate
 from probes.syscalls import LatencyBucket
 
-from .format import human_duration_ns, human_rate, latency_bucket
+from .format import human_duration_ns, human_rate, latency_bucket, percent
 from .histogram import BUCKET_LABEL_WIDTH, MAX_BAR_WIDTH, histogram_lines
 from .line_table import Column, LineTable
 from .pane import DetailPane, Lines
@@ -184,7 +186,8 @@ class OffCpuPane(DetailPane):
         self.border_title = (
             f"Off-CPU {seconds_per_second(view.off_cpu_s_per_s)} s/s  "
             f"run queue mean {human_duration_ns(view.rq_mean_ns)} p99 {latency_bucket(view.rq_p99_bucket)}"
-            f"  by {table.column(table.sort_key).label}{'▼' if table.sort_descending else '▲'}"
+            + (f"  stacks lost {percent(view.stacks_lost_percent)}%" if view.stacks_lost_percent is not None else "")
+            + f"  by {table.column(table.sort_key).label}{'▼' if table.sort_descending else '▲'}"
             + (", orac hidden" if self.hide_own else "")
         )
         subtitle = (
