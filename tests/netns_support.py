@@ -31,8 +31,19 @@ def require_root_and(*tools: str) -> None:
             pytest.skip(f"{tool} is not installed (apt-get install {packages.get(tool, tool)})")
 
 
-def run(*args: str, input_text: str | None = None) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True, input=input_text).stdout
+def run(*args: str, input_text: str | None = None, check: bool = True) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, input=input_text)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def kill_all(*procs: subprocess.Popen[str] | None) -> None:
+    """End the test's own helpers that are still running (a failed test's)."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass(frozen=True)
@@ -45,8 +56,8 @@ class Namespace:
     def proc(self) -> str:
         return f"/proc/{self.anchor_pid}"
 
-    def exec(self, *args: str, input_text: str | None = None) -> str:
-        return run("ip", "netns", "exec", self.name, *args, input_text=input_text)
+    def exec(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
+        return run("ip", "netns", "exec", self.name, *args, input_text=input_text, check=check)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netns_support import PEER, VethToHost, require_root_and, veth_to_host, wait_ready
+from netns_support import PEER, VethToHost, kill_all, require_root_and, veth_to_host, wait_ready
 from probes.base import ProbeUnavailable
 from probes.network import (
     BYTES_PER_MIB,
@@ -242,10 +242,7 @@ def test_transfer_over_veth_counts_n_mib_and_agrees_with_sar(veth: VethToHost) -
         received, _ = listener.communicate(timeout=5)
         host1, in1 = host.sample(), inside.sample()
     finally:
-        for proc in (listener, sender, *sars):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill_all(listener, sender, *sars)
     assert sender.returncode == 0, err
     assert sent.startswith(f"sent {TRANSFER_BYTES} ")
     assert int(received.split()[-1]) == TRANSFER_BYTES
