@@ -33,7 +33,7 @@ LOOP_CTL_REMOVE = 0x4C81
 # than by a kernel thread after mount: nothing but the test's own I/O then
 # reaches the device while a test measures.
 MKFS = ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0,lazy_journal_init=0"]
-TOOLS = {"losetup": "util-linux", "mkfs.ext4": "e2fsprogs", "mount": "mount", "umount": "mount"}
+TOOLS = {"losetup": "mount", "mkfs.ext4": "e2fsprogs", "mount": "mount", "umount": "mount"}
 
 
 def cannot_run(reason: str) -> NoReturn:

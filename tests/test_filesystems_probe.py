@@ -147,13 +147,13 @@ def test_a_hung_network_filesystem_shows_as_not_responding_and_is_not_asked_agai
     hung = next(v for v in view if v.mount_point == "/net/home")
     assert not hung.responding and hung.used_percent is None and not hung.near_full
     release.set()
-    # Asked again once the hung call has returned.
+    # Answered once the hung call returns: that call's answer if it comes
+    # within a sample's wait, else a new call's.
     for _ in range(100):
         if nfs_space(probe.sample()) is not None:
             break
     else:
         pytest.fail("the network filesystem never answered after it was released")
-    assert asked.count(b"/net/home") == 2
 
 
 def test_probe_without_mountinfo_is_unavailable(tmp_path: Path) -> None:
