@@ -11,8 +11,10 @@ process's proc root (`/proc/<pid>`) sees that process's namespace.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from itertools import pairwise
+from typing import ClassVar
 
 from .base import ProbeUnavailable
 from .procfs import read_text
@@ -182,7 +184,7 @@ def parse_snmp_tables(text: str) -> dict[str, dict[str, int]]:
     """
     tables: dict[str, dict[str, int]] = {}
     lines = text.splitlines()
-    for names_line, values_line in zip(lines, lines[1:]):
+    for names_line, values_line in pairwise(lines):
         proto, colon, names = names_line.partition(":")
         vproto, vcolon, values = values_line.partition(":")
         if not colon or not vcolon or proto != vproto:

@@ -32,7 +32,7 @@ def require_root_and(*tools: str) -> None:
 
 
 def run(*args: str, input_text: str | None = None, check: bool = True) -> str:
-    done = subprocess.run(args, capture_output=True, text=True, input=input_text)
+    done = subprocess.run(args, capture_output=True, text=True, input=input_text, check=False)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
     return done.stdout
@@ -87,7 +87,7 @@ def namespace(name: str) -> Iterator[Namespace]:
             anchor.kill()
             anchor.wait()
         # Deleting the namespace deletes the veth end in it, and with it the peer.
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def veth_to_host(tag: str) -> Iterator[VethToHost]:
     with ExitStack() as stack:
         ns = stack.enter_context(namespace(f"orac-{tag}-{pid}"))
         run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", ns.name)
-        stack.callback(subprocess.run, ["ip", "link", "del", host_if], capture_output=True)
+        stack.callback(subprocess.run, ["ip", "link", "del", host_if], capture_output=True, check=False)
         Path(f"/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6").write_text("1\n")
         run("ip", "addr", "add", f"{host_addr}/30", "dev", host_if)
         run("ip", "link", "set", host_if, "up")

@@ -11,8 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from netns_support import (
+    PEER,
+    VethToHost,
+    kill_all,
+    require_root_and,
+    veth_to_host,
+    wait_ready,
+)
 
-from netns_support import PEER, VethToHost, kill_all, require_root_and, veth_to_host, wait_ready
 from probes.base import ProbeUnavailable
 from probes.network import (
     BYTES_PER_MIB,

@@ -11,8 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from netns_support import (
+    Namespace,
+    NamespacePair,
+    kill_all,
+    namespace_pair,
+    require_root_and,
+    wait_ready,
+)
 
-from netns_support import Namespace, NamespacePair, kill_all, namespace_pair, require_root_and, wait_ready
 from probes.base import ProbeUnavailable
 from probes.tcp import (
     SocketSummary,
