@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from probes.disks import (
 # One box at two moments 2 s apart, in the three line lengths kernels write.
 # sda (20 fields, 5.5+) and its partition; vdb 18 fields (4.18+); hda 14
 # (older); a 7-field partition line of a kernel before 2.6.25; garbage.
+REPO = Path(__file__).resolve().parent.parent
 T0 = """\
    8       0 sda 1000 10 20000 500 2000 20 40000 1500 0 1800 2000 10 0 0 5 100 50
    8       1 sda1 1000 10 20000 500 2000 20 40000 1500 0 1800 2000 10 0 0 5 100 50
@@ -376,3 +378,17 @@ def test_a_loop_device_removed_mid_run_just_goes_away() -> None:
         after = probe.sample()
     assert name not in {d.name for d in after.devices}
     assert name not in {d.name for d in derive_disks(before, after, 1.0).disks}
+
+
+def test_the_probe_needs_no_privilege() -> None:
+    script = (
+        "from probes.disks import DisksProbe; p = DisksProbe(); p.start();"
+        "print(len(p.sample().devices))"
+    )
+    # As root, run it as nobody.
+    nobody = 65534 if os.geteuid() == 0 else None
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env={"PYTHONPATH": str(REPO)}, check=True,
+        capture_output=True, text=True, user=nobody, group=nobody,
+    ).stdout
+    assert int(out) == len(DisksProbe().sample().devices) > 0

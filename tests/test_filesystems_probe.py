@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from probes.filesystems import (
     select_filesystems,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 MOUNTINFO = b"""\
 22 27 0:21 / /proc rw,relatime - proc proc rw
 27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard
@@ -274,3 +276,17 @@ def test_a_filesystem_unmounted_mid_run_goes_away(tmp_path: Path) -> None:
         after = probe.sample()
     assert str(fs.mount) not in {f.mount_point for f in after.filesystems}
     assert str(fs.mount) not in {v.mount_point for v in derive_filesystems(before, after, 1.0).filesystems}
+
+
+def test_the_probe_needs_no_privilege() -> None:
+    script = (
+        "from probes.filesystems import FilesystemsProbe; p = FilesystemsProbe(); p.start();"
+        "print(' '.join(f.mount_point for f in p.sample().filesystems))"
+    )
+    # As root, run it as nobody.
+    nobody = 65534 if os.geteuid() == 0 else None
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env={"PYTHONPATH": str(REPO)}, check=True,
+        capture_output=True, text=True, user=nobody, group=nobody,
+    ).stdout
+    assert "/" in out.split()
