@@ -32,10 +32,10 @@ from probes.disks import (
     read_placements,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 # One box at two moments 2 s apart, in the three line lengths kernels write.
 # sda (20 fields, 5.5+) and its partition; vdb 18 fields (4.18+); hda 14
 # (older); a 7-field partition line of a kernel before 2.6.25; garbage.
-REPO = Path(__file__).resolve().parent.parent
 T0 = """\
    8       0 sda 1000 10 20000 500 2000 20 40000 1500 0 1800 2000 10 0 0 5 100 50
    8       1 sda1 1000 10 20000 500 2000 20 40000 1500 0 1800 2000 10 0 0 5 100 50
