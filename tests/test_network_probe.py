@@ -103,6 +103,13 @@ def test_probe_without_sysfs_leaves_link_attributes_unknown() -> None:
     assert all(i.operstate is None and i.speed_mbps is None for i in sample.interfaces)
 
 
+def test_probe_on_real_proc_needs_no_privilege() -> None:
+    probe = NetworkProbe()
+    probe.start()
+    lo = next(i for i in probe.sample().interfaces if i.name == "lo")
+    assert lo.operstate is not None and lo.ifindex is not None
+
+
 def test_start_without_net_dev_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(ProbeUnavailable) as info:
         NetworkProbe(proc=str(tmp_path)).start()

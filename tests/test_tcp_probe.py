@@ -114,6 +114,14 @@ def test_probe_without_states_reads_no_socket_lines() -> None:
     assert TcpProbe(proc=str(FIXTURES / "t0"), states=False).sample().states is None
 
 
+def test_probe_on_real_proc_needs_no_privilege() -> None:
+    probe = TcpProbe()
+    probe.start()
+    sample = probe.sample()
+    assert sample.counters.out_segs is not None and sample.counters.listen_drops is not None
+    assert sample.sockstat.tcp_inuse is not None and sample.states is not None
+
+
 def test_start_without_snmp_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(ProbeUnavailable) as info:
         TcpProbe(proc=str(tmp_path)).start()
