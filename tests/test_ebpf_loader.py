@@ -294,12 +294,13 @@ def test_stop_detaches_and_the_kernel_frees_programs_and_maps() -> None:
     try:
         program = probe._bpf
         assert program is not None
-        assert sorted(a.name for a in program.attachments) == ["sys_enter", "sys_exit"]
+        assert sorted(a.name for a in program.attachments) == ["sched_process_fork", "sys_enter", "sys_exit"]
         our_progs = {link_prog_id(a.fd) for a in program.attachments}
         our_maps = {m.info.id for m in program.maps.values()}
         progs_running = kernel_ids(BPF_PROG_GET_NEXT_ID)
-        assert len(our_progs) == 2 and our_progs <= progs_running - progs_before
-        assert len(our_maps) == 8 and our_maps <= kernel_ids(BPF_MAP_GET_NEXT_ID) - maps_before
+        assert len(our_progs) == 3 and our_progs <= progs_running - progs_before
+        # starts, stats, errnos, comms, thread_stats, generation, focus, lost, new_tasks, new_task_returns
+        assert len(our_maps) == 10 and our_maps <= kernel_ids(BPF_MAP_GET_NEXT_ID) - maps_before
         # Descriptors close-on-exec: orac's other children must not hold the programs.
         assert not any(os.get_inheritable(fd) for fd in [a.fd for a in program.attachments])
         assert not any(os.get_inheritable(m.fd) for m in program.maps.values())
