@@ -190,7 +190,7 @@ def test_process_probe_samples_fixture_t0() -> None:
 
     weird = procs[100]
     assert weird == ProcSample(
-        pid=100, ppid=1, state="R", name="my (weird) name", cmdline="./weird --flag",
+        pid=100, ppid=1, state="R", name="my (weird) name", cmdline="./weird\0--flag",
         user=owner(T0 / "100"), cgroup="/user.slice/user-1000.slice/session-2.scope",
         cpu_user_ns=1000 * NS_PER_TICK, cpu_system_ns=200 * NS_PER_TICK,
         # statm's 2700 resident pages, not stat's approximate 2560
@@ -201,7 +201,7 @@ def test_process_probe_samples_fixture_t0() -> None:
     assert procs[150].cgroup == "/user.slice/user-1000.slice/session-7.scope"
     assert procs[200].cgroup == f"/system.slice/docker-{DOCKER_ID}.scope"
     assert procs[200].cmdline == "nginx: master process nginx -g daemon off;"
-    assert procs[600].cmdline == "/opt/worker -j 8"
+    assert procs[600].cmdline == "/opt/worker\x00-j\x008"
     assert procs[600].num_threads == 8
 
 
@@ -209,8 +209,8 @@ def test_process_probe_samples_fixture_t1() -> None:
     procs = by_pid(ProcessProbe(proc=str(T1)).sample())
     # 500 exited, 300 is new, 400 is a different process under a reused pid
     assert sorted(procs) == [1, 2, 100, 150, 200, 300, 400, 600]
-    assert (procs[300].name, procs[300].ppid, procs[300].cmdline) == ("python3", 100, "python3 -c pass")
-    assert (procs[400].name, procs[400].cmdline) == ("newproc", "newproc --b")
+    assert (procs[300].name, procs[300].ppid, procs[300].cmdline) == ("python3", 100, "python3\0-c\0pass")
+    assert (procs[400].name, procs[400].cmdline) == ("newproc", "newproc\0--b")
 
 
 def test_start_needs_a_procfs(tmp_path: Path) -> None:
@@ -245,10 +245,10 @@ def test_unchanged_stat_reuses_last_sample(proc_copy: Path) -> None:
 
 def test_pid_reuse_rereads_cmdline_and_cgroup(proc_copy: Path) -> None:
     probe = ProcessProbe(proc=str(proc_copy))
-    assert by_pid(probe.sample())[400].cmdline == "oldproc --a"
+    assert by_pid(probe.sample())[400].cmdline == "oldproc\0--a"
     replace_tree(proc_copy, T1)
     p = by_pid(probe.sample())[400]
-    assert (p.name, p.cmdline, p.cgroup) == ("newproc", "newproc --b", "/system.slice/new.service")
+    assert (p.name, p.cmdline, p.cgroup) == ("newproc", "newproc\0--b", "/system.slice/new.service")
     assert p.start_time_ns == 1000050 * NS_PER_TICK
 
 
@@ -259,7 +259,7 @@ def test_exec_rereads_cmdline(proc_copy: Path) -> None:
     (proc_copy / "150" / "stat").write_bytes(stat_bytes(150, "newexe", start=60000))
     (proc_copy / "150" / "cmdline").write_bytes(b"/usr/bin/newexe\0-x\0")
     p = by_pid(probe.sample())[150]
-    assert (p.name, p.cmdline) == ("newexe", "/usr/bin/newexe -x")
+    assert (p.name, p.cmdline) == ("newexe", "/usr/bin/newexe\0-x")
 
 
 def test_same_process_keeps_cached_cmdline(proc_copy: Path) -> None:
@@ -352,7 +352,7 @@ def test_finds_a_real_sleep_process() -> None:
         child.wait()
     p = procs[child.pid]
     assert p.ppid == os.getpid()
-    assert p.cmdline == "sleep 987.654321"
+    assert p.cmdline == "sleep\0987.654321"
     assert p.name == "sleep"
     assert p.state in ("S", "R")
     assert p.user == pwd.getpwuid(os.getuid()).pw_name
