@@ -403,3 +403,13 @@ async def test_replay_of_damaged_or_extreme_recordings_says_why_on_screen_and_ne
                 else:
                     assert source.position().index == len(recording) - 1, f"{case}: replay stuck"
     assert stopped >= 3, "too few cases reached a damaged frame to test what the screen says"
+
+
+def test_a_name_cut_inside_markup_is_drawn_as_it_is() -> None:
+    """Found by the replay cases: a process named "[b]x[/b]" cut to the histogram's column closed the wrong tag."""
+    from rich.markup import render
+
+    from tui.histogram import histogram_lines
+
+    text = histogram_lines([("[b]not markup[/b]", (0, 3, 1), "$primary")], 30, "wait ≥", "none")
+    assert "[b]not mar" in render(text.replace("$primary", "blue").replace("$foreground-muted", "grey50")).plain

@@ -24,6 +24,13 @@ def bar(count: int, peak: int, width: int) -> str:
     return ("█" * full + (BAR_EIGHTHS[part] if part else "")).ljust(width)
 
 
+def literal(text: str) -> str:
+    """`text` as markup that shows it as it is, even cut short: rich's escape
+    leaves a "[" without its "]" alone, and the markup after it then closes
+    the wrong tag."""
+    return text.replace("\\", "\\\\").replace("[", "\\[")
+
+
 def histogram_lines(
     series: Sequence[tuple[str, Sequence[int], str]],
     width: int,
@@ -51,7 +58,7 @@ def histogram_lines(
     count_width = COUNT_WIDTH if rate_scale is not None else 0
     room = (width - BUCKET_LABEL_WIDTH - len(series)) // len(series) - count_width
     bar_width = max(MIN_BAR_WIDTH, min(max_bar_width, room))
-    names = " ".join(f"{escape(name[:bar_width]):<{bar_width}}" for name, _, _ in series).rstrip()
+    names = " ".join(literal(name[:bar_width].ljust(bar_width)) for name, _, _ in series).rstrip()
     lines = [f"[$foreground-muted]{label:>{BUCKET_LABEL_WIDTH}} {names}[/]"]
     peaks = [max(hist) for _, hist, _ in series]
     for slot in range(min(used), max(used) + 1):
