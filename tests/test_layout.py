@@ -54,3 +54,116 @@ async def test_too_small_behind_the_process_screen_is_undone_on_return() -> None
         await pilot.pause()
         assert app.query_one("#main").display and not app.query_one("#too-small").display
         assert all(shown(app).values())
+
+
+# narrow terminals
+
+
+def lines_of(app) -> list[str]:
+    from tui.screenshot import capture
+
+    return capture(app)[1].splitlines()
+
+
+async def test_at_80_columns_the_command_shows_its_program_first() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_drawn(pilot, app)
+        row = next(line for line in lines_of(app) if " 977 " in line)
+        assert "postgres -D /var/lib/postg" in row  # not "/usr/lib/postgresql/15/bin/…"
+    app = make_app()
+    async with app.run_test(size=(200, 48)) as pilot:
+        await until_drawn(pilot, app)
+        row = next(line for line in lines_of(app) if " 977 " in line)
+        assert "/usr/lib/postgresql/15/bin/postgres -D" in row  # room for it whole
+
+
+async def test_a_column_the_same_on_every_row_gives_its_room_away() -> None:
+    import synthetic
+    from tui.process_table import ProcessTable
+
+    everywhere_root = [(*p[:6], "/", *p[7:]) for p in synthetic.PROCESSES]
+    frame_list = synthetic.frames(everywhere_root)
+    app = make_app(frame_list)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app, frame_list)
+        table = app.query_one(ProcessTable)
+        shown = [c.key for c, _ in table._layout(table.view_size.width)]
+        assert "cgroup" not in shown
+        assert "CGROUP" not in next(line for line in lines_of(app) if "COMMAND" in line)
+
+
+async def test_left_and_right_scroll_the_commands_live_and_step_in_replay(tmp_path) -> None:
+    from probes.recording import Recording, ReplaySource
+    from test_replay_ui import synthetic_recording, wait_for
+    from tui.app import OracApp
+    from tui.replay_bar import ReplayBar
+    from ui import LiveFrames
+
+    import synthetic
+
+    app = OracApp(LiveFrames(synthetic.frames()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("right")
+        text = "\n".join(lines_of(app))
+        assert "COMMAND +10" in text and "--epochs 10" in text  # python3 train.py --epochs 10, from its 11th cell
+        await pilot.press("left", "left")
+        assert "COMMAND +" not in "\n".join(lines_of(app))
+    recording = Recording(synthetic_recording(tmp_path / "s.orac"))
+    try:
+        app = OracApp(ReplaySource(recording, paused=True))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: "procs" in app.views)
+            bar = app.query_one(ReplayBar)
+            index = bar.position.index
+            await pilot.press("right")
+            await wait_for(pilot, lambda: bar.position.index == index + 1)
+    finally:
+        recording.close()
+
+
+async def test_with_no_gpu_the_gpu_pane_takes_one_row() -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        pane = app.query_one(GpuPane)
+        assert pane.size.height + pane.styles.gutter.height == 1
+        assert any("no NVIDIA driver" in line and "fix:" in line for line in lines_of(app))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_the_process_screen_is_readable_on_a_small_terminal(size: tuple[int, int]) -> None:
+    from textual.widgets import Tabs
+
+    from tui.process_screen import ProcessSummary
+
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("down", "down", "enter")  # nginx: its state's words are long
+        await pilot.pause()
+        lines = lines_of(app)
+        assert any("command  nginx: worker process" in line for line in lines)
+        assert any("state  D (uninterruptible sleep" in line for line in lines)
+        # every label on its own line, none wrapped to the next
+        for label in ("exe", "cwd", "user", "threads", "open fds", "cgroup", "parent", "cpu time"):
+            assert sum(1 for line in lines if f" {label}  " in line) == 1, label
+        tabs = app.screen.query_one(Tabs)
+        assert tabs.region.bottom <= size[1] - 1  # above the footer
+        assert app.screen.query_one(ProcessSummary).region.height <= 15
+
+
+async def test_at_120_columns_top_syscalls_keeps_room_to_be_read() -> None:
+    from tui.line_table import LineTable
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one("#sys-processes", LineTable)
+        widths = dict((c.key, w) for c, w in table._layout(table.view_size.width))
+        assert widths["top"] >= 15
+        top = app.query_one("#sys-top", LineTable)
+        shown = [c for c, _ in top._layout(top.view_size.width)]
+        assert sum(c.width + 1 for c in shown) <= top.view_size.width + 1  # nothing cut at the edge
+        assert "p99" in [c.key for c in shown]

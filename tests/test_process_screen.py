@@ -52,7 +52,7 @@ async def test_the_state_letter_and_its_word_come_from_one_reading(sleeper) -> N
     async with app.run_test(size=SIZE) as pilot:
         await open_screen(pilot, app, frame_list)
         text = capture(app)[1]
-        assert "D (uninterruptible sleep (disk or lock))" in text
+        assert "D (uninterruptible sleep: disk or lock)" in text
         assert "sleeping" not in text
 
 

@@ -77,6 +77,16 @@ def test_minimum_size(snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=press_after_drawn())
 
 
+def test_120x40(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=press_after_drawn())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+def test_process_screen_on_a_small_terminal(snap_compare, size: tuple[int, int]) -> None:
+    # nginx (1200): its state has the longest words
+    assert snap_compare(make_app(), terminal_size=size, run_before=press_after_drawn("down", "down", "enter"))
+
+
 def test_syscalls_unavailable(snap_compare) -> None:
     import synthetic
     from probes.collector import FrameSequence

@@ -12,18 +12,18 @@ DENIED = "permission denied"
 STATE_WORDS = {
     "R": "running or runnable",
     "S": "sleeping",
-    "D": "uninterruptible sleep (disk or lock)",
+    "D": "uninterruptible sleep: disk or lock",
     "I": "idle kernel thread",
     "T": "stopped",
     "t": "stopped by a debugger",
-    "Z": "zombie (exited, not yet reaped)",
+    "Z": "zombie: exited, not yet reaped",
     "X": "dead",
     "P": "parked",
 }
 
 
 def state(letter: str) -> str:
-    """"D" -> "D (uninterruptible sleep (disk or lock))": one reading's letter and its word."""
+    """"D" -> "D (uninterruptible sleep: disk or lock)": one reading's letter and its words."""
     word = STATE_WORDS.get(letter)
     return f"{letter} ({word})" if word else letter
 

@@ -104,11 +104,12 @@ class GpuDevices(Widget):
             for name in ("label", "name", "sm", "memory-busy", "vram", "empty", "warning", "error", "muted")
         }
         if self.unavailable is not None:
+            # One line: most boxes have no GPU, and the processes want the rows.
             reason, remedy = self.unavailable
-            lines = [Text(reason, s["error"])]
+            line = Text.assemble(("GPU ", s["label"]), (reason, s["error"]))
             if remedy:
-                lines.append(Text.assemble(("fix: ", s["label"]), remedy))
-            return Text("\n").join(lines)
+                line.append_text(Text.assemble(("  fix: ", s["label"]), remedy))
+            return line
         if self.view is None:
             return Text(WAITING)
         width = self.content_size.width or 80
@@ -211,6 +212,7 @@ class GpuPane(Pane):
         scrollbar-size-vertical: 1;
     }
     GpuPane.-no-processes > DataTable { display: none; }
+    GpuPane.-unavailable { border: none; height: 1; }
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

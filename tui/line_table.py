@@ -38,12 +38,22 @@ class Column(Generic[T]):
     descending: bool = False
     # narrower tables drop this column so the wide one keeps room to be read
     min_table_width: int = 0
+    # dropped while every row says the same in it (a cgroup of "/" everywhere)
+    hide_when_same: bool = False
+    # the text where `text` does not fit the column (the program before its path)
+    narrow: Callable[[T], str] | None = None
 
 
 def fit(text: str, width: int, right: bool) -> str:
     if len(text) > width:
         return text[: width - 1] + "…" if width > 1 else text[:width]
     return text.rjust(width) if right else text.ljust(width)
+
+
+def _all_same(column: Column[T], rows: list[tuple[T, str]]) -> bool:
+    """Whether every row has one text in `column` (stops at the first that differs)."""
+    first = column.text(rows[0][0])
+    return all(column.text(item) == first for item, _ in rows)
 
 
 class LineTable(ScrollView, Generic[T], can_focus=True):
@@ -139,6 +149,10 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self.following = False
         # following through new orders too (htop's F), until its row goes
         self.sticky = False
+        # cells of the last column scrolled off to the left (htop's → and ←)
+        self.x_offset = 0
+        # keys of the hide_when_same columns that are the same in every row
+        self._same: frozenset[str] = frozenset()
         # Rich styles by component class, resolved once per theme and focus
         # state: resolving them for every line was a third of drawing time.
         self._styles: dict[str, Style] = {}
@@ -177,7 +191,20 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         self._size_to_rows()
         if self.following:
             self._scroll_cursor_into_view()
+        same = frozenset(c.key for c in self.columns if c.hide_when_same and len(rows) > 1 and _all_same(c, rows))
+        if same != self._same:
+            # Every line's layout changes.
+            self._same = same
+            self.refresh()
+            return
         self._refresh_changed()
+
+    def scroll_last_column(self, cells: int) -> None:
+        """Scroll the last (widest) column's text by `cells`, left for negative; not before its start."""
+        offset = max(0, self.x_offset + cells)
+        if offset != self.x_offset:
+            self.x_offset = offset
+            self.refresh()
 
     def reordered(self) -> None:
         """The order changed (a sort; a subclass's filter or tree): show the top of the list again.
@@ -335,7 +362,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
     # drawing
 
     def _layout(self, width: int) -> list[tuple[Column[T], int]]:
-        shown = [c for c in self.columns if width >= c.min_table_width]
+        shown = [c for c in self.columns if width >= c.min_table_width and c.key not in self._same]
         fixed = sum(c.width + 1 for c in shown if c.width)
         return [(c, c.width or max(8, width - fixed)) for c in shown]
 
@@ -394,9 +421,11 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
             header = self.style("line-table--header")
             sorted_style = self.style("line-table--sorted")
             segments = []
+            last = layout[-1][0].key
             for column, w in layout:
                 arrow = ("▼" if self.sort_descending else "▲") if column.key == self.sort_key else ""
-                label = fit(column.label + arrow, w, column.right)
+                scrolled = f" +{self.x_offset}" if column.key == last and self.x_offset else ""
+                label = fit(column.label + arrow + scrolled, w, column.right)
                 segments.append(Segment(label, sorted_style if column.key == self.sort_key else header))
                 segments.append(Segment(" ", header))
             return Strip(segments).crop_extend(0, width, header)
@@ -413,10 +442,19 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         segments = []
         last = layout[-1][0].key
         for column, w in layout:
-            if column.key == last and prefix:
-                prefix_style = row_style + self.style("line-table--prefix")
-                segments.append(Segment(prefix[:w], prefix_style))
-                w = max(0, w - len(prefix))
-            segments.append(Segment(fit(texts[column.key], w, column.right), row_style + self.cell_style(column.key, item)))
+            text = texts[column.key]
+            if column.key == last:
+                if column.narrow is not None and len(prefix) + len(text) > w:
+                    text = column.narrow(item)
+                # Scrolled: the tree lines go first, then the text.
+                x = self.x_offset
+                shown_prefix, text = prefix[x:], text[max(0, x - len(prefix)):]
+                if shown_prefix:
+                    prefix_style = row_style + self.style("line-table--prefix")
+                    segments.append(Segment(shown_prefix[:w], prefix_style))
+                    w = max(0, w - len(shown_prefix))
+            elif column.narrow is not None and len(text) > w:
+                text = column.narrow(item)
+            segments.append(Segment(fit(text, w, column.right), row_style + self.cell_style(column.key, item)))
             segments.append(Segment(" ", row_style))
         return Strip(segments).crop_extend(0, width, row_style)

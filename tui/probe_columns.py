@@ -25,6 +25,8 @@ class ProbeColumn:
     # the value of a pid missing from the view, where absence is a measurement
     # (a tracer that sees every syscall saw none); None shows an empty cell
     absent: float | None = None
+    # narrower tables leave the column out (see Column.min_table_width)
+    min_table_width: int = 0
     # refilled in place each tick: the column's cells read it
     values: dict[int, float] = field(default_factory=dict)
 
@@ -38,7 +40,7 @@ class ProbeColumn:
         return Column(
             self.key, self.label, self.width, cell,
             lambda p: values.get(p.pid, -1.0 if absent is None else absent),
-            right=True, descending=True,
+            right=True, descending=True, min_table_width=self.min_table_width,
         )
 
     def update(self, table: ProcessTable, frame: Frame, views: dict[str, Any]) -> None:
@@ -60,6 +62,9 @@ def probe_columns() -> list[ProbeColumn]:
             "syscalls", "syscalls", "SYSC/s", 6,
             lambda view: {p.pid: p.total.calls_per_s for p in view.processes}, human_rate, absent=0.0,
         ),
-        ProbeColumn("offcpu", "offcpu", "OFFCPU", 6, lambda view: view.off_cpu_by_pid(), lambda v: f"{v:.2f}"),
+        # At 80 columns the command keeps its room; the off-CPU pane has the figure.
+        ProbeColumn(
+            "offcpu", "offcpu", "OFFCPU", 6, lambda view: view.off_cpu_by_pid(), lambda v: f"{v:.2f}", min_table_width=100,
+        ),
         ProbeColumn("gpu", "gpu_memory", "GPUMEM", 6, lambda view: view.memory_by_pid(), human_bytes),
     ]

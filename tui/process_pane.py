@@ -38,6 +38,8 @@ class ProcessPane(Pane):
         Binding("enter,escape", "end_search", "End search", priority=True, show=False, tooltip="In the search: stay on the match"),
         Binding("escape", "clear_filter", "Clear filter", priority=True, show=False, tooltip="Clear the filter (typing it, or kept)"),
         Binding("u", "choose_user", "User", show=False, tooltip="Show one user's processes only, or everyone's"),
+        Binding("left", "scroll_command(-10)", "Scroll left", show=False, tooltip="Scroll the commands left (live; in replay, a frame back)"),
+        Binding("right", "scroll_command(10)", "Scroll right", show=False, tooltip="Scroll the commands right, to read long ones (live; in replay, a frame on)"),
         Binding("H", "toggle_threads", "Threads", show=False, tooltip="Show each process's threads among the processes, or hide them"),
         Binding("k,f9", "kill", "Signal", tooltip="Send a signal to the selected process, or to every tagged one, after confirming"),
         Binding("space", "tag", "Tag", show=False, tooltip="Tag the selected process, or untag it (k signals every tagged one)"),
@@ -126,6 +128,9 @@ class ProcessPane(Pane):
             # fixed frames' pids may belong to anything on this box today.
             # In replay, space then plays and pauses.
             return self.app.source.live
+        if action == "scroll_command":
+            # In replay the arrows step through the frames.
+            return not self.app.replaying
         focused = self.screen.focused
         filtering = focused is self.filter_input
         searching = focused is self.search_input
@@ -188,6 +193,9 @@ class ProcessPane(Pane):
             self.table.search(event.value)
         else:
             self.table.set_filter(event.value)
+
+    def action_scroll_command(self, cells: int) -> None:
+        self.table.scroll_last_column(cells)
 
     def action_toggle_threads(self) -> None:
         table = self.table

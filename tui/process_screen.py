@@ -44,9 +44,12 @@ class ProcessSummary(Pane):
 
     DEFAULT_CSS = """
     ProcessSummary { height: auto; padding: 0 1; }
+    ProcessSummary #command { height: auto; max-height: 3; }
     ProcessSummary #summary { height: auto; }
-    ProcessSummary #details { height: auto; width: 1fr; }
-    ProcessSummary #history { height: auto; width: 76; }
+    /* Short lines that never wrap, beside a history that shrinks: at 80
+       columns the details had no width left and went one letter a line. */
+    ProcessSummary #details { height: auto; width: 3fr; text-wrap: nowrap; text-overflow: ellipsis; }
+    ProcessSummary #history { height: auto; width: 2fr; max-width: 76; }
     ProcessSummary #history > Horizontal { height: 3; margin-bottom: 1; }
     ProcessSummary Horizontal > Label { width: 16; }
     ProcessSummary Sparkline { height: 2; }
@@ -81,7 +84,9 @@ class ProcessSummary(Pane):
         self.gone = False
 
     def compose(self) -> ComposeResult:
-        # Details left, the last minute right: the drill-down below gets the height.
+        # The command line across the width (it is the long one), then details
+        # left and the last minute right: the drill-down below gets the height.
+        yield Static(id="command")
         with Horizontal(id="summary"):
             yield Static(id="details")
             with Vertical(id="history"):
@@ -137,8 +142,8 @@ class ProcessSummary(Pane):
     def _draw(self) -> None:
         p = self.last
         d = self.details
+        command = self._command(d.cmdline) if d else (p.command if p else MISSING)
         rows: list[tuple[str, str]] = []
-        rows.append(("command", self._command(d.cmdline) if d else (p.command if p else MISSING)))
         rows.append(("exe", _detail(d.exe) if d else MISSING))
         rows.append(("cwd", _detail(d.cwd) if d else MISSING))
         rows.append(("state", state(p.state) if p else MISSING))
@@ -150,10 +155,11 @@ class ProcessSummary(Pane):
         if d:
             rows.append(("started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.started))))
         rows.append(("cpu time", cpu_time(p.cpu_time_s) if p else MISSING))
-        text = "\n".join(f"[b]{name:>9}[/b]  {escape(value)}" for name, value in rows)
+        self.query_one("#details", Static).update("\n".join(f"[b]{name:>9}[/b]  {escape(value)}" for name, value in rows))
+        head = f"[b]{'command':>9}[/b]  {escape(command)}"
         if self.gone:
-            text = "[$error b]this process has exited; showing its last data[/]\n" + text
-        self.query_one("#details", Static).update(text)
+            head = "[$error b]this process has exited; showing its last data[/]\n" + head
+        self.query_one("#command", Static).update(head)
         if p is not None:
             self.border_title = f"Process {p.pid} ({p.name})"
             self.query_one("#cpu-label", Label).update(f"CPU {percent(p.cpu_percent):>5}%")
@@ -161,9 +167,11 @@ class ProcessSummary(Pane):
         for spark_id, data in (("#cpu-spark", self.cpu_history), ("#rss-spark", self.rss_history)):
             spark = self.query_one(spark_id, Sparkline)
             spark.data = data
-            # One cell per sample, so a short history is drawn short rather
-            # than stretched into a flat band that looks like a minute of data.
-            spark.styles.width = max(1, len(data))
+            # At most one cell per sample, so a short history is drawn short
+            # rather than stretched into a flat band that looks like a minute
+            # of data; fewer where the width is short.
+            spark.styles.width = "1fr"
+            spark.styles.max_width = max(1, len(data))
 
 
 class ProcessScreen(Screen[None]):

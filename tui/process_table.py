@@ -21,16 +21,26 @@ from .format import cpu_time, human_bytes, percent
 from .line_table import Column, LineTable
 
 
+def program_first(view: ProcessView) -> str:
+    """The command with its program's path left off: "/usr/lib/postgresql/15/bin/postgres -D x" -> "postgres -D x".
+
+    Where the column is narrow (80 columns), two programs under one long
+    directory otherwise both read as that directory.
+    """
+    program, space, args = view.command.partition(" ")
+    return program.rsplit("/", 1)[-1] + space + args if "/" in program else view.command
+
+
 COLUMNS: tuple[Column[ProcessView], ...] = (
     Column("pid", "PID", 7, lambda p: str(p.pid), attrgetter("pid"), right=True),
     Column("user", "USER", 9, attrgetter("user"), attrgetter("user")),
     Column("state", "S", 1, attrgetter("state"), attrgetter("state")),
     Column("cpu", "CPU%", 6, lambda p: percent(p.cpu_percent), cpu_sort_key, True, True),
     Column("rss", "RSS", 6, lambda p: human_bytes(p.rss_bytes), attrgetter("rss_bytes"), True, True),
-    Column("threads", "THR", 4, lambda p: str(p.num_threads), attrgetter("num_threads"), True, True),
+    Column("threads", "THR", 4, lambda p: str(p.num_threads), attrgetter("num_threads"), True, True, min_table_width=90),
     Column("time", "TIME+", 9, lambda p: cpu_time(p.cpu_time_s), attrgetter("cpu_time_s"), True, True),
-    Column("cgroup", "CGROUP", 18, attrgetter("cgroup"), attrgetter("cgroup"), min_table_width=110),
-    Column("command", "COMMAND", 0, attrgetter("command"), attrgetter("command")),
+    Column("cgroup", "CGROUP", 18, attrgetter("cgroup"), attrgetter("cgroup"), min_table_width=110, hide_when_same=True),
+    Column("command", "COMMAND", 0, attrgetter("command"), attrgetter("command"), narrow=program_first),
 )
 
 
