@@ -81,3 +81,31 @@ async def test_untouched_the_cursor_stays_on_the_top_line_across_ticks() -> None
         busier = [dataclasses.replace(p, cpu_percent=400.0) if p.pid == 1200 else p for p, _ in table.rows]
         table.update_processes(tuple(busier))
         assert table.cursor == 0 and table.selected.pid == 1200
+
+
+async def test_in_replay_a_sort_and_a_seek_show_the_top_of_the_list(tmp_path) -> None:
+    from probes.recording import Recorder, Recording, ReplaySource
+    from test_replay_ui import wait_for
+    from tui.app import OracApp
+
+    base = synthetic.frames(crowd())
+    path = tmp_path / "crowd.orac"
+    with Recorder(path, interval_s=1.0, probes=["cpu", "procs"], unavailable=synthetic.NO_GPU) as rec:
+        for t in range(20):
+            f = base[t % 2]
+            rec.append(dataclasses.replace(f, wall_ns=base[0].wall_ns + t * 10**9, mono_ns=base[0].mono_ns + t * 10**9))
+    recording = Recording(path)
+    try:
+        app = OracApp(ReplaySource(recording, paused=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: "procs" in app.views)
+            table = app.query_one(ProcessTable)
+            for keys in (("N",), ("N", "P"), ("full_stop",), ("T",)):
+                await pilot.press(*keys)
+                await pilot.pause(0.2)
+                assert table.scroll_offset.y == 0 and table.cursor == 0, keys
+            await pilot.press("P")
+            await pilot.pause(0.2)
+            assert top_rows(table) == [2002, 978, 1200]
+    finally:
+        recording.close()
