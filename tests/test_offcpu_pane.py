@@ -202,3 +202,14 @@ async def test_f6_sorts_by_a_column_chosen_from_the_keyboard() -> None:
         await pilot.press("down", "enter")  # from D+R to the next column, OFF/s
         assert table.sort_key == "off" and [p.pid for p, _ in table.rows] == [2002, 1200, 977, 978]
         assert "by OFF/s▼" in str(app.query_one(OffCpuPane).border_title)
+
+
+async def test_o_is_offered_only_where_orac_is_among_the_processes() -> None:
+    app = OffCpuApp(offcpu_view())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "o" not in app.active_bindings
+    app = OffCpuApp(with_orac(offcpu_view()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "o" in app.active_bindings

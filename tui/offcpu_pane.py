@@ -2,9 +2,10 @@
 
 Left, processes ranked by the time they could not run, uninterruptible (D)
 or waiting for a CPU (R), beside all their off-CPU time per second and its
-share sleeping (S), with their run-queue p99; orac's own waits come last. Right, for the highlighted process, its top blocking stacks
-(most time first) and the run-queue latency histogram, the system's beside
-the process's. Enter on a process opens its process screen. Run-queue
+share sleeping (S), with their run-queue p99; orac's own waits come last.
+Right, for the highlighted process, its top blocking stacks (most time
+first) and the run-queue latency histogram, the system's beside the
+process's. Enter on a process opens its process screen. Run-queue
 percentiles are the log2 buckets they lie in ("16-33us"), means exact. The
 title gives the share of the interval's blocks whose stacks were taken but
 lost (OffCpuView.stacks_lost_percent).
@@ -210,6 +211,12 @@ class OffCpuPane(DetailPane):
     def _is_own(self, process: ProcessOffCpu) -> bool:
         """orac itself, or a process called orac (what recorded a replayed file)."""
         return process.pid == self.own_pid or process.comm == "orac"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "toggle_own":
+            # Offered where orac is among the processes: not in another process's drill-down.
+            return self.view is not None and any(self._is_own(p) for p in self.view.processes)
+        return True
 
     def action_toggle_own(self) -> None:
         self.hide_own = not self.hide_own
