@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -43,7 +44,7 @@ def read_details(pid: int) -> ProcessDetails:
             return ProcessDetails(
                 pid=pid,
                 cmdline=ARG_SEPARATOR.join(proc.cmdline()) or f"[{proc.name()}]",
-                exe=_allowed(proc.exe),
+                exe=_exe(pid),
                 cwd=_allowed(proc.cwd),
                 num_threads=proc.num_threads(),
                 num_fds=_allowed(proc.num_fds),
@@ -51,6 +52,22 @@ def read_details(pid: int) -> ProcessDetails:
             )
     except (psutil.NoSuchProcess, psutil.ZombieProcess) as exc:
         raise ProcessGone(f"process {pid} has exited") from exc
+
+
+def _exe(pid: int) -> str | None:
+    """The executable's path; None where the kernel refuses it, "" where there is none (a kernel thread).
+
+    Read here, not with psutil's exe(): refused, that guesses a path from
+    the command line, which the process itself wrote.
+    """
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except PermissionError:
+        return None
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise psutil.NoSuchProcess(pid) from None
+        return ""
 
 
 def _allowed(getter: Callable[[], T]) -> T | None:

@@ -69,15 +69,17 @@ async def test_what_the_kernel_keeps_from_orac_says_permission_denied(sleeper, m
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to read as another user")
-def test_another_users_exe_and_cwd_are_denied_not_missing() -> None:
-    # As nobody, pid 1's exe and cwd are the kernel's to refuse.
+def test_another_users_exe_and_cwd_are_denied_not_missing_or_guessed(sleeper) -> None:
+    # As nobody, root's sleeper's exe and cwd are the kernel's to refuse; its
+    # command line (python's real path) must not stand in for its exe.
     code = (
-        "import os; os.setgid(65534); os.setuid(65534);"
-        "from probes.process_details import read_details; d = read_details(1);"
+        "import os, sys; os.setgid(65534); os.setuid(65534);"
+        "from probes.process_details import read_details; d = read_details(int(sys.argv[1]));"
         "print(d.exe is None, d.cwd is None, d.num_fds is None)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", code, str(sleeper.pid)], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.split() == ["True", "True", "True"]
     mine = read_details(os.getpid())
-    assert mine.exe and mine.cwd
+    assert mine.exe == os.readlink("/proc/self/exe") and mine.cwd
+    assert read_details(2).exe == ""  # kthreadd: a kernel thread has none
