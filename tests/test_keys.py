@@ -139,7 +139,7 @@ async def test_u_shows_one_users_processes() -> None:
         # all users, alice, postgres, root, www-data
         await pilot.press("down", "enter")
         assert set(pids(app)) == {2001, 2002}
-        assert "of user alice" in str(app.query_one("ProcessPane").border_title)
+        assert "Processes 2 of 8, user alice" in str(app.query_one("ProcessPane").border_title)
         await pilot.press("u", "home", "enter")
         assert len(pids(app)) == 8
 

@@ -117,6 +117,9 @@ async def test_h_shows_threads_among_the_processes_and_under_theirs_in_the_tree(
         order = [p.pid for p, _ in table.rows]
         assert order[:4] == [2002, 978, 2010, 1200]  # the busy thread ranks by its own CPU %: 60
         assert "threads 2" in str(app.query_one("ProcessPane").border_title)
+        await pilot.press("slash", "t", "r", "a", "i", "n", "enter")  # python3 train.py and its two threads
+        assert "Processes 1 of 8 matching 'train'" in str(app.query_one("ProcessPane").border_title)
+        await pilot.press("escape")
         await pilot.press("t")
         order = [p.pid for p, _ in table.rows]
         assert order.index(2002) < order.index(2010) and order.index(2002) < order.index(2011)

@@ -93,14 +93,16 @@ class ProcessPane(Pane):
         if view is None:
             return
         table = self.table
-        shown = len(table.rows)
+        # processes, not the thread rows H adds among them
+        shown = sum(1 for p, _ in table.rows if p.thread_of is None)
         total = len(view.processes)
         title = f"Processes {total}"
+        if table.filter_text or table.user_filter is not None:
+            title = f"Processes {shown} of {total}"
         if table.filter_text:
-            title = f"Processes {shown} of {total} matching '{table.filter_text}'"
+            title += f" matching '{table.filter_text}'"
         if table.user_filter is not None:
-            title = f"Processes {shown} of {total}" + (f" matching '{table.filter_text}'" if table.filter_text else "")
-            title += f" of user {table.user_filter}"
+            title += f", user {table.user_filter}"
         if table.tree_mode:
             title += " (tree)"
         if table.show_threads:
