@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
+from types import ModuleType
 from typing import Any, Iterable, Sequence
 
-from .base import Probe
-from .gpu import GpuProbe
-from .offcpu import OffCpuProbe
-from .processes import ProcessProbe
-from .syscalls import SyscallProbe
-from .system import SystemProbe
+from probes.contract import Probe
+from probes.sources import gpu, offcpu, processes, profile, syscalls, system, threads
+from probes.sources.gpu import GpuProbe
+from probes.sources.offcpu import OffCpuProbe
+from probes.sources.processes import ProcessProbe
+from probes.sources.syscalls import SyscallProbe
+from probes.sources.system import SystemProbe
+from probes.store.codec import register_type
+
+# A recording names each sample type by module and class. These modules sat
+# in probes/ itself when their types were first recorded; they keep those
+# names, so recordings made before and after probes/ had sub-packages read
+# alike, in either orac.
+RECORDED_AS: dict[ModuleType, str] = {
+    system: "probes.system",
+    processes: "probes.processes",
+    gpu: "probes.gpu",
+    syscalls: "probes.syscalls",
+    offcpu: "probes.offcpu",
+    profile: "probes.profile",
+    threads: "probes.threads",
+}
+
+
+def _register_recorded_names() -> None:
+    for module, name in RECORDED_AS.items():
+        for cls in vars(module).values():
+            if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__:
+                register_type(cls, f"{name}:{cls.__qualname__}")
+
+
+_register_recorded_names()
 
 
 def all_probes() -> list[Probe[Any]]:

@@ -14,7 +14,7 @@ from typing import NoReturn, TypeVar
 
 import pytest
 
-from probes.base import Probe, ProbeUnavailable
+from probes.contract import Probe, ProbeUnavailable
 
 REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
 

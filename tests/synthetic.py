@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from probes.frame import Frame
-from probes.processes import ProcessesSample, ProcSample
-from probes.system import CpuTimes, MemorySample, Pressure, SystemSample
-
 from synthetic_offcpu import offcpu_sample
+
+from probes.model.frame import Frame
+from probes.sources.processes import ProcessesSample, ProcSample
+from probes.sources.system import CpuTimes, MemorySample, Pressure, SystemSample
 
 GIB = 1024**3
 MIB = 1024**2
@@ -109,7 +109,12 @@ def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str,
 
 def syscalls_sample(t: int):
     """The interval's counts: the same every tick (maps are cleared each read)."""
-    from probes.syscalls import HIST_SLOTS, ErrnoCounts, SyscallCounts, SyscallsSample
+    from probes.sources.syscalls import (
+        HIST_SLOTS,
+        ErrnoCounts,
+        SyscallCounts,
+        SyscallsSample,
+    )
 
     def hist(slot: int, calls: int) -> tuple[int, ...]:
         return tuple(calls if i == slot else 0 for i in range(HIST_SLOTS))

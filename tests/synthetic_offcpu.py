@@ -6,7 +6,13 @@ nginx, a python3 training job), so the pane and the process table agree.
 
 from __future__ import annotations
 
-from probes.offcpu import HIST_SLOTS, LOST_REASONS, BlockingStack, OffCpuSample, OffCpuTime
+from probes.sources.offcpu import (
+    HIST_SLOTS,
+    LOST_REASONS,
+    BlockingStack,
+    OffCpuSample,
+    OffCpuTime,
+)
 
 MS = 1_000_000
 

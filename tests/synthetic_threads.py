@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from probes.frame import Frame
-from probes.offcpu import ThreadOffCpuTime
-from probes.syscalls import ThreadSyscallCounts
-from probes.threads import ThreadSample, ThreadsSample
-
 from synthetic import frames
+
+from probes.model.frame import Frame
+from probes.sources.offcpu import ThreadOffCpuTime
+from probes.sources.syscalls import ThreadSyscallCounts
+from probes.sources.threads import ThreadSample, ThreadsSample
 
 PID = 2002
 MS = 1_000_000

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 
-from probes.collector import FrameSequence
+import synthetic
+from ui import make_app, screenshot_files, until_drawn
+
+from probes.model.collector import FrameSequence
 from tui.app import OracApp
 from tui.header_bar import HeaderBar
 from tui.process_pane import ProcessPane
 from tui.process_screen import ProcessScreen, ProcessSummary
 from tui.process_table import ProcessTable
 from tui.screenshot import capture
-
-import synthetic
-from ui import make_app, screenshot_files, until_drawn
 
 SIZE = (160, 48)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from probes.base import ProbeUnavailable
-from probes.cgroups import (
+from probes.contract import ProbeUnavailable
+from probes.host.procfs import CLOCK_TICKS_PER_S
+from probes.sources.cgroups import (
     CgroupCpu,
     CgroupCpuProbe,
     CgroupCpuSample,
@@ -26,7 +27,6 @@ from probes.cgroups import (
     parse_cpu_max,
     parse_v1_quota,
 )
-from probes.procfs import CLOCK_TICKS_PER_S
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroup2"
 T0, T1 = FIXTURES / "t0", FIXTURES / "t1"

@@ -13,9 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from probes.sources.syscalls import LatencyBucket
 from tui.cli import interval
-from probes.syscalls import LatencyBucket
-from tui.format import MISSING, cpu_time, human_bytes, human_rate, latency_bucket, percent, uptime
+from tui.format import (
+    MISSING,
+    cpu_time,
+    human_bytes,
+    human_rate,
+    latency_bucket,
+    percent,
+    uptime,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +111,7 @@ def run_ns(pid: int) -> int:
 
 
 def test_snapshot_cpu_of_a_spinner_read_late_in_a_slow_first_sample(monkeypatch, capsys) -> None:
-    from probes import processes
+    from probes.sources import processes
     from tui.cli import main
 
     # Sleeps first, so the spinner, started last, has the highest pid and is
@@ -366,8 +374,8 @@ def test_unknown_probe_in_live_probes_is_one_line() -> None:
 def test_left_out_probes_say_so_on_their_pane() -> None:
     import threading
 
-    from probes.collector import Collector
-    from probes.system import SystemProbe
+    from probes.model.collector import Collector
+    from probes.sources.system import SystemProbe
 
     got = threading.Event()
     frames = []

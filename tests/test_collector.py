@@ -6,8 +6,8 @@ import threading
 import time
 from typing import ClassVar
 
-from probes.base import ProbeUnavailable
-from probes.collector import STARTING, Collector
+from probes.contract import ProbeUnavailable
+from probes.model.collector import STARTING, Collector
 
 
 class Quick:

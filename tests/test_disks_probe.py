@@ -18,8 +18,8 @@ from block_support import (
     require_root,
 )
 
-from probes.base import ProbeUnavailable
-from probes.disks import (
+from probes.contract import ProbeUnavailable
+from probes.sources.disks import (
     MS_WRAP,
     DiskCounters,
     DisksProbe,
@@ -382,7 +382,7 @@ def test_a_loop_device_removed_mid_run_just_goes_away() -> None:
 
 def test_the_probe_needs_no_privilege() -> None:
     script = (
-        "from probes.disks import DisksProbe; p = DisksProbe(); p.start();"
+        "from probes.sources.disks import DisksProbe; p = DisksProbe(); p.start();"
         "print(len(p.sample().devices))"
     )
     # As root, run it as nobody.

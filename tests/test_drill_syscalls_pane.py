@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from probes.syscalls import HIST_SLOTS, LatencyBucket, SyscallRate
-
-from tui.drill_syscalls_pane import DrillSyscallsPane, detail_lines
 from ui import make_app, until_drawn
+
+from probes.sources.syscalls import HIST_SLOTS, LatencyBucket, SyscallRate
+from tui.drill_syscalls_pane import DrillSyscallsPane, detail_lines
 
 
 def rate(**overrides) -> SyscallRate:

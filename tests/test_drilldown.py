@@ -8,20 +8,19 @@ import sys
 import time
 
 import pytest
-
 from ebpf_support import unavailable
 
-from probes.base import ProbeUnavailable
-from probes.collector import Collector
-from probes.ebpf import check_ebpf
-from probes.processes import ProcessProbe
-from probes.system import SystemProbe
+from probes.contract import ProbeUnavailable
+from probes.ebpf.checks import check_ebpf
+from probes.model.collector import Collector
+from probes.sources.processes import ProcessProbe
+from probes.sources.system import SystemProbe
 from tui.app import OracApp
 from tui.drill_syscalls_pane import DrillSyscallsPane
 from tui.drilldown import DrillDown
-from tui.profile_pane import ProfilePane
 from tui.process_screen import ProcessScreen
 from tui.process_table import ProcessTable
+from tui.profile_pane import ProfilePane
 
 SIZE = (160, 48)
 
@@ -103,9 +102,10 @@ async def test_drilldown_traces_only_its_process_and_detaches(ebpf, tmp_path, mo
 
 
 async def test_recorded_frames_show_the_process_syscalls_and_off_cpu_but_no_profile() -> None:
+    from ui import make_app, until_drawn
+
     from tui.offcpu_pane import OffCpuPane
     from tui.screenshot import capture
-    from ui import make_app, until_drawn
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -126,7 +126,7 @@ async def test_recorded_frames_show_the_process_syscalls_and_off_cpu_but_no_prof
 
 
 async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_them_again(ebpf) -> None:
-    from probes.syscalls import SyscallProbe
+    from probes.sources.syscalls import SyscallProbe
 
     target = subprocess.Popen([sys.executable, "-c", WORKLOAD], stdin=subprocess.PIPE, text=True)
     try:

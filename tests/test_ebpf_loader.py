@@ -1,8 +1,8 @@
 """Loading out of process: orac's process holds descriptors only, never bcc.
 
-The loader child (probes/ebpf_loader.py) compiles with bcc and hands over
+The loader child (probes/ebpf/loader.py) compiles with bcc and hands over
 the programs' attachments and maps; orac reads the maps through bpf(2)
-(probes/bpf_syscall.py). These tests check what that is for: no bcc and
+(probes/ebpf/bpf.py). These tests check what that is for: no bcc and
 little memory in orac's process, nothing on its terminal, programs gone
 after stop, and errors that still say what went wrong.
 
@@ -25,9 +25,9 @@ from typing import NoReturn
 
 import pytest
 
-from probes import ebpf, ebpf_loader
-from probes.base import ProbeUnavailable
-from probes.bpf_syscall import (
+from probes.contract import ProbeUnavailable
+from probes.ebpf import loader as ebpf_loader
+from probes.ebpf.bpf import (
     BPF_MAP_TYPE_ARRAY,
     BPF_MAP_TYPE_HASH,
     BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -39,9 +39,11 @@ from probes.bpf_syscall import (
     create_map,
     link_prog_id,
 )
-from probes.ebpf import BCC_INSTALL, BpfProgram, check_ebpf, first_error_line, load_program
-from probes.syscall_names import syscall_table
-from probes.syscalls import HIST_SLOTS, SyscallProbe, syscalls_program
+from probes.ebpf.checks import BCC_INSTALL, check_ebpf
+from probes.ebpf import programs
+from probes.ebpf.programs import BpfProgram, first_error_line, load_program
+from probes.ebpf.syscall_names import syscall_table
+from probes.sources.syscalls import HIST_SLOTS, SyscallProbe, syscalls_program
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
@@ -96,8 +98,8 @@ def test_check_finds_bcc_without_importing_it() -> None:
     code = textwrap.dedent(
         """
         import sys
-        from probes.base import ProbeUnavailable
-        from probes.ebpf import check_ebpf
+        from probes.contract import ProbeUnavailable
+        from probes.ebpf.checks import check_ebpf
         try:
             check_ebpf(tracefs=False)
         except ProbeUnavailable as exc:
@@ -135,7 +137,7 @@ def test_a_bcc_whose_library_does_not_load_says_so(
 
 
 def test_a_loader_that_takes_too_long_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ebpf, "LOAD_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(programs, "LOAD_TIMEOUT_S", 0.01)
     with pytest.raises(ProbeUnavailable, match=r"^compiling x.bpf.c took over 0.01 s"):
         load_program(BpfProgram("x.bpf.c", "", ()))
 
@@ -224,8 +226,8 @@ def run_python(code: str) -> str:
 PROBE_IN_A_FRESH_PROCESS = textwrap.dedent(
     """
     import sys, time
-    from probes.base import ProbeUnavailable
-    from probes.syscalls import SyscallProbe
+    from probes.contract import ProbeUnavailable
+    from probes.sources.syscalls import SyscallProbe
 
     probe = SyscallProbe()
     try:

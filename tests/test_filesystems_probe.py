@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from block_support import MIB, loop_filesystem
 
-from probes.base import ProbeUnavailable
-from probes.filesystems import (
+from probes.contract import ProbeUnavailable
+from probes.sources.filesystems import (
     NEAR_FULL_PERCENT,
     FilesystemsProbe,
     FilesystemsSample,
@@ -280,7 +280,7 @@ def test_a_filesystem_unmounted_mid_run_goes_away(tmp_path: Path) -> None:
 
 def test_the_probe_needs_no_privilege() -> None:
     script = (
-        "from probes.filesystems import FilesystemsProbe; p = FilesystemsProbe(); p.start();"
+        "from probes.sources.filesystems import FilesystemsProbe; p = FilesystemsProbe(); p.start();"
         "print(' '.join(f.mount_point for f in p.sample().filesystems))"
     )
     # As root, run it as nobody.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.forks import forks_per_s, parse_forks
+from probes.host.forks import forks_per_s, parse_forks
 
 PROC_FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "fork_loop.c"

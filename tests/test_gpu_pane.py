@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_nvml import FakeMig, FakeNvml, FakeProcess, default_gpus, install
+from synthetic import processes_sample
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
-from fake_nvml import FakeMig, FakeNvml, FakeProcess, default_gpus, install
-from probes.gpu import GpuProbe, GpuSample, GpuView, derive_gpu
-from probes.views import ProcessesView, derive_processes
-from synthetic import processes_sample
+from probes.model.views import ProcessesView, derive_processes
+from probes.sources.gpu import GpuProbe, GpuSample, GpuView, derive_gpu
 from themes import DEFAULT_THEME, THEMES
 from tui.gpu_pane import GpuPane
 from tui.process_table import ProcessTable

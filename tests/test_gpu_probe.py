@@ -15,12 +15,21 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-import pytest
-
 import fake_nvml
-from fake_nvml import GIB, SAMPLE_T0_US, FakeGpu, FakeMig, FakeNvml, FakeProcess, default_gpus, install
-from probes.base import ProbeUnavailable
-from probes.gpu import (
+import pytest
+from fake_nvml import (
+    GIB,
+    SAMPLE_T0_US,
+    FakeGpu,
+    FakeMig,
+    FakeNvml,
+    FakeProcess,
+    default_gpus,
+    install,
+)
+
+from probes.contract import ProbeUnavailable
+from probes.sources.gpu import (
     CLOCKS_EVENT_REASONS,
     DRIVER_REMEDY,
     GpuDeviceSample,

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from textual.widgets import Input
+from ui import burst, make_app, until_drawn
 
 from tui.process_table import ProcessTable
-
-from ui import burst, make_app, until_drawn
 
 SIZE = (160, 48)
 
@@ -66,8 +65,8 @@ async def test_a_slash_typed_in_the_filter_is_part_of_it() -> None:
 
 
 async def test_the_syscalls_tables_sort_from_the_keyboard() -> None:
-    from tui.line_table import LineTable
     from tui.choice_screen import ChoiceScreen
+    from tui.line_table import LineTable
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

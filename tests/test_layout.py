@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from ui import make_app, until_drawn
 
 from tui.gpu_pane import GpuPane
 from tui.offcpu_pane import OffCpuPane
 from tui.process_screen import ProcessScreen
 from tui.syscalls_pane import SyscallsPane
-
-from ui import make_app, until_drawn
 
 
 def shown(app) -> dict[str, bool]:
@@ -80,6 +79,7 @@ async def test_at_80_columns_the_command_shows_its_program_first() -> None:
 
 async def test_a_column_the_same_on_every_row_gives_its_room_away() -> None:
     import synthetic
+
     from tui.process_table import ProcessTable
 
     everywhere_root = [(*p[:6], "/", *p[7:]) for p in synthetic.PROCESSES]
@@ -94,13 +94,14 @@ async def test_a_column_the_same_on_every_row_gives_its_room_away() -> None:
 
 
 async def test_left_and_right_scroll_the_commands_live_and_step_in_replay(tmp_path) -> None:
-    from probes.recording import Recording, ReplaySource
+    import synthetic
     from test_replay_ui import synthetic_recording, wait_for
-    from tui.app import OracApp
-    from tui.replay_bar import ReplayBar
     from ui import LiveFrames
 
-    import synthetic
+    from probes.store.reader import Recording
+    from probes.store.replay import ReplaySource
+    from tui.app import OracApp
+    from tui.replay_bar import ReplayBar
 
     app = OracApp(LiveFrames(synthetic.frames()))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -20,8 +20,8 @@ from netns_support import (
     wait_ready,
 )
 
-from probes.base import ProbeUnavailable
-from probes.network import (
+from probes.contract import ProbeUnavailable
+from probes.sources.network import (
     BYTES_PER_MIB,
     InterfaceCounters,
     NetworkProbe,

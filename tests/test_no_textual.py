@@ -43,8 +43,9 @@ def test_importing_every_probes_module_leaves_textual_out() -> None:
     ) + REPORT
     result = run_python(code)
     # the walk really found the modules (an empty walk would pass vacuously)
-    assert {"probes.system", "probes.processes", "probes.views", "probes.collector", "probes.registry",
-            "probes.doctor", "probes.history", "probes.frame", "probes.base"} <= set(result["modules"])
+    assert {"probes.sources.system", "probes.sources.processes", "probes.model.views", "probes.model.collector",
+            "probes.registry", "probes.model.doctor", "probes.model.history", "probes.model.frame", "probes.contract",
+            "probes.store.writer", "probes.ebpf.programs", "probes.symbols.symbolizer"} <= set(result["modules"])
     assert result["textual"] == []
 
 

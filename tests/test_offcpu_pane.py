@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from synthetic_offcpu import offcpu_sample
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from probes.offcpu import OffCpuView, derive_offcpu
-from synthetic_offcpu import offcpu_sample
+from probes.sources.offcpu import OffCpuView, derive_offcpu
 from themes import DEFAULT_THEME, THEMES
 from tui.histogram import histogram_lines
 from tui.line_table import LineTable

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from ebpf_support import compile_helper, start
 
-from probes.ebpf import parse_comms
-
-from probes import offcpu
-from probes.offcpu import (
+from probes.ebpf.maps import parse_comms
+from probes.sources import offcpu
+from probes.sources.offcpu import (
     HIST_SLOTS,
     KERNEL_LOST_REASONS,
     LOST_REASONS,
@@ -45,7 +43,7 @@ from probes.offcpu import (
     state_class,
     without_scheduler,
 )
-from probes.syscalls import LatencyBucket, log2_quantile_bucket
+from probes.sources.syscalls import LatencyBucket, log2_quantile_bucket
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "offcpu_workload.c"
 MS = 1_000_000

@@ -22,8 +22,10 @@ from typing import Iterator
 
 import pytest
 
-from probes.private_files import PrivateDirectory, UnsafeDirectory, distrust
-from probes.recording import Recorder, Recording, RecordingError
+from probes.store.format import RecordingError
+from probes.store.private_files import PrivateDirectory, UnsafeDirectory, distrust
+from probes.store.reader import Recording
+from probes.store.writer import Recorder
 from tui.screenshot import write_screenshot
 
 NOBODY = 65534

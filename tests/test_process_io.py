@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from block_support import MIB, direct_io, loop_filesystem, require_root
 
-from probes.process_io import (
+from probes.host.process_io import (
     IoUnreadable,
     ProcessIo,
     ProcessIoRates,
@@ -24,7 +24,7 @@ from probes.process_io import (
     process_io,
     read_process_io,
 )
-from probes.procfs import NS_PER_TICK
+from probes.host.procfs import NS_PER_TICK
 
 REPO = Path(__file__).resolve().parent.parent
 IO_TEXT = b"""\
@@ -120,7 +120,7 @@ def test_another_users_process_says_denied() -> None:
     if os.geteuid() == 0:
         # As nobody, this test process is another user's.
         probe = (
-            "from probes.process_io import read_process_io;"
+            "from probes.host.process_io import read_process_io;"
             f"print(read_process_io('/proc/{os.getpid()}').name)"
         )
         out = subprocess.run(

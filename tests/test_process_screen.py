@@ -7,14 +7,13 @@ import subprocess
 import sys
 
 import pytest
+import synthetic
+from ui import LiveFrames, until_drawn
 
-from probes.process_details import ProcessDetails, read_details
+from probes.host.process_details import ProcessDetails, read_details
 from tui.app import OracApp
 from tui.process_screen import ProcessScreen, ProcessSummary
 from tui.screenshot import capture
-
-import synthetic
-from ui import LiveFrames, until_drawn
 
 SIZE = (160, 48)
 
@@ -74,7 +73,7 @@ def test_another_users_exe_and_cwd_are_denied_not_missing_or_guessed(sleeper) ->
     # command line (python's real path) must not stand in for its exe.
     code = (
         "import os, sys; os.setgid(65534); os.setuid(65534);"
-        "from probes.process_details import read_details; d = read_details(int(sys.argv[1]));"
+        "from probes.host.process_details import read_details; d = read_details(int(sys.argv[1]));"
         "print(d.exe is None, d.cwd is None, d.num_fds is None)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(sleeper.pid)], capture_output=True, text=True, check=True,

@@ -9,16 +9,15 @@ import sys
 import time
 
 import pytest
+import synthetic
+from ui import until_drawn
 
-from probes.collector import FrameSequence
-from probes.processes import ProcessProbe
-from probes.views import derive_processes
+from probes.model.collector import FrameSequence
+from probes.model.views import derive_processes
+from probes.sources.processes import ProcessProbe
 from tui.app import OracApp
 from tui.process_screen import ProcessScreen
 from tui.process_table import ProcessTable
-
-import synthetic
-from ui import until_drawn
 
 SIZE = (160, 48)
 
@@ -143,10 +142,10 @@ async def test_h_where_nothing_was_read_says_so() -> None:
 
 
 async def test_h_live_asks_the_probe_for_threads(workload) -> None:
-    from probes.collector import Collector
-    from probes.system import SystemProbe
-
     from test_replay_ui import wait_for
+
+    from probes.model.collector import Collector
+    from probes.sources.system import SystemProbe
 
     probe = ProcessProbe()
     app = OracApp(Collector([SystemProbe(), probe], interval_s=0.3))
@@ -162,7 +161,8 @@ async def test_h_live_asks_the_probe_for_threads(workload) -> None:
 
 
 def test_thread_rows_are_recorded_and_replayed(tmp_path) -> None:
-    from probes.recording import Recorder, Recording
+    from probes.store.reader import Recording
+    from probes.store.writer import Recorder
 
     frame_list = frames_with_threads()
     path = tmp_path / "t.orac"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from probes.base import ProbeUnavailable
-from probes.procfs import NS_PER_TICK, PAGE_SIZE_BYTES
-from probes.processes import (
+from probes.contract import ProbeUnavailable
+from probes.host.procfs import NS_PER_TICK, PAGE_SIZE_BYTES
+from probes.sources.processes import (
     ProcessProbe,
     ProcSample,
     parse_cgroup,
@@ -449,7 +449,7 @@ def test_past_the_cap_stat_files_are_opened_each_tick() -> None:
 def test_the_descriptor_limit_is_raised_towards_the_hard_one(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 
-    from probes import processes
+    from probes.sources import processes
 
     limits = {"now": (1024, 4096)}
     monkeypatch.setattr(resource, "getrlimit", lambda which: limits["now"])
@@ -464,6 +464,6 @@ def test_the_descriptor_limit_is_raised_towards_the_hard_one(monkeypatch: pytest
 
 
 def test_parse_cmdline_keeps_one_line_per_process() -> None:
-    from probes.processes import parse_cmdline
+    from probes.sources.processes import parse_cmdline
 
     assert parse_cmdline(b"python3\0-c\0import os\nwhile True:\n\tpass\0") == "python3\0-c\0import os while True:  pass"

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from ebpf_support import compile_helper, start
 
-from probes import ebpf_loader
-from probes.base import ProbeUnavailable
-from probes.bpf_syscall import bpf
-from probes.profile import (
+from probes.contract import ProbeUnavailable
+from probes.ebpf import loader as ebpf_loader
+from probes.ebpf.bpf import bpf
+from probes.sources.profile import (
     DEFAULT_FREQUENCY_HZ,
     LOST_REASONS,
     FoldedStacks,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
-from probes.collector import Collector, FrameSequence
-from probes.processes import ProcessProbe
-from probes.recording import Recording
-from probes.system import SystemProbe
-from tui.app import OracApp
-
 from test_replay_ui import wait_for
 from ui import until_drawn
+
+from probes.model.collector import Collector, FrameSequence
+from probes.sources.processes import ProcessProbe
+from probes.sources.system import SystemProbe
+from probes.store.reader import Recording
+from tui.app import OracApp
 
 SIZE = (160, 48)
 

@@ -19,7 +19,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from probes.codec import (
+from probes.contract import Probe
+from probes.model.collector import sample_frame, start_probes
+from probes.model.frame import Frame
+from probes.model.redaction import redact_cmdline
+from probes.model.views import derive_frame
+from probes.registry import all_probes, select_probes
+from probes.sources.processes import ProcessesSample, ProcSample
+from probes.sources.syscalls import SyscallProbe
+from probes.store.codec import (
     CodecError,
     Decoder,
     Encoder,
@@ -29,27 +37,13 @@ from probes.codec import (
     TypeTable,
     register_type,
 )
-from probes.base import Probe
-from probes.collector import sample_frame, start_probes
-from probes.frame import Frame
-from probes.processes import ProcessesSample, ProcSample
-from probes.playback import parse_time
-from probes.registry import select_probes
-from probes.recording import (
-    Recorder,
-    Recording,
-    RecordingError,
-    RecordStats,
-    ReplaySource,
-    _row_crc,
-    dump,
-    playback_delay_s,
-    record,
-)
-from probes.redaction import redact_cmdline
-from probes.registry import all_probes
-from probes.syscalls import SyscallProbe
-from probes.views import derive_frame
+from probes.store.dump import dump
+from probes.store.format import RecordingError, _row_crc
+from probes.store.headless import RecordStats, record
+from probes.store.playback import parse_time
+from probes.store.reader import Recording
+from probes.store.replay import ReplaySource, playback_delay_s
+from probes.store.writer import Recorder
 from tests.synthetic import PROCESSES, S, processes_sample, system_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -542,7 +536,7 @@ def test_a_damaged_frame_is_reported_when_read(recorded: Path, tmp_path: Path) -
 def test_kill_9_while_recording_loses_at_most_one_interval(tmp_path: Path) -> None:
     path = tmp_path / "killed.orac"
     code = (
-        "from probes.recording import record\nfrom probes.registry import select_probes\n"
+        "from probes.store.headless import record\nfrom probes.registry import select_probes\n"
         "from probes.registry import all_probes\n"
         f"record({str(path)!r}, select_probes(['cpu', 'procs'], all_probes()), 0.2,\n"
         "       on_progress=lambda s: print(s.frames, flush=True))\n"
@@ -573,7 +567,7 @@ def test_kill_9_while_recording_loses_at_most_one_interval(tmp_path: Path) -> No
 def test_sigterm_closes_the_file(tmp_path: Path) -> None:
     path = tmp_path / "term.orac"
     code = (
-        "from probes.recording import record\nfrom probes.registry import select_probes\n"
+        "from probes.store.headless import record\nfrom probes.registry import select_probes\n"
         "from probes.registry import all_probes\n"
         f"s = record({str(path)!r}, select_probes(['cpu', 'procs'], all_probes()), 0.2,\n"
         "       on_progress=lambda s: print(s.frames, flush=True))\n"
@@ -821,7 +815,7 @@ def test_dump_csv(recorded: Path, frames: list[Frame]) -> None:
 
 def test_processes_sample_types_are_what_the_recording_stores() -> None:
     # The codec names types by module and class: a rename breaks old files
-    # unless the old name is registered (see probes.codec.register_type).
+    # unless the old name is registered (see probes.store.codec.register_type).
     table = TypeTable()
     Encoder(table).encode_frame({"procs": ProcessesSample((ProcSample(1, 0, "S", "x", "", "", "", 0, 0, 0, 1, 0),), 0)},
                                 {}, None)
@@ -832,7 +826,7 @@ def test_processes_sample_types_are_what_the_recording_stores() -> None:
 
 def test_a_probe_added_mid_recording_round_trips(tmp_path) -> None:
     """A drill-down adds its profile to the frames while recording: later frames carry it."""
-    from probes.profile import ProfileSample, ProfileStack
+    from probes.sources.profile import ProfileSample, ProfileStack
 
     base = synthetic_frames(2)
     profile = ProfileSample(

@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from probes.collector import Collector
-from probes.processes import ProcessProbe
-from probes.recording import CHECKPOINT_EVERY, Recorder, Recording, RecordingError, ReplaySource
-from probes.system import SystemProbe
 from test_cli import orac
 from test_cli_recording import one_line_error
 from test_recording import synthetic_frames
+
+from probes.model.collector import Collector
+from probes.sources.processes import ProcessProbe
+from probes.sources.system import SystemProbe
+from probes.store.format import RecordingError
+from probes.store.reader import Recording
+from probes.store.replay import ReplaySource
+from probes.store.writer import CHECKPOINT_EVERY, Recorder
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
 NOBODY = 65534

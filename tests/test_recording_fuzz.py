@@ -19,19 +19,18 @@ import random
 import shutil
 import signal
 import sqlite3
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from probes.frame import Frame
-from probes import recording
-from probes.recording import Recorder, _crc, _row_crc
-from tui import cli
-
 from synthetic_threads import drill_frames
+
+from probes.model.frame import Frame
+from probes.store import writer
+from probes.store.format import _crc, _row_crc
+from probes.store.writer import Recorder
+from tui import cli
 
 SEED = 20261201
 CASE_TIMEOUT_S = 10
@@ -244,7 +243,7 @@ def crafted_unavailable(rng: random.Random, path: Path) -> str:
     path.unlink()
     # The writer's own metadata would choke on it first: only the frame carries it.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(recording, "_unavailable_json", lambda unavailable: "{}")
+        patch.setattr(writer, "_unavailable_json", lambda unavailable: "{}")
         write_recording(path, frames)
     return f"frame {index} unavailable = {bad!r}"
 
@@ -349,8 +348,8 @@ def extreme_sample(rng: random.Random, path: Path) -> str:
 
 def fits(before: Any, after: Any) -> bool:
     """Whether `after` passes the reader's checks (so it reaches the screen)."""
-    from probes.codec import CodecError
-    from probes.validation import SampleValidator
+    from probes.store.codec import CodecError
+    from probes.store.validation import SampleValidator
 
     try:
         SampleValidator({"x": type(before)}).check({"x": after}, {})
@@ -366,7 +365,9 @@ async def test_replay_of_damaged_or_extreme_recordings_says_why_on_screen_and_ne
     pristine: Path, tmp_path: Path
 ) -> None:
     """Every frame is drawn in turn (stepped to, not played, so none is skipped)."""
-    from probes.recording import Recording, RecordingError, ReplaySource
+    from probes.store.format import RecordingError
+    from probes.store.reader import Recording
+    from probes.store.replay import ReplaySource
     from tui.app import OracApp
     from tui.replay_bar import ReplayBar
 

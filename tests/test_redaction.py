@@ -6,16 +6,21 @@ import dataclasses
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
-from probes.collector import Collector
-from probes.processes import ProcessProbe
-from probes.redaction import MASK, RULES, FrameRedactor, Rule, redact_cmdline, shown
-from probes.system import SystemProbe
-
 from synthetic import frames
+
+from probes.model.collector import Collector
+from probes.model.redaction import (
+    MASK,
+    RULES,
+    FrameRedactor,
+    Rule,
+    redact_cmdline,
+    shown,
+)
+from probes.sources.processes import ProcessProbe
+from probes.sources.system import SystemProbe
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[f"rule{i}" for i in range(len(RULES))])

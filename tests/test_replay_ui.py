@@ -6,17 +6,18 @@ import time
 from pathlib import Path
 
 import pytest
+import synthetic
 
-from probes.collector import Collector
-from probes.processes import ProcessProbe
-from probes.recording import Recorder, Recording, ReplaySource
-from probes.system import SystemProbe
+from probes.model.collector import Collector
+from probes.sources.processes import ProcessProbe
+from probes.sources.system import SystemProbe
+from probes.store.reader import Recording
+from probes.store.replay import ReplaySource
+from probes.store.writer import Recorder
 from tui.app import OracApp
 from tui.process_table import ProcessTable
 from tui.replay_bar import ReplayBar, SeekScreen
 from tui.screenshot import capture
-
-import synthetic
 
 SIZE = (160, 48)
 

@@ -10,15 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+import synthetic
+from ui import LiveFrames, make_app, until_drawn
 
-from probes.frame import Frame
-from probes.signals import NotThatProcess, send_signal, start_time_ns
+from probes.host.signals import NotThatProcess, send_signal, start_time_ns
+from probes.model.frame import Frame
 from tui.app import OracApp
 from tui.process_table import ProcessTable
 from tui.signal_screen import SignalScreen
-
-import synthetic
-from ui import LiveFrames, make_app, until_drawn
 
 SIZE = (160, 48)
 
@@ -102,7 +101,9 @@ async def test_space_tags_and_k_signals_every_tagged_process_after_one_confirmat
 
 
 async def test_in_replay_k_is_not_offered_and_signals_nothing(sleepers, tmp_path: Path, monkeypatch) -> None:
-    from probes.recording import Recorder, Recording, ReplaySource
+    from probes.store.reader import Recording
+    from probes.store.replay import ReplaySource
+    from probes.store.writer import Recorder
 
     # A recording whose busiest row is a process running now, its start time and all.
     proc = sleepers[0]

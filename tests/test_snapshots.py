@@ -7,7 +7,6 @@ look at the report before committing.
 from __future__ import annotations
 
 import pytest
-
 from ui import make_app, until_drawn
 
 SIZE = (160, 48)
@@ -62,8 +61,9 @@ def test_help(snap_compare) -> None:
 
 def test_signal_confirmation(snap_compare) -> None:
     from synthetic import frames
-    from tui.app import OracApp
     from ui import LiveFrames
+
+    from tui.app import OracApp
 
     # k asks only where the processes run now; nothing is sent without Enter.
     assert snap_compare(OracApp(LiveFrames(frames())), terminal_size=SIZE, run_before=press_after_drawn("k"))
@@ -89,7 +89,8 @@ def test_process_screen_on_a_small_terminal(snap_compare, size: tuple[int, int])
 
 def test_syscalls_unavailable(snap_compare) -> None:
     import synthetic
-    from probes.collector import FrameSequence
+
+    from probes.model.collector import FrameSequence
     from tui.app import OracApp
 
     remedy = "run `sudo orac` (or give it CAP_BPF and CAP_PERFMON)"
@@ -108,8 +109,10 @@ def test_syscalls_unavailable(snap_compare) -> None:
 def test_replay(snap_compare, tmp_path) -> None:
     import os
 
-    from probes.recording import Recording, ReplaySource
     from test_replay_ui import synthetic_recording
+
+    from probes.store.reader import Recording
+    from probes.store.replay import ReplaySource
     from tui.app import OracApp
 
     # The timeline shows local time: pin the zone so the snapshot is the same everywhere.

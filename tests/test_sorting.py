@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from tui.process_table import ProcessTable
-
 import synthetic
 from ui import make_app, until_drawn
+
+from tui.process_table import ProcessTable
 
 SIZE = (160, 48)
 
@@ -84,8 +83,11 @@ async def test_untouched_the_cursor_stays_on_the_top_line_across_ticks() -> None
 
 
 async def test_in_replay_a_sort_and_a_seek_show_the_top_of_the_list(tmp_path) -> None:
-    from probes.recording import Recorder, Recording, ReplaySource
     from test_replay_ui import wait_for
+
+    from probes.store.reader import Recording
+    from probes.store.replay import ReplaySource
+    from probes.store.writer import Recorder
     from tui.app import OracApp
 
     base = synthetic.frames(crowd())

@@ -1,4 +1,4 @@
-"""probes.symbolize: kernel and user addresses to names, against real binaries.
+"""probes.symbols: kernel and user addresses to names, against real binaries.
 
 The user-space tests build tests/helpers/symbol_target.c with gcc (PIE,
 non-PIE, stripped, stripped with a build-id debug file), start it, and
@@ -22,15 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from probes.symbolize import (
-    ANON,
-    UNKNOWN,
-    ElfSymbols,
-    KernelSymbols,
-    Symbolizer,
-    UserSymbols,
-    folded,
-)
+from probes.symbols.elf import ANON, UNKNOWN, ElfSymbols
+from probes.symbols.kallsyms import KernelSymbols
+from probes.symbols.symbolizer import Symbolizer, folded
+from probes.symbols.user import UserSymbols
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "symbol_target.c"
 LIBC_ALIASES = {"getppid", "__getppid"}
@@ -270,7 +265,7 @@ def test_perf_map_names_jit_code(binaries: dict[str, Path], tmp_path: Path, run_
 
 
 def test_vdso_functions(binaries: dict[str, Path], run_target) -> None:
-    from probes.symbolize import _own_vdso
+    from probes.symbols.user import _own_vdso
 
     size, vdso = _own_vdso()
     if vdso is None:
@@ -414,7 +409,7 @@ def test_kernel_fake_kallsyms(tmp_path: Path) -> None:
 
 
 def test_kernel_names_from_many_compressed_blocks(tmp_path: Path) -> None:
-    from probes.symbolize import BLOCKS_KEPT, NAMES_PER_BLOCK
+    from probes.symbols.kallsyms import BLOCKS_KEPT, NAMES_PER_BLOCK
 
     count = NAMES_PER_BLOCK * (BLOCKS_KEPT + 3) + 5  # more blocks than are kept, the last one short
     path = tmp_path / "kallsyms"
@@ -502,9 +497,9 @@ def test_timing_libc(binaries: dict[str, Path], run_target, capsys: pytest.Captu
 
 
 def test_kernel_table_built_in_process_when_the_child_cannot_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import probes.symbolize
+    import probes.symbols.kallsyms
 
-    monkeypatch.setattr(probes.symbolize, "run_module", lambda *args: None)
+    monkeypatch.setattr(probes.symbols.kallsyms, "run_module", lambda *args: None)
     path = tmp_path / "kallsyms"
     path.write_text(FAKE_KALLSYMS)
     kernel = KernelSymbols(str(path))

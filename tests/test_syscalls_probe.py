@@ -23,33 +23,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from ebpf_support import compile_helper, start, unavailable
 
-from probes.ebpf import parse_comms
-
-from probes import ebpf
-from probes.base import ProbeUnavailable
-from probes.bpf_syscall import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BpfMap, create_map
-from probes.ebpf import (
-    BpfProgram,
-    MapDrain,
-    check_ebpf,
-    effective_capabilities,
-    first_error_line,
-    has_bpf_privileges,
+from probes.contract import ProbeUnavailable
+from probes.ebpf import checks
+from probes.ebpf.bpf import (
+    BPF_MAP_TYPE_HASH,
+    BPF_MAP_TYPE_PERCPU_HASH,
+    BpfMap,
+    create_map,
     parse_cpu_ranges,
 )
-from probes.syscall_names import errno_name, parse_unistd, syscall_name, syscall_table
-from probes.syscalls import (
+from probes.ebpf.checks import check_ebpf, effective_capabilities, has_bpf_privileges
+from probes.ebpf.maps import MapDrain, parse_comms
+from probes.ebpf.programs import BpfProgram, first_error_line
+from probes.ebpf.syscall_names import (
+    errno_name,
+    parse_unistd,
+    syscall_name,
+    syscall_table,
+)
+from probes.sources.syscalls import (
     HIST_SLOTS,
     LOST_REASONS,
     TRACING_NS_PER_SYSCALL,
     ErrnoCounts,
+    LatencyBucket,
     SyscallCounts,
     SyscallProbe,
     SyscallsSample,
-    LatencyBucket,
     derive_syscalls,
     log2_quantile_bucket,
     parse_errnos,
@@ -303,12 +305,12 @@ def test_capabilities_parse_and_privileges() -> None:
 @pytest.fixture
 def bcc_importable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the bcc check pass whether or not bcc is installed here."""
-    monkeypatch.setattr(ebpf, "_check_bcc", lambda: None)
+    monkeypatch.setattr(checks, "_check_bcc", lambda: None)
 
 
 def test_check_says_root_or_capabilities(monkeypatch: pytest.MonkeyPatch, bcc_importable: None) -> None:
-    monkeypatch.setattr(ebpf.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(ebpf, "effective_capabilities", lambda: 0)
+    monkeypatch.setattr(checks.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(checks, "effective_capabilities", lambda: 0)
     with pytest.raises(ProbeUnavailable) as exc:
         check_ebpf()
     assert exc.value.reason == "eBPF needs root, or CAP_BPF and CAP_PERFMON"
@@ -316,20 +318,20 @@ def test_check_says_root_or_capabilities(monkeypatch: pytest.MonkeyPatch, bcc_im
 
 
 def test_check_accepts_capabilities_without_root(monkeypatch: pytest.MonkeyPatch, bcc_importable: None) -> None:
-    monkeypatch.setattr(ebpf.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(ebpf, "effective_capabilities", lambda: (1 << 38) | (1 << 39))
-    monkeypatch.setattr(ebpf, "TRACEFS_EVENTS_DIRS", ())
+    monkeypatch.setattr(checks.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(checks, "effective_capabilities", lambda: (1 << 38) | (1 << 39))
+    monkeypatch.setattr(checks, "TRACEFS_EVENTS_DIRS", ())
     # past the privileges, the next check speaks
     with pytest.raises(ProbeUnavailable, match="tracefs is not mounted") as exc:
         check_ebpf()
     assert exc.value.remedy == "sudo mount -t tracefs nodev /sys/kernel/tracing"
-    monkeypatch.setattr(ebpf, "kernel_headers_dir", lambda release: "/headers")
+    monkeypatch.setattr(checks, "kernel_headers_dir", lambda release: "/headers")
     check_ebpf(tracefs=False)
 
 
 def test_check_says_which_headers_are_missing(monkeypatch: pytest.MonkeyPatch, bcc_importable: None) -> None:
-    monkeypatch.setattr(ebpf.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(ebpf, "kernel_headers_dir", lambda release: None)
+    monkeypatch.setattr(checks.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(checks, "kernel_headers_dir", lambda release: None)
     with pytest.raises(ProbeUnavailable) as exc:
         check_ebpf(tracefs=False)
     release = os.uname().release
@@ -341,7 +343,7 @@ def test_check_says_which_headers_are_missing(monkeypatch: pytest.MonkeyPatch, b
 
 def test_check_says_how_to_install_bcc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "bcc", None)  # makes `import bcc` fail
-    monkeypatch.setattr(ebpf, "SYSTEM_BCC_GLOBS", ())
+    monkeypatch.setattr(checks, "SYSTEM_BCC_GLOBS", ())
     with pytest.raises(ProbeUnavailable) as exc:
         check_ebpf()
     assert exc.value.reason == "bcc's Python module is not installed"
@@ -353,7 +355,7 @@ def test_check_notices_bcc_the_venv_cannot_see(monkeypatch: pytest.MonkeyPatch, 
     system_bcc.parent.mkdir(parents=True)
     system_bcc.touch()
     monkeypatch.setitem(sys.modules, "bcc", None)
-    monkeypatch.setattr(ebpf, "SYSTEM_BCC_GLOBS", (str(system_bcc),))
+    monkeypatch.setattr(checks, "SYSTEM_BCC_GLOBS", (str(system_bcc),))
     with pytest.raises(ProbeUnavailable, match="installed for the system python3") as exc:
         check_ebpf()
     assert "--system-site-packages" in exc.value.remedy

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from probes.base import ProbeUnavailable
-from probes.procfs import NS_PER_TICK
-from probes.views import derive_system
-from probes.system import (
+from probes.contract import ProbeUnavailable
+from probes.host.procfs import NS_PER_TICK
+from probes.model.views import derive_system
+from probes.sources.system import (
     CpuTimes,
     MemorySample,
     Pressure,
@@ -233,7 +232,7 @@ def test_system_probe_on_real_proc() -> None:
 
 
 def test_read_text_reads_proc_files_served_a_page_at_a_time() -> None:
-    from probes.procfs import read_text
+    from probes.host.procfs import read_text
 
     # /proc/self/maps of this interpreter is several pages; the kernel hands
     # it out a page per read, so one read would cut it short.

@@ -21,8 +21,8 @@ from netns_support import (
     wait_ready,
 )
 
-from probes.base import ProbeUnavailable
-from probes.tcp import (
+from probes.contract import ProbeUnavailable
+from probes.sources.tcp import (
     SocketSummary,
     SockStat,
     TcpProbe,

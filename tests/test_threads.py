@@ -17,16 +17,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from ebpf_support import compile_helper, start
 from synthetic_threads import PID, drill_frames
 
-from probes.base import ProbeUnavailable
-from probes.collector import Collector
-from probes.offcpu import OffCpuProbe, derive_offcpu, parse_thread_blocks
-from probes.syscalls import SyscallProbe, derive_syscalls, parse_threads
-from probes.threads import ThreadSample, ThreadsProbe, ThreadsSample, derive_threads, parse_schedstat, parse_thread_stat
-from probes.views import derive_frame
+from probes.contract import ProbeUnavailable
+from probes.model.collector import Collector
+from probes.model.views import derive_frame
+from probes.sources.offcpu import OffCpuProbe, derive_offcpu, parse_thread_blocks
+from probes.sources.syscalls import SyscallProbe, derive_syscalls, parse_threads
+from probes.sources.threads import (
+    ThreadSample,
+    ThreadsProbe,
+    ThreadsSample,
+    derive_threads,
+    parse_schedstat,
+    parse_thread_stat,
+)
 from tui.threads_pane import ThreadsPane, join_threads
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "thread_workload.c"
@@ -219,7 +225,7 @@ def test_join_without_focus_leaves_ebpf_numbers_unmeasured() -> None:
 
 
 def test_join_names_an_exited_thread_from_the_profile() -> None:
-    from probes.profile import ProfileView
+    from probes.sources.profile import ProfileView
 
     views = derive_frame(*drill_frames())
     profile = ProfileView((), (), (), {2013: "pt_data_2"}, 0, 0.0, {}, 99, PID, False)
@@ -280,9 +286,8 @@ def test_collector_focus_reaches_running_probes_and_those_that_start_later() -> 
 async def open_threads_tab(app, pilot) -> ThreadsPane:
     from ui import until_drawn
 
-    from tui.process_table import ProcessTable
-
     from tui.process_screen import ProcessScreen
+    from tui.process_table import ProcessTable
 
     await until_drawn(pilot, app, app.source._frames)
     app.post_message(ProcessTable.Selected(PID))

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from probes.frame import Frame
-from probes.history import ProcessHistory
-from probes.procfs import CLOCK_TICKS_PER_S, PAGE_SIZE_BYTES
-from probes.processes import ProcessesSample, ProcessProbe, ProcSample
-from probes.system import Pressure, SystemProbe
-from probes.views import (
+from probes.host.procfs import CLOCK_TICKS_PER_S, PAGE_SIZE_BYTES
+from probes.model.frame import Frame
+from probes.model.history import ProcessHistory
+from probes.model.views import (
     CpuUsage,
     ProcessesView,
     ProcessView,
@@ -31,6 +29,8 @@ from probes.views import (
     derive_processes,
     derive_system,
 )
+from probes.sources.processes import ProcessesSample, ProcessProbe, ProcSample
+from probes.sources.system import Pressure, SystemProbe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 T0 = FIXTURES / "t0"
@@ -270,8 +270,9 @@ def test_rates_divide_by_the_time_between_the_probes_own_reads() -> None:
 def test_a_recording_made_before_samples_were_dated_replays_at_its_frames_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from probes import codec
-    from probes.recording import Recorder, Recording
+    from probes.store import codec
+    from probes.store.reader import Recording
+    from probes.store.writer import Recorder
 
     # Sampled now, so dated microseconds apart, but recorded as an older orac
     # recorded them: without the field, in frames one second apart.
@@ -292,11 +293,11 @@ def test_a_recording_made_before_samples_were_dated_replays_at_its_frames_interv
 
 
 def test_every_rate_probe_says_when_it_read_its_counters() -> None:
-    from probes.offcpu import OffCpuSample
-    from probes.profile import ProfileSample
-    from probes.syscalls import SyscallsSample
-    from probes.system import SystemSample
-    from probes.threads import ThreadsSample
+    from probes.sources.offcpu import OffCpuSample
+    from probes.sources.profile import ProfileSample
+    from probes.sources.syscalls import SyscallsSample
+    from probes.sources.system import SystemSample
+    from probes.sources.threads import ThreadsSample
 
     for cls in (SystemSample, ProcessesSample, SyscallsSample, OffCpuSample, ProfileSample, ThreadsSample):
         field = {f.name: f for f in dataclasses.fields(cls)}.get("mono_ns")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probes.collector import FrameSequence
-from probes.frame import Frame
-from textual.pilot import Pilot
-from tui.app import OracApp
-
 from synthetic import frames
+from textual.pilot import Pilot
+
+from probes.model.collector import FrameSequence
+from probes.model.frame import Frame
+from tui.app import OracApp
 
 
 def make_app(frame_list: list[Frame] | None = None, **kwargs) -> OracApp:
@@ -42,7 +42,11 @@ def burst(app: OracApp, *keys: str) -> None:
     import unicodedata
 
     from textual import events
-    from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
+    from textual.keys import (
+        REPLACED_KEYS,
+        _character_to_key,
+        _get_unicode_name_from_key,
+    )
 
     # as Pilot.press names keys and their characters
     for key in keys:

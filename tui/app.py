@@ -16,23 +16,23 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from probes.collector import FrameCallback
-from probes.frame import Frame
-from probes.history import ProcessHistory
-from probes.profile import DEFAULT_FREQUENCY_HZ
+from probes.model.collector import FrameCallback
+from probes.model.frame import Frame
+from probes.model.history import ProcessHistory
+from probes.sources.profile import DEFAULT_FREQUENCY_HZ
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
 from .drilldown import DrillDown
+from .gpu_pane import GpuPane
 from .header_bar import HeaderBar
 from .help_screen import HelpScreen
 from .line_table import LineTable
 from .messages import FrameReady, SourceFailed
+from .offcpu_pane import OffCpuPane
 from .pane import Pane, feed
+from .probe_columns import probe_columns
 from .process_pane import ProcessPane
 from .process_screen import ProcessScreen
-from .gpu_pane import GpuPane
-from .offcpu_pane import OffCpuPane
-from .probe_columns import probe_columns
 from .process_table import ProcessTable
 from .replay_bar import REPLAY_BINDINGS, ReplayBar, SeekScreen, next_speed
 from .screenshot import capture, write_screenshot
@@ -91,7 +91,7 @@ class OracApp(App[None]):
         self.probe_columns = probe_columns()
         self.views: dict[str, Any] = {}
         self.frame: Frame | None = None
-        # A ReplaySource (probes.recording, imported only to record or replay).
+        # A ReplaySource (probes.store.replay, imported only to record or replay).
         self.replaying = hasattr(source, "recording")
         # stopping the source, once quitting
         self._stopping: threading.Thread | None = None
@@ -264,7 +264,8 @@ class OracApp(App[None]):
 
     def action_record(self) -> None:
         # SQLite and zstd load the first time something is recorded, not at start.
-        from probes import recording
+        from probes.store.format import RecordingError
+        from probes.store.writer import Recorder, default_path
 
         collector = self.source
         recorder = collector.recorder
@@ -275,14 +276,14 @@ class OracApp(App[None]):
             self.notify(f"saved {recorder.frames} frames in {recorder.path}; open it with `orac replay {recorder.path}`")
             return
         try:
-            collector.recorder = recording.Recorder(
-                recording.default_path(),
+            collector.recorder = Recorder(
+                default_path(),
                 redact=self.redact,
                 interval_s=collector.interval_s,
                 probes=[p.name for p in collector.probes],
                 unavailable=dict(self.frame.unavailable) if self.frame else None,
             )
-        except recording.RecordingError as exc:
+        except RecordingError as exc:
             self.notify(f"cannot record: {exc}", severity="error")
             return
         self._update_flags()

@@ -15,8 +15,16 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from probes.collector import MAX_INTERVAL_S, MIN_INTERVAL_S
-from probes.profile import DEFAULT_FREQUENCY_HZ, MAX_FREQUENCY_HZ as MAX_PROFILE_HZ, MIN_FREQUENCY_HZ as MIN_PROFILE_HZ
+from probes.model.collector import MAX_INTERVAL_S, MIN_INTERVAL_S
+from probes.sources.profile import (
+    DEFAULT_FREQUENCY_HZ,
+)
+from probes.sources.profile import (
+    MAX_FREQUENCY_HZ as MAX_PROFILE_HZ,
+)
+from probes.sources.profile import (
+    MIN_FREQUENCY_HZ as MIN_PROFILE_HZ,
+)
 
 
 class UsageError(Exception):
@@ -208,6 +216,7 @@ def chosen_probes(names: str | None, probes: list[Any]) -> list[Any]:
 
 def ui_theme(options: argparse.Namespace) -> str:
     from textual.theme import BUILTIN_THEMES
+
     from themes import DEFAULT_THEME, THEMES
 
     theme = options.theme or DEFAULT_THEME
@@ -220,7 +229,7 @@ def ui_theme(options: argparse.Namespace) -> str:
 
 
 def live(options: argparse.Namespace) -> int:
-    from probes.collector import Collector
+    from probes.model.collector import Collector
     from probes.registry import all_probes
 
     probes = chosen_probes(options.probes, all_probes())
@@ -239,8 +248,10 @@ def live(options: argparse.Namespace) -> int:
 
 
 def record(options: argparse.Namespace) -> int:
-    from probes.recording import RecordingError, RecordStats, record as record_frames
     from probes.registry import all_probes
+    from probes.store.format import RecordingError
+    from probes.store.headless import RecordStats
+    from probes.store.headless import record as record_frames
 
     probes = chosen_probes(options.probes, all_probes())
 
@@ -264,7 +275,9 @@ def record(options: argparse.Namespace) -> int:
 
 
 def replay(options: argparse.Namespace) -> int:
-    from probes.recording import Recording, RecordingError, ReplaySource
+    from probes.store.format import RecordingError
+    from probes.store.reader import Recording
+    from probes.store.replay import ReplaySource
 
     if not 1 <= options.speed <= 60:
         raise UsageError(f"speed must be between 1 and 60, not {options.speed:g}")
@@ -285,8 +298,10 @@ def replay(options: argparse.Namespace) -> int:
 
 
 def dump(options: argparse.Namespace) -> int:
-    from probes.playback import parse_time
-    from probes.recording import Recording, RecordingError, dump as dump_frames
+    from probes.store.dump import dump as dump_frames
+    from probes.store.format import RecordingError
+    from probes.store.playback import parse_time
+    from probes.store.reader import Recording
 
     try:
         with Recording(options.file) as recording:
@@ -318,10 +333,10 @@ def recording_span(recording: Any) -> str:
 
 
 def snapshot(options: argparse.Namespace) -> int:
-    from probes.collector import sample_frame, start_probes
-    from probes.processes import ProcessProbe
-    from probes.system import SystemProbe
-    from probes.views import cpu_sort_key, derive_frame
+    from probes.model.collector import sample_frame, start_probes
+    from probes.model.views import cpu_sort_key, derive_frame
+    from probes.sources.processes import ProcessProbe
+    from probes.sources.system import SystemProbe
 
     # Only what the snapshot prints: loading eBPF or NVML here would cost
     # seconds and memory for nothing.
@@ -373,7 +388,7 @@ def snapshot_text(data: dict[str, Any]) -> str:
 
 
 def doctor() -> int:
-    from probes.doctor import check, report
+    from probes.model.doctor import check, report
     from probes.registry import all_probes
 
     checks = [check(p) for p in all_probes()]

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
-from probes.syscalls import SyscallRate, SyscallsView
+from probes.sources.syscalls import SyscallRate, SyscallsView
 
 from .format import human_duration_ns, human_rate, latency_bucket
 from .histogram import BUCKET_LABEL_WIDTH, COUNT_WIDTH, histogram_lines

@@ -29,11 +29,11 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import TabbedContent, TabPane
 
-from probes.base import Probe
-from probes.frame import Frame
-from probes.offcpu import OffCpuView
-from probes.private_files import PrivateDirectory
-from probes.profile import DEFAULT_FREQUENCY_HZ, FoldedStacks, folded_lines
+from probes.contract import Probe
+from probes.model.frame import Frame
+from probes.sources.offcpu import OffCpuView
+from probes.sources.profile import DEFAULT_FREQUENCY_HZ, FoldedStacks, folded_lines
+from probes.store.private_files import PrivateDirectory
 
 from .drill_syscalls_pane import DrillSyscallsPane
 from .line_table import LineTable
@@ -62,10 +62,10 @@ class DrillOffCpuPane(OffCpuPane):
 
 def drill_probes(pid: int, shared: Iterable[str], profile_hz: int = DEFAULT_FREQUENCY_HZ) -> list[Probe[Any]]:
     """What a drill-down starts: its threads, the profile, and the traces the app does not already run."""
-    from probes.offcpu import OffCpuProbe
-    from probes.profile import ProfileProbe
-    from probes.syscalls import SyscallProbe
-    from probes.threads import ThreadsProbe
+    from probes.sources.offcpu import OffCpuProbe
+    from probes.sources.profile import ProfileProbe
+    from probes.sources.syscalls import SyscallProbe
+    from probes.sources.threads import ThreadsProbe
 
     probes: list[Probe[Any]] = [ThreadsProbe(pid), ProfileProbe(pid, profile_hz)]
     if "syscalls" not in shared:

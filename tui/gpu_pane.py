@@ -16,12 +16,12 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import DataTable
 
-from probes.gpu import GpuDeviceView, GpuProcessView, GpuView, MigInstanceSample
-from probes.views import ProcessesView, ProcessView
+from probes.model.views import ProcessesView, ProcessView
+from probes.sources.gpu import GpuDeviceView, GpuProcessView, GpuView, MigInstanceSample
 
 from .format import MISSING, human_bytes, percent
-from .pane import Pane
 from .line_table import fit
+from .pane import Pane
 from .process_table import ProcessTable
 from .system_panes import WAITING, bar
 

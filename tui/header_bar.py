@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from probes.views import ProcessesView, SystemView
+from probes.model.views import ProcessesView, SystemView
 
 from .format import uptime
 

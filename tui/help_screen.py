@@ -20,7 +20,7 @@ KEY_NAMES = {
 }
 
 
-# (figure, where it comes from): the formulas of probes/views.py and the
+# (figure, where it comes from): the formulas of probes/model/views.py and the
 # probes' docstrings, in the words of the tools a reader checks them with.
 FIGURES: list[tuple[str, str]] = [
     ("Mem used", "MemTotal - MemAvailable (/proc/meminfo), as free and top count it: shm is in it"),

@@ -6,7 +6,7 @@ from typing import Any
 
 from textual.message import Message
 
-from probes.frame import Frame
+from probes.model.frame import Frame
 
 
 class FrameReady(Message):

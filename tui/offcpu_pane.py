@@ -22,8 +22,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
-from probes.offcpu import OffCpuView, ProcessOffCpu, StackRate
-from probes.syscalls import LatencyBucket
+from probes.sources.offcpu import OffCpuView, ProcessOffCpu, StackRate
+from probes.sources.syscalls import LatencyBucket
 
 from .format import human_duration_ns, human_rate, latency_bucket, percent
 from .histogram import BUCKET_LABEL_WIDTH, MAX_BAR_WIDTH, histogram_lines

@@ -9,7 +9,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
-from probes.frame import Frame
+from probes.model.frame import Frame
 
 
 class Pane(Widget):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from probes.frame import Frame
+from probes.model.frame import Frame
 
 from .format import human_bytes, human_rate
 from .line_table import Column

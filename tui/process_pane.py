@@ -11,8 +11,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input
 
-from probes.signals import NotThatProcess, send_signal
-from probes.views import ProcessesView, ProcessView
+from probes.host.signals import NotThatProcess, send_signal
+from probes.model.views import ProcessesView, ProcessView
 
 from .choice_screen import ChoiceScreen
 from .pane import Pane

@@ -14,13 +14,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Sparkline, Static
 
-from probes.process_details import ProcessDetails, ProcessGone, read_details
-from probes.redaction import redact_cmdline, shown
-from probes.profile import DEFAULT_FREQUENCY_HZ
-from probes.views import ProcessesView, ProcessView
+from probes.host.process_details import ProcessDetails, ProcessGone, read_details
+from probes.model.redaction import redact_cmdline, shown
+from probes.model.views import ProcessesView, ProcessView
+from probes.sources.profile import DEFAULT_FREQUENCY_HZ
 
-from .format import DENIED, MISSING, cpu_time, human_bytes, percent, state
 from .drilldown import DrillDown
+from .format import DENIED, MISSING, cpu_time, human_bytes, percent, state
 from .pane import Pane
 
 

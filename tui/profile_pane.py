@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from probes.profile import FunctionShare, HotStack, ProfileView
+from probes.sources.profile import FunctionShare, HotStack, ProfileView
 
 from .line_table import Column, LineTable
 from .pane import MessagePane

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Input, Label
 
-from probes.playback import SPEEDS, ReplayPosition, parse_time
+from probes.store.playback import SPEEDS, ReplayPosition, parse_time
 
 
 def clock(wall_ns: int) -> str:

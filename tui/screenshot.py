@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from textual.app import App
 
-from probes.private_files import PrivateDirectory
+from probes.store.private_files import PrivateDirectory
 
 SUFFIXES = (".svg", ".png", ".txt")
 

@@ -15,7 +15,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from probes.syscalls import LatencyBucket, ProcessSyscalls, SyscallRate, SyscallsView
+from probes.sources.syscalls import (
+    LatencyBucket,
+    ProcessSyscalls,
+    SyscallRate,
+    SyscallsView,
+)
 
 from .format import MISSING, human_duration_ns, human_rate, latency_bucket
 from .line_table import Column, LineTable

@@ -8,7 +8,7 @@ from typing import ClassVar
 from rich.style import Style
 from rich.text import Text
 
-from probes.views import CpuUsage, SystemView
+from probes.model.views import CpuUsage, SystemView
 
 from .format import MISSING, human_bytes, human_rate, percent
 from .pane import Pane

@@ -17,10 +17,10 @@ from rich.markup import escape
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from probes.offcpu import OffCpuView
-from probes.profile import ProfileView
-from probes.syscalls import SyscallsView
-from probes.threads import ThreadsView
+from probes.sources.offcpu import OffCpuView
+from probes.sources.profile import ProfileView
+from probes.sources.syscalls import SyscallsView
+from probes.sources.threads import ThreadsView
 
 from .format import MISSING, human_duration_ns, human_rate, percent
 from .line_table import Column, LineTable

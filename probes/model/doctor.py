@@ -1,0 +1,60 @@
+"""`orac doctor`: can each probe run here, and if not, why and what to do."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from probes.contract import Probe, ProbeUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCheck:
+    name: str
+    ok: bool
+    reason: str = ""
+    remedy: str = ""
+    # nothing for it to watch here (no GPU in the machine): not a fault
+    absent: bool = False
+    # the cost of one sample here, measured, so users see what a probe costs
+    sample_ms: float | None = None
+    # the part of it spent in NVML, for the GPU probe
+    nvml_ms: float | None = None
+
+
+def check(probe: Probe[Any]) -> ProbeCheck:
+    try:
+        probe.start()
+    except ProbeUnavailable as exc:
+        return ProbeCheck(probe.name, False, exc.reason, exc.remedy, absent=exc.absent)
+    try:
+        probe.sample()
+        start = time.perf_counter()
+        sample = probe.sample()
+        elapsed_ms = (time.perf_counter() - start) * 1000
+    except ProbeUnavailable as exc:
+        return ProbeCheck(probe.name, False, exc.reason, exc.remedy)
+    except Exception as exc:  # noqa: BLE001 - reported like the collector reports it
+        return ProbeCheck(probe.name, False, f"{probe.name} probe failed: {exc!r}", "please report this as a bug")
+    finally:
+        probe.stop()
+    nvml_ns = getattr(sample, "nvml_time_ns", None)
+    return ProbeCheck(probe.name, True, sample_ms=elapsed_ms, nvml_ms=None if nvml_ns is None else nvml_ns / 1e6)
+
+
+def report(checks: Iterable[ProbeCheck]) -> str:
+    lines = []
+    for c in checks:
+        if c.ok:
+            line = f"{c.name:<10} ok           one sample takes {c.sample_ms:.1f} ms"
+            if c.nvml_ms is not None:
+                line += f", {c.nvml_ms:.1f} ms of it in NVML"
+            lines.append(line)
+        elif c.absent:
+            lines.append(f"{c.name:<10} none here    {c.reason}")
+        else:
+            lines.append(f"{c.name:<10} unavailable  {c.reason}")
+            if c.remedy:
+                lines.append(f"{'':<10} fix:         {c.remedy}")
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""A Frame: every probe's raw sample taken at one tick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Raw samples of one tick.
+
+    `wall_ns` places the frame in time for people (timelines, recordings);
+    `mono_ns` measures the interval between frames, since the wall clock can
+    jump. It is taken before the probes run; a sample that computes rates
+    also carries its own `mono_ns`, when its counters were read, and its
+    rates divide by the time between those (probes.model.views.covered_s).
+    """
+
+    wall_ns: int
+    mono_ns: int
+    samples: Mapping[str, Any]
+    # probe name -> (reason, remedy) for probes that could not run, so a
+    # replay shows the same explanation the live screen did.
+    unavailable: Mapping[str, tuple[str, str]] = field(default_factory=dict)

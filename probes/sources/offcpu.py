@@ -1,0 +1,751 @@
+"""The "offcpu" probe: where processes wait, for how long and why, and run-queue latency, from eBPF.
+
+The kernel side (offcpu.bpf.c) times every block from a thread's switch-out
+to its next switch-in on the sched tracepoints and aggregates blocks of
+`min_block_ns` or more per (process, state, user stack, kernel stack), and
+run-queue latency as log2 histograms. Each `sample()` moves it on to a new
+generation of map entries and takes out the old one, so a sample holds what
+ended in the interval since the previous sample. Stacks are turned into
+function names at sample time (the process may be gone later, and a
+recording is replayed elsewhere). `derive_offcpu` turns a sample into rates,
+rankings and percentiles.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from probes.contract import ProbeUnavailable
+from probes.ebpf.bpf import BpfMap, possible_cpus
+from probes.ebpf.checks import check_ebpf
+from probes.ebpf.maps import (
+    MapDrain,
+    ThreadFocus,
+    advance_generation,
+    parse_comms,
+    percpu_entries,
+    read_percpu_counters,
+)
+from probes.ebpf.programs import (
+    BpfProgram,
+    LoadedProgram,
+    build_program,
+    load_and_open,
+    unload_program,
+    wait_for_programs,
+)
+from probes.host.procfs import read_text
+from probes.sources.syscalls import LatencyBucket, log2_quantile_bucket
+from probes.symbols.symbolizer import Symbolizer
+
+SOURCE = "offcpu.bpf.c"
+HIST_SLOTS = 32
+# In the order of offcpu.bpf.c's enum state_class.
+STATES = ("R", "S", "D", "other")
+# In the order of offcpu.bpf.c's enum lost_reason; "stack_missing" is user
+# space's own (a stack id whose stack was not in its map).
+KERNEL_LOST_REASONS = (
+    "no_slot",
+    "unmatched",
+    "block_map_full",
+    "rq_map_full",
+    "comm_map_full",
+    "kernel_stack_efault",
+    "stack_map_full",
+    "stack_other",
+    "stack_expired",
+    "thread_map_full",
+)
+LOST_REASONS = (*KERNEL_LOST_REASONS, "stack_missing")
+
+DEFAULT_MIN_BLOCK_NS = 1_000_000
+# Blocking stacks kept per process in a sample (most time first): a process
+# with thousands of threads in distinct waits must not make a frame huge.
+STACKS_PER_PROCESS = 20
+# Distinct stack ids symbolized per process per tick: ids that differ only
+# in return addresses inside the same functions merge after naming, so a few
+# more than are kept, most time first.
+IDS_SYMBOLIZED_PER_PROCESS = 4 * STACKS_PER_PROCESS
+
+# A stack epoch lasts this long (see offcpu.bpf.c, "Stack ids outlive a
+# tick"): a block shorter than one epoch always keeps its stack. An epoch
+# ends sooner, but not before EPOCH_MIN_S, once its map is half full: at
+# 8192 stacks, churn of up to ~800 new stacks a second loses none.
+EPOCH_S = 30.0
+EPOCH_MIN_S = 5.0
+
+# Per-CPU maps take entries x CPUs x value bytes of kernel memory; the entry
+# counts shrink on big machines to stay near this budget per map.
+PER_CPU_MAP_BUDGET_BYTES = 16 << 20
+BLOCK_ENTRIES_RANGE = (2048, 16384)
+RQ_ENTRIES_RANGE = (512, 4096)
+# (thread, state) pairs of the focus process that end a block within one tick.
+THREAD_ENTRIES = 2048
+# 2^16 slots of 48 bytes (3 MiB), 4-way: see offcpu.bpf.c.
+SLOT_BITS = 16
+# Two hash maps of 8192 stacks of 64 frames, about 570 bytes an entry with
+# its key and the map's own: 9 MiB, as the stack trace maps they replace.
+# Deeper frames are rarely worth their bytes in a blocking stack (the wait
+# is at the leaf end).
+STACK_ENTRIES = 8192
+STACK_DEPTH = 64
+# Capture stacks on 1 in 64 switch-outs that are unlikely to start a long
+# block: about 25 ns per context switch on average (offcpu.bpf.c, "Stacks").
+STACK_SAMPLE_MASK = 63
+
+# Stack ids below zero in a block key (offcpu.bpf.c): why there is no stack.
+STACK_NOT_CAPTURED = -1000
+STACK_EXPIRED = -1001
+_EFAULT, _ENOMEM = 14, 12
+# Every blocking kernel stack ends in the scheduler and the tracepoint that
+# took it (schedule, __schedule, __traceiter_sched_switch): dropped, so that
+# a stack ends where the thread waited (do_nanosleep, pipe_read).
+_SCHEDULER_FRAMES = frozenset({"schedule", "__schedule"})
+_TRACEPOINT_PREFIXES = ("__traceiter_", "__bpf_trace_", "perf_trace_")
+MISSING_REASONS = {
+    STACK_NOT_CAPTURED: "not captured",
+    STACK_EXPIRED: "expired",
+    -_ENOMEM: "lost: stack map full",
+    -_EFAULT: "lost: not walkable",
+}
+# An id whose stack was not in its map (never expected: counted as "stack_missing").
+STACK_GONE = "lost: stack missing"
+
+# The structs of offcpu.bpf.c, native byte order. Keys end with their generation.
+_BLOCK_KEY = struct.Struct("=qqIBBHII")  # ustack, kstack, tgid, state, stack_map, pad, pad2, gen
+_BLOCK_VALUE = struct.Struct("=QQ")  # total_ns, count
+_TGID_KEY = struct.Struct("=II")  # tgid, gen
+_THREAD_KEY = struct.Struct("=IIB3xI")  # tgid, tid, state, pad, gen
+_RQ_HIST = struct.Struct(f"={HIST_SLOTS}IQ")  # slots, total_ns
+_WORD = struct.Struct("=Q")
+_ARRAY_INDEX = struct.Struct("=I")
+_GENERATION = struct.Struct("=I")
+_CONTROL_GEN, _CONTROL_STACKS, _CONTROL_FOCUS = 0, 1, 2
+_ACCEPT_PREVIOUS = 1
+_STACK_ID = struct.Struct("=q")  # a stack map's key: the stack's id, a hash of its frames
+_FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
+
+# prev_state bits as sched_switch reports them (offcpu.bpf.c, state_class).
+_TASK_INTERRUPTIBLE = 0x1
+_TASK_UNINTERRUPTIBLE = 0x2
+_TASK_REPORT_BITS = 0xFF
+
+
+def state_class(prev_state: int) -> str:
+    """What sched_switch's prev_state says of why a thread left its CPU (offcpu.bpf.c's state_class).
+
+    0, or only the preemption bit TASK_REPORT_MAX (0x100, "R+"), is a
+    preempted, runnable thread: "R". TASK_INTERRUPTIBLE is "S",
+    TASK_UNINTERRUPTIBLE "D", anything else (stopped, traced, parked, idle
+    kernel threads, dead) "other".
+    """
+    if prev_state & _TASK_INTERRUPTIBLE:
+        return "S"
+    if prev_state & _TASK_UNINTERRUPTIBLE:
+        return "D"
+    if not prev_state & _TASK_REPORT_BITS:
+        return "R"
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class OffCpuTime:
+    """One process's blocks of one state that ended in the interval (min_block_ns or longer)."""
+
+    pid: int
+    state: str  # STATES
+    off_cpu_ns: int
+    blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingStack:
+    """Blocks of one process that left its CPU through the same stack, ended in the interval."""
+
+    pid: int
+    state: str
+    off_cpu_ns: int
+    blocks: int
+    # Function names, outermost first; the kernel's last, ending where the thread blocked.
+    user_frames: tuple[str, ...]
+    kernel_frames: tuple[str, ...]
+    # Why there are no frames (MISSING_REASONS' values), or None.
+    missing: str | None = None
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        return self.user_frames + self.kernel_frames
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadOffCpuTime:
+    """One thread of the focus process: its blocks of one state that ended in the interval."""
+
+    pid: int
+    tid: int
+    state: str
+    off_cpu_ns: int
+    blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class OffCpuSample:
+    """Everything the probe saw end since the previous sample."""
+
+    times: tuple[OffCpuTime, ...]
+    # Per process, its STACKS_PER_PROCESS stacks with the most time.
+    stacks: tuple[BlockingStack, ...]
+    # Run-queue latency (runnable to running), log2 buckets: slot i counts
+    # waits of [2**i, 2**(i+1)) ns; the last slot takes everything longer.
+    rq_hist: tuple[int, ...]
+    # pid -> its threads' run-queue latency, the same buckets (not for a
+    # task's very first run, whose process the kernel side cannot tell)
+    rq_hists: dict[int, tuple[int, ...]]
+    comms: dict[int, str]
+    # reason (LOST_REASONS) -> events in the interval; see offcpu.bpf.c
+    lost: dict[str, int]
+    # blocks shorter than min_block_ns: counted, not attributed
+    short_blocks: int
+    short_block_ns: int
+    min_block_ns: int
+    target_pid: int | None
+    # the process whose threads are timed one by one (the drill-down's), if any
+    focus_pid: int | None = None
+    threads: tuple[ThreadOffCpuTime, ...] = ()
+    # Blocks of min_block_ns or more, other than R, whose stacks were taken
+    # (stack_lost), and those of them whose stacks were lost; None in
+    # recordings made before orac counted them
+    stack_blocks: int | None = None
+    stack_lost_blocks: int | None = None
+    # the sum of the waits rq_hist counts, and per pid of those rq_hists
+    # counts: with the counts, their exact means (None in recordings made
+    # before orac kept them)
+    rq_wait_ns: int | None = None
+    rq_wait_ns_by_pid: dict[int, int] | None = None
+    # time.monotonic_ns() as blocks were switched to the next generation,
+    # where this sample's interval ends: None in recordings made before orac
+    # kept it
+    mono_ns: int | None = None
+
+
+def default_entries(cpus: int, value_bytes: int, entries_range: tuple[int, int]) -> int:
+    low, high = entries_range
+    return max(low, min(high, PER_CPU_MAP_BUDGET_BYTES // (cpus * value_bytes)))
+
+
+def offcpu_program(
+    target_pid: int | None = None,
+    min_block_ns: int = DEFAULT_MIN_BLOCK_NS,
+    cpus: int | None = None,
+    stack_sample_mask: int = STACK_SAMPLE_MASK,
+) -> BpfProgram:
+    """The probe's BPF program and options; pure apart from reading the source file."""
+    if min_block_ns < 0:
+        raise ValueError(f"min_block_ns must be >= 0, not {min_block_ns}")
+    if stack_sample_mask & (stack_sample_mask + 1):
+        raise ValueError(f"stack_sample_mask must be 2^k - 1, not {stack_sample_mask}")
+    cpus = cpus if cpus is not None else possible_cpus()
+    return build_program(
+        SOURCE,
+        {
+            "TARGET_TGID": target_pid,
+            "MIN_BLOCK_NS": min_block_ns,
+            "SLOT_BITS": SLOT_BITS,
+            "BLOCK_ENTRIES": default_entries(cpus, _BLOCK_VALUE.size, BLOCK_ENTRIES_RANGE),
+            "RQ_ENTRIES": default_entries(cpus, _RQ_HIST.size, RQ_ENTRIES_RANGE),
+            "THREAD_ENTRIES": THREAD_ENTRIES,
+            "STACK_ENTRIES": STACK_ENTRIES,
+            "STACK_DEPTH": STACK_DEPTH,
+            "STACK_SAMPLE_MASK": stack_sample_mask,
+            "HIST_SLOTS": HIST_SLOTS,
+        },
+    )
+
+
+def parse_blocks(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, int, int, int]]:
+    """(pid, state index, ustack, kstack, stack map, total ns, count) per entry, summed over CPUs."""
+    return [
+        (pid, state, ustack, kstack, stack_map, total_ns, count)
+        for (ustack, kstack, pid, state, stack_map, _, _, _), (total_ns, count) in percpu_entries(
+            keys, values, n, _BLOCK_KEY, _BLOCK_VALUE
+        )
+        if count
+    ]
+
+
+def parse_thread_blocks(keys: bytes, values: bytes, n: int) -> list[ThreadOffCpuTime]:
+    """One ThreadOffCpuTime per entry, summed over CPUs."""
+    return [
+        ThreadOffCpuTime(pid, tid, STATES[state], total_ns, count)
+        for (pid, tid, state, _), (total_ns, count) in percpu_entries(keys, values, n, _THREAD_KEY, _BLOCK_VALUE)
+        if count
+    ]
+
+
+def parse_rq_hists(keys: bytes, values: bytes, n: int) -> tuple[dict[int, tuple[int, ...]], dict[int, int]]:
+    """pid -> run-queue histogram, and pid -> the sum of its waits, summed over CPUs."""
+    hists: dict[int, tuple[int, ...]] = {}
+    totals: dict[int, int] = {}
+    for (pid, _), (*hist, total_ns) in percpu_entries(keys, values, n, _TGID_KEY, _RQ_HIST):
+        if any(hist):
+            hists[pid] = tuple(hist)
+            totals[pid] = total_ns
+    return hists, totals
+
+
+def without_scheduler(kernel_frames: tuple[str, ...]) -> tuple[str, ...]:
+    """A kernel stack (outermost first) without its scheduler and tracepoint frames at the leaf end."""
+    end = len(kernel_frames)
+    while end and (kernel_frames[end - 1] in _SCHEDULER_FRAMES or kernel_frames[end - 1].startswith(_TRACEPOINT_PREFIXES)):
+        end -= 1
+    return kernel_frames[:end]
+
+
+def stack_lost(state: int, ustack: int, kstack: int) -> bool | None:
+    """Whether a block key's stacks were taken and lost: None where none were taken.
+
+    None for a preempted (R) block and one whose stacks were not captured
+    (by design, offcpu.bpf.c's "Stacks"); True where a stack expired, found
+    its map full or failed to walk (a kernel thread's missing user stack,
+    -EFAULT, is no loss); else False.
+    """
+    if STATES[state] == "R" or (ustack == STACK_NOT_CAPTURED and kstack == STACK_NOT_CAPTURED):
+        return None
+    return kstack < 0 or (ustack < 0 and ustack != -_EFAULT)
+
+
+def _missing(stack_id: int) -> str | None:
+    return None if stack_id >= 0 else MISSING_REASONS.get(stack_id, f"lost: error {-stack_id}")
+
+
+class OffCpuProbe:
+    """Times every off-CPU block on the machine (or of one process) with eBPF.
+
+    Args:
+        target_pid: trace only this process. Every context switch still runs
+            the programs up to that check.
+        min_block_ns: blocks shorter than this are counted, not attributed to
+            a process or stack: on a busy box most blocks are microseconds
+            long, and the short ones are what tracing would cost the most.
+        stacks_per_process: blocking stacks kept per process in a sample.
+    """
+
+    name: ClassVar[str] = "offcpu"
+    # compiling the program takes up to seconds: the collector starts it aside
+    slow_start: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        target_pid: int | None = None,
+        min_block_ns: int = DEFAULT_MIN_BLOCK_NS,
+        stacks_per_process: int = STACKS_PER_PROCESS,
+    ) -> None:
+        self.target_pid = target_pid
+        self.min_block_ns = min_block_ns
+        self.stacks_per_process = stacks_per_process
+        self._focus = ThreadFocus(target_pid)
+        self._bpf: LoadedProgram | None = None
+
+    def program(self) -> BpfProgram:
+        """What `start` compiles (for `--print-bpf`)."""
+        return offcpu_program(self.target_pid, self.min_block_ns)
+
+    def start(self) -> None:
+        check_ebpf(tracefs=True)  # classic tracepoints attach through tracefs
+        program = self.program()
+        # Compiled and loaded in a child process: orac holds only descriptors.
+        self._bpf = load_and_open(program, self._open_maps)
+
+    def _open_maps(self, bpf: LoadedProgram) -> None:
+        self._blocks = MapDrain(bpf["blocks"])
+        self._rq_hists = MapDrain(bpf["rq_hists"])
+        self._comms = MapDrain(bpf["comms"])
+        self._stack_maps = (bpf["stacks0"], bpf["stacks1"])
+        self._control = bpf["control"]
+        self._rq_hist_table = bpf["rq_hist"]
+        self._rq_wait_table = bpf["rq_wait_ns"]
+        self._short_table = bpf["short_blocks"]
+        self._lost_table = bpf["lost"]
+        self._generation = 0
+        self._epoch = 0
+        self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
+        self._stored_table = bpf["stacks_stored"]
+        # stacks_stored's count for each map when it was last emptied
+        self._stored_at_empty = read_percpu_counters(self._stored_table, 2)
+        self._epoch_started = time.monotonic()
+        # (stack map, id) -> frames, and (pid, stack map, id) -> frames: a
+        # stack id names the same stack until its map is emptied.
+        self._kernel_names: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
+        self._symbolizer = Symbolizer()
+        self._lost_before = read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
+        self._rq_before = read_percpu_counters(self._rq_hist_table, HIST_SLOTS)
+        self._rq_wait_before = read_percpu_counters(self._rq_wait_table, 1)
+        self._short_before = read_percpu_counters(self._short_table, 2)
+        self._focus.open(bpf["thread_blocks"], lambda pid: self._write_control(_CONTROL_FOCUS, pid))
+
+    def stop(self) -> None:
+        self._focus.close()
+        if self._bpf is not None:
+            unload_program(self._bpf)
+            self._bpf = None
+
+    @property
+    def focus_pid(self) -> int | None:
+        """The process whose threads are timed one by one."""
+        return self._focus.pid
+
+    def focus(self, pid: int | None) -> None:
+        """Time `pid`'s threads one by one from now on (None: nobody's)."""
+        self._focus.set(pid)
+
+    def _write_control(self, index: int, value: int) -> None:
+        self._control.update(_ARRAY_INDEX.pack(index), _WORD.pack(value))
+
+    def _diff(self, table: BpfMap, before: list[int]) -> tuple[list[int], list[int]]:
+        now = read_percpu_counters(table, len(before))
+        return now, [a - b for a, b in zip(now, before, strict=True)]
+
+    def _epoch_due(self) -> bool:
+        age_s = time.monotonic() - self._epoch_started
+        if age_s >= EPOCH_S:
+            return True
+        stored = read_percpu_counters(self._stored_table, 2)[self._epoch & 1] - self._stored_at_empty[self._epoch & 1]
+        return age_s >= EPOCH_MIN_S and stored >= STACK_ENTRIES // 2
+
+    def sample(self) -> OffCpuSample:
+        if self._bpf is None:
+            raise ProbeUnavailable("the offcpu probe is not running", "start it first")
+        new_epoch = self._epoch_due()
+        if new_epoch:
+            # Records of the epoch before this one stop carrying their stack
+            # ids into new blocks; once no program can still be using the
+            # old word, that epoch's map is only referenced by entries the
+            # generation change below hands to this sample.
+            self._write_control(_CONTROL_STACKS, self._epoch << 1)
+            wait_for_programs()
+        # New blocks go to the next generation; once programs still counting
+        # into this one are done, its entries are complete and nobody writes them.
+        mono_ns = time.monotonic_ns()
+        self._generation = advance_generation(self._generation, lambda g: self._write_control(_CONTROL_GEN, g))
+        active = _GENERATION.pack(self._generation)
+
+        def done(key: bytes) -> bool:
+            # Every generation but the new one: leftovers of an older tick too.
+            return key[-_GENERATION.size :] != active
+
+        comms = parse_comms(*self._comms.take(done), _TGID_KEY)
+        blocks = parse_blocks(*self._blocks.take(done))
+        rq_hists, rq_wait_ns_by_pid = parse_rq_hists(*self._rq_hists.take(done))
+        threads = parse_thread_blocks(*self._focus.take(done))
+        self._lost_before, lost_counts = self._diff(self._lost_table, self._lost_before)
+        self._rq_before, rq_hist = self._diff(self._rq_hist_table, self._rq_before)
+        self._rq_wait_before, (rq_wait_ns,) = self._diff(self._rq_wait_table, self._rq_wait_before)
+        self._short_before, (short_blocks, short_block_ns) = self._diff(self._short_table, self._short_before)
+        lost = dict(zip(KERNEL_LOST_REASONS, lost_counts, strict=True))
+
+        times: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+        for pid, state, _, _, _, total_ns, count in blocks:
+            entry = times[pid, STATES[state]]
+            entry[0] += total_ns
+            entry[1] += count
+        stack_blocks = stack_lost_blocks = 0
+        for _, state, ustack, kstack, _, _, count in blocks:
+            outcome = stack_lost(state, ustack, kstack)
+            if outcome is not None:
+                stack_blocks += count
+                stack_lost_blocks += count if outcome else 0
+        stacks, missing, missing_blocks = self._named_stacks(blocks)
+        lost["stack_missing"] = missing
+        stack_lost_blocks += missing_blocks
+        if new_epoch:
+            self._start_epoch()
+        self._symbolizer.tick()
+
+        pids = {pid for pid, _ in times} | set(rq_hists)
+        for pid in pids:
+            if pid not in comms:
+                comms[pid] = _proc_comm(pid)
+        return OffCpuSample(
+            times=tuple(OffCpuTime(pid, state, ns, count) for (pid, state), (ns, count) in times.items()),
+            stacks=stacks,
+            rq_hist=tuple(rq_hist),
+            rq_hists=rq_hists,
+            comms=comms,
+            lost=lost,
+            short_blocks=short_blocks,
+            short_block_ns=short_block_ns,
+            min_block_ns=self.min_block_ns,
+            target_pid=self.target_pid,
+            focus_pid=self.focus_pid,
+            threads=tuple(t for t in threads if t.pid == self.focus_pid),
+            stack_blocks=stack_blocks,
+            stack_lost_blocks=stack_lost_blocks,
+            rq_wait_ns=rq_wait_ns,
+            rq_wait_ns_by_pid=rq_wait_ns_by_pid,
+            mono_ns=mono_ns,
+        )
+
+    def _start_epoch(self) -> None:
+        """Empty the map of the epoch before last and let new stacks go there."""
+        stale = (self._epoch + 1) & 1
+        table = self._stack_maps[stale]
+        # All keys first: deleting under a map's key walk restarts it.
+        for key in list(table.keys()):
+            table.delete(key)
+        # Nothing writes it until the control word below names its epoch.
+        self._stored_at_empty[stale] = read_percpu_counters(self._stored_table, 2)[stale]
+        self._kernel_names = {k: v for k, v in self._kernel_names.items() if k[0] != stale}
+        self._user_names = {k: v for k, v in self._user_names.items() if k[1] != stale}
+        self._epoch += 1
+        self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
+        self._epoch_started = time.monotonic()
+
+    def _frames(self, stack_map: int, stack_id: int) -> tuple[int, ...] | None:
+        raw = self._stack_maps[stack_map].lookup(_STACK_ID.pack(stack_id))
+        return None if raw is None else _FRAMES.unpack_from(raw)
+
+    def _kernel_stack(self, stack_map: int, stack_id: int) -> tuple[str, ...] | None:
+        key = (stack_map, stack_id)
+        names = self._kernel_names.get(key)
+        if names is None:
+            addrs = self._frames(stack_map, stack_id)
+            if addrs is None:
+                return None
+            names = self._kernel_names[key] = without_scheduler(self._symbolizer.stack(0, kernel_addrs=addrs))
+        return names
+
+    def _user_stack(self, pid: int, stack_map: int, stack_id: int) -> tuple[str, ...] | None:
+        key = (pid, stack_map, stack_id)
+        names = self._user_names.get(key)
+        if names is None:
+            addrs = self._frames(stack_map, stack_id)
+            if addrs is None:
+                return None
+            names = self._user_names[key] = self._symbolizer.stack(pid, user_addrs=addrs)
+        return names
+
+    def _names(
+        self, pid: int, stack_map: int, ustack: int, kstack: int
+    ) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+        """(user frames, kernel frames, why there are none) of one block key."""
+        # A user stack fails (-EFAULT) only for kernel threads, which have
+        # none: their stacks are their kernel frames alone.
+        user = self._user_stack(pid, stack_map, ustack) if ustack >= 0 else ()
+        kernel = self._kernel_stack(stack_map, kstack) if kstack >= 0 else ()
+        if user is None or kernel is None:
+            return (), (), STACK_GONE
+        if not user and not kernel:
+            return (), (), _missing(kstack) or _missing(ustack)
+        return user, kernel, None
+
+    def _named_stacks(
+        self, blocks: list[tuple[int, int, int, int, int, int, int]]
+    ) -> tuple[tuple[BlockingStack, ...], int, int]:
+        """Each process's top stacks by time, named; how many stack ids had no stack, and their blocks."""
+        by_pid: dict[int, list[tuple[int, int, int, int, int, int]]] = defaultdict(list)
+        for pid, state, ustack, kstack, stack_map, total_ns, count in blocks:
+            by_pid[pid].append((total_ns, count, state, ustack, kstack, stack_map))
+        missing = missing_blocks = 0
+        out: list[BlockingStack] = []
+        for pid, entries in by_pid.items():
+            entries.sort(reverse=True)
+            merged: dict[tuple[str, tuple[str, ...], tuple[str, ...], str | None], list[int]] = defaultdict(
+                lambda: [0, 0]
+            )
+            for total_ns, count, state, ustack, kstack, stack_map in entries[:IDS_SYMBOLIZED_PER_PROCESS]:
+                user, kernel, why = self._names(pid, stack_map, ustack, kstack)
+                if why == STACK_GONE:
+                    missing += 1
+                    missing_blocks += count
+                entry = merged[STATES[state], user, kernel, why]
+                entry[0] += total_ns
+                entry[1] += count
+            ranked = sorted(merged.items(), key=lambda item: (-item[1][0], item[0][0]))
+            out.extend(
+                BlockingStack(pid, state, total_ns, count, user, kernel, why)
+                for (state, user, kernel, why), (total_ns, count) in ranked[: self.stacks_per_process]
+            )
+        return tuple(out), missing, missing_blocks
+
+
+def _proc_comm(pid: int) -> str:
+    # The kernel map had no room for the name; the process may have exited since.
+    return (read_text(f"/proc/{pid}/comm") or "").strip() or "?"
+
+
+# ---- derived view -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StackRate:
+    """One blocking stack of a process, over the interval."""
+
+    state: str
+    off_cpu_s_per_s: float  # thread-seconds off CPU per second
+    blocks_per_s: float
+    user_frames: tuple[str, ...]  # outermost first
+    kernel_frames: tuple[str, ...]  # outermost first, ending where the thread blocked
+    missing: str | None  # why there are no frames
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        return self.user_frames + self.kernel_frames
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessOffCpu:
+    pid: int
+    comm: str
+    # Thread-seconds off CPU per second in blocks of min_block_ns or more
+    # that ended in the interval: 2.0 is two threads waiting all the time.
+    off_cpu_s_per_s: float
+    # the same, by state: "S", "D", "R", "other" (all four present)
+    state_s_per_s: Mapping[str, float]
+    blocks_per_s: float
+    stacks: tuple[StackRate, ...]  # most time first
+    # share of its S, D and other time that its listed stacks account for; None without such time
+    stack_coverage_percent: float | None
+    rq_hist: tuple[int, ...]  # its threads' run-queue waits in the interval
+    # the log2 buckets holding their median and 99th percentile
+    rq_p50_bucket: LatencyBucket | None
+    rq_p99_bucket: LatencyBucket | None
+    rq_mean_ns: float | None  # exact: their sum / their count; None without waits or a recorded sum
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadOffCpu:
+    """One thread of the focus process, over the interval."""
+
+    tid: int
+    off_cpu_s_per_s: float  # seconds off CPU per second, in blocks of min_block_ns or more
+    state_s_per_s: Mapping[str, float]  # the same by state, all four present
+    blocks_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class OffCpuView:
+    processes: tuple[ProcessOffCpu, ...]  # most off-CPU time first
+    off_cpu_s_per_s: float  # all processes together
+    rq_hist: tuple[int, ...]  # the system's run-queue waits in the interval
+    rq_waits_per_s: float
+    rq_p50_bucket: LatencyBucket | None
+    rq_p99_bucket: LatencyBucket | None
+    rq_mean_ns: float | None  # exact: the waits' sum / their count
+    short_blocks_per_s: float  # blocks under min_block_ns
+    short_off_cpu_s_per_s: float
+    lost: Mapping[str, int]  # events lost in the interval, by reason
+    # of the blocks whose stacks were taken, the share that lost them
+    # (stack_blocks, stack_lost_blocks); None where none were taken, or not counted
+    stacks_lost_percent: float | None
+    min_block_ns: int
+    target_pid: int | None
+    focus_pid: int | None = None
+    threads: tuple[ThreadOffCpu, ...] = ()  # the focus process's, most off-CPU time first
+
+    def off_cpu_by_pid(self) -> dict[int, float]:
+        """pid -> thread-seconds off CPU per second (for the process table's column)."""
+        return {p.pid: p.off_cpu_s_per_s for p in self.processes}
+
+
+def _stack_rate(stack: BlockingStack, dt_s: float) -> StackRate:
+    return StackRate(
+        state=stack.state,
+        off_cpu_s_per_s=stack.off_cpu_ns / 1e9 / dt_s,
+        blocks_per_s=stack.blocks / dt_s,
+        user_frames=stack.user_frames,
+        kernel_frames=stack.kernel_frames,
+        missing=stack.missing,
+    )
+
+
+def _mean(total_ns: int | None, count: int) -> float | None:
+    return total_ns / count if total_ns is not None and count else None
+
+
+def derive_offcpu(prev: OffCpuSample, curr: OffCpuSample, dt_s: float) -> OffCpuView:
+    """Rates, rankings and run-queue percentiles of one interval.
+
+    The probe empties its maps every tick, so `curr` alone covers the
+    interval; `prev` is taken for the signature all derive functions share.
+    Run-queue percentiles are the log2 buckets that hold them
+    (log2_quantile_bucket), their means exact (the waits' sum / count).
+    """
+    state_ns: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
+    blocks: dict[int, int] = defaultdict(int)
+    for t in curr.times:
+        state_ns[t.pid][t.state] += t.off_cpu_ns
+        blocks[t.pid] += t.blocks
+    stacks: dict[int, list[BlockingStack]] = defaultdict(list)
+    for stack in curr.stacks:
+        stacks[stack.pid].append(stack)
+
+    empty = (0,) * len(curr.rq_hist)
+    rq_sums = curr.rq_wait_ns_by_pid if curr.rq_wait_ns_by_pid is not None else {}
+    processes = []
+    for pid in state_ns.keys() | curr.rq_hists.keys():
+        by_state = state_ns[pid]
+        total_ns = sum(by_state.values())
+        waiting_ns = total_ns - by_state["R"]
+        own = sorted(stacks.get(pid, ()), key=lambda s: (-s.off_cpu_ns, s.state))
+        known_ns = sum(s.off_cpu_ns for s in own if s.state != "R" and s.missing is None)
+        hist = curr.rq_hists.get(pid, empty)
+        processes.append(
+            ProcessOffCpu(
+                pid=pid,
+                comm=curr.comms.get(pid, "?"),
+                off_cpu_s_per_s=total_ns / 1e9 / dt_s,
+                state_s_per_s={state: ns / 1e9 / dt_s for state, ns in by_state.items()},
+                blocks_per_s=blocks[pid] / dt_s,
+                stacks=tuple(_stack_rate(s, dt_s) for s in own),
+                stack_coverage_percent=100 * known_ns / waiting_ns if waiting_ns else None,
+                rq_hist=hist,
+                rq_p50_bucket=log2_quantile_bucket(hist, 0.50),
+                rq_p99_bucket=log2_quantile_bucket(hist, 0.99),
+                rq_mean_ns=_mean(rq_sums.get(pid), sum(hist)),
+            )
+        )
+    processes.sort(key=lambda p: (-p.off_cpu_s_per_s, -(p.rq_p99_bucket.low_ns if p.rq_p99_bucket else -1), p.pid))
+    return OffCpuView(
+        processes=tuple(processes),
+        off_cpu_s_per_s=sum(p.off_cpu_s_per_s for p in processes),
+        rq_hist=curr.rq_hist,
+        rq_waits_per_s=sum(curr.rq_hist) / dt_s,
+        rq_p50_bucket=log2_quantile_bucket(curr.rq_hist, 0.50),
+        rq_p99_bucket=log2_quantile_bucket(curr.rq_hist, 0.99),
+        rq_mean_ns=_mean(curr.rq_wait_ns, sum(curr.rq_hist)),
+        short_blocks_per_s=curr.short_blocks / dt_s,
+        short_off_cpu_s_per_s=curr.short_block_ns / 1e9 / dt_s,
+        lost=dict(curr.lost),
+        stacks_lost_percent=(
+            100 * (curr.stack_lost_blocks or 0) / curr.stack_blocks if curr.stack_blocks else None
+        ),
+        min_block_ns=curr.min_block_ns,
+        target_pid=curr.target_pid,
+        focus_pid=curr.focus_pid,
+        threads=_thread_rates(curr.threads, dt_s),
+    )
+
+
+def _thread_rates(times: tuple[ThreadOffCpuTime, ...], dt_s: float) -> tuple[ThreadOffCpu, ...]:
+    state_ns: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
+    blocks: dict[int, int] = defaultdict(int)
+    for t in times:
+        state_ns[t.tid][t.state] += t.off_cpu_ns
+        blocks[t.tid] += t.blocks
+    threads = (
+        ThreadOffCpu(
+            tid,
+            sum(by_state.values()) / 1e9 / dt_s,
+            {state: ns / 1e9 / dt_s for state, ns in by_state.items()},
+            blocks[tid] / dt_s,
+        )
+        for tid, by_state in state_ns.items()
+    )
+    return tuple(sorted(threads, key=lambda t: (-t.off_cpu_s_per_s, t.tid)))
+

@@ -1,0 +1,499 @@
+"""The "profile" probe: an on-CPU profile of one process, from eBPF perf event sampling.
+
+The kernel side (profile.bpf.c) samples the user and kernel stacks of the
+target process's threads on a CPU clock perf event, `frequency_hz` times a
+second on every CPU, and counts samples per (thread, user stack, kernel
+stack) in the kernel. Each `sample()` moves it on to a new generation and
+takes out the old one's counts and stacks, so a sample holds the samples
+*of the interval* since the previous one, each in exactly one sample.
+Stacks are turned into function names at sample time (the process may be
+gone later, and a recording is replayed elsewhere); thread names come from
+the kernel with the samples, so the drill-down's threads table still names
+a thread that exited within the tick.
+
+The CPU clock is a timer interrupt, not an NMI (a VM often has no PMU for
+one): a sample due while interrupts are disabled is taken when they are
+enabled again. With other processes switching on and off the target's CPU at
+a high rate, some of its samples land in the kernel's interrupt return path
+(irqentry_exit_to_user_mode) and a few more are counted than its CPU time.
+
+`derive_profile` turns a sample into top functions (self and total %) and
+the hottest stacks; `FoldedStacks` sums samples over the
+time a drill-down is open and writes them as folded stacks for
+flamegraph.pl and speedscope.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from probes.contract import ProbeUnavailable
+from probes.ebpf.bpf import BpfMap
+from probes.ebpf.checks import check_ebpf
+from probes.ebpf.loader import PERF_COUNT_SW_CPU_CLOCK, PERF_TYPE_SOFTWARE, PerfEvent
+from probes.ebpf.maps import MapDrain, advance_generation, read_percpu_counters
+from probes.ebpf.programs import (
+    BpfProgram,
+    LoadedProgram,
+    build_program,
+    load_and_open,
+    unload_program,
+)
+from probes.host.procfs import PROC, read_bytes, read_text
+from probes.symbols.elf import UNKNOWN
+from probes.symbols.symbolizer import Symbolizer, folded
+
+SOURCE = "profile.bpf.c"
+FUNCTION = "profile_sample"
+# 99 rather than 100 Hz, like bcc's profile and perf's habit: sampling in
+# lockstep with work driven by a 100 Hz timer would see only one phase of it.
+DEFAULT_FREQUENCY_HZ = 99
+# What --profile-hz accepts; the kernel may allow less (kernel.perf_event_max_sample_rate).
+MIN_FREQUENCY_HZ, MAX_FREQUENCY_HZ = 1, 10_000
+MAX_SAMPLE_RATE_FILE = "/proc/sys/kernel/perf_event_max_sample_rate"
+
+# In the order of profile.bpf.c's enum lost_reason; "stack_missing" is user
+# space's own (a stack id whose stack was not in its map: never expected).
+KERNEL_LOST_REASONS = (
+    "count_map_full",
+    "user_stack_collision",
+    "kernel_stack_collision",
+    "stack_map_full",
+    "stack_other",
+)
+LOST_REASONS = (*KERNEL_LOST_REASONS, "stack_missing")
+
+# Keys are distinct (thread, user stack, kernel stack) triples of one tick:
+# at most the tick's samples, 99 per busy CPU-second at the default rate.
+# 16384 keys take about 1.5 MiB of kernel memory.
+COUNT_ENTRIES = 16384
+# Two stack maps (one per generation parity, see profile.bpf.c) of 8192
+# stacks of 127 frames, perf's default depth limit (kernel.perf_event_max_stack):
+# 2 x 8.5 MiB. Deep stacks matter here: a frame cut off at the root end is
+# missing from every total %. A map only ever holds one tick's stacks, so
+# its hash buckets rarely collide; collisions are counted in `lost`.
+STACK_ENTRIES = 8192
+STACK_DEPTH = 127
+
+# bpf_get_stackid's errors, as the kernel side stores them in a stack id (-errno).
+_EFAULT, _EEXIST, _ENOMEM, _ENOENT = 14, 17, 12, 2
+_STACK_ERRORS = {
+    _EEXIST: "collision",
+    _ENOMEM: "map full",
+    # user space's own: an id whose stack was not in its map (never expected)
+    _ENOENT: "missing",
+}
+
+# The structs of profile.bpf.c, native byte order. The count key ends with its generation.
+_COUNT_KEY = struct.Struct("=IiiI")  # tid, ustack, kstack, gen
+_COUNT_VALUE = struct.Struct("=Q16s")  # samples, comm
+_GENERATION = struct.Struct("=I")
+_ARRAY_INDEX = struct.Struct("=I")
+_STACK_ID = struct.Struct("=i")
+_FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileStack:
+    """How often one thread was sampled in one stack during the interval."""
+
+    tid: int
+    samples: int
+    # Function names, outermost first; the kernel's last, ending where the
+    # thread was. A stack that could not be taken is one "[... lost: ...]" frame.
+    user_frames: tuple[str, ...]
+    kernel_frames: tuple[str, ...]
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        """The whole stack, root first: user frames, then kernel frames."""
+        return self.user_frames + self.kernel_frames
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSample:
+    """Everything the probe sampled of its process since the previous sample."""
+
+    stacks: tuple[ProfileStack, ...]  # most samples first
+    # tid -> thread name (comm), as the kernel had it at the thread's sample
+    thread_names: dict[int, str]
+    # samples of the process in the interval, those lost without a stack included
+    samples: int
+    # reason (LOST_REASONS) -> stacks or samples lost in the interval; see profile.bpf.c
+    lost: dict[str, int]
+    frequency_hz: int
+    target_pid: int
+    # The process has exited: this sample holds its last samples, and every
+    # later one is empty (the probe stops tracing; a new process given the
+    # same pid is not this one).
+    exited: bool
+    # time.monotonic_ns() as new samples were switched to the next
+    # generation, where this sample's interval ends: None in recordings made
+    # before orac kept it
+    mono_ns: int | None = None
+
+
+def profile_program(target_pid: int, frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
+    """The probe's BPF program, its options and its perf event; pure apart from reading the source file."""
+    return build_program(
+        SOURCE,
+        {
+            "TARGET_TGID": target_pid,
+            "COUNT_ENTRIES": COUNT_ENTRIES,
+            "STACK_ENTRIES": STACK_ENTRIES,
+            "STACK_DEPTH": STACK_DEPTH,
+        },
+        perf_events=(PerfEvent(FUNCTION, PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, sample_freq=frequency_hz),),
+    )
+
+
+def parse_counts(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, str]]:
+    """(tid, user stack id, kernel stack id, samples, comm) per entry."""
+    out = []
+    for i in range(n):
+        tid, ustack, kstack, _ = _COUNT_KEY.unpack_from(keys, i * _COUNT_KEY.size)
+        samples, comm = _COUNT_VALUE.unpack_from(values, i * _COUNT_VALUE.size)
+        if samples:
+            out.append((tid, ustack, kstack, samples, comm.split(b"\0", 1)[0].decode("utf-8", "replace")))
+    return out
+
+
+def missing_stack_frame(kind: str, stack_id: int) -> str:
+    """The one frame that stands for a stack that was not taken: `kind` "user" or "kernel", the id's -errno."""
+    reason = _STACK_ERRORS.get(-stack_id, f"error {-stack_id}")
+    return f"[{kind} stack lost: {reason}]"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot), or None once it has exited.
+
+    A zombie (exited, not yet reaped by its parent) has exited, unless only
+    its main thread has and other threads still run.
+    """
+    stat = read_bytes(f"{PROC}/{pid}/stat")
+    if stat is None:
+        return None
+    # After the command name: the state (field 3 of proc(5)), ..., the start time (field 22).
+    fields = stat.rpartition(b")")[2].split()
+    if len(fields) < 20:
+        return None
+    if fields[0] in (b"Z", b"X"):
+        try:
+            if os.listdir(f"{PROC}/{pid}/task") == [str(pid)]:
+                return None
+        except OSError:
+            return None
+    return int(fields[19])
+
+
+class ProfileProbe:
+    """Samples one process's on-CPU stacks with eBPF.
+
+    Args:
+        target_pid: the process (all its threads). Others' samples end in
+            the kernel after a compare.
+        frequency_hz: samples per second on each CPU; a thread busy all
+            the time gets this many samples per second.
+    """
+
+    name: ClassVar[str] = "profile"
+    # compiling the program takes up to seconds: the collector starts it aside
+    slow_start: ClassVar[bool] = True
+
+    def __init__(self, target_pid: int, frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> None:
+        if target_pid <= 0:
+            raise ValueError(f"target_pid must be a process id, not {target_pid}")
+        if frequency_hz <= 0:
+            raise ValueError(f"frequency_hz must be positive, not {frequency_hz}")
+        self.target_pid = target_pid
+        self.frequency_hz = frequency_hz
+        self._bpf: LoadedProgram | None = None
+        self._exited = False
+        self._start_ticks: int | None = None
+        self._generation = 0
+        self._lost_before = [0] * len(KERNEL_LOST_REASONS)
+        self._symbolizer = Symbolizer()
+
+    def program(self) -> BpfProgram:
+        """What `start` compiles and attaches (for `--print-bpf`)."""
+        return profile_program(self.target_pid, self.frequency_hz)
+
+    def start(self) -> None:
+        check_ebpf(tracefs=False)  # perf events are opened by type, not through tracefs
+        limit = (read_text(MAX_SAMPLE_RATE_FILE) or "").strip()
+        if limit.isdigit() and self.frequency_hz > int(limit):
+            raise ProbeUnavailable(
+                f"sampling at {self.frequency_hz} Hz is above the kernel's limit of {limit} Hz "
+                "(kernel.perf_event_max_sample_rate)",
+                f"choose {limit} Hz or less",
+            )
+        self._start_ticks = process_start_ticks(self.target_pid)
+        if self._start_ticks is None:
+            raise ProbeUnavailable(f"process {self.target_pid} is not running")
+        program = self.program()
+        # Compiled and loaded in a child process: orac holds only descriptors.
+        self._bpf = load_and_open(program, self._open_maps)
+
+    def _open_maps(self, bpf: LoadedProgram) -> None:
+        self._counts = MapDrain(bpf["counts"])
+        self._stack_tables = (bpf["stacks0"], bpf["stacks1"])
+        self._lost_table = bpf["lost"]
+        self._generation_table = bpf["generation"]
+        self._generation = 0
+        self._exited = False
+        self._lost_before = self._read_lost()
+
+    def stop(self) -> None:
+        if self._bpf is not None:
+            unload_program(self._bpf)
+            self._bpf = None
+
+    def _write_generation(self, generation: int) -> None:
+        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(generation))
+
+    def _read_lost(self) -> list[int]:
+        return read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
+
+    def sample(self) -> ProfileSample:
+        if self._bpf is None:
+            if self._exited:
+                return self._sample((), {}, 0, dict.fromkeys(LOST_REASONS, 0), time.monotonic_ns())
+            raise ProbeUnavailable("the profile probe is not running", "start it first")
+        # Asked before the maps are read: once the process is gone, this read
+        # takes its last samples.
+        exited = process_start_ticks(self.target_pid) != self._start_ticks
+
+        # New samples go to the next generation and the other stack map; once
+        # programs still counting into this one are done, nobody writes its
+        # counts or its stack map.
+        mono_ns = time.monotonic_ns()
+        self._generation = advance_generation(self._generation, self._write_generation)
+        active = _GENERATION.pack(self._generation)
+        rows = parse_counts(*self._counts.take(lambda key: key[-_GENERATION.size :] != active))
+        # Every count taken is of the previous generation: older ones were taken before.
+        stack_table = self._stack_tables[(self._generation - 1) & 1]
+        addresses = self._take_stacks(stack_table, {i for _, u, k, _, _ in rows for i in (u, k) if i >= 0})
+
+        lost_now = self._read_lost()
+        lost = {
+            reason: now - before
+            for reason, now, before in zip(KERNEL_LOST_REASONS, lost_now, self._lost_before, strict=True)
+        }
+        self._lost_before = lost_now
+        lost["stack_missing"] = 0
+
+        user_names: dict[int, tuple[str, ...]] = {}
+        kernel_names: dict[int, tuple[str, ...]] = {}
+        merged: dict[tuple[int, tuple[str, ...], tuple[str, ...]], int] = defaultdict(int)
+        thread_names: dict[int, str] = {}
+        for tid, ustack, kstack, samples, comm in rows:
+            user = self._frames("user", ustack, addresses, user_names, lost)
+            kernel = self._frames("kernel", kstack, addresses, kernel_names, lost)
+            if not user and not kernel:
+                # Neither stack could be walked (a thread exiting, say): the
+                # sample still counts, under a frame of its own.
+                user = (UNKNOWN,)
+            merged[tid, user, kernel] += samples
+            thread_names.setdefault(tid, comm)
+        stacks = tuple(
+            sorted(
+                (ProfileStack(tid, samples, user, kernel) for (tid, user, kernel), samples in merged.items()),
+                key=lambda s: (-s.samples, s.tid, s.frames),
+            )
+        )
+        total = sum(samples for _, _, _, samples, _ in rows) + lost["count_map_full"]
+
+        self._symbolizer.tick()
+        if exited:
+            # Nothing left to sample, and a new process given the pid must not
+            # be profiled as this one: detach now.
+            self._exited = True
+            self.stop()
+            self._symbolizer.user.forget(self.target_pid)
+        return self._sample(stacks, thread_names, total, lost, mono_ns)
+
+    def _sample(
+        self,
+        stacks: tuple[ProfileStack, ...],
+        thread_names: dict[int, str],
+        samples: int,
+        lost: dict[str, int],
+        mono_ns: int,
+    ) -> ProfileSample:
+        return ProfileSample(
+            stacks=stacks,
+            thread_names=thread_names,
+            samples=samples,
+            lost=lost,
+            frequency_hz=self.frequency_hz,
+            target_pid=self.target_pid,
+            exited=self._exited,
+            mono_ns=mono_ns,
+        )
+
+    @staticmethod
+    def _take_stacks(table: BpfMap, ids: set[int]) -> dict[int, tuple[int, ...]]:
+        """The addresses of each stack id, leaf first; empties the map."""
+        addresses = {}
+        for stack_id in ids:
+            key = _STACK_ID.pack(stack_id)
+            value = table.lookup(key)
+            if value is not None:
+                addresses[stack_id] = _FRAMES.unpack(value)
+                table.delete(key)
+        # Stacks no count names (their sample found the count map full) would
+        # fill the map for this parity's next generation. Usually there are
+        # none: one system call finds the map empty.
+        for key in list(table.keys()):
+            table.delete(key)
+        return addresses
+
+    def _frames(
+        self,
+        kind: str,
+        stack_id: int,
+        addresses: Mapping[int, tuple[int, ...]],
+        names: dict[int, tuple[str, ...]],
+        lost: dict[str, int],
+    ) -> tuple[str, ...]:
+        """One stack's names, root first; symbolized once per tick however many threads share it."""
+        if stack_id == -_EFAULT:
+            return ()  # nothing to walk: no loss (see profile.bpf.c)
+        if stack_id < 0:
+            return (missing_stack_frame(kind, stack_id),)
+        known = names.get(stack_id)
+        if known is not None:
+            return known
+        addrs = addresses.get(stack_id)
+        if addrs is None:
+            lost["stack_missing"] += 1
+            frames: tuple[str, ...] = (missing_stack_frame(kind, -_ENOENT),)
+        elif kind == "user":
+            frames = self._symbolizer.stack(self.target_pid, (), addrs)
+        else:
+            frames = self._symbolizer.stack(self.target_pid, addrs, ())
+        names[stack_id] = frames
+        return frames
+
+
+# ---- derived view -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionShare:
+    """One function's share of the samples."""
+
+    name: str
+    # samples in which it was the leaf frame: running its own code
+    self_samples: int
+    # samples with it anywhere on the stack (once per stack, recursion or not)
+    total_samples: int
+    self_percent: float  # of all the interval's samples
+    total_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class HotStack:
+    """One stack of any of the process's threads, with its samples."""
+
+    frames: tuple[str, ...]  # root first
+    samples: int
+    percent: float  # of all the interval's samples
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileView:
+    top_self: tuple[FunctionShare, ...]  # most self samples first
+    top_total: tuple[FunctionShare, ...]  # the same functions, most total samples first
+    stacks: tuple[HotStack, ...]  # most samples first, threads merged
+    # tid -> name of the threads sampled, as the kernel had them (some may have exited since)
+    thread_names: Mapping[int, str]
+    samples: int
+    # the whole process, in percent of one CPU
+    on_cpu_percent: float
+    lost: Mapping[str, int]  # stacks or samples lost in the interval, by reason
+    frequency_hz: int
+    target_pid: int
+    exited: bool
+
+
+def _percent(part: int, whole: int) -> float:
+    return part / whole * 100 if whole else 0.0
+
+
+def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> ProfileView:
+    """Top functions and hottest stacks of one interval.
+
+    The probe empties its maps every tick, so `curr` alone covers the
+    interval; `prev` is taken for the signature all derive functions share.
+    Percentages of samples are of all the interval's samples, those lost
+    without a stack included, so they never overstate.
+    """
+    total = curr.samples
+    self_samples: dict[str, int] = defaultdict(int)
+    total_samples: dict[str, int] = defaultdict(int)
+    per_stack: dict[tuple[str, ...], int] = defaultdict(int)
+    for stack in curr.stacks:
+        frames = stack.frames
+        self_samples[frames[-1]] += stack.samples
+        for name in set(frames):
+            total_samples[name] += stack.samples
+        per_stack[frames] += stack.samples
+
+    functions = [
+        FunctionShare(name, self_samples[name], n, _percent(self_samples[name], total), _percent(n, total))
+        for name, n in total_samples.items()
+    ]
+    possible = curr.frequency_hz * dt_s
+    return ProfileView(
+        top_self=tuple(sorted(functions, key=lambda f: (-f.self_samples, -f.total_samples, f.name))),
+        top_total=tuple(sorted(functions, key=lambda f: (-f.total_samples, -f.self_samples, f.name))),
+        stacks=tuple(
+            HotStack(frames, n, _percent(n, total))
+            for frames, n in sorted(per_stack.items(), key=lambda item: (-item[1], item[0]))
+        ),
+        thread_names=curr.thread_names,
+        samples=total,
+        on_cpu_percent=total / possible * 100 if possible > 0 else 0.0,
+        lost=dict(curr.lost),
+        frequency_hz=curr.frequency_hz,
+        target_pid=curr.target_pid,
+        exited=curr.exited,
+    )
+
+
+# ---- folded stacks ------------------------------------------------------------
+
+
+def folded_lines(samples_by_stack: Mapping[tuple[str, ...], int]) -> list[str]:
+    """"frame;frame;frame count" lines, root first, most samples first, as flamegraph.pl and speedscope read."""
+    ordered = sorted(samples_by_stack.items(), key=lambda item: (-item[1], item[0]))
+    return [f"{folded(frames)} {n}" for frames, n in ordered if n > 0]
+
+
+class FoldedStacks:
+    """Samples per stack summed over every sample (or view) added: a drill-down's whole profile.
+
+    Add each tick's sample or its view, not both: either holds the tick's stacks.
+    """
+
+    def __init__(self) -> None:
+        self._samples: dict[tuple[str, ...], int] = defaultdict(int)
+
+    def add(self, data: ProfileSample | ProfileView) -> None:
+        stacks: Iterable[ProfileStack | HotStack] = data.stacks
+        for stack in stacks:
+            self._samples[stack.frames] += stack.samples
+
+    @property
+    def samples(self) -> int:
+        return sum(self._samples.values())
+
+    def lines(self) -> list[str]:
+        return folded_lines(self._samples)

@@ -1,0 +1,520 @@
+"""The "syscalls" probe: per-process syscall counts, errors and latency, from eBPF.
+
+The kernel side (syscalls.bpf.c) aggregates per (process, syscall) in maps.
+Each `sample()` moves it on to a new generation of map entries and takes out
+the old one, so a sample holds the counts *for the interval* since the
+previous sample, and each syscall is in exactly one sample. Numbers are
+turned into names at sample time so recordings replay on any machine.
+`derive_syscalls` turns a sample into rates, percentiles and rankings.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from probes.contract import ProbeUnavailable
+from probes.ebpf.bpf import possible_cpus
+from probes.ebpf.checks import check_ebpf
+from probes.ebpf.maps import (
+    MapDrain,
+    ThreadFocus,
+    advance_generation,
+    parse_comms,
+    percpu_entries,
+    read_percpu_counters,
+)
+from probes.ebpf.programs import (
+    BpfProgram,
+    LoadedProgram,
+    build_program,
+    load_and_open,
+    unload_program,
+)
+from probes.ebpf.syscall_names import errno_name, syscall_name
+from probes.host.procfs import read_text
+
+SOURCE = "syscalls.bpf.c"
+HIST_SLOTS = 32
+# In the order of syscalls.bpf.c's enum lost_reason.
+LOST_REASONS = ("stats_map_full", "errno_map_full", "comm_map_full", "exit_without_enter", "thread_map_full")
+
+# Per-CPU stats values take STATS_ENTRIES x CPUs x 152 bytes of kernel memory;
+# the default entry count keeps that near this budget on big machines.
+STATS_MAP_BUDGET_BYTES = 32 << 20
+STATS_ENTRIES_RANGE = (1024, 8192)
+ERRNO_ENTRIES = 4096
+# Threads of the focus process that make syscalls within one tick.
+THREAD_ENTRIES = 1024
+# 2^18 slots of 16 bytes (4 MiB): three threads hashed to one two-slot set,
+# all inside syscalls at once, are rare even with thousands of threads.
+START_SLOT_BITS = 18
+# Tasks forked and not yet back from fork: a handful at any moment even at
+# thousands of forks a second; the rest is room for kernel threads, which
+# never return and age out of the LRU map.
+NEW_TASK_ENTRIES = 4096
+
+# What tracing adds to each syscall, in ns, measured by benchmarks/syscalls
+# on the development VM (2 vCPUs, kernel 6.18, retpolines). Used only for
+# the estimate of the probe's own cost shown to the user.
+TRACING_NS_PER_SYSCALL = 240
+
+# The structs of syscalls.bpf.c, native byte order. Every key ends with its
+# generation (u32).
+_STATS_KEY = struct.Struct("=III")  # tgid, nr, gen
+_STATS_HEAD = struct.Struct("=QQQ")  # calls, errors, total_ns
+_STATS_HIST = struct.Struct(f"={HIST_SLOTS}I")
+_STATS_VALUE_BYTES = _STATS_HEAD.size + _STATS_HIST.size
+_ERRNO_KEY = struct.Struct("=IIII")  # tgid, nr, errno, gen
+_COMM_KEY = struct.Struct("=II")  # tgid, gen
+_THREAD_KEY = struct.Struct("=III")  # tgid, tid, gen
+_THREAD_VALUE = struct.Struct("=QQQ")  # calls, errors, total_ns
+_COUNT = struct.Struct("=Q")  # an errno's count
+_GENERATION = struct.Struct("=I")
+_ARRAY_INDEX = struct.Struct("=I")  # an array map's key
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallCounts:
+    """One process's use of one syscall during the interval."""
+
+    pid: int  # the process (thread group) id
+    nr: int
+    name: str
+    calls: int
+    errors: int
+    latency_total_ns: int
+    # log2 buckets: slot i counts calls that took [2**i, 2**(i+1)) ns (slot 0
+    # also takes 0 and 1 ns); the last slot takes everything longer.
+    latency_hist: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrnoCounts:
+    """How often one process's syscall failed with one errno during the interval."""
+
+    pid: int
+    nr: int
+    syscall: str
+    errno: int
+    errno_name: str
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSyscallCounts:
+    """One thread of the focus process: all its syscalls during the interval."""
+
+    pid: int
+    tid: int
+    calls: int
+    errors: int
+    latency_total_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallsSample:
+    """Everything the probe saw since the previous sample."""
+
+    syscalls: tuple[SyscallCounts, ...]
+    errnos: tuple[ErrnoCounts, ...]
+    # pid -> process name (comm) as the kernel had it when the pid made a syscall
+    comms: dict[int, str]
+    # reason (LOST_REASONS) -> events in the interval; see syscalls.bpf.c
+    lost: dict[str, int]
+    # syscalls the probe handled in the interval, lost ones and new tasks' first returns included
+    events: int
+    target_pid: int | None
+    # the process whose threads are counted one by one (the drill-down's), if any
+    focus_pid: int | None = None
+    threads: tuple[ThreadSyscallCounts, ...] = ()
+    # New tasks' first returns from fork, vfork or clone in the interval (an
+    # exit with no entry of its own, see syscalls.bpf.c): None in recordings
+    # made before orac told them apart, whose "exit_without_enter" includes them
+    new_task_returns: int | None = None
+    # time.monotonic_ns() as counting was switched to the next generation,
+    # where this sample's interval ends: None in recordings made before orac
+    # kept it
+    mono_ns: int | None = None
+
+
+def default_stats_entries(cpus: int) -> int:
+    low, high = STATS_ENTRIES_RANGE
+    return max(low, min(high, STATS_MAP_BUDGET_BYTES // (cpus * _STATS_VALUE_BYTES)))
+
+
+def syscalls_program(target_pid: int | None = None, cpus: int | None = None) -> BpfProgram:
+    """The probe's BPF program and options; pure apart from reading the source file."""
+    stats_entries = default_stats_entries(cpus if cpus is not None else possible_cpus())
+    return build_program(
+        SOURCE,
+        {
+            "TARGET_TGID": target_pid,
+            "STATS_ENTRIES": stats_entries,
+            "ERRNO_ENTRIES": ERRNO_ENTRIES,
+            "THREAD_ENTRIES": THREAD_ENTRIES,
+            "START_SLOT_BITS": START_SLOT_BITS,
+            "NEW_TASK_ENTRIES": NEW_TASK_ENTRIES,
+            "HIST_SLOTS": HIST_SLOTS,
+        },
+    )
+
+
+def _signed32(nr: int) -> int:
+    # Syscall number -1 (syscall(-1), or a call a tracer or seccomp skipped)
+    # arrives as a u32.
+    return nr - (1 << 32) if nr >= 1 << 31 else nr
+
+
+def parse_stats(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, int, tuple[int, ...]]]:
+    """(pid, nr, calls, errors, total_ns, hist) per entry, summed over every CPU's copy."""
+    if n == 0:
+        return []
+    value_size = len(values) // n
+    cpus = value_size // _STATS_VALUE_BYTES
+    out = []
+    for i in range(n):
+        pid, nr, _ = _STATS_KEY.unpack_from(keys, i * _STATS_KEY.size)
+        calls = errors = total_ns = 0
+        hist = [0] * HIST_SLOTS
+        for cpu in range(cpus):
+            offset = i * value_size + cpu * _STATS_VALUE_BYTES
+            c, e, t = _STATS_HEAD.unpack_from(values, offset)
+            if not c:
+                # This CPU never ran the pair this tick: most copies, skipped cheaply.
+                continue
+            calls += c
+            errors += e
+            total_ns += t
+            for slot, count in enumerate(_STATS_HIST.unpack_from(values, offset + _STATS_HEAD.size)):
+                hist[slot] += count
+        if calls:
+            out.append((pid, _signed32(nr), calls, errors, total_ns, tuple(hist)))
+    return out
+
+
+def parse_threads(keys: bytes, values: bytes, n: int) -> list[ThreadSyscallCounts]:
+    """One ThreadSyscallCounts per entry, summed over CPUs."""
+    return [
+        ThreadSyscallCounts(pid, tid, calls, errors, total_ns)
+        for (pid, tid, _), (calls, errors, total_ns) in percpu_entries(keys, values, n, _THREAD_KEY, _THREAD_VALUE)
+        if calls
+    ]
+
+
+def parse_errnos(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int]]:
+    """(pid, nr, errno, count) per entry, summed over CPUs."""
+    return [
+        (pid, _signed32(nr), err, count)
+        for (pid, nr, err, _), (count,) in percpu_entries(keys, values, n, _ERRNO_KEY, _COUNT)
+        if count
+    ]
+
+
+class SyscallProbe:
+    """Counts every syscall on the machine (or of one process) with eBPF.
+
+    Args:
+        target_pid: count only this process's syscalls. The others still
+            run the two tracepoint programs up to that check, about half of
+            what counting them would cost.
+    """
+
+    name: ClassVar[str] = "syscalls"
+    # compiling the program takes up to seconds: the collector starts it aside
+    slow_start: ClassVar[bool] = True
+
+    def __init__(self, target_pid: int | None = None) -> None:
+        self.target_pid = target_pid
+        self._focus = ThreadFocus(target_pid)
+        self._bpf: LoadedProgram | None = None
+        self._lost_before = [0] * len(LOST_REASONS)
+        self._new_task_returns_before = 0
+        self._generation = 0
+
+    def program(self) -> BpfProgram:
+        """What `start` compiles (for `--print-bpf`)."""
+        return syscalls_program(self.target_pid)
+
+    def start(self) -> None:
+        check_ebpf(tracefs=False)  # raw tracepoints attach by name
+        program = self.program()
+        # Compiled and loaded in a child process: orac holds only descriptors.
+        self._bpf = load_and_open(program, self._open_maps)
+
+    def _open_maps(self, bpf: LoadedProgram) -> None:
+        self._stats = MapDrain(bpf["stats"])
+        self._errnos = MapDrain(bpf["errnos"])
+        self._comms = MapDrain(bpf["comms"])
+        self._lost_table = bpf["lost"]
+        self._new_task_returns_table = bpf["new_task_returns"]
+        self._generation_table = bpf["generation"]
+        self._generation = 0
+        self._lost_before = self._read_lost()
+        self._new_task_returns_before = read_percpu_counters(self._new_task_returns_table, 1)[0]
+        focus_word = bpf["focus"]
+        self._focus.open(
+            bpf["thread_stats"], lambda pid: focus_word.update(_ARRAY_INDEX.pack(0), _ARRAY_INDEX.pack(pid))
+        )
+
+    def stop(self) -> None:
+        self._focus.close()
+        if self._bpf is not None:
+            unload_program(self._bpf)
+            self._bpf = None
+
+    @property
+    def focus_pid(self) -> int | None:
+        """The process whose threads are counted one by one."""
+        return self._focus.pid
+
+    def focus(self, pid: int | None) -> None:
+        """Count `pid`'s threads one by one from now on (None: nobody's)."""
+        self._focus.set(pid)
+
+    def _write_generation(self, generation: int) -> None:
+        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(generation))
+
+    def _read_lost(self) -> list[int]:
+        return read_percpu_counters(self._lost_table, len(LOST_REASONS))
+
+    def sample(self) -> SyscallsSample:
+        if self._bpf is None:
+            raise ProbeUnavailable("the syscalls probe is not running", "start it first")
+        # New events go to the next generation; once programs still counting
+        # into this one are done, its entries are complete and nobody writes them.
+        mono_ns = time.monotonic_ns()
+        self._generation = advance_generation(self._generation, self._write_generation)
+        active = _GENERATION.pack(self._generation)
+
+        def done(key: bytes) -> bool:
+            # Every generation but the new one: leftovers of an older tick too.
+            return key[-_GENERATION.size :] != active
+
+        comms = parse_comms(*self._comms.take(done), _COMM_KEY)
+        stats = parse_stats(*self._stats.take(done))
+        errnos = parse_errnos(*self._errnos.take(done))
+        threads = parse_threads(*self._focus.take(done))
+        lost_now = self._read_lost()
+        lost = {
+            reason: now - before for reason, now, before in zip(LOST_REASONS, lost_now, self._lost_before, strict=True)
+        }
+        self._lost_before = lost_now
+        returns_now = read_percpu_counters(self._new_task_returns_table, 1)[0]
+        new_task_returns = returns_now - self._new_task_returns_before
+        self._new_task_returns_before = returns_now
+
+        syscalls = tuple(
+            SyscallCounts(pid, nr, syscall_name(nr), calls, errors, total_ns, hist)
+            for pid, nr, calls, errors, total_ns, hist in stats
+        )
+        for entry in syscalls:
+            if entry.pid not in comms:
+                comms[entry.pid] = _proc_comm(entry.pid)
+        return SyscallsSample(
+            syscalls=syscalls,
+            errnos=tuple(
+                ErrnoCounts(pid, nr, syscall_name(nr), err, errno_name(err), count) for pid, nr, err, count in errnos
+            ),
+            comms=comms,
+            lost=lost,
+            events=sum(s.calls for s in syscalls) + lost["stats_map_full"] + lost["exit_without_enter"] + new_task_returns,
+            target_pid=self.target_pid,
+            focus_pid=self.focus_pid,
+            threads=tuple(t for t in threads if t.pid == self.focus_pid),
+            new_task_returns=new_task_returns,
+            mono_ns=mono_ns,
+        )
+
+
+def _proc_comm(pid: int) -> str:
+    # The kernel map had no room for the name; the process may have exited since.
+    return (read_text(f"/proc/{pid}/comm") or "").strip() or "?"
+
+
+# ---- derived view -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyBucket:
+    """Where a percentile of a log2 latency histogram lies: in [low_ns, high_ns).
+
+    A log2 histogram knows only which bucket each call fell in, so this range
+    is all it can honestly say of a percentile: sleeps of 10 ms are "8.4 to
+    16.8 ms", where interpolating inside the bucket made them 12.58 ms.
+    `high_ns` is None for the last bucket, which is open-ended.
+    """
+
+    low_ns: int
+    high_ns: int | None
+
+
+def log2_quantile_bucket(hist: Sequence[int], q: float) -> LatencyBucket | None:
+    """The bucket of a log2 histogram holding its q quantile (0 < q <= 1).
+
+    Bucket i counts values in [2**i, 2**(i+1)) ns (bucket 0 from 0); the q
+    quantile is in the first bucket where the count of values up to and
+    including it reaches q x total. None for an empty histogram.
+    """
+    total = sum(hist)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    last = len(hist) - 1
+    for slot, count in enumerate(hist):
+        seen += count
+        if count and seen >= rank:
+            return LatencyBucket(0 if slot == 0 else 1 << slot, None if slot == last else 1 << (slot + 1))
+    return LatencyBucket(1 << last, None)
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallRate:
+    """One syscall, of one process or of the whole system."""
+
+    name: str
+    calls_per_s: float
+    errors_per_s: float
+    top_errno: str | None  # the most frequent errno of the interval
+    mean_latency_ns: float | None  # exact: total time / calls
+    # the log2 bucket that holds the median, and the 99th percentile
+    p50_latency_bucket: LatencyBucket | None
+    p99_latency_bucket: LatencyBucket | None
+    latency_hist: tuple[int, ...]  # calls per log2 bucket (SyscallCounts.latency_hist)
+    errnos: tuple[tuple[str, float], ...]  # (errno name, errors/s), most frequent first
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSyscalls:
+    pid: int
+    comm: str
+    total: SyscallRate  # all its syscalls together, named "all"
+    syscalls: tuple[SyscallRate, ...]  # busiest first
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSyscallRate:
+    """All the syscalls of one thread of the focus process."""
+
+    tid: int
+    calls_per_s: float
+    errors_per_s: float
+    mean_latency_ns: float
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallsView:
+    processes: tuple[ProcessSyscalls, ...]  # busiest first
+    top_syscalls: tuple[SyscallRate, ...]  # the whole system's, busiest first (like syscount)
+    calls_per_s: float
+    errors_per_s: float
+    events_per_s: float
+    lost: Mapping[str, int]  # events lost in the interval, by reason
+    # new tasks' first returns from fork and clone: not lost (None: not told apart when recorded)
+    new_task_returns_per_s: float | None
+    # events/s x TRACING_NS_PER_SYSCALL: the estimated CPU the tracing takes,
+    # in percent of one CPU
+    overhead_cpu_percent: float
+    target_pid: int | None
+    focus_pid: int | None = None
+    threads: tuple[ThreadSyscallRate, ...] = ()  # the focus process's, busiest first
+
+
+class _Totals:
+    """Sums of SyscallCounts (one syscall of many processes, or many syscalls of one)."""
+
+    __slots__ = ("calls", "errors", "latency_total_ns", "hist", "errnos")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.latency_total_ns = 0
+        self.hist = [0] * HIST_SLOTS
+        self.errnos: dict[str, int] = defaultdict(int)
+
+    def add(self, entry: SyscallCounts) -> None:
+        self.calls += entry.calls
+        self.errors += entry.errors
+        self.latency_total_ns += entry.latency_total_ns
+        for slot, count in enumerate(entry.latency_hist):
+            self.hist[slot] += count
+
+    def rate(self, name: str, dt_s: float) -> SyscallRate:
+        timed = sum(self.hist)
+        # Ties go to the alphabetically first name, so the order is stable.
+        errnos = sorted(self.errnos.items(), key=lambda item: (-item[1], item[0]))
+        return SyscallRate(
+            name=name,
+            calls_per_s=self.calls / dt_s,
+            errors_per_s=self.errors / dt_s,
+            top_errno=errnos[0][0] if errnos else None,
+            mean_latency_ns=self.latency_total_ns / timed if timed else None,
+            p50_latency_bucket=log2_quantile_bucket(self.hist, 0.50),
+            p99_latency_bucket=log2_quantile_bucket(self.hist, 0.99),
+            latency_hist=tuple(self.hist),
+            errnos=tuple((errno, count / dt_s) for errno, count in errnos),
+        )
+
+
+def _busiest(rates: Iterable[SyscallRate]) -> tuple[SyscallRate, ...]:
+    return tuple(sorted(rates, key=lambda r: (-r.calls_per_s, r.name)))
+
+
+def derive_syscalls(prev: SyscallsSample, curr: SyscallsSample, dt_s: float) -> SyscallsView:
+    """Rates and rankings of one interval.
+
+    The probe empties its maps every tick, so `curr` alone covers the
+    interval; `prev` is taken for the signature all derive functions share.
+    """
+    per_pair: dict[tuple[int, str], _Totals] = defaultdict(_Totals)
+    per_process: dict[int, _Totals] = defaultdict(_Totals)
+    per_syscall: dict[str, _Totals] = defaultdict(_Totals)
+    for entry in curr.syscalls:
+        per_pair[entry.pid, entry.name].add(entry)
+        per_process[entry.pid].add(entry)
+        per_syscall[entry.name].add(entry)
+    for err in curr.errnos:
+        per_pair[err.pid, err.syscall].errnos[err.errno_name] += err.errors
+        per_process[err.pid].errnos[err.errno_name] += err.errors
+        per_syscall[err.syscall].errnos[err.errno_name] += err.errors
+
+    pair_rates: dict[int, list[SyscallRate]] = defaultdict(list)
+    for (pid, name), totals in per_pair.items():
+        pair_rates[pid].append(totals.rate(name, dt_s))
+    processes = sorted(
+        (
+            ProcessSyscalls(pid, curr.comms.get(pid, "?"), totals.rate("all", dt_s), _busiest(pair_rates[pid]))
+            for pid, totals in per_process.items()
+        ),
+        key=lambda p: (-p.total.calls_per_s, p.pid),
+    )
+
+    calls = sum(t.calls for t in per_process.values())
+    errors = sum(t.errors for t in per_process.values())
+    events_per_s = curr.events / dt_s
+    return SyscallsView(
+        processes=tuple(processes),
+        top_syscalls=_busiest(totals.rate(name, dt_s) for name, totals in per_syscall.items()),
+        calls_per_s=calls / dt_s,
+        errors_per_s=errors / dt_s,
+        events_per_s=events_per_s,
+        lost=dict(curr.lost),
+        new_task_returns_per_s=None if curr.new_task_returns is None else curr.new_task_returns / dt_s,
+        overhead_cpu_percent=events_per_s * TRACING_NS_PER_SYSCALL / 1e9 * 100,
+        target_pid=curr.target_pid,
+        focus_pid=curr.focus_pid,
+        threads=tuple(
+            sorted(
+                (
+                    ThreadSyscallRate(t.tid, t.calls / dt_s, t.errors / dt_s, t.latency_total_ns / t.calls)
+                    for t in curr.threads
+                ),
+                key=lambda t: (-t.calls_per_s, t.tid),
+            )
+        ),
+    )

@@ -1,0 +1,229 @@
+"""The "cpu" probe: per-CPU times, memory, page faults, pressure, load.
+
+Everything is parsed from /proc text by pure functions, so the same parsers
+run on live files and on recorded fixtures in tests. One read of /proc/stat
+gives CPU times, context switches and interrupts together (psutil would read
+it twice for cpu_times and cpu_stats).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from probes.contract import ProbeUnavailable
+from probes.host.procfs import NS_PER_TICK, read_text
+
+PRESSURE_RESOURCES = ("cpu", "memory", "io")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """Cumulative time one CPU (or all of them) spent in each mode."""
+
+    user_ns: int
+    nice_ns: int
+    system_ns: int
+    idle_ns: int
+    iowait_ns: int
+    irq_ns: int
+    softirq_ns: int
+    steal_ns: int
+    # N of the "cpuN" line; None for the all-CPU line. CPUs are matched by it
+    # across samples, since an offline CPU drops out of /proc/stat.
+    cpu_id: int | None = None
+
+    @property
+    def total_ns(self) -> int:
+        return (
+            self.user_ns + self.nice_ns + self.system_ns + self.idle_ns
+            + self.iowait_ns + self.irq_ns + self.softirq_ns + self.steal_ns
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """One /proc/pressure file. `full_*` is None for cpu on older kernels."""
+
+    some_avg10: float
+    some_total_us: int
+    full_avg10: float | None
+    full_total_us: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySample:
+    """From /proc/meminfo, in bytes (the file's kB are KiB).
+
+    `available_bytes` is MemAvailable, the kernel's estimate of what can be
+    allocated without swapping (MemFree on kernels before 3.14, which lack
+    it). `cached_bytes` is Cached + SReclaimable, free(1)'s "cache";
+    `shmem_bytes` is Shmem (tmpfs, /dev/shm, shared anonymous memory), which
+    Cached includes although it cannot be dropped, only swapped. None in
+    recordings made before orac kept it.
+    """
+
+    total_bytes: int
+    free_bytes: int
+    available_bytes: int
+    buffers_bytes: int
+    cached_bytes: int
+    swap_total_bytes: int
+    swap_free_bytes: int
+    shmem_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSample:
+    """Raw system-wide counters of one tick."""
+
+    hostname: str
+    kernel: str
+    uptime_s: float
+    load_avg: tuple[float, float, float]
+    cpu_total: CpuTimes
+    cpus: tuple[CpuTimes, ...]
+    context_switches: int
+    interrupts: int
+    memory: MemorySample
+    page_faults: int | None
+    major_page_faults: int | None
+    # resource -> Pressure, or None where the kernel has no PSI for it
+    pressure: dict[str, Pressure | None]
+    # time.monotonic_ns() as /proc/stat was read (the rates' counters;
+    # vmstat's come right after): None in recordings made before orac kept it
+    mono_ns: int | None = None
+
+
+def parse_cpu_line(fields: list[str], cpu_id: int | None = None) -> CpuTimes:
+    """Parse the numbers of one `cpu` line of /proc/stat (ticks) into ns."""
+    values = [int(v) * NS_PER_TICK for v in fields[:8]]
+    values += [0] * (8 - len(values))
+    return CpuTimes(*values, cpu_id=cpu_id)
+
+
+def parse_proc_stat(text: str) -> tuple[CpuTimes, tuple[CpuTimes, ...], int, int]:
+    """Return (all CPUs, per CPU, context switches, interrupts) from /proc/stat."""
+    total = None
+    cpus: list[CpuTimes] = []
+    ctxt = intr = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        key = fields[0]
+        if key == "cpu":
+            total = parse_cpu_line(fields[1:])
+        elif key.startswith("cpu"):
+            cpus.append(parse_cpu_line(fields[1:], int(key[3:])))
+        elif key == "ctxt":
+            ctxt = int(fields[1])
+        elif key == "intr":
+            intr = int(fields[1])
+    if total is None:
+        raise ValueError("/proc/stat has no cpu line")
+    return total, tuple(cpus), ctxt, intr
+
+
+def parse_meminfo(text: str) -> MemorySample:
+    """Parse /proc/meminfo. Cached counts reclaimable slab too, as free(1) does."""
+    kib: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            kib[name] = int(parts[0])
+    total = kib["MemTotal"] * 1024
+    free = kib.get("MemFree", 0) * 1024
+    available = kib.get("MemAvailable", kib.get("MemFree", 0)) * 1024
+    return MemorySample(
+        total_bytes=total,
+        free_bytes=free,
+        available_bytes=available,
+        buffers_bytes=kib.get("Buffers", 0) * 1024,
+        cached_bytes=(kib.get("Cached", 0) + kib.get("SReclaimable", 0)) * 1024,
+        swap_total_bytes=kib.get("SwapTotal", 0) * 1024,
+        swap_free_bytes=kib.get("SwapFree", 0) * 1024,
+        shmem_bytes=kib["Shmem"] * 1024 if "Shmem" in kib else None,
+    )
+
+
+def parse_vmstat_faults(text: str) -> tuple[int | None, int | None]:
+    """Return (pgfault, pgmajfault) counters from /proc/vmstat."""
+    faults = major = None
+    for line in text.splitlines():
+        if line.startswith("pgfault "):
+            faults = int(line.split()[1])
+        elif line.startswith("pgmajfault "):
+            major = int(line.split()[1])
+    return faults, major
+
+
+def parse_pressure(text: str) -> Pressure:
+    """Parse one /proc/pressure/<resource> file."""
+    rows: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        kind, *pairs = line.split()
+        rows[kind] = dict(p.split("=", 1) for p in pairs)
+    some = rows["some"]
+    full = rows.get("full")
+    return Pressure(
+        some_avg10=float(some["avg10"]),
+        some_total_us=int(some["total"]),
+        full_avg10=float(full["avg10"]) if full else None,
+        full_total_us=int(full["total"]) if full else None,
+    )
+
+
+def parse_loadavg(text: str) -> tuple[float, float, float]:
+    one, five, fifteen = text.split()[:3]
+    return float(one), float(five), float(fifteen)
+
+
+class SystemProbe:
+    """Samples system-wide CPU, memory and pressure counters from /proc."""
+
+    name: ClassVar[str] = "cpu"
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self._proc = proc
+        self._hostname = socket.gethostname()
+        self._kernel = os.uname().release
+
+    def start(self) -> None:
+        if read_text(f"{self._proc}/stat") is None:
+            raise ProbeUnavailable(f"{self._proc}/stat is not readable", "mount procfs on /proc")
+
+    def sample(self) -> SystemSample:
+        proc = self._proc
+        mono_ns = time.monotonic_ns()
+        total, cpus, ctxt, intr = parse_proc_stat(read_text(f"{proc}/stat") or "")
+        faults, major = parse_vmstat_faults(read_text(f"{proc}/vmstat") or "")
+        pressure: dict[str, Pressure | None] = {}
+        for resource in PRESSURE_RESOURCES:
+            text = read_text(f"{proc}/pressure/{resource}")
+            # Kernels without CONFIG_PSI, or booted with psi=0, have no file or
+            # refuse the read (EOPNOTSUPP): that is "no data", not zero.
+            pressure[resource] = parse_pressure(text) if text else None
+        uptime = read_text(f"{proc}/uptime") or "0"
+        return SystemSample(
+            hostname=self._hostname,
+            kernel=self._kernel,
+            uptime_s=float(uptime.split()[0]),
+            load_avg=parse_loadavg(read_text(f"{proc}/loadavg") or "0 0 0"),
+            cpu_total=total,
+            cpus=cpus,
+            context_switches=ctxt,
+            interrupts=intr,
+            memory=parse_meminfo(read_text(f"{proc}/meminfo") or "MemTotal: 0 kB"),
+            page_faults=faults,
+            major_page_faults=major,
+            pressure=pressure,
+            mono_ns=mono_ns,
+        )
+
+    def stop(self) -> None:
+        pass

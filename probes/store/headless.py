@@ -1,0 +1,118 @@
+"""Recording with no screen (`orac record`): sample on a fixed schedule until a duration, Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable, Sequence
+
+from probes.contract import Probe
+from probes.model.collector import (
+    sample_frame,
+    start_probes,
+)
+from probes.store.format import RecordingError
+from probes.store.writer import Recorder
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordStats:
+    """How a recording is going: passed to `on_progress` and returned by `record`."""
+
+    path: Path
+    frames: int
+    file_bytes: int
+    elapsed_s: float
+
+
+def _file_bytes(path: Path) -> int:
+    total = 0
+    for name in (str(path), f"{path}-wal"):
+        try:
+            total += os.path.getsize(name)
+        except OSError:
+            pass
+    return total
+
+
+def record(
+    path: str | os.PathLike[str],
+    probes: Sequence[Probe[Any]],
+    interval_s: float,
+    duration_s: float | None = None,
+    *,
+    redact: bool = True,
+    overwrite: bool = False,
+    on_progress: Callable[[RecordStats], None] | None = None,
+    stop: threading.Event | None = None,
+) -> RecordStats:
+    """Record `probes` every `interval_s` into a new file, headless.
+
+    Runs until `duration_s` has passed (the last sample is taken at
+    duration_s, so a recording of D seconds holds D/interval intervals of
+    rates), `stop` is set, or SIGINT/SIGTERM arrives; in each case the file
+    is closed cleanly. Samples keep to a fixed schedule (start + k *
+    interval); a tick missed because the machine was too busy is skipped,
+    not caught up in a burst. `on_progress` is called after each frame.
+
+    Raises:
+        RecordingError: the file cannot be created or written, or no probe
+            can run.
+    """
+    stop = stop if stop is not None else threading.Event()
+    running, unavailable = start_probes(probes)
+    try:
+        if not running:
+            reasons = "; ".join(f"{name}: {reason}" for name, (reason, _) in unavailable.items())
+            raise RecordingError(f"no probe can run ({reasons})")
+        with Recorder(
+            path, interval_s=interval_s, probes=[p.name for p in probes], unavailable=unavailable,
+            redact=redact, overwrite=overwrite,
+        ) as recorder, _stop_on_signals(stop):
+            start = time.monotonic()
+            tick = 0
+            while True:
+                recorder.append(sample_frame(running, unavailable))
+                now = time.monotonic()
+                stats = RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), now - start)
+                if on_progress is not None:
+                    on_progress(stats)
+                tick = max(tick + 1, math.ceil((now - start) / interval_s))
+                due = start + tick * interval_s
+                # A little slack so that 10 s at 1 s ends with the sample at 10 s.
+                if duration_s is not None and due - start > duration_s + interval_s / 10:
+                    break
+                if stop.wait(max(0.0, due - time.monotonic())):
+                    break
+        return RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), time.monotonic() - start)
+    finally:
+        for probe in running:
+            probe.stop()
+
+
+class _stop_on_signals:
+    """Within the block, SIGINT and SIGTERM set `stop` instead of killing the
+    process, so the recording is closed properly. Only the main thread can
+    install handlers; elsewhere the caller's `stop` is the way to end it."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self._stop.set()
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
