@@ -1,4 +1,8 @@
-"""Every probe orac knows, in the order panes and `orac doctor` list them."""
+"""Every probe orac knows: the one list the collector, derive_frame, `orac doctor`, dump and the panes learn from.
+
+A new probe is one module in probes/sources/ ending in its ProbeSpec, and one
+line in PROBES.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,22 @@ import dataclasses
 from types import ModuleType
 from typing import Any, Iterable, Sequence
 
-from probes.contract import Probe
+from probes.contract import Probe, ProbeSpec
 from probes.sources import gpu, offcpu, processes, profile, syscalls, system, threads
-from probes.sources.gpu import GpuProbe
-from probes.sources.offcpu import OffCpuProbe
-from probes.sources.processes import ProcessProbe
-from probes.sources.syscalls import SyscallProbe
-from probes.sources.system import SystemProbe
 from probes.store.codec import register_type
+
+# In the order panes and `orac doctor` list them. Those with a `make` run
+# system-wide; the others only in a drill-down.
+PROBES: tuple[ProbeSpec[Any, Any], ...] = (
+    system.SYSTEM,
+    processes.PROCESSES,
+    gpu.GPU,
+    syscalls.SYSCALLS,
+    offcpu.OFFCPU,
+    profile.PROFILE,
+    threads.THREADS,
+)
+_BY_NAME = {spec.name: spec for spec in PROBES}
 
 # A recording names each sample type by module and class. These modules sat
 # in probes/ itself when their types were first recorded; they keep those
@@ -40,8 +52,14 @@ def _register_recorded_names() -> None:
 _register_recorded_names()
 
 
+def spec_named(name: str) -> ProbeSpec[Any, Any] | None:
+    """The probe a frame's samples or a --probes list call `name`."""
+    return _BY_NAME.get(name)
+
+
 def all_probes() -> list[Probe[Any]]:
-    return [SystemProbe(), ProcessProbe(), GpuProbe(), SyscallProbe(), OffCpuProbe()]
+    """A new instance of every system-wide probe."""
+    return [spec.make() for spec in PROBES if spec.make is not None]
 
 
 def select_probes(names: Iterable[str], probes: Sequence[Probe[Any]]) -> list[Probe[Any]]:

@@ -27,6 +27,7 @@ import pytest
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf import loader as ebpf_loader
+from probes.ebpf import programs
 from probes.ebpf.bpf import (
     BPF_MAP_TYPE_ARRAY,
     BPF_MAP_TYPE_HASH,
@@ -40,7 +41,6 @@ from probes.ebpf.bpf import (
     link_prog_id,
 )
 from probes.ebpf.checks import BCC_INSTALL, check_ebpf
-from probes.ebpf import programs
 from probes.ebpf.programs import BpfProgram, first_error_line, load_program
 from probes.ebpf.syscall_names import syscall_table
 from probes.sources.syscalls import HIST_SLOTS, SyscallProbe, syscalls_program

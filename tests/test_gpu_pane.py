@@ -17,8 +17,8 @@ from synthetic import processes_sample
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
-from probes.model.views import ProcessesView, derive_processes
 from probes.sources.gpu import GpuProbe, GpuSample, GpuView, derive_gpu
+from probes.sources.processes import ProcessesView, derive_processes
 from themes import DEFAULT_THEME, THEMES
 from tui.gpu_pane import GpuPane
 from tui.process_table import ProcessTable

@@ -13,8 +13,7 @@ import synthetic
 from ui import until_drawn
 
 from probes.model.collector import FrameSequence
-from probes.model.views import derive_processes
-from probes.sources.processes import ProcessProbe
+from probes.sources.processes import ProcessProbe, derive_processes
 from tui.app import OracApp
 from tui.process_screen import ProcessScreen
 from tui.process_table import ProcessTable

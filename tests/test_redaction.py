@@ -10,15 +10,9 @@ import time
 import pytest
 from synthetic import frames
 
+from probes.host.procfs import shown
 from probes.model.collector import Collector
-from probes.model.redaction import (
-    MASK,
-    RULES,
-    FrameRedactor,
-    Rule,
-    redact_cmdline,
-    shown,
-)
+from probes.model.redaction import MASK, RULES, FrameRedactor, Rule, redact_cmdline
 from probes.sources.processes import ProcessProbe
 from probes.sources.system import SystemProbe
 

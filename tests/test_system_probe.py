@@ -13,12 +13,12 @@ import pytest
 
 from probes.contract import ProbeUnavailable
 from probes.host.procfs import NS_PER_TICK
-from probes.model.views import derive_system
 from probes.sources.system import (
     CpuTimes,
     MemorySample,
     Pressure,
     SystemProbe,
+    derive_system,
     parse_loadavg,
     parse_meminfo,
     parse_pressure,

@@ -20,17 +20,22 @@ import pytest
 from probes.host.procfs import CLOCK_TICKS_PER_S, PAGE_SIZE_BYTES
 from probes.model.frame import Frame
 from probes.model.history import ProcessHistory
-from probes.model.views import (
-    CpuUsage,
+from probes.model.views import derive_frame
+from probes.sources.processes import (
+    ProcessesSample,
     ProcessesView,
+    ProcessProbe,
     ProcessView,
-    SystemView,
-    derive_frame,
+    ProcSample,
     derive_processes,
+)
+from probes.sources.system import (
+    CpuUsage,
+    Pressure,
+    SystemProbe,
+    SystemView,
     derive_system,
 )
-from probes.sources.processes import ProcessesSample, ProcessProbe, ProcSample
-from probes.sources.system import Pressure, SystemProbe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 T0 = FIXTURES / "t0"

@@ -16,10 +16,14 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from probes.contract import Views
 from probes.model.collector import FrameCallback
 from probes.model.frame import Frame
 from probes.model.history import ProcessHistory
+from probes.sources.gpu import GPU
+from probes.sources.processes import PROCESSES
 from probes.sources.profile import DEFAULT_FREQUENCY_HZ
+from probes.sources.system import SYSTEM
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
 from .drilldown import DrillDown
@@ -89,7 +93,7 @@ class OracApp(App[None]):
         self.screenshot_dir = screenshot_dir
         self.history = ProcessHistory()
         self.probe_columns = probe_columns()
-        self.views: dict[str, Any] = {}
+        self.views = Views()
         self.frame: Frame | None = None
         # A ReplaySource (probes.store.replay, imported only to record or replay).
         self.replaying = hasattr(source, "recording")
@@ -186,14 +190,15 @@ class OracApp(App[None]):
             bar.error = None
             bar.show(self.source.position())
         self.views = views
-        if "procs" in views:
-            self.history.add(views["procs"].processes)
-        self.query_one(HeaderBar).update_views(views.get("cpu"), views.get("procs"))
+        processes = views.get(PROCESSES)
+        if processes is not None:
+            self.history.add(processes.processes)
+        self.query_one(HeaderBar).update_views(views.get(SYSTEM), processes)
         table = self.query_one(ProcessTable)
         for column in self.probe_columns:
             column.update(table, frame, views)
-        if "gpu" in views:
-            self.query_one(GpuPane).set_host_processes(views.get("procs"))
+        if views.get(GPU) is not None:
+            self.query_one(GpuPane).set_host_processes(processes)
         for screen in self.screen_stack:
             self._feed(screen, frame, views)
             for drill in screen.query(DrillDown):
@@ -209,7 +214,7 @@ class OracApp(App[None]):
         self._update_flags()
         self.notify(f"{message.error}; sampling goes on", title="Recording stopped", severity="error", timeout=30)
 
-    def _feed(self, screen: Screen[Any], frame: Frame, views: dict[str, Any]) -> None:
+    def _feed(self, screen: Screen[Any], frame: Frame, views: Views) -> None:
         feed(screen.query(Pane), frame, views)
 
     def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
@@ -217,7 +222,7 @@ class OracApp(App[None]):
             message.pid,
             self.history.series(message.pid),
             live=self.source.live,
-            current=self.views.get("procs"),
+            current=self.views.get(PROCESSES),
             shared=self.system_wide_probes(),
             profile_hz=self.profile_hz,
             redact=self.redact,

@@ -334,9 +334,9 @@ def recording_span(recording: Any) -> str:
 
 def snapshot(options: argparse.Namespace) -> int:
     from probes.model.collector import sample_frame, start_probes
-    from probes.model.views import cpu_sort_key, derive_frame
-    from probes.sources.processes import ProcessProbe
-    from probes.sources.system import SystemProbe
+    from probes.model.views import derive_frame
+    from probes.sources.processes import PROCESSES, ProcessProbe, cpu_sort_key
+    from probes.sources.system import SYSTEM, SystemProbe
 
     # Only what the snapshot prints: loading eBPF or NVML here would cost
     # seconds and memory for nothing.
@@ -349,13 +349,14 @@ def snapshot(options: argparse.Namespace) -> int:
         for probe in running:
             probe.stop()
     views = derive_frame(first, second)
-    procs = sorted(views["procs"].processes, key=cpu_sort_key, reverse=True) if "procs" in views else []
+    processes = views.get(PROCESSES)
+    procs = sorted(processes.processes, key=cpu_sort_key, reverse=True) if processes is not None else []
     if options.top > 0:
         procs = procs[: options.top]
     data: dict[str, Any] = {
         "time": second.wall_ns / 1e9,
         "interval_s": (second.mono_ns - first.mono_ns) / 1e9,
-        "system": dataclasses.asdict(views["cpu"]) if "cpu" in views else None,
+        "system": dataclasses.asdict(system) if (system := views.get(SYSTEM)) is not None else None,
         "processes": [dataclasses.asdict(p) for p in procs],
         "unavailable": {name: {"reason": r, "remedy": f} for name, (r, f) in second.unavailable.items()},
     }

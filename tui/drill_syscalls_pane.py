@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from operator import attrgetter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
-from probes.sources.syscalls import SyscallRate, SyscallsView
+from probes.contract import ProbeSpec
+from probes.sources.syscalls import SYSCALLS, SyscallRate, SyscallsView
 
 from .format import human_duration_ns, human_rate, latency_bucket
 from .histogram import BUCKET_LABEL_WIDTH, COUNT_WIDTH, histogram_lines
@@ -71,7 +72,7 @@ def detail_lines(rate: SyscallRate, width: int) -> str:
 class DrillSyscallsPane(DetailPane):
     """The drill-down process's syscalls, narrowed from the "syscalls" probe's view."""
 
-    PROBE: ClassVar[str] = "syscalls"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = SYSCALLS
 
     DEFAULT_CSS = """
     DrillSyscallsPane { height: 1fr; }

@@ -16,8 +16,15 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import DataTable
 
-from probes.model.views import ProcessesView, ProcessView
-from probes.sources.gpu import GpuDeviceView, GpuProcessView, GpuView, MigInstanceSample
+from probes.contract import ProbeSpec, Unavailable
+from probes.sources.gpu import (
+    GPU,
+    GpuDeviceView,
+    GpuProcessView,
+    GpuView,
+    MigInstanceSample,
+)
+from probes.sources.processes import ProcessesView, ProcessView
 
 from .format import MISSING, human_bytes, percent
 from .line_table import fit
@@ -96,7 +103,7 @@ class GpuDevices(Widget):
         super().__init__(**kwargs)
         self.view: GpuView | None = None
         # (reason, remedy) when the probe cannot run
-        self.unavailable: tuple[str, str] | None = None
+        self.unavailable: Unavailable | None = None
 
     def render(self) -> Text:
         s = {
@@ -197,7 +204,7 @@ class GpuDevices(Widget):
 class GpuPane(Pane):
     """NVIDIA GPUs: a card per device, then the processes using them."""
 
-    PROBE: ClassVar[str] = "gpu"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = GPU
 
     DEFAULT_CSS = """
     GpuPane {

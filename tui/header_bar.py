@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from probes.model.views import ProcessesView, SystemView
+from probes.sources.processes import ProcessesView
+from probes.sources.system import SystemView
 
 from .format import uptime
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.message import Message
 
+from probes.contract import Views
 from probes.model.frame import Frame
 
 
 class FrameReady(Message):
     """A new frame and its derived views, posted from the source's thread."""
 
-    def __init__(self, frame: Frame, views: dict[str, Any]) -> None:
+    def __init__(self, frame: Frame, views: Views) -> None:
         super().__init__()
         self.frame = frame
         self.views = views

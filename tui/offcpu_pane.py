@@ -22,7 +22,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
-from probes.sources.offcpu import OffCpuView, ProcessOffCpu, StackRate
+from probes.contract import ProbeSpec
+from probes.sources.offcpu import OFFCPU, OffCpuView, ProcessOffCpu, StackRate
 from probes.sources.syscalls import LatencyBucket
 
 from .format import human_duration_ns, human_rate, latency_bucket, percent
@@ -146,7 +147,7 @@ def _markup(runs: list[tuple[str, list[str]]]) -> str:
 class OffCpuPane(DetailPane):
     """Fed by the "offcpu" eBPF probe."""
 
-    PROBE: ClassVar[str] = "offcpu"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = OFFCPU
 
     DEFAULT_CSS = """
     OffCpuPane { height: 1fr; }

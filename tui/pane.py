@@ -9,6 +9,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
+from probes.contract import ProbeSpec, Unavailable, Views
 from probes.model.frame import Frame
 
 
@@ -19,10 +20,10 @@ class Pane(Widget):
     that cannot run gives the pane its reason and remedy to show instead.
     """
 
-    PROBE: ClassVar[str]
+    PROBE: ClassVar[ProbeSpec[Any, Any]]
     # Other probes whose views this pane joins with its own; `feed` leaves
-    # them in `joined`, and their (reason, remedy) in `joined_unavailable`.
-    JOINS: ClassVar[tuple[str, ...]] = ()
+    # them in `joined`, and why they could not run in `joined_unavailable`.
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = ()
 
     DEFAULT_CSS = """
     Pane {
@@ -34,9 +35,9 @@ class Pane(Widget):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.view: Any = None
-        self.unavailable: tuple[str, str] | None = None
-        self.joined: dict[str, Any] = {}
-        self.joined_unavailable: dict[str, tuple[str, str]] = {}
+        self.unavailable: Unavailable | None = None
+        self.joined = Views()
+        self.joined_unavailable: dict[str, Unavailable] = {}
 
     def show_view(self, view: Any) -> None:
         # The first view, or one after an outage, changes the pane's height;
@@ -49,14 +50,14 @@ class Pane(Widget):
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
         if self.unavailable != (reason, remedy):
-            self.unavailable = (reason, remedy)
+            self.unavailable = Unavailable(reason, remedy)
             self.add_class("-unavailable")
             self.refresh(layout=True)
 
     def unavailable_text(self) -> str:
         assert self.unavailable is not None
         reason, remedy = self.unavailable
-        return f"{self.PROBE}: {reason}" + (f"\n{remedy}" if remedy else "")
+        return f"{self.PROBE.name}: {reason}" + (f"\n{remedy}" if remedy else "")
 
 
 
@@ -89,19 +90,23 @@ class MessagePane(Pane):
         """Show `view`: the subclass's tables."""
         raise NotImplementedError
 
-def feed(panes: Iterable[Pane], frame: Frame, views: dict[str, Any]) -> None:
+def feed(panes: Iterable[Pane], frame: Frame, views: Views) -> None:
     """Give each pane its probe's view, or why there is none."""
     for pane in panes:
         if pane.JOINS:
-            pane.joined = {name: views[name] for name in pane.JOINS if name in views}
-            pane.joined_unavailable = {name: frame.unavailable[name] for name in pane.JOINS if name in frame.unavailable}
-        if pane.PROBE in views:
-            pane.show_view(views[pane.PROBE])
-        elif pane.PROBE in frame.unavailable:
-            pane.show_unavailable(*frame.unavailable[pane.PROBE])
-        elif pane.PROBE not in frame.samples:
+            pane.joined = Views({spec.name: views[spec.name] for spec in pane.JOINS if spec.name in views})
+            pane.joined_unavailable = {
+                spec.name: frame.unavailable[spec.name] for spec in pane.JOINS if spec.name in frame.unavailable
+            }
+        name = pane.PROBE.name
+        view = views.get(pane.PROBE)
+        if view is not None:
+            pane.show_view(view)
+        elif name in frame.unavailable:
+            pane.show_unavailable(*frame.unavailable[name])
+        elif name not in frame.samples:
             # A recording made without this probe, or fixed frames.
-            pane.show_unavailable(f"no {pane.PROBE} data in what is shown", "")
+            pane.show_unavailable(f"no {name} data in what is shown", "")
 
 
 class DetailPane(MessagePane):

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from probes.contract import ProbeSpec, Views
 from probes.model.frame import Frame
+from probes.sources.gpu import GPU
+from probes.sources.offcpu import OFFCPU
+from probes.sources.syscalls import SYSCALLS
 
 from .format import human_bytes, human_rate
 from .line_table import Column
@@ -16,7 +20,7 @@ from .process_table import ProcessTable
 class ProbeColumn:
     """A column fed by one probe's view: pid -> value, formatted per cell."""
 
-    probe: str
+    probe: ProbeSpec[Any, Any]
     key: str
     label: str
     width: int
@@ -43,12 +47,12 @@ class ProbeColumn:
             right=True, descending=True, min_table_width=self.min_table_width,
         )
 
-    def update(self, table: ProcessTable, frame: Frame, views: dict[str, Any]) -> None:
+    def update(self, table: ProcessTable, frame: Frame, views: Views) -> None:
         view = views.get(self.probe)
         if view is None:
             # Keep the column through the one tick with no view yet (first
             # sample); drop it when the probe is not running at all.
-            if self.probe not in frame.samples:
+            if self.probe.name not in frame.samples:
                 table.hide_column(self.key)
             return
         self.values.clear()
@@ -59,12 +63,12 @@ class ProbeColumn:
 def probe_columns() -> list[ProbeColumn]:
     return [
         ProbeColumn(
-            "syscalls", "syscalls", "SYSC/s", 6,
+            SYSCALLS, "syscalls", "SYSC/s", 6,
             lambda view: {p.pid: p.total.calls_per_s for p in view.processes}, human_rate, absent=0.0,
         ),
         # At 80 columns the command keeps its room; the off-CPU pane has the figure.
         ProbeColumn(
-            "offcpu", "offcpu", "OFFCPU", 6, lambda view: view.off_cpu_by_pid(), lambda v: f"{v:.2f}", min_table_width=100,
+            OFFCPU, "offcpu", "OFFCPU", 6, lambda view: view.off_cpu_by_pid(), lambda v: f"{v:.2f}", min_table_width=100,
         ),
-        ProbeColumn("gpu", "gpu_memory", "GPUMEM", 6, lambda view: view.memory_by_pid(), human_bytes),
+        ProbeColumn(GPU, "gpu_memory", "GPUMEM", 6, lambda view: view.memory_by_pid(), human_bytes),
     ]

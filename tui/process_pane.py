@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input
 
+from probes.contract import ProbeSpec
 from probes.host.signals import NotThatProcess, send_signal
-from probes.model.views import ProcessesView, ProcessView
+from probes.sources.processes import PROCESSES, ProcessesView, ProcessView
 
 from .choice_screen import ChoiceScreen
 from .pane import Pane
@@ -23,7 +24,7 @@ from .signal_screen import SignalScreen
 class ProcessPane(Pane):
     """Every process, fed by the "procs" probe."""
 
-    PROBE: ClassVar[str] = "procs"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = PROCESSES
 
     # The filter's and search's keys are priority bindings: the app handles
     # them as they arrive, in order, before handing the next key to the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import Any, ClassVar, Iterable
 
 from rich.markup import escape
 from textual import work
@@ -14,9 +14,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Sparkline, Static
 
+from probes.contract import ProbeSpec
 from probes.host.process_details import ProcessDetails, ProcessGone, read_details
-from probes.model.redaction import redact_cmdline, shown
-from probes.model.views import ProcessesView, ProcessView
+from probes.host.procfs import shown
+from probes.model.redaction import redact_cmdline
+from probes.sources.processes import PROCESSES, ProcessesView, ProcessView
 from probes.sources.profile import DEFAULT_FREQUENCY_HZ
 
 from .drilldown import DrillDown
@@ -40,7 +42,7 @@ def _detail(value: object) -> str:
 class ProcessSummary(Pane):
     """The chosen process's row of the "procs" view, its details and history."""
 
-    PROBE: ClassVar[str] = "procs"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = PROCESSES
 
     DEFAULT_CSS = """
     ProcessSummary { height: auto; padding: 0 1; }

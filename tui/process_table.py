@@ -15,7 +15,7 @@ from rich.style import Style
 from textual.binding import Binding
 from textual.message import Message
 
-from probes.model.views import ProcessView, cpu_sort_key
+from probes.sources.processes import ProcessView, cpu_sort_key
 
 from .format import cpu_time, human_bytes, percent
 from .line_table import Column, LineTable

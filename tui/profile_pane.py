@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from probes.sources.profile import FunctionShare, HotStack, ProfileView
+from probes.contract import ProbeSpec
+from probes.sources.profile import PROFILE, FunctionShare, HotStack, ProfileView
 
 from .line_table import Column, LineTable
 from .pane import MessagePane
@@ -35,7 +36,7 @@ STACK_COLUMNS: list[Column[HotStack]] = [
 class ProfilePane(MessagePane):
     """Fed by the drill-down's "profile" probe."""
 
-    PROBE: ClassVar[str] = "profile"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = PROFILE
 
     DEFAULT_CSS = """
     ProfilePane { height: 1fr; }

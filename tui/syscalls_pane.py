@@ -15,7 +15,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
+from probes.contract import ProbeSpec
 from probes.sources.syscalls import (
+    SYSCALLS,
     LatencyBucket,
     ProcessSyscalls,
     SyscallRate,
@@ -97,7 +99,7 @@ def tracing_subtitle(view: SyscallsView) -> str:
 class SyscallsPane(MessagePane):
     """Fed by the "syscalls" eBPF probe."""
 
-    PROBE: ClassVar[str] = "syscalls"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = SYSCALLS
 
     DEFAULT_CSS = """
     SyscallsPane { height: 1fr; }

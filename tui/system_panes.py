@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
 
-from probes.model.views import CpuUsage, SystemView
+from probes.contract import ProbeSpec
+from probes.sources.system import SYSTEM, CpuUsage, SystemView
 
 from .format import MISSING, human_bytes, human_rate, percent
 from .pane import Pane
@@ -35,7 +36,7 @@ def bar(width: int, parts: list[tuple[float, Style]], empty: Style) -> Text:
 class CpuPane(Pane):
     """Per-CPU busy bars split by mode, switch and interrupt rates, PSI."""
 
-    PROBE: ClassVar[str] = "cpu"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = SYSTEM
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "cpu-pane--user",
@@ -150,7 +151,7 @@ class MemoryPane(Pane):
     (Shmem) the part of it that cannot be dropped, so it is inside used too.
     """
 
-    PROBE: ClassVar[str] = "cpu"
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = SYSTEM
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "memory-pane--used",

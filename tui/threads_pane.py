@@ -17,10 +17,11 @@ from rich.markup import escape
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from probes.sources.offcpu import OffCpuView
-from probes.sources.profile import ProfileView
-from probes.sources.syscalls import SyscallsView
-from probes.sources.threads import ThreadsView
+from probes.contract import ProbeSpec, Unavailable
+from probes.sources.offcpu import OFFCPU, OffCpuView
+from probes.sources.profile import PROFILE, ProfileView
+from probes.sources.syscalls import SYSCALLS, SyscallsView
+from probes.sources.threads import THREADS, ThreadsView
 
 from .format import MISSING, human_duration_ns, human_rate, percent
 from .line_table import Column, LineTable
@@ -118,12 +119,14 @@ THREAD_COLUMNS: list[Column[ThreadRow]] = [
 ]
 
 
-def _missing_reason(probe: str, view: Any, pid: int, unavailable: Mapping[str, tuple[str, str]]) -> str | None:
+def _missing_reason(
+    probe: ProbeSpec[Any, Any], view: Any, pid: int, unavailable: Mapping[str, Unavailable]
+) -> str | None:
     """Why a probe's per-thread numbers are not in the table, or None when they are."""
     if _focused(view, pid) is not None:
         return None
-    if probe in unavailable:
-        return unavailable[probe][0]
+    if probe.name in unavailable:
+        return unavailable[probe.name].reason
     if view is None:
         return "not in what is shown"
     return "not counted per thread for this process in what is shown"
@@ -132,8 +135,8 @@ def _missing_reason(probe: str, view: Any, pid: int, unavailable: Mapping[str, t
 class ThreadsPane(MessagePane):
     """Fed by the "threads" probe, joined with the eBPF probes' per-thread counts."""
 
-    PROBE: ClassVar[str] = "threads"
-    JOINS: ClassVar[tuple[str, ...]] = ("offcpu", "syscalls", "profile")
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = THREADS
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (OFFCPU, SYSCALLS, PROFILE)
 
     DEFAULT_CSS = """
     ThreadsPane { height: 1fr; }
@@ -162,7 +165,7 @@ class ThreadsPane(MessagePane):
             self.border_title = f"{self.counts}  [$error]exited: last data[/]"
             return
         joined = self.joined
-        rows = join_threads(view, joined.get("offcpu"), joined.get("syscalls"), joined.get("profile"))
+        rows = join_threads(view, joined.get(OFFCPU), joined.get(SYSCALLS), joined.get(PROFILE))
         table = self.query_one("#threads", LineTable)
         table.set_rows([(row, "") for row in table.ordered(rows)])
         running = sum(1 for t in view.threads if t.state == "R")
@@ -170,7 +173,7 @@ class ThreadsPane(MessagePane):
         self.border_title = self.counts
         missing = [
             f"{what}: {reason}"
-            for what, probe in (("off-CPU", "offcpu"), ("syscalls", "syscalls"))
+            for what, probe in (("off-CPU", OFFCPU), ("syscalls", SYSCALLS))
             if (reason := _missing_reason(probe, joined.get(probe), self.pid, self.joined_unavailable)) is not None
         ]
         self.border_subtitle = escape("; ".join(missing))

@@ -8,7 +8,7 @@ from typing import Callable, TypeVar
 
 import psutil
 
-from probes.model.redaction import ARG_SEPARATOR
+from probes.host.procfs import ARG_SEPARATOR
 
 T = TypeVar("T")
 

@@ -44,3 +44,13 @@ def read_bytes(path: str, whole: bool = False) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+# Between the arguments of /proc/PID/cmdline, kept so that each one's end is
+# known (probes.model.redaction masks argument by argument).
+ARG_SEPARATOR = "\0"
+
+
+def shown(cmdline: str) -> str:
+    """A command line as one line of text: its arguments separated by spaces."""
+    return cmdline.replace(ARG_SEPARATOR, " ")

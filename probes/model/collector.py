@@ -10,12 +10,12 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from probes.contract import Probe, ProbeUnavailable
+from probes.contract import Probe, ProbeUnavailable, Unavailable, Views
 from probes.model.frame import Frame
 from probes.model.redaction import FrameRedactor
 from probes.model.views import derive_frame
 
-FrameCallback = Callable[[Frame, dict[str, Any]], None]
+FrameCallback = Callable[[Frame, Views], None]
 
 
 class FrameSink(Protocol):
@@ -31,26 +31,28 @@ MAX_INTERVAL_S = 60.0
 FIRST_INTERVAL_S = 0.25
 # Shown by a pane whose probe is still starting (an eBPF compile takes seconds).
 STARTING = "starting: compiling its eBPF program, a few seconds"
-LEFT_OUT = ("not started: left out with --probes", "")
+LEFT_OUT = Unavailable("not started: left out with --probes")
 
 
-def start_probes(probes: Iterable[Probe[Any]]) -> tuple[list[Probe[Any]], dict[str, tuple[str, str]]]:
+def start_probes(probes: Iterable[Probe[Any]]) -> tuple[list[Probe[Any]], dict[str, Unavailable]]:
     """Start each probe; return those running and (reason, remedy) for the rest."""
     running: list[Probe[Any]] = []
-    unavailable: dict[str, tuple[str, str]] = {}
+    unavailable: dict[str, Unavailable] = {}
     for probe in probes:
         try:
             probe.start()
         except ProbeUnavailable as exc:
-            unavailable[probe.name] = (exc.reason, exc.remedy)
+            unavailable[probe.name] = exc.unavailable
         except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the rest
-            unavailable[probe.name] = (f"{probe.name} probe failed to start: {exc!r}", "please report this as a bug")
+            unavailable[probe.name] = Unavailable(
+                f"{probe.name} probe failed to start: {exc!r}", "please report this as a bug"
+            )
         else:
             running.append(probe)
     return running, unavailable
 
 
-def sample_frame(probes: Iterable[Probe[Any]], unavailable: dict[str, tuple[str, str]]) -> Frame:
+def sample_frame(probes: Iterable[Probe[Any]], unavailable: dict[str, Unavailable]) -> Frame:
     """Sample every running probe once.
 
     A probe that fails mid-run is reported as unavailable from then on instead
@@ -65,9 +67,9 @@ def sample_frame(probes: Iterable[Probe[Any]], unavailable: dict[str, tuple[str,
         try:
             samples[probe.name] = probe.sample()
         except ProbeUnavailable as exc:
-            unavailable[probe.name] = (exc.reason, exc.remedy)
+            unavailable[probe.name] = exc.unavailable
         except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the rest
-            unavailable[probe.name] = (f"{probe.name} probe failed: {exc!r}", "please report this as a bug")
+            unavailable[probe.name] = Unavailable(f"{probe.name} probe failed: {exc!r}", "please report this as a bug")
     return Frame(wall_ns=wall_ns, mono_ns=mono_ns, samples=samples, unavailable=dict(unavailable))
 
 
@@ -102,7 +104,7 @@ class Collector:
         # the thread that starts slow probes, and add/remove_probes callers
         self._lock = threading.Lock()
         self._running: list[Probe[Any]] = []
-        self._unavailable: dict[str, tuple[str, str]] = {}
+        self._unavailable: dict[str, Unavailable] = {}
         # names removed while their probe may still be starting
         self._dropped: set[str] = set()
         # the process whose threads probes count one by one (a drill-down's)
@@ -139,7 +141,7 @@ class Collector:
                 _focus(probe, self._focus)
             self._unavailable.update(failed)
             for probe in slow:
-                self._unavailable[probe.name] = (STARTING, "")
+                self._unavailable[probe.name] = Unavailable(STARTING)
         if slow:
             threading.Thread(target=self._start_slow, args=(slow,), name="orac-probe-start", daemon=True).start()
 
@@ -178,7 +180,7 @@ class Collector:
             self._running.extend(running)
             self._unavailable.update(unavailable)
             for probe in slow:
-                self._unavailable[probe.name] = (STARTING, "")
+                self._unavailable[probe.name] = Unavailable(STARTING)
             for name in self.left_out:
                 self._unavailable[name] = LEFT_OUT
         running, unavailable = self._running, self._unavailable

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from probes.contract import Unavailable
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -20,6 +22,12 @@ class Frame:
     wall_ns: int
     mono_ns: int
     samples: Mapping[str, Any]
-    # probe name -> (reason, remedy) for probes that could not run, so a
-    # replay shows the same explanation the live screen did.
-    unavailable: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # probe name -> why it could not run, so a replay shows the same
+    # explanation the live screen did.
+    unavailable: Mapping[str, Unavailable] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A recording stores each reason as a plain (reason, remedy) pair.
+        if not all(type(why) is Unavailable for why in self.unavailable.values()):
+            fixed = {name: Unavailable(*why) for name, why in self.unavailable.items()}
+            object.__setattr__(self, "unavailable", fixed)

@@ -13,7 +13,7 @@ from array import array
 from collections import deque
 from typing import Iterable
 
-from probes.model.views import ProcessView
+from probes.sources.processes import ProcessView
 
 
 class ProcessHistory:

@@ -23,11 +23,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from probes.host.procfs import ARG_SEPARATOR
 from probes.model.frame import Frame
 from probes.store.validation import field_hints
 
 MASK = "***"
-ARG_SEPARATOR = "\0"
 
 # What names a secret in `NAME=VALUE` and `--NAME VALUE`: the name ends in one of these.
 _SECRET_WORD = (
@@ -213,11 +213,6 @@ def redact_cmdline(text: str) -> str:
     for rule in RULES:
         rule.apply(args)
     return separator.join(args)
-
-
-def shown(cmdline: str) -> str:
-    """A command line as one line of text: its arguments separated by spaces."""
-    return cmdline.replace(ARG_SEPARATOR, " ")
 
 
 # Sample fields that hold a command line.

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import read_text
 
 
@@ -319,3 +319,6 @@ class CgroupCpuProbe:
 
     def stop(self) -> None:
         pass
+
+
+CGROUPS: ProbeSpec[CgroupCpuSample, CgroupsView] = ProbeSpec(CgroupCpuProbe.name, CgroupCpuSample, CgroupsView, derive_cgroups, CgroupCpuProbe)

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import read_text
 
 SECTOR_BYTES = 512
@@ -437,3 +437,6 @@ def derive_disks(prev: DisksSample, curr: DisksSample, dt_s: float) -> DisksView
         parts = partitions.get(v.name)
         disks.append(replace(v, partitions=tuple(parts)) if parts else v)
     return DisksView(tuple(disks))
+
+
+DISKS: ProbeSpec[DisksSample, DisksView] = ProbeSpec(DisksProbe.name, DisksSample, DisksView, derive_disks, DisksProbe)

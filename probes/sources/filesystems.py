@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import read_bytes
 
 # Used % (of blocks or inodes) from which a filesystem is flagged near full:
@@ -363,3 +363,6 @@ def derive_filesystems(prev: FilesystemsSample, curr: FilesystemsSample, dt_s: f
     return FilesystemsView(tuple(
         filesystem_view(before.get((f.mount_id, f.major, f.minor)), f, dt_s) for f in curr.filesystems
     ))
+
+
+FILESYSTEMS: ProbeSpec[FilesystemsSample, FilesystemsView] = ProbeSpec(FilesystemsProbe.name, FilesystemsSample, FilesystemsView, derive_filesystems, FilesystemsProbe)

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import read_text
 
 if TYPE_CHECKING:
@@ -711,3 +711,6 @@ def _unavailable(nvml: ModuleType, exc: Exception) -> ProbeUnavailable:
     if isinstance(exc, nvml.NVMLError_GpuIsLost):
         return ProbeUnavailable("an NVIDIA GPU fell off the bus (GPU is lost)", "reset the GPU or reboot; see `dmesg`")
     return ProbeUnavailable(f"NVML failed: {exc}", "check that `nvidia-smi` works")
+
+
+GPU: ProbeSpec[GpuSample, GpuView] = ProbeSpec(GpuProbe.name, GpuSample, GpuView, derive_gpu, GpuProbe)

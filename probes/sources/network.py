@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import read_text
 
 # sar's kB is 1024 bytes (pr_stats.c prints rx_bytes per second / 1024 as
@@ -295,3 +295,5 @@ class NetworkProbe:
     def stop(self) -> None:
         pass
 
+
+NETWORK: ProbeSpec[NetworkSample, NetworkView] = ProbeSpec(NetworkProbe.name, NetworkSample, NetworkView, derive_network, NetworkProbe)

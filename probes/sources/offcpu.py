@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.ebpf.bpf import BpfMap, possible_cpus
 from probes.ebpf.checks import check_ebpf
 from probes.ebpf.maps import (
@@ -749,3 +749,5 @@ def _thread_rates(times: tuple[ThreadOffCpuTime, ...], dt_s: float) -> tuple[Thr
     )
     return tuple(sorted(threads, key=lambda t: (-t.off_cpu_s_per_s, t.tid)))
 
+
+OFFCPU: ProbeSpec[OffCpuSample, OffCpuView] = ProbeSpec(OffCpuProbe.name, OffCpuSample, OffCpuView, derive_offcpu, OffCpuProbe)

@@ -51,8 +51,14 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
-from probes.host.procfs import NS_PER_TICK, PAGE_SIZE_BYTES, read_bytes, read_text
+from probes.contract import ProbeSpec, ProbeUnavailable
+from probes.host.procfs import (
+    NS_PER_TICK,
+    PAGE_SIZE_BYTES,
+    read_bytes,
+    read_text,
+    shown,
+)
 
 PROC = "/proc"
 # Descriptors left for everything else orac opens (eBPF maps, files, sockets).
@@ -140,7 +146,7 @@ CONTROL_TO_SPACE = bytes.maketrans(bytes(range(1, 32)), b" " * 31)
 
 
 def parse_cmdline(data: bytes | None) -> str:
-    """/proc/PID/cmdline's arguments, NUL-separated (probes.model.redaction.ARG_SEPARATOR) as the kernel gives them."""
+    """/proc/PID/cmdline's arguments, NUL-separated (probes.host.procfs.ARG_SEPARATOR) as the kernel gives them."""
     if not data:
         return ""
     return data.rstrip(b"\0").translate(CONTROL_TO_SPACE).decode("utf-8", "replace")
@@ -413,3 +419,94 @@ def _raise_fd_limit() -> int:
             pass
     return WANTED_FDS if soft == resource.RLIM_INFINITY else soft
 
+
+# --- the view ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessView:
+    pid: int
+    ppid: int
+    user: str
+    state: str
+    # None: the process was not readable last tick, so no rate is known yet
+    cpu_percent: float | None
+    rss_bytes: int
+    num_threads: int
+    cpu_time_s: float
+    cgroup: str
+    name: str
+    command: str
+    # since boot: with pid, which process this is (a pid is reused; this is
+    # what a signal checks before it is sent)
+    start_time_ns: int
+    # a thread's row (pid is its thread id): its process's pid; None for a process
+    thread_of: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessesView:
+    processes: tuple[ProcessView, ...]
+    num_threads: int
+    unreadable: int
+    # each process's threads but its first, when they were read (ProcessProbe.threads)
+    threads: tuple[ProcessView, ...] = ()
+
+
+def process_view(curr: ProcSample, cpu_percent: float | None) -> ProcessView:
+    return ProcessView(
+        pid=curr.pid,
+        ppid=curr.ppid,
+        user=curr.user,
+        state=curr.state,
+        cpu_percent=cpu_percent,
+        rss_bytes=curr.rss_bytes,
+        num_threads=curr.num_threads,
+        cpu_time_s=(curr.cpu_user_ns + curr.cpu_system_ns) / 1e9,
+        cgroup=short_cgroup(curr.cgroup),
+        name=curr.name,
+        command=shown(curr.cmdline) or f"[{curr.name}]",
+        start_time_ns=curr.start_time_ns,
+        thread_of=curr.thread_of,
+    )
+
+
+def derive_processes(prev: ProcessesSample, curr: ProcessesSample, dt_s: float) -> ProcessesView:
+    """CPU % of one core per process (and per thread, when read) over the interval, as top and htop show it."""
+    scale = 100.0 / (dt_s * 1e9)
+    born_after = prev.sampled_since_boot_ns
+    processes = _rated(prev.processes, curr.processes, scale, born_after)
+    threads = _rated(prev.threads, curr.threads, scale, born_after) if curr.threads else ()
+    return ProcessesView(processes, sum(p.num_threads for p in curr.processes), curr.unreadable, threads)
+
+
+def _rated(
+    prev: tuple[ProcSample, ...], curr: tuple[ProcSample, ...], scale: float, born_after: int | None,
+) -> tuple[ProcessView, ...]:
+    before = {p.pid: p for p in prev}
+    views = []
+    for p in curr:
+        old = before.get(p.pid)
+        cpu: float | None
+        if old is p:
+            cpu = 0.0
+        elif old is None and born_after is not None and p.start_time_ns < born_after:
+            # Running at the last sample but unreadable then (or its
+            # threads not asked for then): no rate yet.
+            cpu = None
+        elif old is None or old.start_time_ns != p.start_time_ns:
+            # Started within the interval: all its CPU time was spent in it.
+            cpu = (p.cpu_user_ns + p.cpu_system_ns) * scale
+        else:
+            busy = (p.cpu_user_ns + p.cpu_system_ns) - (old.cpu_user_ns + old.cpu_system_ns)
+            cpu = max(0, busy) * scale
+        views.append(process_view(p, cpu))
+    return tuple(views)
+
+
+def cpu_sort_key(view: ProcessView) -> float:
+    """Busiest first when sorted descending; unknown rates sort below idle."""
+    return -1.0 if view.cpu_percent is None else view.cpu_percent
+
+
+PROCESSES: ProbeSpec[ProcessesSample, ProcessesView] = ProbeSpec(ProcessProbe.name, ProcessesSample, ProcessesView, derive_processes, ProcessProbe)

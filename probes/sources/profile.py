@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.ebpf.bpf import BpfMap
 from probes.ebpf.checks import check_ebpf
 from probes.ebpf.loader import PERF_COUNT_SW_CPU_CLOCK, PERF_TYPE_SOFTWARE, PerfEvent
@@ -497,3 +497,7 @@ class FoldedStacks:
 
     def lines(self) -> list[str]:
         return folded_lines(self._samples)
+
+
+# Started by a drill-down for one process, never on its own (no `make`).
+PROFILE: ProbeSpec[ProfileSample, ProfileView] = ProbeSpec(ProfileProbe.name, ProfileSample, ProfileView, derive_profile)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.ebpf.bpf import possible_cpus
 from probes.ebpf.checks import check_ebpf
 from probes.ebpf.maps import (
@@ -518,3 +518,6 @@ def derive_syscalls(prev: SyscallsSample, curr: SyscallsSample, dt_s: float) -> 
             )
         ),
     )
+
+
+SYSCALLS: ProbeSpec[SyscallsSample, SyscallsView] = ProbeSpec(SyscallProbe.name, SyscallsSample, SyscallsView, derive_syscalls, SyscallProbe)

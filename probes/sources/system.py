@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import NS_PER_TICK, read_text
 
 PRESSURE_RESOURCES = ("cpu", "memory", "io")
@@ -227,3 +228,112 @@ class SystemProbe:
 
     def stop(self) -> None:
         pass
+
+
+# --- the view ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUsage:
+    """Share of one CPU's time in the interval, in percent of that CPU."""
+
+    busy_percent: float
+    user_percent: float
+    system_percent: float
+    iowait_percent: float
+    steal_percent: float
+    irq_percent: float
+    cpu_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SystemView:
+    """The "cpu" probe's figures over one interval.
+
+    Memory, from /proc/meminfo as procps free (4.x) and top compute it:
+    used = MemTotal - MemAvailable, what cannot be reclaimed without
+    swapping (shared memory and tmpfs included); free = MemFree; buffers =
+    Buffers; cached = Cached + SReclaimable (free's buff/cache is buffers +
+    cached); shmem = Shmem, part of cached that counts as used, None where
+    the sample lacks it; available = MemAvailable. Swap used = SwapTotal -
+    SwapFree.
+    """
+
+    hostname: str
+    kernel: str
+    uptime_s: float
+    load_avg: tuple[float, float, float]
+    cpu_total: CpuUsage
+    cpus: tuple[CpuUsage, ...]
+    context_switches_per_s: float
+    interrupts_per_s: float
+    memory_total_bytes: int
+    memory_used_bytes: int
+    memory_free_bytes: int
+    memory_cached_bytes: int
+    memory_shmem_bytes: int | None
+    memory_buffers_bytes: int
+    memory_available_bytes: int
+    swap_total_bytes: int
+    swap_used_bytes: int
+    page_faults_per_s: float | None
+    major_page_faults_per_s: float | None
+    pressure: Mapping[str, Pressure | None]
+
+
+def cpu_usage(prev: CpuTimes, curr: CpuTimes) -> CpuUsage:
+    """Percentages of the interval between two cumulative CPU time readings."""
+    total = curr.total_ns - prev.total_ns
+    if total <= 0:
+        return CpuUsage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, curr.cpu_id)
+    scale = 100.0 / total
+
+    def pct(a: int, b: int) -> float:
+        return max(0, b - a) * scale
+
+    user = pct(prev.user_ns + prev.nice_ns, curr.user_ns + curr.nice_ns)
+    system = pct(prev.system_ns, curr.system_ns)
+    iowait = pct(prev.iowait_ns, curr.iowait_ns)
+    steal = pct(prev.steal_ns, curr.steal_ns)
+    irq = pct(prev.irq_ns + prev.softirq_ns, curr.irq_ns + curr.softirq_ns)
+    # iowait is idle time with I/O outstanding: the CPU was free to run
+    # something else, so it is shown but not counted as busy (as top does).
+    busy = min(100.0, user + system + steal + irq)
+    return CpuUsage(busy, user, system, iowait, steal, irq, curr.cpu_id)
+
+
+def _rate(prev: int | None, curr: int | None, dt_s: float) -> float | None:
+    if prev is None or curr is None:
+        return None
+    return max(0, curr - prev) / dt_s
+
+
+def derive_system(prev: SystemSample, curr: SystemSample, dt_s: float) -> SystemView:
+    mem = curr.memory
+    before = {c.cpu_id: c for c in prev.cpus}
+    cpus = tuple(cpu_usage(before[c.cpu_id], c) for c in curr.cpus if c.cpu_id in before)
+    return SystemView(
+        hostname=curr.hostname,
+        kernel=curr.kernel,
+        uptime_s=curr.uptime_s,
+        load_avg=curr.load_avg,
+        cpu_total=cpu_usage(prev.cpu_total, curr.cpu_total),
+        cpus=cpus,
+        context_switches_per_s=_rate(prev.context_switches, curr.context_switches, dt_s) or 0.0,
+        interrupts_per_s=_rate(prev.interrupts, curr.interrupts, dt_s) or 0.0,
+        memory_total_bytes=mem.total_bytes,
+        memory_used_bytes=max(0, mem.total_bytes - mem.available_bytes),
+        memory_free_bytes=mem.free_bytes,
+        memory_cached_bytes=mem.cached_bytes,
+        memory_shmem_bytes=mem.shmem_bytes,
+        memory_buffers_bytes=mem.buffers_bytes,
+        memory_available_bytes=mem.available_bytes,
+        swap_total_bytes=mem.swap_total_bytes,
+        swap_used_bytes=mem.swap_total_bytes - mem.swap_free_bytes,
+        page_faults_per_s=_rate(prev.page_faults, curr.page_faults, dt_s),
+        major_page_faults_per_s=_rate(prev.major_page_faults, curr.major_page_faults, dt_s),
+        pressure=curr.pressure,
+    )
+
+
+SYSTEM: ProbeSpec[SystemSample, SystemView] = ProbeSpec(SystemProbe.name, SystemSample, SystemView, derive_system, SystemProbe)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import read_text
 
 # /proc/net/snmp "Tcp:" columns -> TcpCounters fields
@@ -335,3 +335,6 @@ class TcpProbe:
 
     def stop(self) -> None:
         pass
+
+
+TCP: ProbeSpec[TcpSample, TcpView] = ProbeSpec(TcpProbe.name, TcpSample, TcpView, derive_tcp, TcpProbe)

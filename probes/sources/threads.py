@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from probes.contract import ProbeUnavailable
+from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import NS_PER_TICK, PROC, read_bytes
 
 
@@ -156,3 +156,7 @@ def derive_threads(prev: ThreadsSample, curr: ThreadsSample, dt_s: float) -> Thr
         views.append(ThreadView(t.tid, t.name, t.state, t.last_cpu, max(0, cpu_ns) * scale, delay))
     views.sort(key=lambda v: (-v.cpu_percent, v.tid))
     return ThreadsView(curr.pid, tuple(views), curr.exited)
+
+
+# Started by a drill-down for one process, never on its own (no `make`).
+THREADS: ProbeSpec[ThreadsSample, ThreadsView] = ProbeSpec(ThreadsProbe.name, ThreadsSample, ThreadsView, derive_threads)

@@ -433,6 +433,9 @@ class Encoder:
             self.value(float(v))
         elif isinstance(v, str):
             self.value(str(v))
+        elif isinstance(v, tuple):
+            # a NamedTuple (a reason and remedy): read back as the plain tuple
+            self.value(tuple(v))
         else:
             raise CodecError(f"cannot record a value of type {type(v).__qualname__}")
 

@@ -10,6 +10,8 @@ from typing import Any, Iterable, Mapping, TextIO
 
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
+from probes.sources.processes import PROCESSES
+from probes.sources.system import SYSTEM
 from probes.store.reader import Recording
 
 _plain_fields: dict[type, tuple[str, ...]] = {}
@@ -98,19 +100,21 @@ def dump(
         time_s = frame.wall_ns / 1e9
         if format == "json":
             data: dict[str, Any] = {"index": index, "time": time_s, "interval_s": interval_s}
-            data["system"] = _plain(views["cpu"]) if "cpu" in views else None
-            data["processes"] = _plain(views["procs"].processes) if "procs" in views else []
-            data.update({name: _plain(view) for name, view in views.items() if name not in ("cpu", "procs")})
+            system, processes = views.get(SYSTEM), views.get(PROCESSES)
+            data["system"] = _plain(system) if system is not None else None
+            data["processes"] = _plain(processes.processes) if processes is not None else []
+            data.update({name: _plain(view) for name, view in views.items() if name not in (SYSTEM.name, PROCESSES.name)})
             data["unavailable"] = {name: {"reason": r, "remedy": f} for name, (r, f) in frame.unavailable.items()}
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
             rows += 1
             continue
         records: list[dict[str, Any]] = []
-        if table == "processes" and "procs" in views:
-            records = [{"time": time_s, "index": index, **_plain(p)} for p in views["procs"].processes]
-        elif table == "system" and "cpu" in views:
+        processes, system = views.get(PROCESSES), views.get(SYSTEM)
+        if table == "processes" and processes is not None:
+            records = [{"time": time_s, "index": index, **_plain(p)} for p in processes.processes]
+        elif table == "system" and system is not None:
             flat: dict[str, Any] = {"time": time_s, "index": index}
-            _flatten(_plain(views["cpu"]), "", flat)
+            _flatten(_plain(system), "", flat)
             records = [flat]
         if records and writer is None:
             writer = csv.DictWriter(out, fieldnames=list(records[0]), restval="", extrasaction="ignore",

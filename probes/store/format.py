@@ -61,6 +61,8 @@ import zlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Mapping
 
+from probes.contract import Unavailable
+
 FORMAT = "orac recording"
 FORMAT_VERSION = 1
 APPLICATION_ID = 0x6F726163  # "orac"
@@ -132,11 +134,11 @@ class RecordingMeta:
     probes: tuple[str, ...]
     # probe -> (reason, remedy) for the probes that could not run, as last
     # seen: one that started late or recovered is not listed
-    unavailable: dict[str, tuple[str, str]]
+    unavailable: dict[str, Unavailable]
     started_wall_ns: int
     redacted: bool
     keyframe_every: int
 
 
-def _unavailable_json(unavailable: Mapping[str, tuple[str, str]]) -> str:
+def _unavailable_json(unavailable: Mapping[str, Unavailable]) -> str:
     return json.dumps({name: {"reason": r, "remedy": f} for name, (r, f) in unavailable.items()})

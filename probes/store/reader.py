@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import zstandard
 
 import probes.registry  # noqa: F401 - registers the names recordings give sample types
+from probes.contract import Unavailable
 from probes.model.collector import (
     MAX_INTERVAL_S,
 )
@@ -235,7 +236,7 @@ class Recording:
             orac_version=meta["orac_version"],
             interval_s=interval_s,
             probes=tuple(probes),
-            unavailable={name: (entry["reason"], entry["remedy"]) for name, entry in unavailable.items()},
+            unavailable={name: Unavailable(entry["reason"], entry["remedy"]) for name, entry in unavailable.items()},
             started_wall_ns=started_wall_ns,
             redacted=meta["redacted"] == "true",
             keyframe_every=keyframe_every,
@@ -367,7 +368,7 @@ class Recording:
                 raise RecordingError(f"{self.path} is corrupt (frame {index} has values of the wrong type or range)")
             if _crc(frame_id, wall_ns, mono_ns, row_base, data) != crc:
                 raise RecordingError(f"{self.path} is corrupt (frame {index} fails its checksum)")
-            reference: tuple[Mapping[str, Any], Mapping[str, tuple[str, str]]] | None = None
+            reference: tuple[Mapping[str, Any], Mapping[str, Unavailable]] | None = None
             if row_base != frame_id:
                 if row_base > frame_id or (base is not None and row_base != base + 1):
                     raise RecordingError(f"{self.path} is corrupt (frame {index} has a bad keyframe link)")

@@ -66,7 +66,7 @@ class SampleValidator:
                 raise CodecError(f"it has samples of probe {probe!r} of a kind orac does not record")
             self._value(sample, cls, probe, "")
         for probe, why in unavailable.items():
-            if type(probe) is not str or type(why) is not tuple or len(why) != 2 or not all(type(s) is str for s in why):
+            if type(probe) is not str or not isinstance(why, tuple) or len(why) != 2 or not all(type(s) is str for s in why):
                 raise CodecError(f"what it says could not run ({probe!r}) is not a reason and a remedy")
         self._seen = self._next
 

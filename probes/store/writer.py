@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 import zstandard
 
 import probes.registry  # noqa: F401 - registers the names recordings give sample types
+from probes.contract import Unavailable
 from probes.model.frame import Frame
 from probes.model.redaction import FrameRedactor
 from probes.store.codec import (
@@ -137,7 +138,7 @@ class Recorder:
         *,
         interval_s: float,
         probes: Iterable[str] = (),
-        unavailable: Mapping[str, tuple[str, str]] | None = None,
+        unavailable: Mapping[str, Unavailable] | None = None,
         redact: bool = True,
         overwrite: bool = False,
         keyframe_every: int = KEYFRAME_EVERY,
@@ -155,7 +156,7 @@ class Recorder:
         self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         self._prev: Frame | None = None
         self._base = 0
-        self._unavailable: dict[str, tuple[str, str]] = dict(unavailable or {})
+        self._unavailable: dict[str, Unavailable] = dict(unavailable or {})
         directory, fd = _create_files(self.path, overwrite)
         started = time.time_ns()
         meta = {
