@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from probes.contract import Probe
-from probes.model.collector import sample_frame, start_probes
+from probes.contract import Probe, Unavailable
 from probes.model.frame import Frame
 from probes.model.redaction import redact_cmdline
+from probes.model.sampling import Sampler
 from probes.model.views import derive_frame
 from probes.registry import all_probes, select_probes
 from probes.sources.processes import ProcessesSample, ProcSample
@@ -248,17 +248,13 @@ def test_synthetic_frames_read_back_equal(recorded: Path, frames: list[Frame]) -
         assert [i for i, _ in recording.iter_frames()] == list(range(len(frames)))
 
 
-def sample_real(probes: list[Probe[Any]], count: int) -> tuple[list[Frame], dict[str, tuple[str, str]]]:
-    running, unavailable = start_probes(probes)
-    try:
+def sample_real(probes: list[Probe[Any]], count: int) -> tuple[list[Frame], dict[str, Unavailable]]:
+    with Sampler(probes) as sampler:
         real = []
         for _ in range(count):
-            real.append(sample_frame(running, unavailable))
+            real.append(sampler.sample())
             time.sleep(0.05)
-    finally:
-        for probe in running:
-            probe.stop()
-    return real, unavailable
+    return real, sampler.unavailable
 
 
 def test_real_frames_read_back_equal(tmp_path: Path) -> None:

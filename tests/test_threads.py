@@ -263,14 +263,14 @@ def test_collector_focus_reaches_running_probes_and_those_that_start_later() -> 
     collector.start(lambda frame, views: None)
     try:
         deadline = time.monotonic() + 5
-        while running not in collector._running:
+        while running not in collector.running:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         collector.focus(42)
         assert running.focus_pid == 42
         late = FocusProbe("offcpu", slow=True)
         collector.add_probes([late])
-        while late not in collector._running:
+        while late not in collector.running:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert late.focus_pid == 42

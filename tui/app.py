@@ -6,7 +6,7 @@ import os
 import threading
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Protocol
+from typing import Any, ClassVar, Iterable
 
 from rich.text import Text
 from textual import events, work
@@ -17,11 +17,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from probes.contract import Views
-from probes.model.collector import FrameCallback
 from probes.model.frame import Frame
+from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
 from probes.model.history import ProcessHistory
 from probes.sources.gpu import GPU
-from probes.sources.processes import PROCESSES
+from probes.sources.processes import PROCESSES, ProcessProbe
 from probes.sources.profile import DEFAULT_FREQUENCY_HZ
 from probes.sources.system import SYSTEM
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
@@ -47,18 +47,6 @@ MIN_WIDTH = 80
 MIN_HEIGHT = 24
 # below this many rows only the CPU, memory and process panes are shown
 SHORT_HEIGHT = 40
-
-
-class FrameSource(Protocol):
-    paused: bool
-    live: bool
-    interval_s: float
-    # called from the source's thread when it cannot go on as asked
-    on_error: Callable[[Exception], None] | None
-
-    def start(self, on_frame: FrameCallback) -> None: ...
-    def stop(self) -> None: ...
-    def refresh(self) -> None: ...
 
 
 class OracApp(App[None]):
@@ -96,9 +84,20 @@ class OracApp(App[None]):
         self.views = Views()
         self.frame: Frame | None = None
         # A ReplaySource (probes.store.replay, imported only to record or replay).
-        self.replaying = hasattr(source, "recording")
+        self.replaying = isinstance(source, SeekableSource)
         # stopping the source, once quitting
         self._stopping: threading.Thread | None = None
+
+    @property
+    def live_source(self) -> LiveSource | None:
+        """The source, where it samples this machine now (it records, and a drill-down adds probes to it)."""
+        return self.source if isinstance(self.source, LiveSource) else None
+
+    @property
+    def replay(self) -> SeekableSource:
+        """The source, in a replay (only replay actions and replay widgets ask)."""
+        assert isinstance(self.source, SeekableSource), "not a replay"
+        return self.source
 
     def compose(self) -> ComposeResult:
         yield HeaderBar()
@@ -111,7 +110,7 @@ class OracApp(App[None]):
             yield SyscallsPane()
             yield OffCpuPane(own_pid=os.getpid() if self.source.live else None)
             if self.replaying:
-                yield ReplayBar(str(self.source.recording.path))
+                yield ReplayBar(str(self.replay.recording.path))
         yield Static(
             f"The terminal is too small for orac.\nIt needs at least {MIN_WIDTH}x{MIN_HEIGHT}; enlarge the window.",
             id="too-small",
@@ -126,8 +125,8 @@ class OracApp(App[None]):
         self._check_size(self.size.width, self.size.height)
         # A replay's damaged frame, or a live recording's write error.
         self.source.on_error = lambda exc: self.post_message(SourceFailed(str(exc)))
-        if self.replaying and self.source.recording.warning is not None:
-            self.notify(self.source.recording.warning, title="Part of this recording is missing",
+        if self.replaying and self.replay.recording.warning is not None:
+            self.notify(self.replay.recording.warning, title="Part of this recording is missing",
                         severity="warning", timeout=30)
         self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
 
@@ -144,10 +143,11 @@ class OracApp(App[None]):
 
     def _finish_recording(self) -> Text | None:
         """Close a recording in progress (quick: each frame is already its own transaction); what to say of it."""
-        recorder = getattr(self.source, "recorder", None)
-        if recorder is None:
+        live = self.live_source
+        recorder = live.recorder if live is not None else None
+        if live is None or recorder is None:
             return None
-        self.source.recorder = None
+        live.recorder = None
         recorder.close()
         return Text(f"saved {recorder.frames} frames in {recorder.path}; open it with `orac replay {recorder.path}`")
 
@@ -188,7 +188,7 @@ class OracApp(App[None]):
         if self.replaying:
             bar = self.query_one(ReplayBar)
             bar.error = None
-            bar.show(self.source.position())
+            bar.show(self.replay.position())
         self.views = views
         processes = views.get(PROCESSES)
         if processes is not None:
@@ -233,9 +233,23 @@ class OracApp(App[None]):
         if self.frame is not None:
             self.call_after_refresh(self._feed, screen, self.frame, self.views)
 
+    def on_drill_down_tracing(self, message: DrillDown.Tracing) -> None:
+        live = self.live_source
+        if live is not None:
+            live.add_probes(message.probes)
+            # The app's off-CPU and syscalls probes count this process thread by thread.
+            live.focus(message.pid)
+
+    def on_drill_down_untracing(self, message: DrillDown.Untracing) -> None:
+        live = self.live_source
+        if live is not None:
+            live.focus(None)
+            live.remove_probes(message.names)
+
     def read_threads(self, on: bool) -> bool:
         """Have the live process probe read every process's threads (H), or stop; False where there is none (replay)."""
-        probes = [p for p in getattr(self.source, "probes", ()) if hasattr(p, "threads")]
+        live = self.live_source
+        probes = [p for p in live.probes if isinstance(p, ProcessProbe)] if live is not None else []
         for probe in probes:
             probe.threads = on
         if probes and on:
@@ -245,9 +259,9 @@ class OracApp(App[None]):
 
     def system_wide_probes(self) -> set[str]:
         """Probes whose views this app has per process: the drill-down narrows them rather than tracing again."""
-        probes = getattr(self.source, "probes", None)
-        if probes is not None:
-            return {p.name for p in probes}
+        live = self.live_source
+        if live is not None:
+            return {p.name for p in live.probes}
         return set(self.frame.samples) if self.frame is not None else set()
 
     # actions
@@ -257,12 +271,13 @@ class OracApp(App[None]):
         if action.startswith("replay_"):
             return self.replaying
         if action == "record":
-            return hasattr(self.source, "recorder")
+            return self.live_source is not None
         return True
 
     def _update_flags(self) -> None:
         flags = ["PAUSED"] if self.source.paused else []
-        recorder = getattr(self.source, "recorder", None)
+        live = self.live_source
+        recorder = live.recorder if live is not None else None
         if recorder is not None:
             flags.append(f"REC {recorder.path}")
         self.query_one(HeaderBar).set_flags(flags)
@@ -272,7 +287,9 @@ class OracApp(App[None]):
         from probes.store.format import RecordingError
         from probes.store.writer import Recorder, default_path
 
-        collector = self.source
+        collector = self.live_source
+        if collector is None:
+            return
         recorder = collector.recorder
         if recorder is not None:
             collector.recorder = None
@@ -298,22 +315,23 @@ class OracApp(App[None]):
         self.action_pause()
 
     def action_replay_step(self, frames: int) -> None:
-        self.source.step(frames)
+        self.replay.step(frames)
         self._update_flags()
 
     def action_replay_jump(self, seconds: float) -> None:
-        self.source.jump(seconds)
+        self.replay.jump(seconds)
 
     def action_replay_speed(self, direction: int) -> None:
-        self.source.speed = next_speed(self.source.speed, direction)
-        self.query_one(ReplayBar).show(self.source.position())
+        self.replay.speed = next_speed(self.replay.speed, direction)
+        self.query_one(ReplayBar).show(self.replay.position())
 
     def action_replay_seek(self) -> None:
-        first, last = self.source.recording.time_range
+        replay = self.replay
+        first, last = replay.recording.time_range
 
         def go(wall_ns: int | None) -> None:
             if wall_ns is not None:
-                self.source.seek(wall_ns)
+                replay.seek(wall_ns)
 
         self.push_screen(SeekScreen(first, last), go)
 
@@ -321,7 +339,7 @@ class OracApp(App[None]):
         self.source.paused = not self.source.paused
         self._update_flags()
         if self.replaying:
-            self.query_one(ReplayBar).show(self.source.position())
+            self.query_one(ReplayBar).show(self.replay.position())
         if self.source.paused:
             self.notify("paused: press p to resume" + (" (or space)" if self.replaying else ""))
         else:

@@ -333,21 +333,17 @@ def recording_span(recording: Any) -> str:
 
 
 def snapshot(options: argparse.Namespace) -> int:
-    from probes.model.collector import sample_frame, start_probes
+    from probes.model.sampling import Sampler
     from probes.model.views import derive_frame
     from probes.sources.processes import PROCESSES, ProcessProbe, cpu_sort_key
     from probes.sources.system import SYSTEM, SystemProbe
 
     # Only what the snapshot prints: loading eBPF or NVML here would cost
     # seconds and memory for nothing.
-    running, unavailable = start_probes([SystemProbe(), ProcessProbe()])
-    try:
-        first = sample_frame(running, unavailable)
+    with Sampler([SystemProbe(), ProcessProbe()]) as sampler:
+        first = sampler.sample()
         time.sleep(options.interval)
-        second = sample_frame(running, unavailable)
-    finally:
-        for probe in running:
-            probe.stop()
+        second = sampler.sample()
     views = derive_frame(first, second)
     processes = views.get(PROCESSES)
     procs = sorted(processes.processes, key=cpu_sort_key, reverse=True) if processes is not None else []

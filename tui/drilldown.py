@@ -27,12 +27,18 @@ from typing import Any, Iterable
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import TabbedContent, TabPane
 
 from probes.contract import Probe
 from probes.model.frame import Frame
-from probes.sources.offcpu import OffCpuView
-from probes.sources.profile import DEFAULT_FREQUENCY_HZ, FoldedStacks, folded_lines
+from probes.sources.offcpu import OFFCPU, OffCpuView
+from probes.sources.profile import (
+    DEFAULT_FREQUENCY_HZ,
+    PROFILE,
+    FoldedStacks,
+    folded_lines,
+)
 from probes.store.private_files import PrivateDirectory
 
 from .drill_syscalls_pane import DrillSyscallsPane
@@ -114,15 +120,28 @@ class DrillDown(Vertical):
             with TabPane("4 Threads", id="threads"):
                 yield ThreadsPane(self.pid)
 
+    class Tracing(Message):
+        """A drill-down opened: run `probes` too, and count `pid` thread by thread."""
+
+        def __init__(self, probes: list[Probe[Any]], pid: int) -> None:
+            super().__init__()
+            self.probes = probes
+            self.pid = pid
+
+    class Untracing(Message):
+        """A drill-down closed: stop the probes it asked for, and the per-thread counting."""
+
+        def __init__(self, names: list[str]) -> None:
+            super().__init__()
+            self.names = names
+
     def on_mount(self) -> None:
-        source = self.app.source
-        if not self.live or not hasattr(source, "add_probes"):
+        if not self.live:
             return
         probes = drill_probes(self.pid, self.shared, self.profile_hz)
         self.added = [p.name for p in probes]
-        source.add_probes(probes)
-        # The app's off-CPU and syscalls probes count this process thread by thread.
-        source.focus(self.pid)
+        # To the app itself: an unmounting widget's own messages go nowhere.
+        self.app.post_message(self.Tracing(probes, self.pid))
 
     def show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
@@ -139,16 +158,15 @@ class DrillDown(Vertical):
     def stop(self) -> None:
         """Remove the traces this drill-down added (their programs detach)."""
         if self.added:
-            self.app.source.focus(None)
-            self.app.source.remove_probes(self.added)
+            self.app.post_message(self.Untracing(self.added))
             self.added = []
 
     def take_frame(self, frame: Frame) -> None:
         """Add this process's stacks of a frame to what `f` writes."""
-        profile = frame.samples.get("profile")
+        profile = frame.samples.get(PROFILE.name)
         if profile is not None and profile.target_pid == self.pid:
             self.folded.add(profile)
-        offcpu = frame.samples.get("offcpu")
+        offcpu = frame.samples.get(OFFCPU.name)
         if offcpu is None:
             return
         for stack in offcpu.stacks:

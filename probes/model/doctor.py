@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from probes.contract import Probe, ProbeUnavailable
+from probes.contract import Probe
+from probes.model.sampling import Sampler
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,23 +25,19 @@ class ProbeCheck:
 
 
 def check(probe: Probe[Any]) -> ProbeCheck:
-    try:
-        probe.start()
-    except ProbeUnavailable as exc:
-        return ProbeCheck(probe.name, False, exc.reason, exc.remedy, absent=exc.absent)
-    try:
-        probe.sample()
-        start = time.perf_counter()
-        sample = probe.sample()
-        elapsed_ms = (time.perf_counter() - start) * 1000
-    except ProbeUnavailable as exc:
-        return ProbeCheck(probe.name, False, exc.reason, exc.remedy)
-    except Exception as exc:  # noqa: BLE001 - reported like the collector reports it
-        return ProbeCheck(probe.name, False, f"{probe.name} probe failed: {exc!r}", "please report this as a bug")
-    finally:
-        probe.stop()
-    nvml_ns = getattr(sample, "nvml_time_ns", None)
-    return ProbeCheck(probe.name, True, sample_ms=elapsed_ms, nvml_ms=None if nvml_ns is None else nvml_ns / 1e6)
+    """Start the probe, sample it twice (the second is timed: a first sample may fill caches), stop it."""
+    with Sampler([probe]) as sampler:
+        name = probe.name
+        if name not in sampler.unavailable:
+            sampler.sample()
+            start = time.perf_counter()
+            frame = sampler.sample()
+            elapsed_ms = (time.perf_counter() - start) * 1000
+    why = sampler.unavailable.get(name)
+    if why is not None:
+        return ProbeCheck(name, False, why.reason, why.remedy, absent=name in sampler.absent)
+    nvml_ns = getattr(frame.samples[name], "nvml_time_ns", None)
+    return ProbeCheck(name, True, sample_ms=elapsed_ms, nvml_ms=None if nvml_ns is None else nvml_ns / 1e6)
 
 
 def report(checks: Iterable[ProbeCheck]) -> str:

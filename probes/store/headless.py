@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Sequence
 
 from probes.contract import Probe
-from probes.model.collector import (
-    sample_frame,
-    start_probes,
-)
+from probes.model.sampling import Sampler, Schedule
 from probes.store.format import RecordingError
 from probes.store.writer import Recorder
 
@@ -66,34 +61,27 @@ def record(
             can run.
     """
     stop = stop if stop is not None else threading.Event()
-    running, unavailable = start_probes(probes)
-    try:
-        if not running:
-            reasons = "; ".join(f"{name}: {reason}" for name, (reason, _) in unavailable.items())
+    with Sampler(probes) as sampler:
+        if not sampler.running:
+            reasons = "; ".join(f"{name}: {why.reason}" for name, why in sampler.unavailable.items())
             raise RecordingError(f"no probe can run ({reasons})")
         with Recorder(
-            path, interval_s=interval_s, probes=[p.name for p in probes], unavailable=unavailable,
+            path, interval_s=interval_s, probes=[p.name for p in probes], unavailable=sampler.unavailable,
             redact=redact, overwrite=overwrite,
         ) as recorder, _stop_on_signals(stop):
-            start = time.monotonic()
-            tick = 0
+            schedule = Schedule(interval_s)
             while True:
-                recorder.append(sample_frame(running, unavailable))
-                now = time.monotonic()
-                stats = RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), now - start)
+                recorder.append(sampler.sample())
+                stats = RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), schedule.elapsed_s)
                 if on_progress is not None:
                     on_progress(stats)
-                tick = max(tick + 1, math.ceil((now - start) / interval_s))
-                due = start + tick * interval_s
+                due = schedule.next_due_s()
                 # A little slack so that 10 s at 1 s ends with the sample at 10 s.
-                if duration_s is not None and due - start > duration_s + interval_s / 10:
+                if duration_s is not None and due > duration_s + interval_s / 10:
                     break
-                if stop.wait(max(0.0, due - time.monotonic())):
+                if schedule.sleep_until(due, stop):
                     break
-        return RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), time.monotonic() - start)
-    finally:
-        for probe in running:
-            probe.stop()
+        return RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), schedule.elapsed_s)
 
 
 class _stop_on_signals:

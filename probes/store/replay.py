@@ -10,6 +10,7 @@ from probes.model.collector import (
     FrameCallback,
 )
 from probes.model.frame import Frame
+from probes.model.frame_source import SeekableSource
 from probes.model.redaction import FrameRedactor
 from probes.model.views import derive_frame
 from probes.store.format import RecordingError
@@ -32,21 +33,17 @@ def playback_delay_s(prev_mono_ns: int, next_mono_ns: int, speed: float, interva
     return gap_s / speed
 
 
-class ReplaySource:
+class ReplaySource(SeekableSource):
     """Plays a Recording through the live collector's path.
 
-    The same interface as probes.model.collector.Collector (start(on_frame),
-    stop(), refresh(), paused, live, interval_s): on its own thread it calls
-    on_frame(frame, views) with views derived from the frame before, so the
-    panes cannot tell replay from live, and stepping back derives exactly
-    what was shown going forward.
+    On its own thread it calls on_frame(frame, views) with views derived
+    from the frame before, so the panes cannot tell replay from live, and
+    stepping back derives exactly what was shown going forward.
 
     Every control may be called from any thread; the player thread does the
     reading and deriving. Playback stops (pauses) at the last frame; resuming
     there starts again from the beginning.
     """
-
-    live = False
 
     def __init__(
         self,
@@ -55,16 +52,15 @@ class ReplaySource:
         start_index: int | None = None,
         speed: float = 1.0,
         paused: bool = False,
-        on_error: Callable[[RecordingError], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
         redact: bool = True,
     ) -> None:
         """`redact`: mask secrets in command lines, as the live screen does, even in a recording made without."""
         if not len(recording):
             raise RecordingError(f"{recording.path} has no frames")
+        super().__init__(recording.meta.interval_s)
         self.recording = recording
-        self.interval_s = recording.meta.interval_s
         self.error: RecordingError | None = None
-        # Called on the player thread when a frame cannot be shown.
         self.on_error = on_error
         self._redactor = FrameRedactor() if redact else None
         self._count = len(recording)

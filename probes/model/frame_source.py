@@ -1,0 +1,104 @@
+"""Where a screen's frames come from, and what else each kind of source can do.
+
+Every source hands `(frame, views)` to one callback from its own thread, so
+the UI never samples or decodes on its own thread and cannot tell one
+source from another. What differs is what the UI may ask of it, and the app
+asks by type:
+
+- LiveSource (probes.model.collector.Collector): the probes it runs change
+  while it runs (a drill-down's), it can count one process thread by thread,
+  and it records.
+- SeekableSource (probes.store.replay.ReplaySource): it moves through time.
+- A plain FrameSource (FrameSequence, fixed frames for tests): neither.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from probes.contract import Probe, Views
+from probes.model.frame import Frame
+
+if TYPE_CHECKING:
+    from probes.store.playback import ReplayPosition
+    from probes.store.reader import Recording
+
+FrameCallback = Callable[[Frame, Views], None]
+
+
+class FrameSink(Protocol):
+    """Where a live source also sends each frame (a Recorder)."""
+
+    def append(self, frame: Frame) -> bool: ...
+    def close(self) -> None: ...
+
+
+class FrameSource(ABC):
+    """Frames for a screen, from a thread of the source's own."""
+
+    # whether the processes it shows are running now (so can be signalled,
+    # asked for more, traced)
+    live: ClassVar[bool] = False
+    # frames stop coming while set (a replay may make it a property)
+    paused: bool
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        # called from the source's thread when it cannot go on as asked (a
+        # recording's write error, a replay's damaged frame)
+        self.on_error: Callable[[Exception], None] | None = None
+
+    @abstractmethod
+    def start(self, on_frame: FrameCallback) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def refresh(self) -> None:
+        """Show the present (or the current frame) again at once, where the source can."""
+
+
+class LiveSource(FrameSource):
+    """A source sampling this machine now."""
+
+    live: ClassVar[bool] = True
+
+    # the probes it was started with (not those added later)
+    probes: Sequence[Probe[Any]]
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__(interval_s)
+        # set from the UI to record; appended to on the source's thread
+        self.recorder: FrameSink | None = None
+
+    @abstractmethod
+    def add_probes(self, probes: Sequence[Probe[Any]]) -> None: ...
+
+    @abstractmethod
+    def remove_probes(self, names: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def focus(self, pid: int | None) -> None:
+        """Have the probes that can break one process down by thread do so for `pid`; None stops."""
+
+
+class SeekableSource(FrameSource):
+    """A source that moves through recorded time."""
+
+    recording: Recording
+    # times real time (a property: changing it wakes the player)
+    speed: float
+
+    @abstractmethod
+    def step(self, frames: int) -> None: ...
+
+    @abstractmethod
+    def jump(self, seconds: float) -> None: ...
+
+    @abstractmethod
+    def seek(self, wall_ns: int) -> None: ...
+
+    @abstractmethod
+    def position(self) -> ReplayPosition: ...
