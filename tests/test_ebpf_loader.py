@@ -383,3 +383,13 @@ def held_bpf_objects() -> list[str]:
         if target.startswith(("anon_inode:bpf-", "anon_inode:bpf_")):
             held.append(f"{fd} {target}")
     return held
+
+
+def test_the_loader_child_imports_this_checkout():
+    # The child runs `python -m probes.ebpf.loader` with PYTHONPATH put first:
+    # a path that does not hold the package would run whatever orac is
+    # installed instead of this code.
+    from probes.host.aside import child_env, package_root
+
+    assert child_env()["PYTHONPATH"].split(os.pathsep)[0] == package_root()
+    assert (Path(package_root()) / "probes" / "ebpf" / "loader.py").resolve() == Path(ebpf_loader.__file__).resolve()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def package_root() -> str:
     """The directory holding the `probes` package, installed or a checkout."""
-    return str(Path(__file__).resolve().parent.parent)
+    return str(Path(__file__).resolve().parents[2])
 
 
 def child_env() -> dict[str, str]:
