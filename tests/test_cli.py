@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.sources.syscalls import LatencyBucket
+from probes.model.histograms import LatencyBucket
 from tui.cli import interval
 from tui.format import (
     MISSING,
@@ -188,6 +188,15 @@ def test_doctor_lists_every_probe() -> None:
     unavailable = [line for line in lines if re.match(r"\S+\s+unavailable\b", line)]
     assert result.stdout.count("fix:") == len(unavailable)
     assert result.returncode == (1 if unavailable else 0), result.stdout + result.stderr
+
+
+def test_doctor_prints_the_ebpf_programs_without_loading_them() -> None:
+    result = orac("doctor", "--print-bpf")
+    assert result.returncode == 0, result.stderr
+    for source in ("syscalls.bpf.c", "offcpu.bpf.c"):
+        assert re.search(rf"^// {source}, compiled with: ", result.stdout, re.M), result.stdout[:500]
+    assert result.stdout.count('#line 1 "orac.bpf.h"') == 2
+    assert "#define HIST_SLOTS 32" in result.stdout
 
 
 def test_installed_entry_point() -> None:

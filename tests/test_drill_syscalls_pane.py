@@ -6,7 +6,8 @@ import time
 
 from ui import make_app, until_drawn
 
-from probes.sources.syscalls import HIST_SLOTS, LatencyBucket, SyscallRate
+from probes.sources.syscalls import HIST_SLOTS, SyscallRate
+from probes.model.histograms import LatencyBucket
 from tui.drill_syscalls_pane import DrillSyscallsPane, detail_lines
 
 

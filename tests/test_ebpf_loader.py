@@ -393,3 +393,23 @@ def test_the_loader_child_imports_this_checkout():
 
     assert child_env()["PYTHONPATH"].split(os.pathsep)[0] == package_root()
     assert (Path(package_root()) / "probes" / "ebpf" / "loader.py").resolve() == Path(ebpf_loader.__file__).resolve()
+
+
+@pytest.mark.parametrize("source_name", ["syscalls.bpf.c", "offcpu.bpf.c", "profile.bpf.c"])
+def test_the_shared_header_goes_in_with_lines_named_as_in_the_files(source_name: str) -> None:
+    import importlib.resources
+
+    original = importlib.resources.files("probes.sources").joinpath(source_name).read_text().splitlines()
+    header = importlib.resources.files("probes.ebpf").joinpath(programs.SHARED_HEADER).read_text().splitlines()
+    text = programs.program_text(source_name).splitlines()
+    assert f'#include "{programs.SHARED_HEADER}"' in original
+    assert not any(line.startswith("#include \"orac") for line in text)
+    start = text.index(f'#line 1 "{programs.SHARED_HEADER}"')
+    assert text[start + 1 : start + 1 + len(header)] == header
+    # After the header, clang counts lines as the source file does: an error
+    # there names the line a reader finds in the file.
+    resume = text[start + 1 + len(header)]
+    line_number = int(resume.split()[1])
+    assert resume == f'#line {line_number} "{source_name}"'
+    assert text[start + 2 + len(header) :] == original[line_number - 1 :]
+    assert text[:start] == original[: line_number - 2]

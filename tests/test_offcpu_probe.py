@@ -43,7 +43,7 @@ from probes.sources.offcpu import (
     state_class,
     without_scheduler,
 )
-from probes.sources.syscalls import LatencyBucket, log2_quantile_bucket
+from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "offcpu_workload.c"
 MS = 1_000_000

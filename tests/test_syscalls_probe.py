@@ -48,16 +48,15 @@ from probes.sources.syscalls import (
     LOST_REASONS,
     TRACING_NS_PER_SYSCALL,
     ErrnoCounts,
-    LatencyBucket,
     SyscallCounts,
     SyscallProbe,
     SyscallsSample,
     derive_syscalls,
-    log2_quantile_bucket,
     parse_errnos,
     parse_stats,
     syscalls_program,
 )
+from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "syscall_workload.c"
 # log2 bucket 23 holds [2^23, 2^24) ns = [8.39, 16.78) ms: where a 10 ms sleep lands.

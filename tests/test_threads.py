@@ -22,6 +22,7 @@ from synthetic_threads import PID, drill_frames
 
 from probes.contract import ProbeUnavailable
 from probes.model.collector import Collector
+from probes.model.joins import join_threads
 from probes.model.views import derive_frame
 from probes.sources.offcpu import OffCpuProbe, derive_offcpu, parse_thread_blocks
 from probes.sources.syscalls import SyscallProbe, derive_syscalls, parse_threads
@@ -33,7 +34,7 @@ from probes.sources.threads import (
     parse_schedstat,
     parse_thread_stat,
 )
-from tui.threads_pane import ThreadsPane, join_threads
+from tui.threads_pane import ThreadsPane
 
 HELPER_SOURCE = Path(__file__).parent / "helpers" / "thread_workload.c"
 MS = 1_000_000

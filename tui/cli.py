@@ -181,9 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args and args[0] == "snapshot":
             return snapshot(snapshot_parser().parse_args(args[1:]))
         if args and args[0] == "doctor":
-            Parser(prog="orac doctor", description="Check which probes can run here.", epilog=DOCTOR_EPILOG).parse_args(
-                args[1:]
+            parser = Parser(prog="orac doctor", description="Check which probes can run here.", epilog=DOCTOR_EPILOG)
+            parser.add_argument(
+                "--print-bpf", action="store_true", help="print the eBPF programs as they are compiled, and load none"
             )
+            if parser.parse_args(args[1:]).print_bpf:
+                return print_bpf()
             return doctor()
         if args and args[0] == "record":
             return record(record_parser().parse_args(args[1:]))
@@ -391,6 +394,16 @@ def doctor() -> int:
     checks = [check(p) for p in all_probes()]
     print(report(checks))
     return 0 if all(c.ok or c.absent for c in checks) else 1
+
+
+def print_bpf() -> int:
+    from probes.ebpf.probe import EbpfProbe
+    from probes.registry import all_probes
+
+    for probe in all_probes():
+        if isinstance(probe, EbpfProbe):
+            print(probe.program().listing())
+    return 0
 
 
 if __name__ == "__main__":

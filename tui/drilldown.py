@@ -18,7 +18,6 @@ a compare in programs that already run, not another program.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections import defaultdict
@@ -32,6 +31,7 @@ from textual.widgets import TabbedContent, TabPane
 
 from probes.contract import Probe
 from probes.model.frame import Frame
+from probes.model.joins import offcpu_of
 from probes.sources.offcpu import OFFCPU, OffCpuView
 from probes.sources.profile import (
     DEFAULT_FREQUENCY_HZ,
@@ -46,13 +46,6 @@ from .line_table import LineTable
 from .offcpu_pane import OffCpuPane
 from .profile_pane import ProfilePane
 from .threads_pane import ThreadsPane
-
-
-def offcpu_of(view: OffCpuView, pid: int) -> OffCpuView:
-    """The system-wide view narrowed to one process; the run queue stays the system's."""
-    mine = tuple(p for p in view.processes if p.pid == pid)
-    off = mine[0].off_cpu_s_per_s if mine else 0.0
-    return dataclasses.replace(view, processes=mine, off_cpu_s_per_s=off, target_pid=pid)
 
 
 class DrillOffCpuPane(OffCpuPane):

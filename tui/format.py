@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probes.sources.syscalls import LatencyBucket
+from probes.model.histograms import LatencyBucket
 
 MISSING = "-"
 # a figure the kernel keeps from orac's user (another user's exe, cwd, fds)

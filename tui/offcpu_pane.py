@@ -24,7 +24,7 @@ from textual.widgets import Static
 
 from probes.contract import ProbeSpec
 from probes.sources.offcpu import OFFCPU, OffCpuView, ProcessOffCpu, StackRate
-from probes.sources.syscalls import LatencyBucket
+from probes.model.histograms import LatencyBucket
 
 from .format import human_duration_ns, human_rate, latency_bucket, percent
 from .histogram import BUCKET_LABEL_WIDTH, MAX_BAR_WIDTH, histogram_lines

@@ -6,10 +6,11 @@ import ctypes
 import errno
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from probes.ebpf.bpf import ENOTSUPP, BpfMap, map_info, parse_cpu_ranges, possible_cpus  # noqa: F401 - their home was here
 from probes.ebpf.programs import wait_for_programs
+from probes.host.procfs import PROC, read_text
 
 
 class MapDrain:
@@ -188,7 +189,7 @@ def percpu_entries(
 
 # A task's comm, as bpf_get_current_comm fills it.
 COMM_BYTES = 16
-_ARRAY_INDEX = struct.Struct("=I")  # an array map's key
+ARRAY_INDEX = struct.Struct("=I")  # an array map's key
 _COUNTER = struct.Struct("=Q")  # one CPU's copy of a u64 in a per-CPU map
 
 
@@ -197,7 +198,7 @@ def read_percpu_counters(table: BpfMap, n: int) -> list[int]:
     out = []
     for i in range(n):
         # An array's entries always exist; "or" only guards a short read.
-        value = table.lookup(_ARRAY_INDEX.pack(i)) or b""
+        value = table.lookup(ARRAY_INDEX.pack(i)) or b""
         out.append(sum(v for (v,) in _COUNTER.iter_unpack(value)))
     return out
 
@@ -211,6 +212,16 @@ def parse_comms(keys: bytes, values: bytes, n: int, key: struct.Struct) -> dict[
         comms[tgid] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
     return comms
 
+
+def name_the_unnamed(comms: dict[int, str], pids: Iterable[int]) -> None:
+    """Add to `comms` the names of `pids` it lacks, from /proc.
+
+    The kernel's comm map had no room for them; a process may have exited
+    since, and is then "?".
+    """
+    for pid in pids:
+        if pid not in comms:
+            comms[pid] = (read_text(f"{PROC}/{pid}/comm") or "").strip() or "?"
 
 
 def advance_generation(generation: int, write: Callable[[int], None]) -> int:

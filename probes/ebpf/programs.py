@@ -42,7 +42,6 @@ MEMBARRIER_CMD_GLOBAL = 1
 NO_MEMBARRIER_WAIT_S = 0.01
 
 
-
 @dataclass(frozen=True, slots=True)
 class BpfProgram:
     """A program's source, the options it is compiled with, and the perf events its functions sample on."""
@@ -70,13 +69,27 @@ class BpfProgram:
         return "\n".join(lines) + "\n\n" + self.text
 
 
-def program_text(source_name: str) -> str:
-    """Read a `.bpf.c` file shipped in this package.
+# The header every program includes (orac.bpf.h, beside this module).
+SHARED_HEADER = "orac.bpf.h"
+_INCLUDE_SHARED = f'#include "{SHARED_HEADER}"'
 
-    importlib.resources finds it wherever the package is installed; bcc's own
-    `src_file` looks relative to the working directory and argv[0].
+
+def program_text(source_name: str) -> str:
+    """A `.bpf.c` file shipped in this package, with the shared header put where it is included.
+
+    importlib.resources finds both wherever the package is installed; bcc's
+    own `src_file` looks relative to the working directory and argv[0]. The
+    header goes in as text, not by clang's include path, so `--print-bpf`
+    shows the whole program; #line directives keep clang's messages naming
+    the file and line they are about.
     """
-    return importlib.resources.files("probes.sources").joinpath(source_name).read_text(encoding="utf-8")
+    text = importlib.resources.files("probes.sources").joinpath(source_name).read_text(encoding="utf-8")
+    header = importlib.resources.files("probes.ebpf").joinpath(SHARED_HEADER).read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
+        if line.strip() == _INCLUDE_SHARED:
+            lines[number - 1] = f'#line 1 "{SHARED_HEADER}"\n{header}#line {number + 1} "{source_name}"\n'
+    return "".join(lines)
 
 
 def build_program(
@@ -220,7 +233,6 @@ def wait_for_programs() -> None:
 @lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
-
 
 
 def load_and_open(program: BpfProgram, open_maps: Callable[[LoadedProgram], None]) -> LoadedProgram:

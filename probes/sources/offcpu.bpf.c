@@ -246,33 +246,14 @@ BPF_ARRAY(control, u64, CONTROL_WORDS);
 BPF_PERCPU_ARRAY(rq_hist, u64, HIST_SLOTS);
 BPF_PERCPU_ARRAY(rq_wait_ns, u64, 1);     /* the sum of the waits rq_hist counts */
 BPF_PERCPU_ARRAY(short_blocks, u64, 2);   /* [0] count, [1] ns, of blocks under MIN_BLOCK_NS */
-BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
 
-static __always_inline void count_lost(u32 reason)
-{
-    u64 *n = lost.lookup(&reason);
-    if (n)
-        (*n)++;
-}
+#include "orac.bpf.h"
 
 static __always_inline void add_percpu(void *table_lookup_result, u64 v)
 {
     u64 *n = table_lookup_result;
     if (n)
         *n += v;
-}
-
-/* floor(log2(v)), 0 for v < 2, capped at the last slot. */
-static __always_inline u32 log2_slot(u64 v)
-{
-    u32 r = 0, shift;
-    shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r |= shift;
-    shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-    shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-    shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-    shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-    r |= (u32)(v >> 1);
-    return r < HIST_SLOTS ? r : HIST_SLOTS - 1;
 }
 
 static __always_inline u32 state_class(long prev_state)

@@ -16,31 +16,28 @@ from __future__ import annotations
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
-from probes.contract import ProbeSpec, ProbeUnavailable
-from probes.ebpf.bpf import BpfMap, possible_cpus
-from probes.ebpf.checks import check_ebpf
+from probes.contract import ProbeSpec
+from probes.ebpf.bpf import possible_cpus
 from probes.ebpf.maps import (
+    ARRAY_INDEX,
     MapDrain,
-    ThreadFocus,
-    advance_generation,
+    name_the_unnamed,
     parse_comms,
     percpu_entries,
     read_percpu_counters,
 )
+from probes.ebpf.probe import FocusingEbpfProbe, PerCpuCounters
 from probes.ebpf.programs import (
     BpfProgram,
     LoadedProgram,
     build_program,
-    load_and_open,
-    unload_program,
     wait_for_programs,
 )
-from probes.host.procfs import read_text
-from probes.sources.syscalls import LatencyBucket, log2_quantile_bucket
+from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 from probes.symbols.symbolizer import Symbolizer
 
 SOURCE = "offcpu.bpf.c"
@@ -123,8 +120,6 @@ _TGID_KEY = struct.Struct("=II")  # tgid, gen
 _THREAD_KEY = struct.Struct("=IIB3xI")  # tgid, tid, state, pad, gen
 _RQ_HIST = struct.Struct(f"={HIST_SLOTS}IQ")  # slots, total_ns
 _WORD = struct.Struct("=Q")
-_ARRAY_INDEX = struct.Struct("=I")
-_GENERATION = struct.Struct("=I")
 _CONTROL_GEN, _CONTROL_STACKS, _CONTROL_FOCUS = 0, 1, 2
 _ACCEPT_PREVIOUS = 1
 _STACK_ID = struct.Struct("=q")  # a stack map's key: the stack's id, a hash of its frames
@@ -267,10 +262,22 @@ def offcpu_program(
     )
 
 
-def parse_blocks(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, int, int, int]]:
-    """(pid, state index, ustack, kstack, stack map, total ns, count) per entry, summed over CPUs."""
+class BlockEntry(NamedTuple):
+    """One entry of the blocks map, summed over every CPU's copy."""
+
+    pid: int
+    state: int  # an index into STATES
+    ustack: int  # stack ids, or below zero why there is none (MISSING_REASONS)
+    kstack: int
+    stack_map: int  # which of the two stack maps the ids are in
+    total_ns: int
+    count: int
+
+
+def parse_blocks(keys: bytes, values: bytes, n: int) -> list[BlockEntry]:
+    """The blocks map's entries with blocks in the interval."""
     return [
-        (pid, state, ustack, kstack, stack_map, total_ns, count)
+        BlockEntry(pid, state, ustack, kstack, stack_map, total_ns, count)
         for (ustack, kstack, pid, state, stack_map, _, _, _), (total_ns, count) in percpu_entries(
             keys, values, n, _BLOCK_KEY, _BLOCK_VALUE
         )
@@ -323,7 +330,7 @@ def _missing(stack_id: int) -> str | None:
     return None if stack_id >= 0 else MISSING_REASONS.get(stack_id, f"lost: error {-stack_id}")
 
 
-class OffCpuProbe:
+class OffCpuProbe(FocusingEbpfProbe):
     """Times every off-CPU block on the machine (or of one process) with eBPF.
 
     Args:
@@ -336,8 +343,8 @@ class OffCpuProbe:
     """
 
     name: ClassVar[str] = "offcpu"
-    # compiling the program takes up to seconds: the collector starts it aside
-    slow_start: ClassVar[bool] = True
+    uses_tracefs: ClassVar[bool] = True  # classic tracepoints
+    kernel_lost_reasons: ClassVar[tuple[str, ...]] = KERNEL_LOST_REASONS
 
     def __init__(
         self,
@@ -345,33 +352,26 @@ class OffCpuProbe:
         min_block_ns: int = DEFAULT_MIN_BLOCK_NS,
         stacks_per_process: int = STACKS_PER_PROCESS,
     ) -> None:
-        self.target_pid = target_pid
+        super().__init__(target_pid)
         self.min_block_ns = min_block_ns
         self.stacks_per_process = stacks_per_process
-        self._focus = ThreadFocus(target_pid)
-        self._bpf: LoadedProgram | None = None
 
     def program(self) -> BpfProgram:
-        """What `start` compiles (for `--print-bpf`)."""
         return offcpu_program(self.target_pid, self.min_block_ns)
 
-    def start(self) -> None:
-        check_ebpf(tracefs=True)  # classic tracepoints attach through tracefs
-        program = self.program()
-        # Compiled and loaded in a child process: orac holds only descriptors.
-        self._bpf = load_and_open(program, self._open_maps)
+    def generation_word(self, bpf: LoadedProgram) -> Callable[[int], None]:
+        # One control array holds the generation, the stack epoch and the focus.
+        self._control = bpf["control"]
+        return lambda generation: self._write_control(_CONTROL_GEN, generation)
 
-    def _open_maps(self, bpf: LoadedProgram) -> None:
+    def open_maps(self, bpf: LoadedProgram) -> None:
         self._blocks = MapDrain(bpf["blocks"])
         self._rq_hists = MapDrain(bpf["rq_hists"])
         self._comms = MapDrain(bpf["comms"])
         self._stack_maps = (bpf["stacks0"], bpf["stacks1"])
-        self._control = bpf["control"]
-        self._rq_hist_table = bpf["rq_hist"]
-        self._rq_wait_table = bpf["rq_wait_ns"]
-        self._short_table = bpf["short_blocks"]
-        self._lost_table = bpf["lost"]
-        self._generation = 0
+        self._rq_hist = PerCpuCounters(bpf["rq_hist"], HIST_SLOTS)
+        self._rq_wait = PerCpuCounters(bpf["rq_wait_ns"], 1)
+        self._short = PerCpuCounters(bpf["short_blocks"], 2)
         self._epoch = 0
         self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
         self._stored_table = bpf["stacks_stored"]
@@ -383,33 +383,10 @@ class OffCpuProbe:
         self._kernel_names: dict[tuple[int, int], tuple[str, ...]] = {}
         self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
         self._symbolizer = Symbolizer()
-        self._lost_before = read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
-        self._rq_before = read_percpu_counters(self._rq_hist_table, HIST_SLOTS)
-        self._rq_wait_before = read_percpu_counters(self._rq_wait_table, 1)
-        self._short_before = read_percpu_counters(self._short_table, 2)
         self._focus.open(bpf["thread_blocks"], lambda pid: self._write_control(_CONTROL_FOCUS, pid))
 
-    def stop(self) -> None:
-        self._focus.close()
-        if self._bpf is not None:
-            unload_program(self._bpf)
-            self._bpf = None
-
-    @property
-    def focus_pid(self) -> int | None:
-        """The process whose threads are timed one by one."""
-        return self._focus.pid
-
-    def focus(self, pid: int | None) -> None:
-        """Time `pid`'s threads one by one from now on (None: nobody's)."""
-        self._focus.set(pid)
-
     def _write_control(self, index: int, value: int) -> None:
-        self._control.update(_ARRAY_INDEX.pack(index), _WORD.pack(value))
-
-    def _diff(self, table: BpfMap, before: list[int]) -> tuple[list[int], list[int]]:
-        now = read_percpu_counters(table, len(before))
-        return now, [a - b for a, b in zip(now, before, strict=True)]
+        self._control.update(ARRAY_INDEX.pack(index), _WORD.pack(value))
 
     def _epoch_due(self) -> bool:
         age_s = time.monotonic() - self._epoch_started
@@ -419,8 +396,7 @@ class OffCpuProbe:
         return age_s >= EPOCH_MIN_S and stored >= STACK_ENTRIES // 2
 
     def sample(self) -> OffCpuSample:
-        if self._bpf is None:
-            raise ProbeUnavailable("the offcpu probe is not running", "start it first")
+        self.require_running()
         new_epoch = self._epoch_due()
         if new_epoch:
             # Records of the epoch before this one stop carrying their stack
@@ -429,37 +405,28 @@ class OffCpuProbe:
             # generation change below hands to this sample.
             self._write_control(_CONTROL_STACKS, self._epoch << 1)
             wait_for_programs()
-        # New blocks go to the next generation; once programs still counting
-        # into this one are done, its entries are complete and nobody writes them.
         mono_ns = time.monotonic_ns()
-        self._generation = advance_generation(self._generation, lambda g: self._write_control(_CONTROL_GEN, g))
-        active = _GENERATION.pack(self._generation)
-
-        def done(key: bytes) -> bool:
-            # Every generation but the new one: leftovers of an older tick too.
-            return key[-_GENERATION.size :] != active
-
+        done = self.next_generation()
         comms = parse_comms(*self._comms.take(done), _TGID_KEY)
         blocks = parse_blocks(*self._blocks.take(done))
         rq_hists, rq_wait_ns_by_pid = parse_rq_hists(*self._rq_hists.take(done))
         threads = parse_thread_blocks(*self._focus.take(done))
-        self._lost_before, lost_counts = self._diff(self._lost_table, self._lost_before)
-        self._rq_before, rq_hist = self._diff(self._rq_hist_table, self._rq_before)
-        self._rq_wait_before, (rq_wait_ns,) = self._diff(self._rq_wait_table, self._rq_wait_before)
-        self._short_before, (short_blocks, short_block_ns) = self._diff(self._short_table, self._short_before)
-        lost = dict(zip(KERNEL_LOST_REASONS, lost_counts, strict=True))
+        lost = self.lost_in_interval()
+        rq_hist = self._rq_hist.take()
+        (rq_wait_ns,) = self._rq_wait.take()
+        short_blocks, short_block_ns = self._short.take()
 
         times: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
-        for pid, state, _, _, _, total_ns, count in blocks:
-            entry = times[pid, STATES[state]]
-            entry[0] += total_ns
-            entry[1] += count
+        for block in blocks:
+            entry = times[block.pid, STATES[block.state]]
+            entry[0] += block.total_ns
+            entry[1] += block.count
         stack_blocks = stack_lost_blocks = 0
-        for _, state, ustack, kstack, _, _, count in blocks:
-            outcome = stack_lost(state, ustack, kstack)
+        for block in blocks:
+            outcome = stack_lost(block.state, block.ustack, block.kstack)
             if outcome is not None:
-                stack_blocks += count
-                stack_lost_blocks += count if outcome else 0
+                stack_blocks += block.count
+                stack_lost_blocks += block.count if outcome else 0
         stacks, missing, missing_blocks = self._named_stacks(blocks)
         lost["stack_missing"] = missing
         stack_lost_blocks += missing_blocks
@@ -467,10 +434,7 @@ class OffCpuProbe:
             self._start_epoch()
         self._symbolizer.tick()
 
-        pids = {pid for pid, _ in times} | set(rq_hists)
-        for pid in pids:
-            if pid not in comms:
-                comms[pid] = _proc_comm(pid)
+        name_the_unnamed(comms, {pid for pid, _ in times} | set(rq_hists))
         return OffCpuSample(
             times=tuple(OffCpuTime(pid, state, ns, count) for (pid, state), (ns, count) in times.items()),
             stacks=stacks,
@@ -544,9 +508,7 @@ class OffCpuProbe:
             return (), (), _missing(kstack) or _missing(ustack)
         return user, kernel, None
 
-    def _named_stacks(
-        self, blocks: list[tuple[int, int, int, int, int, int, int]]
-    ) -> tuple[tuple[BlockingStack, ...], int, int]:
+    def _named_stacks(self, blocks: list[BlockEntry]) -> tuple[tuple[BlockingStack, ...], int, int]:
         """Each process's top stacks by time, named; how many stack ids had no stack, and their blocks."""
         by_pid: dict[int, list[tuple[int, int, int, int, int, int]]] = defaultdict(list)
         for pid, state, ustack, kstack, stack_map, total_ns, count in blocks:
@@ -572,11 +534,6 @@ class OffCpuProbe:
                 for (state, user, kernel, why), (total_ns, count) in ranked[: self.stacks_per_process]
             )
         return tuple(out), missing, missing_blocks
-
-
-def _proc_comm(pid: int) -> str:
-    # The kernel map had no room for the name; the process may have exited since.
-    return (read_text(f"/proc/{pid}/comm") or "").strip() or "?"
 
 
 # ---- derived view -----------------------------------------------------------

@@ -92,15 +92,8 @@ BPF_HASH(counts, struct count_key, struct count, COUNT_ENTRIES);
 BPF_TABLE("stacktrace", int, struct frames, stacks0, STACK_ENTRIES);
 BPF_TABLE("stacktrace", int, struct frames, stacks1, STACK_ENTRIES);
 BPF_ARRAY(generation, u32, 1);
-/* Cumulative since load: user space takes differences, so nothing races a reset. */
-BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
 
-static __always_inline void count_lost(u32 reason)
-{
-    u64 *n = lost.lookup(&reason);
-    if (n)
-        (*n)++;
-}
+#include "orac.bpf.h"
 
 static __always_inline s32 checked_stack(s32 id, u32 collision_reason)
 {

@@ -31,20 +31,14 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.ebpf.bpf import BpfMap
-from probes.ebpf.checks import check_ebpf
 from probes.ebpf.loader import PERF_COUNT_SW_CPU_CLOCK, PERF_TYPE_SOFTWARE, PerfEvent
-from probes.ebpf.maps import MapDrain, advance_generation, read_percpu_counters
-from probes.ebpf.programs import (
-    BpfProgram,
-    LoadedProgram,
-    build_program,
-    load_and_open,
-    unload_program,
-)
+from probes.ebpf.maps import MapDrain
+from probes.ebpf.probe import EbpfProbe
+from probes.ebpf.programs import BpfProgram, LoadedProgram, build_program
 from probes.host.procfs import PROC, read_bytes, read_text
 from probes.symbols.elf import UNKNOWN
 from probes.symbols.symbolizer import Symbolizer, folded
@@ -93,8 +87,6 @@ _STACK_ERRORS = {
 # The structs of profile.bpf.c, native byte order. The count key ends with its generation.
 _COUNT_KEY = struct.Struct("=IiiI")  # tid, ustack, kstack, gen
 _COUNT_VALUE = struct.Struct("=Q16s")  # samples, comm
-_GENERATION = struct.Struct("=I")
-_ARRAY_INDEX = struct.Struct("=I")
 _STACK_ID = struct.Struct("=i")
 _FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
 
@@ -153,14 +145,24 @@ def profile_program(target_pid: int, frequency_hz: int = DEFAULT_FREQUENCY_HZ) -
     )
 
 
-def parse_counts(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, str]]:
-    """(tid, user stack id, kernel stack id, samples, comm) per entry."""
+class CountEntry(NamedTuple):
+    """One (thread, user stack, kernel stack) entry of the counts map."""
+
+    tid: int
+    ustack: int  # stack ids, or -errno why there is none
+    kstack: int
+    samples: int
+    comm: str  # the thread's name
+
+
+def parse_counts(keys: bytes, values: bytes, n: int) -> list[CountEntry]:
+    """The counts map's entries with samples."""
     out = []
     for i in range(n):
         tid, ustack, kstack, _ = _COUNT_KEY.unpack_from(keys, i * _COUNT_KEY.size)
         samples, comm = _COUNT_VALUE.unpack_from(values, i * _COUNT_VALUE.size)
         if samples:
-            out.append((tid, ustack, kstack, samples, comm.split(b"\0", 1)[0].decode("utf-8", "replace")))
+            out.append(CountEntry(tid, ustack, kstack, samples, comm.split(b"\0", 1)[0].decode("utf-8", "replace")))
     return out
 
 
@@ -192,7 +194,7 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-class ProfileProbe:
+class ProfileProbe(EbpfProbe):
     """Samples one process's on-CPU stacks with eBPF.
 
     Args:
@@ -203,29 +205,24 @@ class ProfileProbe:
     """
 
     name: ClassVar[str] = "profile"
-    # compiling the program takes up to seconds: the collector starts it aside
-    slow_start: ClassVar[bool] = True
+    kernel_lost_reasons: ClassVar[tuple[str, ...]] = KERNEL_LOST_REASONS
+    target_pid: int
 
     def __init__(self, target_pid: int, frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> None:
         if target_pid <= 0:
             raise ValueError(f"target_pid must be a process id, not {target_pid}")
         if frequency_hz <= 0:
             raise ValueError(f"frequency_hz must be positive, not {frequency_hz}")
-        self.target_pid = target_pid
+        super().__init__(target_pid)
         self.frequency_hz = frequency_hz
-        self._bpf: LoadedProgram | None = None
         self._exited = False
         self._start_ticks: int | None = None
-        self._generation = 0
-        self._lost_before = [0] * len(KERNEL_LOST_REASONS)
         self._symbolizer = Symbolizer()
 
     def program(self) -> BpfProgram:
-        """What `start` compiles and attaches (for `--print-bpf`)."""
         return profile_program(self.target_pid, self.frequency_hz)
 
-    def start(self) -> None:
-        check_ebpf(tracefs=False)  # perf events are opened by type, not through tracefs
+    def check(self) -> None:
         limit = (read_text(MAX_SAMPLE_RATE_FILE) or "").strip()
         if limit.isdigit() and self.frequency_hz > int(limit):
             raise ProbeUnavailable(
@@ -236,35 +233,16 @@ class ProfileProbe:
         self._start_ticks = process_start_ticks(self.target_pid)
         if self._start_ticks is None:
             raise ProbeUnavailable(f"process {self.target_pid} is not running")
-        program = self.program()
-        # Compiled and loaded in a child process: orac holds only descriptors.
-        self._bpf = load_and_open(program, self._open_maps)
 
-    def _open_maps(self, bpf: LoadedProgram) -> None:
+    def open_maps(self, bpf: LoadedProgram) -> None:
         self._counts = MapDrain(bpf["counts"])
         self._stack_tables = (bpf["stacks0"], bpf["stacks1"])
-        self._lost_table = bpf["lost"]
-        self._generation_table = bpf["generation"]
-        self._generation = 0
         self._exited = False
-        self._lost_before = self._read_lost()
-
-    def stop(self) -> None:
-        if self._bpf is not None:
-            unload_program(self._bpf)
-            self._bpf = None
-
-    def _write_generation(self, generation: int) -> None:
-        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(generation))
-
-    def _read_lost(self) -> list[int]:
-        return read_percpu_counters(self._lost_table, len(KERNEL_LOST_REASONS))
 
     def sample(self) -> ProfileSample:
-        if self._bpf is None:
-            if self._exited:
-                return self._sample((), {}, 0, dict.fromkeys(LOST_REASONS, 0), time.monotonic_ns())
-            raise ProbeUnavailable("the profile probe is not running", "start it first")
+        if not self.running and self._exited:
+            return self._sample((), {}, 0, dict.fromkeys(LOST_REASONS, 0), time.monotonic_ns())
+        self.require_running()
         # Asked before the maps are read: once the process is gone, this read
         # takes its last samples.
         exited = process_start_ticks(self.target_pid) != self._start_ticks
@@ -273,19 +251,12 @@ class ProfileProbe:
         # programs still counting into this one are done, nobody writes its
         # counts or its stack map.
         mono_ns = time.monotonic_ns()
-        self._generation = advance_generation(self._generation, self._write_generation)
-        active = _GENERATION.pack(self._generation)
-        rows = parse_counts(*self._counts.take(lambda key: key[-_GENERATION.size :] != active))
+        rows = parse_counts(*self._counts.take(self.next_generation()))
         # Every count taken is of the previous generation: older ones were taken before.
-        stack_table = self._stack_tables[(self._generation - 1) & 1]
-        addresses = self._take_stacks(stack_table, {i for _, u, k, _, _ in rows for i in (u, k) if i >= 0})
+        stack_table = self._stack_tables[(self.generation - 1) & 1]
+        addresses = self._take_stacks(stack_table, {i for row in rows for i in (row.ustack, row.kstack) if i >= 0})
 
-        lost_now = self._read_lost()
-        lost = {
-            reason: now - before
-            for reason, now, before in zip(KERNEL_LOST_REASONS, lost_now, self._lost_before, strict=True)
-        }
-        self._lost_before = lost_now
+        lost = self.lost_in_interval()
         lost["stack_missing"] = 0
 
         user_names: dict[int, tuple[str, ...]] = {}
@@ -307,7 +278,7 @@ class ProfileProbe:
                 key=lambda s: (-s.samples, s.tid, s.frames),
             )
         )
-        total = sum(samples for _, _, _, samples, _ in rows) + lost["count_map_full"]
+        total = sum(row.samples for row in rows) + lost["count_map_full"]
 
         self._symbolizer.tick()
         if exited:

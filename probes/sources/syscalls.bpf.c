@@ -146,8 +146,6 @@ BPF_HASH(comms, struct comm_key, struct comm, STATS_ENTRIES);
 BPF_PERCPU_HASH(thread_stats, struct thread_key, struct thread_stats, THREAD_ENTRIES);
 BPF_ARRAY(generation, u32, 1);
 BPF_ARRAY(focus, u32, 1);
-/* Cumulative since load: user space takes differences, so nothing races a reset. */
-BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS);
 /* Tasks made since their parent's fork, until their first return: an LRU map,
  * so that kernel threads (which never return to user space) age out. One
  * evicted before its return is counted as lost, which it then is. */
@@ -155,25 +153,8 @@ BPF_TABLE("lru_hash", u64, u8, new_tasks, NEW_TASK_ENTRIES);
 /* Cumulative, like `lost`: first returns of new tasks. */
 BPF_PERCPU_ARRAY(new_task_returns, u64, 1);
 
-static __always_inline void count_lost(u32 reason)
-{
-    u64 *n = lost.lookup(&reason);
-    if (n)
-        (*n)++;
-}
+#include "orac.bpf.h"
 
-/* floor(log2(v)), 0 for v < 2, capped at the last slot. */
-static __always_inline u32 log2_slot(u64 v)
-{
-    u32 r = 0, shift;
-    shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r |= shift;
-    shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-    shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-    shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-    shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-    r |= (u32)(v >> 1);
-    return r < HIST_SLOTS ? r : HIST_SLOTS - 1;
-}
 
 /* First slot of the thread's set: Fibonacci hashing spreads the consecutive
  * ids of a thread pool, so its threads do not share a cache line. */

@@ -13,30 +13,23 @@ from __future__ import annotations
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
-from probes.contract import ProbeSpec, ProbeUnavailable
+from probes.contract import ProbeSpec
 from probes.ebpf.bpf import possible_cpus
-from probes.ebpf.checks import check_ebpf
 from probes.ebpf.maps import (
+    ARRAY_INDEX,
     MapDrain,
-    ThreadFocus,
-    advance_generation,
+    name_the_unnamed,
     parse_comms,
     percpu_entries,
-    read_percpu_counters,
 )
-from probes.ebpf.programs import (
-    BpfProgram,
-    LoadedProgram,
-    build_program,
-    load_and_open,
-    unload_program,
-)
+from probes.ebpf.probe import FocusingEbpfProbe, PerCpuCounters
+from probes.ebpf.programs import BpfProgram, LoadedProgram, build_program
 from probes.ebpf.syscall_names import errno_name, syscall_name
-from probes.host.procfs import read_text
+from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 
 SOURCE = "syscalls.bpf.c"
 HIST_SLOTS = 32
@@ -74,8 +67,6 @@ _COMM_KEY = struct.Struct("=II")  # tgid, gen
 _THREAD_KEY = struct.Struct("=III")  # tgid, tid, gen
 _THREAD_VALUE = struct.Struct("=QQQ")  # calls, errors, total_ns
 _COUNT = struct.Struct("=Q")  # an errno's count
-_GENERATION = struct.Struct("=I")
-_ARRAY_INDEX = struct.Struct("=I")  # an array map's key
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +161,28 @@ def _signed32(nr: int) -> int:
     return nr - (1 << 32) if nr >= 1 << 31 else nr
 
 
-def parse_stats(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int, int, tuple[int, ...]]]:
-    """(pid, nr, calls, errors, total_ns, hist) per entry, summed over every CPU's copy."""
+class StatsEntry(NamedTuple):
+    """One (process, syscall) entry of the stats map, summed over every CPU's copy."""
+
+    pid: int
+    nr: int
+    calls: int
+    errors: int
+    total_ns: int
+    hist: tuple[int, ...]
+
+
+class ErrnoEntry(NamedTuple):
+    """One (process, syscall, errno) entry of the errnos map, summed over every CPU's copy."""
+
+    pid: int
+    nr: int
+    errno: int
+    count: int
+
+
+def parse_stats(keys: bytes, values: bytes, n: int) -> list[StatsEntry]:
+    """The stats map's entries with calls in the interval."""
     if n == 0:
         return []
     value_size = len(values) // n
@@ -193,7 +204,7 @@ def parse_stats(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int,
             for slot, count in enumerate(_STATS_HIST.unpack_from(values, offset + _STATS_HEAD.size)):
                 hist[slot] += count
         if calls:
-            out.append((pid, _signed32(nr), calls, errors, total_ns, tuple(hist)))
+            out.append(StatsEntry(pid, _signed32(nr), calls, errors, total_ns, tuple(hist)))
     return out
 
 
@@ -206,16 +217,16 @@ def parse_threads(keys: bytes, values: bytes, n: int) -> list[ThreadSyscallCount
     ]
 
 
-def parse_errnos(keys: bytes, values: bytes, n: int) -> list[tuple[int, int, int, int]]:
-    """(pid, nr, errno, count) per entry, summed over CPUs."""
+def parse_errnos(keys: bytes, values: bytes, n: int) -> list[ErrnoEntry]:
+    """The errnos map's entries with errors in the interval."""
     return [
-        (pid, _signed32(nr), err, count)
+        ErrnoEntry(pid, _signed32(nr), err, count)
         for (pid, nr, err, _), (count,) in percpu_entries(keys, values, n, _ERRNO_KEY, _COUNT)
         if count
     ]
 
 
-class SyscallProbe:
+class SyscallProbe(FocusingEbpfProbe):
     """Counts every syscall on the machine (or of one process) with eBPF.
 
     Args:
@@ -225,100 +236,38 @@ class SyscallProbe:
     """
 
     name: ClassVar[str] = "syscalls"
-    # compiling the program takes up to seconds: the collector starts it aside
-    slow_start: ClassVar[bool] = True
-
-    def __init__(self, target_pid: int | None = None) -> None:
-        self.target_pid = target_pid
-        self._focus = ThreadFocus(target_pid)
-        self._bpf: LoadedProgram | None = None
-        self._lost_before = [0] * len(LOST_REASONS)
-        self._new_task_returns_before = 0
-        self._generation = 0
+    kernel_lost_reasons: ClassVar[tuple[str, ...]] = LOST_REASONS
 
     def program(self) -> BpfProgram:
-        """What `start` compiles (for `--print-bpf`)."""
         return syscalls_program(self.target_pid)
 
-    def start(self) -> None:
-        check_ebpf(tracefs=False)  # raw tracepoints attach by name
-        program = self.program()
-        # Compiled and loaded in a child process: orac holds only descriptors.
-        self._bpf = load_and_open(program, self._open_maps)
-
-    def _open_maps(self, bpf: LoadedProgram) -> None:
+    def open_maps(self, bpf: LoadedProgram) -> None:
         self._stats = MapDrain(bpf["stats"])
         self._errnos = MapDrain(bpf["errnos"])
         self._comms = MapDrain(bpf["comms"])
-        self._lost_table = bpf["lost"]
-        self._new_task_returns_table = bpf["new_task_returns"]
-        self._generation_table = bpf["generation"]
-        self._generation = 0
-        self._lost_before = self._read_lost()
-        self._new_task_returns_before = read_percpu_counters(self._new_task_returns_table, 1)[0]
+        self._new_task_returns = PerCpuCounters(bpf["new_task_returns"], 1)
         focus_word = bpf["focus"]
-        self._focus.open(
-            bpf["thread_stats"], lambda pid: focus_word.update(_ARRAY_INDEX.pack(0), _ARRAY_INDEX.pack(pid))
-        )
-
-    def stop(self) -> None:
-        self._focus.close()
-        if self._bpf is not None:
-            unload_program(self._bpf)
-            self._bpf = None
-
-    @property
-    def focus_pid(self) -> int | None:
-        """The process whose threads are counted one by one."""
-        return self._focus.pid
-
-    def focus(self, pid: int | None) -> None:
-        """Count `pid`'s threads one by one from now on (None: nobody's)."""
-        self._focus.set(pid)
-
-    def _write_generation(self, generation: int) -> None:
-        self._generation_table.update(_ARRAY_INDEX.pack(0), _GENERATION.pack(generation))
-
-    def _read_lost(self) -> list[int]:
-        return read_percpu_counters(self._lost_table, len(LOST_REASONS))
+        self._focus.open(bpf["thread_stats"], lambda pid: focus_word.update(ARRAY_INDEX.pack(0), ARRAY_INDEX.pack(pid)))
 
     def sample(self) -> SyscallsSample:
-        if self._bpf is None:
-            raise ProbeUnavailable("the syscalls probe is not running", "start it first")
-        # New events go to the next generation; once programs still counting
-        # into this one are done, its entries are complete and nobody writes them.
+        self.require_running()
         mono_ns = time.monotonic_ns()
-        self._generation = advance_generation(self._generation, self._write_generation)
-        active = _GENERATION.pack(self._generation)
-
-        def done(key: bytes) -> bool:
-            # Every generation but the new one: leftovers of an older tick too.
-            return key[-_GENERATION.size :] != active
-
+        done = self.next_generation()
         comms = parse_comms(*self._comms.take(done), _COMM_KEY)
         stats = parse_stats(*self._stats.take(done))
         errnos = parse_errnos(*self._errnos.take(done))
         threads = parse_threads(*self._focus.take(done))
-        lost_now = self._read_lost()
-        lost = {
-            reason: now - before for reason, now, before in zip(LOST_REASONS, lost_now, self._lost_before, strict=True)
-        }
-        self._lost_before = lost_now
-        returns_now = read_percpu_counters(self._new_task_returns_table, 1)[0]
-        new_task_returns = returns_now - self._new_task_returns_before
-        self._new_task_returns_before = returns_now
+        lost = self.lost_in_interval()
+        (new_task_returns,) = self._new_task_returns.take()
 
         syscalls = tuple(
-            SyscallCounts(pid, nr, syscall_name(nr), calls, errors, total_ns, hist)
-            for pid, nr, calls, errors, total_ns, hist in stats
+            SyscallCounts(e.pid, e.nr, syscall_name(e.nr), e.calls, e.errors, e.total_ns, e.hist) for e in stats
         )
-        for entry in syscalls:
-            if entry.pid not in comms:
-                comms[entry.pid] = _proc_comm(entry.pid)
+        name_the_unnamed(comms, (entry.pid for entry in syscalls))
         return SyscallsSample(
             syscalls=syscalls,
             errnos=tuple(
-                ErrnoCounts(pid, nr, syscall_name(nr), err, errno_name(err), count) for pid, nr, err, count in errnos
+                ErrnoCounts(e.pid, e.nr, syscall_name(e.nr), e.errno, errno_name(e.errno), e.count) for e in errnos
             ),
             comms=comms,
             lost=lost,
@@ -331,46 +280,7 @@ class SyscallProbe:
         )
 
 
-def _proc_comm(pid: int) -> str:
-    # The kernel map had no room for the name; the process may have exited since.
-    return (read_text(f"/proc/{pid}/comm") or "").strip() or "?"
-
-
 # ---- derived view -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LatencyBucket:
-    """Where a percentile of a log2 latency histogram lies: in [low_ns, high_ns).
-
-    A log2 histogram knows only which bucket each call fell in, so this range
-    is all it can honestly say of a percentile: sleeps of 10 ms are "8.4 to
-    16.8 ms", where interpolating inside the bucket made them 12.58 ms.
-    `high_ns` is None for the last bucket, which is open-ended.
-    """
-
-    low_ns: int
-    high_ns: int | None
-
-
-def log2_quantile_bucket(hist: Sequence[int], q: float) -> LatencyBucket | None:
-    """The bucket of a log2 histogram holding its q quantile (0 < q <= 1).
-
-    Bucket i counts values in [2**i, 2**(i+1)) ns (bucket 0 from 0); the q
-    quantile is in the first bucket where the count of values up to and
-    including it reaches q x total. None for an empty histogram.
-    """
-    total = sum(hist)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    last = len(hist) - 1
-    for slot, count in enumerate(hist):
-        seen += count
-        if count and seen >= rank:
-            return LatencyBucket(0 if slot == 0 else 1 << slot, None if slot == last else 1 << (slot + 1))
-    return LatencyBucket(1 << last, None)
 
 
 @dataclass(frozen=True, slots=True)
