@@ -7,8 +7,9 @@ line in PROBES.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from probes.contract import Probe, ProbeSpec
 from probes.sources import gpu, offcpu, processes, profile, syscalls, system, threads

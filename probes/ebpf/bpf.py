@@ -202,10 +202,10 @@ def bpf(cmd: int, attr: ctypes.Structure) -> int:
     if res < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return res
+    return int(res)
 
 
-def _address(buffer: bytes | ctypes.Array | None) -> int:
+def _address(buffer: bytes | ctypes.Array[ctypes.c_char] | None) -> int:
     """The address of a buffer for the kernel to read (bytes) or write (a ctypes array)."""
     if buffer is None:
         return 0
@@ -248,7 +248,7 @@ def link_prog_id(fd: int) -> int:
     info = _LinkInfo()
     attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
     bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
-    return info.prog_id
+    return int(info.prog_id)
 
 
 def create_map(map_type: int, key_size: int, value_size: int, max_entries: int, name: str = "") -> int:
@@ -348,11 +348,11 @@ class BpfMap:
 
     def lookup_batch(
         self,
-        keys: ctypes.Array,
-        values: ctypes.Array,
+        keys: ctypes.Array[ctypes.c_char],
+        values: ctypes.Array[ctypes.c_char],
         count: int,
-        in_batch: ctypes.Array | None,
-        out_batch: ctypes.Array,
+        in_batch: ctypes.Array[ctypes.c_char] | None,
+        out_batch: ctypes.Array[ctypes.c_char],
         delete: bool = False,
     ) -> tuple[int, int]:
         """One BPF_MAP_LOOKUP_BATCH (or LOOKUP_AND_DELETE_BATCH) call, Linux 5.6.

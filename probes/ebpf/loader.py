@@ -272,7 +272,8 @@ def _describe(bpf: object) -> tuple[list[dict[str, object]], list[dict[str, obje
             print(f"orac's loader cannot hand over {kind}: the program must attach otherwise", file=sys.stderr)
             sys.stderr.flush()
             os._exit(EXIT_UNSUPPORTED)
-    attachments, fds = [], []
+    attachments: list[dict[str, object]] = []
+    fds: list[int] = []
     for attribute, kind in ATTACHMENT_KINDS.items():
         for name, fd in getattr(bpf, attribute, {}).items():
             attachments.append({"kind": kind, "name": name.decode() if isinstance(name, bytes) else str(name)})
@@ -293,7 +294,7 @@ def _describe(bpf: object) -> tuple[list[dict[str, object]], list[dict[str, obje
     lib.bpf_table_leaf_size_id.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
     module = bpf.module  # type: ignore[attr-defined]
-    maps = []
+    maps: list[dict[str, object]] = []
     for i in range(lib.bpf_num_tables(module)):
         name = lib.bpf_table_name(module, i)
         fd = lib.bpf_table_fd(module, name)

@@ -78,7 +78,7 @@ class EbpfProbe(ABC):
     def open_maps(self, bpf: LoadedProgram) -> None:
         """The program is loaded: take hold of its maps (a KeyError or OSError unloads it again)."""
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - optional: most probes need nothing more
         """What must hold before compiling, beyond eBPF itself; raises ProbeUnavailable."""
 
     def start(self) -> None:

@@ -7,7 +7,8 @@ UI cannot tell them apart and never samples on its own thread.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from probes.contract import Probe, Unavailable
 from probes.model.frame import Frame
@@ -168,11 +169,11 @@ class Collector(LiveSource):
     def _record(self, recorder: FrameSink, frame: Frame) -> None:
         try:
             recorder.append(frame)
-        except Exception as exc:  # noqa: BLE001 - a write error ends the recording, never the sampling
+        except Exception as exc:
             self.recorder = None
             try:
                 recorder.close()
-            except Exception:  # noqa: BLE001, S110 - closing what failed: the first error is the one to report
+            except Exception:
                 pass
             if self.on_error is not None:
                 self.on_error(exc)

@@ -56,7 +56,7 @@ class FrameSource(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
-    def refresh(self) -> None:
+    def refresh(self) -> None:  # noqa: B027 - optional: a source that cannot refresh does nothing
         """Show the present (or the current frame) again at once, where the source can."""
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 from probes.sources.processes import ProcessView
 
 
 class ProcessHistory:
     def __init__(self, ticks: int = 60) -> None:
-        self._ticks: deque[tuple[array, array, array]] = deque(maxlen=ticks)
+        self._ticks: deque[tuple[array[int], array[float], array[int]]] = deque(maxlen=ticks)
 
     def add(self, processes: Iterable[ProcessView]) -> None:
         pids = array("i")

@@ -20,8 +20,9 @@ import dataclasses
 import functools
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from probes.host.procfs import ARG_SEPARATOR
 from probes.model.frame import Frame
@@ -219,7 +220,7 @@ def redact_cmdline(text: str) -> str:
 REDACTED_FIELDS = frozenset({"cmdline"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _carries(hint: Any) -> bool:
     """Whether a value of this type hint can hold a REDACTED_FIELDS string anywhere inside."""
     if hint is Any:
@@ -248,16 +249,17 @@ class FrameRedactor:
 
     def frame(self, frame: Frame) -> Frame:
         self._next = {}
-        samples = {
-            name: self._walk(sample) if _carries(type(sample)) else sample for name, sample in frame.samples.items()
-        }
+        samples: dict[str, Any] = {}
+        for name, sample in frame.samples.items():
+            kind: Any = type(sample)
+            samples[name] = self._walk(sample) if _carries(kind) else sample
         self._memo = self._next
         if all(samples[name] is frame.samples[name] for name in samples):
             return frame
         return dataclasses.replace(frame, samples=samples)
 
     def _walk(self, value: Any) -> Any:
-        t = type(value)
+        t: Any = type(value)
         if t is tuple or t is list:
             items = [self._walk(item) for item in value]
             return value if all(a is b for a, b in zip(items, value)) else t(items)

@@ -43,7 +43,7 @@ class Sampler:
                 self.unavailable[probe.name] = exc.unavailable
                 if exc.absent:
                     self.absent.add(probe.name)
-            except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the rest
+            except Exception as exc:
                 self.unavailable[probe.name] = Unavailable(
                     f"{probe.name} probe failed to start: {exc!r}", "please report this as a bug"
                 )
@@ -66,7 +66,7 @@ class Sampler:
                 samples[probe.name] = probe.sample()
             except ProbeUnavailable as exc:
                 unavailable[probe.name] = exc.unavailable
-            except Exception as exc:  # noqa: BLE001 - one broken probe must not stop the rest
+            except Exception as exc:
                 unavailable[probe.name] = Unavailable(
                     f"{probe.name} probe failed: {exc!r}", "please report this as a bug"
                 )

@@ -23,8 +23,8 @@ def covered_s(prev: Any, curr: Any, frame_dt_s: float) -> float:
     leaves the probes after it reading later than the frame's time says.
     Samples recorded before probes kept that time cover the frames' interval.
     """
-    before = getattr(prev, "mono_ns", None)
-    after = getattr(curr, "mono_ns", None)
+    before: int | None = getattr(prev, "mono_ns", None)
+    after: int | None = getattr(curr, "mono_ns", None)
     if before is None or after is None or after <= before:
         return frame_dt_s
     return (after - before) / 1e9

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.procfs import read_text
@@ -242,7 +243,7 @@ def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
     """
     before = {d.uuid: d for d in prev.devices}
     devices = []
-    processes = []
+    processes: list[GpuProcessView] = []
     for d in curr.devices:
         old = before.get(d.uuid)
         devices.append(
@@ -264,8 +265,8 @@ def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
                 pcie_tx_bytes_per_s=None if d.pcie_tx_kb_per_s is None else d.pcie_tx_kb_per_s * 1024,
                 ecc_corrected_volatile=d.ecc_corrected_volatile,
                 ecc_uncorrected_volatile=d.ecc_uncorrected_volatile,
-                ecc_corrected_new=_new_count(old and old.ecc_corrected_volatile, d.ecc_corrected_volatile),
-                ecc_uncorrected_new=_new_count(old and old.ecc_uncorrected_volatile, d.ecc_uncorrected_volatile),
+                ecc_corrected_new=_new_count(old.ecc_corrected_volatile if old else None, d.ecc_corrected_volatile),
+                ecc_uncorrected_new=_new_count(old.ecc_uncorrected_volatile if old else None, d.ecc_uncorrected_volatile),
                 throttle_reasons=(
                     None if d.throttle_reasons_mask is None else tuple(decode_throttle_reasons(d.throttle_reasons_mask))
                 ),
@@ -351,7 +352,7 @@ class NvmlPidMap:
 class _Device:
     """What the probe keeps per GPU between ticks (never in a sample)."""
 
-    __slots__ = ("index", "handle", "name", "uuid", "unsupported", "last_seen_us")
+    __slots__ = ("handle", "index", "last_seen_us", "name", "unsupported", "uuid")
 
     def __init__(self, index: int, handle: Any, name: str, uuid: str) -> None:
         self.index = index
@@ -368,7 +369,7 @@ class _Device:
 class _ProcessAcc:
     """One NVML pid's entries in a GPU's process lists, merged."""
 
-    __slots__ = ("types", "memory", "gpu_instance_id", "compute_instance_id")
+    __slots__ = ("compute_instance_id", "gpu_instance_id", "memory", "types")
 
     def __init__(self) -> None:
         self.types: list[str] = []
@@ -434,9 +435,10 @@ class GpuProbe:
     @staticmethod
     def _driver(nvml: ModuleType) -> str | None:
         try:
-            return nvml.nvmlSystemGetDriverVersion()
+            version: str = nvml.nvmlSystemGetDriverVersion()
         except nvml.NVMLError:
             return None
+        return version
 
     @staticmethod
     def _choose_process_queries(nvml: ModuleType, handle: Any) -> list[tuple[str, Callable[[Any], Any]]]:
@@ -592,7 +594,7 @@ class GpuProbe:
 
     def _throttle_mask(self, nvml: ModuleType, dev: _Device) -> int | None:
         assert self._clocks_event_reasons is not None
-        mask = self._get(dev, "clocks_event_reasons", self._clocks_event_reasons, dev.handle)
+        mask: int | None = self._get(dev, "clocks_event_reasons", self._clocks_event_reasons, dev.handle)
         if mask is None and "clocks_event_reasons" in dev.unsupported:
             # A driver before 535 knows the call by its old name only.
             mask = self._get(dev, "throttle_reasons", nvml.nvmlDeviceGetCurrentClocksThrottleReasons, dev.handle)

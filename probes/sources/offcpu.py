@@ -271,7 +271,7 @@ class BlockEntry(NamedTuple):
     kstack: int
     stack_map: int  # which of the two stack maps the ids are in
     total_ns: int
-    count: int
+    blocks: int
 
 
 def parse_blocks(keys: bytes, values: bytes, n: int) -> list[BlockEntry]:
@@ -420,13 +420,13 @@ class OffCpuProbe(FocusingEbpfProbe):
         for block in blocks:
             entry = times[block.pid, STATES[block.state]]
             entry[0] += block.total_ns
-            entry[1] += block.count
+            entry[1] += block.blocks
         stack_blocks = stack_lost_blocks = 0
         for block in blocks:
             outcome = stack_lost(block.state, block.ustack, block.kstack)
             if outcome is not None:
-                stack_blocks += block.count
-                stack_lost_blocks += block.count if outcome else 0
+                stack_blocks += block.blocks
+                stack_lost_blocks += block.blocks if outcome else 0
         stacks, missing, missing_blocks = self._named_stacks(blocks)
         lost["stack_missing"] = missing
         stack_lost_blocks += missing_blocks

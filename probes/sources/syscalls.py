@@ -178,7 +178,7 @@ class ErrnoEntry(NamedTuple):
     pid: int
     nr: int
     errno: int
-    count: int
+    errors: int
 
 
 def parse_stats(keys: bytes, values: bytes, n: int) -> list[StatsEntry]:
@@ -267,7 +267,7 @@ class SyscallProbe(FocusingEbpfProbe):
         return SyscallsSample(
             syscalls=syscalls,
             errnos=tuple(
-                ErrnoCounts(e.pid, e.nr, syscall_name(e.nr), e.errno, errno_name(e.errno), e.count) for e in errnos
+                ErrnoCounts(e.pid, e.nr, syscall_name(e.nr), e.errno, errno_name(e.errno), e.errors) for e in errnos
             ),
             comms=comms,
             lost=lost,
@@ -338,7 +338,7 @@ class SyscallsView:
 class _Totals:
     """Sums of SyscallCounts (one syscall of many processes, or many syscalls of one)."""
 
-    __slots__ = ("calls", "errors", "latency_total_ns", "hist", "errnos")
+    __slots__ = ("calls", "errnos", "errors", "hist", "latency_total_ns")
 
     def __init__(self) -> None:
         self.calls = 0

@@ -103,7 +103,8 @@ def parse_cpu_line(fields: list[str], cpu_id: int | None = None) -> CpuTimes:
     """Parse the numbers of one `cpu` line of /proc/stat (ticks) into ns."""
     values = [int(v) * NS_PER_TICK for v in fields[:8]]
     values += [0] * (8 - len(values))
-    return CpuTimes(*values, cpu_id=cpu_id)
+    user, nice, system, idle, iowait, irq, softirq, steal = values
+    return CpuTimes(user, nice, system, idle, iowait, irq, softirq, steal, cpu_id)
 
 
 def parse_proc_stat(text: str) -> tuple[CpuTimes, tuple[CpuTimes, ...], int, int]:

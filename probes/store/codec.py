@@ -92,7 +92,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import struct
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 _NONE, _FALSE, _TRUE, _INT, _FLOAT, _STR, _BYTES, _TUPLE, _LIST, _DICT, _DATACLASS, _INT_TUPLE = range(12)
 _SAME, _INT_DELTA, _PATCH, _SEQ_DELTA, _DICT_DELTA = range(0x10, 0x15)
@@ -675,7 +676,7 @@ class Decoder:
         raise CodecError("frame data is corrupt (a delta does not fit the frame before it)")
 
     def _patch(self, ref: Any) -> Any:
-        cls, fields, build = self.schema.build_for(type(ref))
+        _, fields, build = self.schema.build_for(type(ref))
         mask = self._varint()
         values = []
         for i, name in enumerate(fields):

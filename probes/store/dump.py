@@ -6,8 +6,10 @@ import csv
 import dataclasses
 import json
 import sys
-from typing import Any, Iterable, Mapping, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
+from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
 from probes.sources.processes import PROCESSES
@@ -92,7 +94,7 @@ def dump(
     writer: csv.DictWriter[str] | None = None
     prev: Frame | None = None
     for index, frame in recording.iter_frames(range(first, wanted.stop)):
-        views = derive_frame(prev, frame) if prev is not None else {}
+        views = derive_frame(prev, frame) if prev is not None else Views()
         interval_s = (frame.mono_ns - prev.mono_ns) / 1e9 if prev is not None else None
         prev = frame
         if index < wanted.start or not views:

@@ -58,8 +58,8 @@ import dataclasses
 import json
 import struct
 import zlib
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Mapping
 
 from probes.contract import Unavailable
 

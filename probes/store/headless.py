@@ -6,9 +6,10 @@ import dataclasses
 import os
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from probes.contract import Probe
 from probes.model.sampling import Sampler, Schedule

@@ -10,8 +10,9 @@ import stat
 import threading
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import zstandard
 
@@ -381,7 +382,8 @@ class Recording:
                 self._validator.check(samples, unavailable)
             except (zstandard.ZstdError, CodecError) as exc:
                 raise RecordingError(f"{self.path} is corrupt (frame {index}: {exc})") from None
-            frame = Frame(wall_ns=wall_ns, mono_ns=mono_ns, samples=samples, unavailable=unavailable)
+            why = {name: Unavailable(*pair) for name, pair in unavailable.items()}
+            frame = Frame(wall_ns=wall_ns, mono_ns=mono_ns, samples=samples, unavailable=why)
             yield index, frame
             prev = frame
 

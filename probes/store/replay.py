@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from probes.model.collector import (
-    FrameCallback,
-)
+from probes.contract import Views
 from probes.model.frame import Frame
-from probes.model.frame_source import SeekableSource
+from probes.model.frame_source import FrameCallback, SeekableSource
 from probes.model.redaction import FrameRedactor
 from probes.model.views import derive_frame
 from probes.store.format import RecordingError
@@ -211,8 +209,8 @@ class ReplaySource(SeekableSource):
                 if index is None:
                     return
                 frame = self._shown(index)
-                views = derive_frame(self._shown(index - 1), frame) if index > 0 else {}
-            except Exception as exc:  # noqa: BLE001 - a damaged frame, or one no check foresaw
+                views = derive_frame(self._shown(index - 1), frame) if index > 0 else Views()
+            except Exception as exc:
                 # Stop where we are and say why, rather than end the thread
                 # and leave the screen frozen.
                 error = exc if isinstance(exc, RecordingError) else RecordingError(

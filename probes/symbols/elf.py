@@ -80,7 +80,7 @@ class _Functions:
     columns cost ~30.
     """
 
-    __slots__ = ("addrs", "ranks", "sizes", "names", "ends")
+    __slots__ = ("addrs", "ends", "names", "ranks", "sizes")
 
     def __init__(self) -> None:
         self.addrs = array("Q")
@@ -317,14 +317,14 @@ class _Elf:
                 continue
             code = self.section_bytes(sec)
             step = 8 if name == ".plt.got" and sec.entsize == 8 else 16
-            for at in range(0, len(code) - 5, step):
-                jmp = code.find(b"\xff\x25", at, at + 8)
+            for entry in range(0, len(code) - 5, step):
+                jmp = code.find(b"\xff\x25", entry, entry + 8)
                 if jmp < 0 or jmp + 6 > len(code):
                     continue
                 (disp,) = struct.unpack_from("<i", code, jmp + 2)
                 target = slots.get(sec.addr + jmp + 6 + disp)
                 if target is not None:
-                    functions.add(sec.addr + at, 500, step, target + b"@plt")
+                    functions.add(sec.addr + entry, 500, step, target + b"@plt")
 
 
 class ElfSymbols:
@@ -335,7 +335,7 @@ class ElfSymbols:
     then fall back to module+offset.
     """
 
-    __slots__ = ("loads", "addrs", "sizes", "name_at", "names", "build_id", "error", "used_tick")
+    __slots__ = ("addrs", "build_id", "error", "loads", "name_at", "names", "sizes", "used_tick")
 
     def __init__(self, loads: Sequence[tuple[int, int, int]] = (), functions: _Functions | None = None,
                  build_id: str | None = None, error: str | None = None) -> None:

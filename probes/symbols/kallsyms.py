@@ -160,7 +160,7 @@ NAMES_PER_BLOCK = 64
 BLOCKS_KEPT = 16
 
 
-def _parse_kallsyms(lines: Iterable[bytes]) -> tuple[array, array, bytes, frozenset[int]]:
+def _parse_kallsyms(lines: Iterable[bytes]) -> tuple[array[int], array[int], bytes, frozenset[int]]:
     """Text symbols of kallsyms lines: (addresses, name offsets, names blob, open-ended indexes).
 
     Sorted by address; of aliases at one address the preferred one is kept
@@ -214,7 +214,7 @@ def _parse_kallsyms(lines: Iterable[bytes]) -> tuple[array, array, bytes, frozen
 _TABLE_HEADER = struct.Struct("=IIII")  # addresses, block offsets, compressed bytes, open-ended
 
 
-def _table_to_bytes(parsed: tuple[array, array, bytes, frozenset[int]]) -> bytes:
+def _table_to_bytes(parsed: tuple[array[int], array[int], bytes, frozenset[int]]) -> bytes:
     """A parsed table with its names compressed in blocks, as the child hands it over."""
     addrs, name_at, names, open_ended = parsed
     block_at, blob = array("I", [0]), bytearray()
@@ -227,7 +227,7 @@ def _table_to_bytes(parsed: tuple[array, array, bytes, frozenset[int]]) -> bytes
     return header + addrs.tobytes() + block_at.tobytes() + blob + ends.tobytes()
 
 
-def _table_from_bytes(data: bytes) -> tuple[array, array, bytes, frozenset[int]]:
+def _table_from_bytes(data: bytes) -> tuple[array[int], array[int], bytes, frozenset[int]]:
     """(addresses, block offsets, compressed names, open-ended indexes) of a table."""
     n_addrs, n_block_at, n_blob, n_ends = _TABLE_HEADER.unpack_from(data)
     at = _TABLE_HEADER.size

@@ -60,7 +60,7 @@ def _process_identity(pid: int) -> tuple[object, ...] | None:
 class _PerfMap:
     """One /tmp/perf-PID.map: "START SIZE name" lines (hex) written by JITs."""
 
-    __slots__ = ("path", "signature", "starts", "sizes", "name_at", "names", "checked_tick")
+    __slots__ = ("checked_tick", "name_at", "names", "path", "signature", "sizes", "starts")
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -120,8 +120,17 @@ class _PerfMap:
 class _Process:
     """What is cached about one process: its executable mappings and resolved names."""
 
-    __slots__ = ("pid", "identity", "maps", "starts", "names", "checked_tick", "refreshed_tick",
-                 "used_tick", "perf_map")
+    __slots__ = (
+        "checked_tick",
+        "identity",
+        "maps",
+        "names",
+        "perf_map",
+        "pid",
+        "refreshed_tick",
+        "starts",
+        "used_tick",
+    )
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
