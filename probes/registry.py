@@ -11,7 +11,17 @@ from types import ModuleType
 from typing import Any, Iterable, Sequence
 
 from probes.contract import Probe, ProbeSpec
-from probes.sources import gpu, offcpu, processes, profile, syscalls, system, threads
+from probes.sources import (
+    disks,
+    filesystems,
+    gpu,
+    offcpu,
+    processes,
+    profile,
+    syscalls,
+    system,
+    threads,
+)
 from probes.store.codec import register_type
 
 # In the order panes and `orac doctor` list them. Those with a `make` run
@@ -20,6 +30,8 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     system.SYSTEM,
     processes.PROCESSES,
     gpu.GPU,
+    disks.DISKS,
+    filesystems.FILESYSTEMS,
     syscalls.SYSCALLS,
     offcpu.OFFCPU,
     profile.PROFILE,
