@@ -126,6 +126,11 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         def control(self) -> LineTable[Any]:
             return self.table
 
+    # Whether the cursor's row is marked while another widget has the focus.
+    # A table that is only read (disks, filesystems) leaves its rows' own
+    # colours (a saturated disk, a full filesystem) to show until focused.
+    CURSOR_WHEN_BLURRED: ClassVar[bool] = True
+
     def __init__(
         self,
         columns: Iterable[Column[T]],
@@ -437,7 +442,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         row_style = base
         if key[3]:
             row_style = base + self.style(key[3])
-        if index == self.cursor:
+        if index == self.cursor and (self.CURSOR_WHEN_BLURRED or self.has_focus):
             row_style = row_style + self.style("line-table--cursor")
         segments = []
         last = layout[-1][0].key
