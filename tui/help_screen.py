@@ -33,6 +33,12 @@ FIGURES: list[tuple[str, str]] = [
     ("RSS", "resident pages of /proc/PID/statm, as ps and top show them"),
     ("P50, P99", "latency percentiles as the log2 bucket they lie in (8.4-17ms): the kernel counts calls per bucket"),
     ("MEAN", "exact mean latency: the calls' total time / their count"),
+    ("r/s, w/s", "reads, writes completed per second (/proc/diskstats), as iostat -x"),
+    ("rMB/s, wMB/s", "sectors read, written x 512 / 2^20 per second: iostat -m's MB are MiB"),
+    ("r_await, w_await", "ms spent on the reads (writes) that completed / their count, queueing included"),
+    ("aqu-sz", "weighted ms doing I/O / ms elapsed: requests in flight on average"),
+    ("%util", "share of the interval with a request in flight; saturated: 90 % or more with aqu-sz above 1"),
+    ("USE%", "df's: used / (used + avail) of statvfs; avail leaves out root's reserve"),
 ]
 
 
