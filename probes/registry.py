@@ -16,6 +16,7 @@ from probes.sources import (
     filesystems,
     gpu,
     offcpu,
+    process_io,
     processes,
     profile,
     syscalls,
@@ -29,6 +30,7 @@ from probes.store.codec import register_type
 PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     system.SYSTEM,
     processes.PROCESSES,
+    process_io.PROCESS_IO,
     gpu.GPU,
     disks.DISKS,
     filesystems.FILESYSTEMS,

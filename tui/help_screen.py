@@ -38,6 +38,8 @@ FIGURES: list[tuple[str, str]] = [
     ("r_await, w_await", "ms spent on the reads (writes) that completed / their count, queueing included"),
     ("aqu-sz", "weighted ms doing I/O / ms elapsed: requests in flight on average"),
     ("%util", "share of the interval with a request in flight; saturated: 90 % or more with aqu-sz above 1"),
+    ("DISKR/s, DISKW/s", "read_bytes, write_bytes of /proc/PID/io per second (pidstat -d); '-': not orac's to read (another user's process: run as root)"),
+    ("IOD%", "delayacct_blkio_ticks (stat field 42) per interval: the main thread's wait for block I/O"),
     ("USE%", "df's: used / (used + avail) of statvfs; avail leaves out root's reserve"),
 ]
 

@@ -286,6 +286,9 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
     # actions
 
     def action_sort(self, key: str) -> None:
+        if not any(c.key == key for c in self.columns):
+            # A key for a column its probe provides, while it does not run.
+            return
         if key == self.sort_key:
             self.sort_descending = not self.sort_descending
         else:
