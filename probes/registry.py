@@ -12,7 +12,18 @@ from types import ModuleType
 from typing import Any
 
 from probes.contract import Probe, ProbeSpec
-from probes.sources import gpu, offcpu, processes, profile, syscalls, system, threads
+from probes.sources import (
+    disks,
+    filesystems,
+    gpu,
+    offcpu,
+    process_io,
+    processes,
+    profile,
+    syscalls,
+    system,
+    threads,
+)
 from probes.store.codec import register_type
 
 # In the order panes and `orac doctor` list them. Those with a `make` run
@@ -20,7 +31,10 @@ from probes.store.codec import register_type
 PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     system.SYSTEM,
     processes.PROCESSES,
+    process_io.PROCESS_IO,
     gpu.GPU,
+    disks.DISKS,
+    filesystems.FILESYSTEMS,
     syscalls.SYSCALLS,
     offcpu.OFFCPU,
     profile.PROFILE,

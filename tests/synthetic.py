@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from synthetic_disks import disks_sample, filesystems_sample
 from synthetic_offcpu import offcpu_sample
 
 from probes.model.frame import Frame
@@ -98,6 +99,8 @@ def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str,
             samples={
                 "cpu": system_sample(t),
                 "procs": processes_sample(t, processes),
+                "disks": disks_sample(t),
+                "filesystems": filesystems_sample(t),
                 "syscalls": syscalls_sample(t),
                 "offcpu": offcpu_sample(t),
             },

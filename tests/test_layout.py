@@ -69,7 +69,7 @@ async def test_at_80_columns_the_command_shows_its_program_first() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await until_drawn(pilot, app)
         row = next(line for line in lines_of(app) if " 977 " in line)
-        assert "postgres -D /var/lib/postg" in row  # not "/usr/lib/postgresql/15/bin/…"
+        assert "postgres -D /var/lib/post" in row  # not "/usr/lib/postgresql/15/bin/…"
     app = make_app()
     async with app.run_test(size=(200, 48)) as pilot:
         await until_drawn(pilot, app)

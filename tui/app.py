@@ -40,6 +40,7 @@ from .process_screen import ProcessScreen
 from .process_table import ProcessTable
 from .replay_bar import REPLAY_BINDINGS, ReplayBar, SeekScreen, next_speed
 from .screenshot import capture, write_screenshot
+from .storage_panes import DisksPane, DisksTable, FilesystemsPane
 from .syscalls_pane import SyscallsPane
 from .system_panes import CpuPane, MemoryPane
 
@@ -47,6 +48,8 @@ MIN_WIDTH = 80
 MIN_HEIGHT = 24
 # below this many rows only the CPU, memory and process panes are shown
 SHORT_HEIGHT = 40
+# below this many columns the disks and filesystems panes go one above the other
+NARROW_WIDTH = 120
 
 
 class OracApp(App[None]):
@@ -106,6 +109,9 @@ class OracApp(App[None]):
                 yield CpuPane()
                 yield MemoryPane()
             yield GpuPane()
+            with Horizontal(id="storage"):
+                yield DisksPane()
+                yield FilesystemsPane()
             yield ProcessPane()
             yield SyscallsPane()
             yield OffCpuPane(own_pid=os.getpid() if self.source.live else None)
@@ -171,6 +177,7 @@ class OracApp(App[None]):
         main = self.screen_stack[0]
         main.set_class(too_small, "-too-small")
         main.set_class(height < SHORT_HEIGHT, "-short")
+        main.set_class(width < NARROW_WIDTH, "-narrow")
         # Hiding the panes took focus away from the table; give it back.
         if not too_small and self.screen is self.screen_stack[0] and self.focused is None:
             self.call_after_refresh(self.query_one(ProcessTable).focus)
@@ -357,6 +364,7 @@ class OracApp(App[None]):
             ("Replay (orac replay FILE)", REPLAY_BINDINGS),
             ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
             ("Every table", [b for b in LineTable.BINDINGS if b.tooltip]),
+            ("Disks pane", DisksTable.BINDINGS),
             ("Off-CPU pane", OffCpuPane.BINDINGS),
             ("Process screen", ProcessScreen.BINDINGS),
         ]
@@ -397,7 +405,10 @@ class OracApp(App[None]):
         yield SystemCommand("Processes of one user", "Or everyone's (u)", pane.action_choose_user)
         yield SystemCommand("Tree / list of processes", "Children under their parents (t)", table.action_toggle_tree)
         yield SystemCommand("Follow the selected process", "Through sorts and filters (F)", table.action_follow)
-        for pane_type, name in ((GpuPane, "GPU"), (SyscallsPane, "syscalls"), (OffCpuPane, "off-CPU")):
+        for pane_type, name in (
+            (GpuPane, "GPU"), (DisksPane, "disks"), (FilesystemsPane, "filesystems"),
+            (SyscallsPane, "syscalls"), (OffCpuPane, "off-CPU"),
+        ):
             yield SystemCommand(
                 f"Show / hide the {name} pane", "The rest of the screen takes its room", partial(self.toggle_pane, pane_type)
             )

@@ -97,7 +97,7 @@ def live_parser() -> Parser:
     parser = Parser(prog="orac", description="Live performance triage for Linux.")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
     parser.add_argument(
-        "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,syscalls,offcpu (default: all)"
+        "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,disks,filesystems,syscalls,offcpu (default: all)"
     )
     parser.add_argument(
         "--profile-hz", type=profile_hz, default=DEFAULT_FREQUENCY_HZ,
@@ -144,13 +144,18 @@ def replay_parser() -> Parser:
 
 
 def dump_parser() -> Parser:
+    from probes.store.dump import TABLES
+
     parser = Parser(prog="orac dump", description="Print a recording's derived values for scripts.")
     parser.add_argument("file", type=Path)
     parser.add_argument(
         "--format", choices=("json", "csv"), default="json",
         help="json: JSON Lines, one object per frame and line (default); csv: a header, then rows",
     )
-    parser.add_argument("--table", choices=("processes", "system"), default="processes", help="CSV: one row per process per frame, or per frame")
+    parser.add_argument(
+        "--table", choices=TABLES, default="processes",
+        help="CSV: one row per process, per frame (system), per block device or per filesystem, each frame",
+    )
     parser.add_argument("--from", dest="from_", default=None, help="start: +10m, HH:MM[:SS], an ISO date or Unix seconds")
     parser.add_argument("--to", default=None, help="end, in the same forms")
     return parser

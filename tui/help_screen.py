@@ -33,6 +33,14 @@ FIGURES: list[tuple[str, str]] = [
     ("RSS", "resident pages of /proc/PID/statm, as ps and top show them"),
     ("P50, P99", "latency percentiles as the log2 bucket they lie in (8.4-17ms): the kernel counts calls per bucket"),
     ("MEAN", "exact mean latency: the calls' total time / their count"),
+    ("r/s, w/s", "reads, writes completed per second (/proc/diskstats), as iostat -x"),
+    ("rMB/s, wMB/s", "sectors read, written x 512 / 2^20 per second: iostat -m's MB are MiB"),
+    ("r_await, w_await", "ms spent on the reads (writes) that completed / their count, queueing included"),
+    ("aqu-sz", "weighted ms doing I/O / ms elapsed: requests in flight on average"),
+    ("%util", "share of the interval with a request in flight; saturated: 90 % or more with aqu-sz above 1"),
+    ("DISKR/s, DISKW/s", "read_bytes, write_bytes of /proc/PID/io per second (pidstat -d); '-': not orac's to read (another user's process: run as root)"),
+    ("IOD%", "delayacct_blkio_ticks (stat field 42) per interval: the main thread's wait for block I/O"),
+    ("USE%", "df's: used / (used + avail) of statvfs; avail leaves out root's reserve"),
 ]
 
 

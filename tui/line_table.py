@@ -126,6 +126,11 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         def control(self) -> LineTable[Any]:
             return self.table
 
+    # Whether the cursor's row is marked while another widget has the focus.
+    # A table that is only read (disks, filesystems) leaves its rows' own
+    # colours (a saturated disk, a full filesystem) to show until focused.
+    CURSOR_WHEN_BLURRED: ClassVar[bool] = True
+
     def __init__(
         self,
         columns: Iterable[Column[T]],
@@ -281,6 +286,9 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
     # actions
 
     def action_sort(self, key: str) -> None:
+        if not any(c.key == key for c in self.columns):
+            # A key for a column its probe provides, while it does not run.
+            return
         if key == self.sort_key:
             self.sort_descending = not self.sort_descending
         else:
@@ -437,7 +445,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         row_style = base
         if key[3]:
             row_style = base + self.style(key[3])
-        if index == self.cursor:
+        if index == self.cursor and (self.CURSOR_WHEN_BLURRED or self.has_focus):
             row_style = row_style + self.style("line-table--cursor")
         segments = []
         last = layout[-1][0].key

@@ -1,17 +1,19 @@
-"""Process-table columns that other probes provide while they run (SYSC/s, OFFCPU, GPUMEM)."""
+"""Process-table columns that other probes provide while they run (SYSC/s, OFFCPU, GPUMEM, disk I/O)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from probes.contract import ProbeSpec, Views
 from probes.model.frame import Frame
 from probes.sources.gpu import GPU
 from probes.sources.offcpu import OFFCPU
+from probes.sources.process_io import PROCESS_IO, ProcessIoView
 from probes.sources.syscalls import SYSCALLS
 
-from .format import human_bytes, human_rate
+from .format import MISSING, human_bytes, human_rate, percent
 from .line_table import Column
 from .process_table import ProcessTable
 
@@ -24,7 +26,8 @@ class ProbeColumn:
     key: str
     label: str
     width: int
-    values_of: Callable[[Any], dict[int, float]]
+    # a pid mapped to None: the probe cannot know (not orac's to read), shown as "-"
+    values_of: Callable[[Any], dict[int, float | None]]
     text: Callable[[float], str]
     # the value of a pid missing from the view, where absence is a measurement
     # (a tracer that sees every syscall saw none); None shows an empty cell
@@ -32,18 +35,23 @@ class ProbeColumn:
     # narrower tables leave the column out (see Column.min_table_width)
     min_table_width: int = 0
     # refilled in place each tick: the column's cells read it
-    values: dict[int, float] = field(default_factory=dict)
+    values: dict[int, float | None] = field(default_factory=dict)
 
     def column(self) -> Column[Any]:
         values, text, absent = self.values, self.text, self.absent
 
         def cell(p: Any) -> str:
+            if p.pid in values:
+                value = values[p.pid]
+                return MISSING if value is None else text(value)
+            return "" if absent is None else text(absent)
+
+        def sort_key(p: Any) -> float:
             value = values.get(p.pid, absent)
-            return "" if value is None else text(value)
+            return -1.0 if value is None else value
 
         return Column(
-            self.key, self.label, self.width, cell,
-            lambda p: values.get(p.pid, -1.0 if absent is None else absent),
+            self.key, self.label, self.width, cell, sort_key,
             right=True, descending=True, min_table_width=self.min_table_width,
         )
 
@@ -71,4 +79,24 @@ def probe_columns() -> list[ProbeColumn]:
             OFFCPU, "offcpu", "OFFCPU", 6, lambda view: view.off_cpu_by_pid(), lambda v: f"{v:.2f}", min_table_width=100,
         ),
         ProbeColumn(GPU, "gpu_memory", "GPUMEM", 6, lambda view: view.memory_by_pid(), human_bytes),
+        # Where the command keeps its room: 80 columns show none, 120 the bytes, 140 the delay too.
+        ProbeColumn(
+            PROCESS_IO, "io_read", "DISKR/s", 7, lambda view: io_values(view, "read_bytes_per_s"), human_bytes,
+            min_table_width=120,
+        ),
+        ProbeColumn(
+            PROCESS_IO, "io_write", "DISKW/s", 7, lambda view: io_values(view, "write_bytes_per_s"), human_bytes,
+            min_table_width=120,
+        ),
+        ProbeColumn(
+            PROCESS_IO, "io_delay", "IOD%", 5, lambda view: io_values(view, "blkio_delay_percent"), percent,
+            min_table_width=140,
+        ),
     ]
+
+
+def io_values(view: ProcessIoView, field: str) -> dict[int, float | None]:
+    """Each process's rate `field`; None for those orac may not read (and every delay without delay accounting)."""
+    values: dict[int, float | None] = {pid: getattr(rates, field) for pid, rates in view.rates.items()}
+    values.update(dict.fromkeys(view.denied))
+    return values

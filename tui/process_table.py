@@ -95,6 +95,8 @@ class ProcessTable(LineTable[ProcessView]):
         Binding("M", "sort('rss')", "Sort memory", tooltip="Sort by resident memory; again reverses"),
         Binding("N", "sort('pid')", "Sort PID", show=False, tooltip="Sort by PID; again reverses"),
         Binding("T", "sort('time')", "Sort time", show=False, tooltip="Sort by CPU time used; again reverses"),
+        Binding("B", "sort('io_write')", "Sort disk writes", show=False,
+                tooltip="Sort by bytes/s written to storage (DISKW/s; F6 for DISKR/s and IOD%); again reverses. '-': a process orac may not read (another user's: run as root)"),
         Binding("t,f5", "toggle_tree", "Tree", tooltip="Show processes under their parents, or as a list"),
         Binding("minus", "fold(True)", "Collapse", show=False, tooltip="In the tree: hide the selected process's children"),
         Binding("plus", "fold(False)", "Expand", show=False, tooltip="In the tree: show the selected process's children again"),

@@ -45,14 +45,14 @@ def report(checks: Iterable[ProbeCheck]) -> str:
     lines = []
     for c in checks:
         if c.ok:
-            line = f"{c.name:<10} ok           one sample takes {c.sample_ms:.1f} ms"
+            line = f"{c.name:<12} ok           one sample takes {c.sample_ms:.1f} ms"
             if c.nvml_ms is not None:
                 line += f", {c.nvml_ms:.1f} ms of it in NVML"
             lines.append(line)
         elif c.absent:
-            lines.append(f"{c.name:<10} none here    {c.reason}")
+            lines.append(f"{c.name:<12} none here    {c.reason}")
         else:
-            lines.append(f"{c.name:<10} unavailable  {c.reason}")
+            lines.append(f"{c.name:<12} unavailable  {c.reason}")
             if c.remedy:
-                lines.append(f"{'':<10} fix:         {c.remedy}")
+                lines.append(f"{'':<12} fix:         {c.remedy}")
     return "\n".join(lines)

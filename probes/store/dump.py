@@ -12,9 +12,13 @@ from typing import Any, TextIO
 from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
+from probes.sources.disks import DISKS, DiskRates, DiskView
+from probes.sources.filesystems import FILESYSTEMS, FilesystemView
 from probes.sources.processes import PROCESSES
 from probes.sources.system import SYSTEM
 from probes.store.reader import Recording
+
+TABLES = ("processes", "system", "disks", "filesystems")
 
 _plain_fields: dict[type, tuple[str, ...]] = {}
 
@@ -49,6 +53,46 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
 
 
+_DISK_FIELDS = ("name", "parent", "kind", "major", "minor", "dm_name", "in_flight", "idle", "saturated")
+_RATE_FIELDS = tuple(f.name for f in dataclasses.fields(DiskRates))
+_FILESYSTEM_FIELDS = tuple(f.name for f in dataclasses.fields(FilesystemView))
+
+
+def _disk_record(disk: DiskView) -> dict[str, Any]:
+    record = {name: getattr(disk, name) for name in _DISK_FIELDS}
+    # A device with no rate for the interval (new, or re-created) has empty
+    # rate cells, not zeros.
+    record.update({name: getattr(disk.rates, name) if disk.rates is not None else None for name in _RATE_FIELDS})
+    return record
+
+
+def _csv_records(table: str, views: Views, time_s: float, index: int) -> list[dict[str, Any]]:
+    head: dict[str, Any] = {"time": time_s, "index": index}
+    processes, system = views.get(PROCESSES), views.get(SYSTEM)
+    disks, filesystems = views.get(DISKS), views.get(FILESYSTEMS)
+    if table == "processes" and processes is not None:
+        return [{**head, **_plain(p)} for p in processes.processes]
+    if table == "system" and system is not None:
+        flat = dict(head)
+        _flatten(_plain(system), "", flat)
+        return [flat]
+    if table == "disks" and disks is not None:
+        return [{**head, **_disk_record(d)} for disk in disks.disks for d in (disk, *disk.partitions)]
+    if table == "filesystems" and filesystems is not None:
+        return [{**head, **{name: getattr(f, name) for name in _FILESYSTEM_FIELDS}} for f in filesystems.filesystems]
+    return []
+
+
+def _csv_header(table: str, records: list[dict[str, Any]]) -> list[str]:
+    # Fixed for the tables whose rows may be absent from a frame (no disk
+    # yet), so a file's header never depends on its first frame.
+    if table == "disks":
+        return ["time", "index", *_DISK_FIELDS, *_RATE_FIELDS]
+    if table == "filesystems":
+        return ["time", "index", *_FILESYSTEM_FIELDS]
+    return list(records[0])
+
+
 def dump(
     recording: Recording,
     format: str = "json",
@@ -67,14 +111,20 @@ def dump(
     format="json": one JSON object per frame and line, shaped like `orac
     snapshot --json`: "index", "time" (Unix seconds), "interval_s",
     "system" (the cpu probe's view), "processes" (list, in pid order),
-    "unavailable" (probe -> {"reason", "remedy"}), and any other probe's
-    view under the probe's name.
+    "unavailable" (probe -> {"reason", "remedy"}), "disks" (list of whole
+    disks, each with its "partitions") and "filesystems" (list) where
+    recorded, and any other probe's view under the probe's name.
 
     format="csv": a header, then with table="processes" one row per process
     per frame (time, index, then the process view's fields: pid ... command;
     an unknown CPU % is an empty cell), or with table="system" one row per
     frame with the system view flattened into columns ("cpu_total.busy_percent",
-    "cpus.0.busy_percent", "load_avg.0", "pressure.io.some_avg10", ...).
+    "cpus.0.busy_percent", "load_avg.0", "pressure.io.some_avg10", ...),
+    with table="disks" one row per block device per frame (whole disks
+    and, after each, its partitions with `parent` set: name ... saturated,
+    then iostat -x's figures, reads_per_s ... flush_await_ms, empty where
+    not known), or with table="filesystems" one row per filesystem per
+    frame (mount_point ... near_full, df's figures).
 
     Raises:
         ValueError: unknown format or table.
@@ -82,8 +132,8 @@ def dump(
     """
     if format not in ("json", "csv"):
         raise ValueError(f"unknown format {format!r}; choose json or csv")
-    if table not in ("processes", "system"):
-        raise ValueError(f"unknown table {table!r}; choose processes or system")
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; choose {', '.join(TABLES[:-1])} or {TABLES[-1]}")
     out = out if out is not None else sys.stdout
     wanted = recording.index_range(from_wall_ns, to_wall_ns)
     if not wanted:
@@ -106,20 +156,18 @@ def dump(
             data["system"] = _plain(system) if system is not None else None
             data["processes"] = _plain(processes.processes) if processes is not None else []
             data.update({name: _plain(view) for name, view in views.items() if name not in (SYSTEM.name, PROCESSES.name)})
+            disks, filesystems = views.get(DISKS), views.get(FILESYSTEMS)
+            if disks is not None:
+                data[DISKS.name] = _plain(disks.disks)
+            if filesystems is not None:
+                data[FILESYSTEMS.name] = _plain(filesystems.filesystems)
             data["unavailable"] = {name: {"reason": r, "remedy": f} for name, (r, f) in frame.unavailable.items()}
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
             rows += 1
             continue
-        records: list[dict[str, Any]] = []
-        processes, system = views.get(PROCESSES), views.get(SYSTEM)
-        if table == "processes" and processes is not None:
-            records = [{"time": time_s, "index": index, **_plain(p)} for p in processes.processes]
-        elif table == "system" and system is not None:
-            flat: dict[str, Any] = {"time": time_s, "index": index}
-            _flatten(_plain(system), "", flat)
-            records = [flat]
+        records = _csv_records(table, views, time_s, index)
         if records and writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(records[0]), restval="", extrasaction="ignore",
+            writer = csv.DictWriter(out, fieldnames=_csv_header(table, records), restval="", extrasaction="ignore",
                                     lineterminator="\n")
             writer.writeheader()
         if writer is not None:

@@ -1,0 +1,108 @@
+"""The disks and filesystems panes, fed from fixed frames (tests/synthetic_disks.py)."""
+
+from __future__ import annotations
+
+from ui import make_app, until_drawn
+
+from tui.storage_panes import (
+    DisksPane,
+    DisksTable,
+    FilesystemsPane,
+    FilesystemsTable,
+    figure,
+)
+
+
+def names(table: DisksTable) -> list[str]:
+    return [prefix + disk.name for disk, prefix in table.rows]
+
+
+async def test_disks_pane_shows_busy_devices_with_their_partitions_under_them() -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one(DisksTable)
+        # by %util, busiest first; loop0 and nvme0n1p1 did no I/O: hidden as by iostat -z
+        assert names(table) == ["dm-0", "nvme0n1", "└─ nvme0n1p2", "sda", "└─ sda1"]
+        pane = app.query_one(DisksPane)
+        assert pane.border_title == "Disks 3 of 4 doing I/O"
+        assert "2 saturated" in str(pane.border_subtitle)
+        nvme = next(d for d, _ in table.rows if d.name == "nvme0n1")
+        cells = {c.key: c.text(nvme) for c in table.columns}
+        # iostat -x by hand over the synthetic second: 800 reads of 102400
+        # sectors, 4000 ms reading, 2400 writes, 34000 weighted ms, 980 ms busy
+        assert cells == {
+            "reads": "800", "writes": "2400", "read_mib": "50.0", "write_mib": "300", "read_await": "5.00",
+            "write_await": "12.5", "queue": "34.0", "util": "98.0", "device": "nvme0n1",
+        }
+        assert table.row_component(nvme) == "disks-table--saturated"
+        sda = next(d for d, _ in table.rows if d.name == "sda")
+        assert table.row_component(sda) == "" and table.column("read_await").text(sda) == "-"
+        assert table.column("device").text(next(d for d, _ in table.rows if d.name == "dm-0")) == "dm-0 (vg0-root)"
+
+        table.focus()
+        await pilot.press("z")
+        await pilot.pause()
+        assert "loop0" in names(table) and "└─ nvme0n1p1" in names(table)
+        await pilot.press("z")
+        await pilot.pause()
+        assert "loop0" not in names(table)
+
+
+async def test_a_device_that_goes_away_leaves_the_pane() -> None:
+    from dataclasses import replace
+
+    from synthetic import frames
+
+    first, second = frames()
+    disks = second.samples["disks"]
+    gone = replace(disks, devices=tuple(d for d in disks.devices if d.name != "sda" and d.parent != "sda"))
+    app = make_app([first, replace(second, samples={**second.samples, "disks": gone})])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        assert names(app.query_one(DisksTable)) == ["dm-0", "nvme0n1", "└─ nvme0n1p2"]
+
+
+async def test_filesystems_pane_shows_df_figures_fullest_first() -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one(FilesystemsTable)
+        assert [fs.mount_point for fs, _ in table.rows] == ["/var/lib/postgresql", "/mnt/backup", "/", "/boot/efi"]
+        pg = table.rows[0][0]
+        cells = {c.key: c.text(pg) for c in table.columns}
+        assert cells["size"] == "500G" and cells["avail"] == "38.0G" and cells["use"] == "92%"
+        assert cells["growth"] == "+2.0M"
+        assert table.row_component(pg) == "filesystems-table--full"
+        efi = table.rows[-1][0]
+        # vfat has no inode count: unknown, not 0 %
+        assert table.column("iuse").text(efi) == "-"
+        assert "1 at 90% or fuller" in str(app.query_one(FilesystemsPane).border_subtitle)
+
+
+async def test_on_a_short_terminal_the_disks_pane_keeps_to_two_rows_and_filesystems_steps_aside() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_drawn(pilot, app)
+        assert not app.query_one(FilesystemsPane).display or app.query_one(FilesystemsPane).region.height == 0
+        table = app.query_one(DisksTable)
+        assert table.region.height == 3  # the header and two rows; the rest scrolls
+        # the process table keeps most of the screen
+        from tui.process_table import ProcessTable
+
+        assert app.query_one(ProcessTable).region.height >= 7
+
+
+async def test_at_120_columns_the_storage_panes_sit_side_by_side() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until_drawn(pilot, app)
+        disks, filesystems = app.query_one(DisksPane).region, app.query_one(FilesystemsPane).region
+        assert disks.y == filesystems.y and disks.right <= filesystems.x
+
+
+def test_figure_keeps_to_six_characters() -> None:
+    assert [figure(v) for v in (None, 0.0, 0.125, 9.994, 12.34, 99.99, 285.4, 99_999.0, 1_234_567.0)] == [
+        "-", "0.00", "0.12", "9.99", "12.3", "100", "285",
+        "99999", "1.2M",
+    ]

@@ -1,0 +1,298 @@
+"""The disks pane (iostat -xz, a row per device) and the filesystems pane (df, a row per filesystem).
+
+Fed by the "disks" probe's DisksView and the "filesystems" probe's
+FilesystemsView; every figure is computed there, with iostat's and df's
+formulas (see DiskRates and FilesystemView).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any, ClassVar
+
+from rich.style import Style
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Static
+
+from probes.contract import ProbeSpec
+from probes.sources.disks import (
+    DISKS,
+    SATURATED_UTIL_PERCENT,
+    DiskRates,
+    DisksView,
+    DiskView,
+)
+from probes.sources.filesystems import (
+    FILESYSTEMS,
+    NEAR_FULL_PERCENT,
+    FilesystemsView,
+    FilesystemView,
+)
+
+from .format import MISSING, human_bytes, human_rate
+from .line_table import Column, LineTable
+from .pane import MessagePane
+
+# Rows a storage table shows before it scrolls; fewer on a short terminal,
+# where the process table needs the lines.
+MAX_ROWS = 6
+SHORT_MAX_ROWS = 2
+
+
+def figure(value: float | None) -> str:
+    """A rate or a time in at most 6 characters, with the decimals iostat gives small values."""
+    if value is None:
+        return MISSING
+    if value >= 99_999.5:
+        return human_rate(value)
+    if value >= 99.95:
+        return f"{value:.0f}"
+    if value >= 9.995:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _rate(field: str) -> Callable[[DiskView], float | None]:
+    get = attrgetter(field)
+
+    def of(disk: DiskView) -> float | None:
+        return None if disk.rates is None else get(disk.rates)
+
+    return of
+
+
+def _low(of: Callable[[Any], float | None]) -> Callable[[Any], float]:
+    # Unknown sorts below every measured value, descending or not.
+    def key(item: Any) -> float:
+        value = of(item)
+        return -1.0 if value is None else value
+
+    return key
+
+
+def device_label(disk: DiskView) -> str:
+    """The kernel's name, and a device-mapper device's own name (iostat -N) beside it."""
+    return f"{disk.name} ({disk.dm_name})" if disk.dm_name else disk.name
+
+
+def _rate_column(key: str, label: str, width: int, field: str, digits: Callable[[float | None], str] = figure,
+                 min_table_width: int = 0) -> Column[DiskView]:
+    of = _rate(field)
+    return Column(key, label, width, lambda d: digits(of(d)), _low(of), True, True, min_table_width=min_table_width)
+
+
+DISK_COLUMNS: tuple[Column[DiskView], ...] = (
+    _rate_column("reads", "r/s", 6, "reads_per_s"),
+    _rate_column("writes", "w/s", 6, "writes_per_s"),
+    _rate_column("read_mib", "rMB/s", 6, "read_mib_per_s"),
+    _rate_column("write_mib", "wMB/s", 6, "write_mib_per_s"),
+    _rate_column("read_await", "r_await", 7, "read_await_ms"),
+    _rate_column("write_await", "w_await", 7, "write_await_ms"),
+    _rate_column("queue", "aqu-sz", 6, "queue_size"),
+    _rate_column("util", "%util", 6, "util_percent", lambda v: MISSING if v is None else f"{v:.1f}"),
+    Column("device", "DEVICE", 0, device_label, attrgetter("name"), narrow=attrgetter("name")),
+)
+
+
+def partition_rows(disk: DiskView, shown: Callable[[DiskView], bool], order: Callable[[list[DiskView]], list[DiskView]]) -> list[tuple[DiskView, str]]:
+    """The disk, then its partitions that are shown, under it as a tree."""
+    parts = order([p for p in disk.partitions if shown(p)])
+    return [(disk, ""), *((p, "└─ " if i == len(parts) - 1 else "├─ ") for i, p in enumerate(parts))]
+
+
+class DisksTable(LineTable[DiskView]):
+    """Whole disks in the sort order, each with its partitions under it; idle ones hidden as by iostat -z."""
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("z", "toggle_idle", "Idle disks", show=False,
+                tooltip="Disks pane: show the devices that did no I/O in the interval too (iostat without -z), or hide them"),
+    ]
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"disks-table--saturated", "disks-table--idle", "disks-table--busy"}
+
+    DEFAULT_CSS = """
+    DisksTable > .disks-table--saturated { color: $error; text-style: bold; }
+    DisksTable > .disks-table--busy { color: $warning; }
+    DisksTable > .disks-table--idle { color: $foreground-muted; }
+    """
+
+    CURSOR_WHEN_BLURRED: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(DISK_COLUMNS, "util", attrgetter("name"), **kwargs)
+        self.disks: tuple[DiskView, ...] = ()
+        self.show_idle = False
+
+    def update_disks(self, view: DisksView) -> None:
+        self.disks = view.disks
+        self.resort()
+
+    def shown(self, disk: DiskView) -> bool:
+        return self.show_idle or not disk.idle
+
+    def resort(self) -> None:
+        def order(disks: list[DiskView]) -> list[DiskView]:
+            return self.ordered(disks, tie_break=attrgetter("name"))
+
+        rows: list[tuple[DiskView, str]] = []
+        for disk in order([d for d in self.disks if self.shown(d)]):
+            rows.extend(partition_rows(disk, self.shown, order))
+        self.set_rows(rows)
+
+    def action_toggle_idle(self) -> None:
+        self.show_idle = not self.show_idle
+        self.reordered()
+        self.post_message(self.Reordered())
+
+    def row_component(self, disk: DiskView) -> str:
+        if disk.saturated:
+            return "disks-table--saturated"
+        return "disks-table--idle" if disk.idle else ""
+
+    def cell_style(self, key: str, disk: DiskView) -> Style:
+        rates: DiskRates | None = disk.rates
+        if key == "util" and rates is not None and rates.util_percent >= SATURATED_UTIL_PERCENT and not disk.saturated:
+            return self.style("disks-table--busy")
+        return Style()
+
+
+def _fit_rows(table: LineTable[Any], pane: MessagePane) -> None:
+    """Size the table to its rows (a header line at least), up to the rows the screen has room for."""
+    limit = SHORT_MAX_ROWS if pane.screen.has_class("-short") else MAX_ROWS
+    height = 1 + max(1, min(len(table.rows), limit))
+    if table.styles.height is None or table.styles.height.value != height:
+        table.styles.height = height
+
+
+class DisksPane(MessagePane):
+    """Fed by the "disks" probe: iostat -xz's figures a device a row."""
+
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = DISKS
+
+    DEFAULT_CSS = """
+    DisksPane { height: auto; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="pane-message")
+        yield DisksTable()
+
+    def on_mount(self) -> None:
+        self.border_title = "Disks"
+
+    def draw(self, view: DisksView) -> None:
+        table = self.query_one(DisksTable)
+        table.update_disks(view)
+        _fit_rows(table, self)
+        active = len(view.active)
+        self.border_title = f"Disks {active} of {len(view.disks)} doing I/O"
+        saturated = sum(d.saturated for d in view.disks)
+        subtitle = "z: idle shown" if table.show_idle else "z: show idle"
+        if saturated:
+            subtitle = f"[$error]{saturated} saturated[/]  {subtitle}"
+        elif not active and not table.show_idle:
+            subtitle = f"no device did I/O  {subtitle}"
+        self.border_subtitle = subtitle
+
+    def on_line_table_reordered(self, event: LineTable.Reordered) -> None:
+        # z shows or hides idle devices: the table's height follows its rows.
+        event.stop()
+        if self.view is not None:
+            self.draw(self.view)
+
+
+def _fs_value(of: Callable[[FilesystemView], float | None], text: Callable[[float], str]) -> Callable[[FilesystemView], str]:
+    def cell(fs: FilesystemView) -> str:
+        value = of(fs)
+        return MISSING if value is None else text(value)
+
+    return cell
+
+
+def _used_percent(value: float) -> str:
+    return f"{value:.0f}%" if value >= 9.95 else f"{value:.1f}%"
+
+
+def _growth(value: float) -> str:
+    return ("+" if value > 0 else "-" if value < 0 else "") + human_bytes(abs(value))
+
+
+def mount_label(fs: FilesystemView) -> str:
+    state = "" if fs.responding else "  (not responding)"
+    return f"{fs.mount_point}  {fs.source}{state}"
+
+
+def _fs_column(key: str, label: str, width: int, field: str, text: Callable[[float], str],
+               min_table_width: int = 0) -> Column[FilesystemView]:
+    of = attrgetter(field)
+    return Column(key, label, width, _fs_value(of, text), _low(of), True, True, min_table_width=min_table_width)
+
+
+FILESYSTEM_COLUMNS: tuple[Column[FilesystemView], ...] = (
+    _fs_column("size", "SIZE", 6, "size_bytes", human_bytes),
+    _fs_column("used", "USED", 6, "used_bytes", human_bytes, min_table_width=60),
+    _fs_column("avail", "AVAIL", 6, "available_bytes", human_bytes),
+    _fs_column("use", "USE%", 6, "used_percent", _used_percent),
+    _fs_column("iuse", "IUSE%", 6, "inodes_used_percent", _used_percent, min_table_width=50),
+    _fs_column("growth", "GROW/s", 7, "growth_bytes_per_s", _growth, min_table_width=70),
+    Column("type", "TYPE", 6, attrgetter("fs_type"), attrgetter("fs_type"), min_table_width=55),
+    Column("mount", "MOUNTED ON", 0, mount_label, attrgetter("mount_point"), narrow=attrgetter("mount_point")),
+)
+
+
+class FilesystemsTable(LineTable[FilesystemView]):
+    """Mounted filesystems, fullest first."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"filesystems-table--full", "filesystems-table--gone"}
+
+    DEFAULT_CSS = """
+    FilesystemsTable > .filesystems-table--full { color: $error; text-style: bold; }
+    FilesystemsTable > .filesystems-table--gone { color: $foreground-muted; }
+    """
+
+    CURSOR_WHEN_BLURRED: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(FILESYSTEM_COLUMNS, "use", attrgetter("mount_point"), **kwargs)
+        self.filesystems: tuple[FilesystemView, ...] = ()
+
+    def update_filesystems(self, view: FilesystemsView) -> None:
+        self.filesystems = view.filesystems
+        self.resort()
+
+    def resort(self) -> None:
+        self.set_rows([(fs, "") for fs in self.ordered(self.filesystems, tie_break=attrgetter("mount_point"))])
+
+    def row_component(self, fs: FilesystemView) -> str:
+        if fs.near_full:
+            return "filesystems-table--full"
+        return "" if fs.responding else "filesystems-table--gone"
+
+
+class FilesystemsPane(MessagePane):
+    """Fed by the "filesystems" probe: df's figures a filesystem a row."""
+
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = FILESYSTEMS
+
+    DEFAULT_CSS = """
+    FilesystemsPane { height: auto; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="pane-message")
+        yield FilesystemsTable()
+
+    def on_mount(self) -> None:
+        self.border_title = "Filesystems"
+
+    def draw(self, view: FilesystemsView) -> None:
+        table = self.query_one(FilesystemsTable)
+        table.update_filesystems(view)
+        _fit_rows(table, self)
+        full = sum(f.near_full for f in view.filesystems)
+        self.border_title = f"Filesystems {len(view.filesystems)}"
+        self.border_subtitle = (
+            f"[$error]{full} at {NEAR_FULL_PERCENT:.0f}% or fuller[/]" if full else ""
+        )
