@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ui import make_app, until_drawn
+from support.harness import make_app, until_drawn
 
 from probes.sources.syscalls import HIST_SLOTS, LatencyBucket, SyscallRate
 from tui.drill_syscalls_pane import DrillSyscallsPane, detail_lines

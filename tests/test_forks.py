@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from support import WORKLOADS
 from probes.host.forks import forks_per_s, parse_forks
 
 PROC_FIXTURES = Path(__file__).parent / "fixtures" / "proc"
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "fork_loop.c"
+HELPER_SOURCE = WORKLOADS / "fork_loop.c"
 
 
 def test_parse_forks_fixture() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_nvml import FakeMig, FakeNvml, FakeProcess, default_gpus, install
-from synthetic import processes_sample
+from support.fake_nvml import FakeMig, FakeNvml, FakeProcess, default_gpus, install
+from support.synthetic import processes_sample
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
@@ -26,7 +26,7 @@ from tui.process_table import ProcessTable
 # the app's minimum width: every line must still make sense there
 SIZE = (80, 24)
 
-# Host processes, in tests/synthetic.py's format: the two on the GPUs and one beside them.
+# Host processes, in tests/support/synthetic.py's format: the two on the GPUs and one beside them.
 HOST_PROCESSES = [
     (1, 0, "root", "S", "systemd", "/sbin/init", "/init.scope", 0, 12, 1, 95.0),
     (2002, 1, "alice", "R", "python3", "python3 train.py --epochs 10", "/user.slice", 990_000_000, 1536, 12, 3605.0),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from textual.widgets import Input
-from ui import burst, make_app, until_drawn
+from support.harness import burst, make_app, until_drawn
 
 from tui.process_table import ProcessTable
 

@@ -1,4 +1,4 @@
-"""The off-CPU pane alone, fed a view derived from tests/synthetic_offcpu.py.
+"""The off-CPU pane alone, fed a view derived from tests/support/synthetic_offcpu.py.
 
 Snapshots need neither root nor eBPF. Update them with `--snapshot-update`
 after an intended change.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from synthetic_offcpu import offcpu_sample
+from support.synthetic_offcpu import offcpu_sample
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 

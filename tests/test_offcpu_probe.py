@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from ebpf_support import compile_helper, start
+from support import WORKLOADS
+from support.ebpf import compile_helper, start
 
 from probes.ebpf.maps import parse_comms
 from probes.sources import offcpu
@@ -45,7 +46,7 @@ from probes.sources.offcpu import (
 )
 from probes.sources.syscalls import LatencyBucket, log2_quantile_bucket
 
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "offcpu_workload.c"
+HELPER_SOURCE = WORKLOADS / "offcpu_workload.c"
 MS = 1_000_000
 S = 1_000_000_000
 SLEEP_FRAMES = {"clock_nanosleep", "do_nanosleep", "hrtimer_nanosleep", "__x64_sys_clock_nanosleep"}

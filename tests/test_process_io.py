@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from block_support import MIB, direct_io, loop_filesystem, require_root
+from support.loop_device import MIB, direct_io, loop_filesystem, require_root
 
 from probes.host.process_io import (
     IoUnreadable,

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-import synthetic
-from ui import until_drawn
+from support import synthetic
+from support.harness import until_drawn
 
 from probes.model.collector import FrameSequence
 from probes.sources.processes import ProcessProbe, derive_processes

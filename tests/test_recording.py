@@ -44,7 +44,7 @@ from probes.store.playback import parse_time
 from probes.store.reader import Recording
 from probes.store.replay import ReplaySource, playback_delay_s
 from probes.store.writer import Recorder
-from tests.synthetic import PROCESSES, S, processes_sample, system_sample
+from support.synthetic import PROCESSES, S, processes_sample, system_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 START_WALL_NS = 1_764_000_000 * S

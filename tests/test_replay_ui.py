@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-import synthetic
+from support import synthetic
 
 from probes.model.collector import Collector
 from probes.sources.processes import ProcessProbe
@@ -78,7 +78,7 @@ async def test_replay_shows_the_recorded_processes_and_moves_through_time(replay
 
 
 async def test_replay_keys_do_nothing_live(tmp_path) -> None:
-    from ui import make_app, until_drawn
+    from support.harness import make_app, until_drawn
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

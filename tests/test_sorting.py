@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import synthetic
-from ui import make_app, until_drawn
+from support import synthetic
+from support.harness import make_app, until_drawn
 
 from tui.process_table import ProcessTable
 

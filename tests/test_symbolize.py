@@ -1,6 +1,6 @@
 """probes.symbols: kernel and user addresses to names, against real binaries.
 
-The user-space tests build tests/helpers/symbol_target.c with gcc (PIE,
+The user-space tests build tests/support/workloads/symbol_target.c with gcc (PIE,
 non-PIE, stripped, stripped with a build-id debug file), start it, and
 resolve the addresses it prints. They need gcc and binutils, not root,
 except where a test says so (map_files, kallsyms addresses).
@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from support import WORKLOADS
 from probes.symbols.elf import ANON, UNKNOWN, ElfSymbols
 from probes.symbols.kallsyms import KernelSymbols
 from probes.symbols.symbolizer import Symbolizer, folded
 from probes.symbols.user import UserSymbols
 
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "symbol_target.c"
+HELPER_SOURCE = WORKLOADS / "symbol_target.c"
 LIBC_ALIASES = {"getppid", "__getppid"}
 IS_ROOT = os.geteuid() == 0
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from ebpf_support import compile_helper, start, unavailable
+from support import WORKLOADS
+from support.ebpf import compile_helper, start, unavailable
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf import checks
@@ -59,7 +60,7 @@ from probes.sources.syscalls import (
     syscalls_program,
 )
 
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "syscall_workload.c"
+HELPER_SOURCE = WORKLOADS / "syscall_workload.c"
 # log2 bucket 23 holds [2^23, 2^24) ns = [8.39, 16.78) ms: where a 10 ms sleep lands.
 TEN_MS_SLOT = 23
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synthetic_offcpu import offcpu_sample
+from support.synthetic_offcpu import offcpu_sample
 
 from probes.model.frame import Frame
 from probes.sources.processes import ProcessesSample, ProcSample

@@ -24,7 +24,7 @@ from typing import NoReturn
 import pytest
 
 REQUIRE = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
-HELPER = Path(__file__).parent / "helpers" / "direct_io.py"
+HELPER = Path(__file__).parent / "workloads" / "direct_io.py"
 MIB = 1 << 20
 # <linux/loop.h>
 LOOP_CTL_ADD = 0x4C80
@@ -128,7 +128,7 @@ def remove_loop_device(name: str) -> None:
 
 
 class DirectIo:
-    """tests/helpers/direct_io.py running in a child process, driven a command at a time."""
+    """tests/support/workloads/direct_io.py running in a child process, driven a command at a time."""
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthetic import frames
+from support.synthetic import frames
 from textual.pilot import Pilot
 
 from probes.model.collector import FrameSequence

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-PEER = Path(__file__).parent / "helpers" / "tcp_peer.py"
+PEER = Path(__file__).parent / "workloads" / "tcp_peer.py"
 
 
 def require_root_and(*tools: str) -> None:

@@ -1,0 +1,16 @@
+"""What the tests share, none of it a test.
+
+- harness: drive OracApp from fixed frames
+- synthetic, synthetic_offcpu, synthetic_threads: hand-made frames with known values
+- ebpf: start a real eBPF probe, build a C workload; skip where eBPF cannot run, fail in CI
+- loop_device: a loop device and filesystem of the test's own, and a direct-I/O workload
+- netns: network namespaces with a veth pair for the real network tests
+- fake_nvml: a fake pynvml for the GPU probe and pane
+- workloads/: the programs the real tests run and measure (C sources built with gcc, Python scripts)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORKLOADS = Path(__file__).parent / "workloads"
