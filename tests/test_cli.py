@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from probes.sources.syscalls import LatencyBucket
+from support.cli import orac
 from tui.cli import interval
 from tui.format import (
     MISSING,
@@ -24,17 +25,6 @@ from tui.format import (
     percent,
     uptime,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def orac(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run `python -m tui.cli ARGS` with stdout and stderr captured (so not a tty)."""
-    return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
-
 
 def online_cpus() -> int:
     with open("/proc/stat") as f:

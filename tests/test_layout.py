@@ -95,7 +95,8 @@ async def test_a_column_the_same_on_every_row_gives_its_room_away() -> None:
 
 async def test_left_and_right_scroll_the_commands_live_and_step_in_replay(tmp_path) -> None:
     from support import synthetic
-    from test_replay_ui import synthetic_recording, wait_for
+    from support.harness import wait_for
+    from support.recordings import synthetic_recording
     from support.harness import LiveFrames
 
     from probes.store.reader import Recording

@@ -141,7 +141,7 @@ async def test_h_where_nothing_was_read_says_so() -> None:
 
 
 async def test_h_live_asks_the_probe_for_threads(workload) -> None:
-    from test_replay_ui import wait_for
+    from support.harness import wait_for
 
     from probes.model.collector import Collector
     from probes.sources.system import SystemProbe

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from test_replay_ui import wait_for
+from support.harness import wait_for
 from support.harness import until_drawn
 
 from probes.model.collector import Collector, FrameSequence

@@ -44,42 +44,10 @@ from probes.store.playback import parse_time
 from probes.store.reader import Recording
 from probes.store.replay import ReplaySource, playback_delay_s
 from probes.store.writer import Recorder
-from support.synthetic import PROCESSES, S, processes_sample, system_sample
+from support.recordings import START_WALL_NS, synthetic_frames, write
+from support.synthetic import PROCESSES, S, processes_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-START_WALL_NS = 1_764_000_000 * S
-
-
-def synthetic_frames(count: int, interval_s: float = 1.0) -> list[Frame]:
-    """`count` frames `interval_s` apart; processes come and go, counters grow."""
-    frames = []
-    for t in range(count):
-        procs = list(PROCESSES)
-        # one short-lived process every third tick, and the last one leaving
-        if t % 3 == 0:
-            procs.append(
-                (5000 + t, 1, "alice", "R", "cc1", f"cc1 -O2 file{t}.c", "/user.slice", 200_000_000, 30, 1, 0.0)
-            )
-        if t % 5 == 4:
-            procs.pop()
-        unavailable = {"offcpu": ("no root", "run `sudo orac`")} if t >= count // 2 else {}
-        frames.append(
-            Frame(
-                wall_ns=START_WALL_NS + int(t * interval_s * S),
-                mono_ns=1000 * S + int(t * interval_s * S),
-                samples={"cpu": system_sample(t), "procs": processes_sample(t, procs)},
-                unavailable=unavailable,
-            )
-        )
-    return frames
-
-
-def write(path: Path, frames: list[Frame], **options: Any) -> Path:
-    options.setdefault("interval_s", 1.0)
-    with Recorder(path, **options) as recorder:
-        for frame in frames:
-            assert recorder.append(frame)
-    return path
 
 
 @pytest.fixture(scope="module")

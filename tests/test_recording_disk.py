@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from test_cli import orac
-from test_cli_recording import one_line_error
-from test_recording import synthetic_frames
 
 from probes.model.collector import Collector
 from probes.sources.processes import ProcessProbe
@@ -27,6 +24,8 @@ from probes.store.format import RecordingError
 from probes.store.reader import Recording
 from probes.store.replay import ReplaySource
 from probes.store.writer import CHECKPOINT_EVERY, Recorder
+from support.cli import one_line_error, orac
+from support.recordings import synthetic_frames
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
 NOBODY = 65534

@@ -109,7 +109,7 @@ def test_syscalls_unavailable(snap_compare) -> None:
 def test_replay(snap_compare, tmp_path) -> None:
     import os
 
-    from test_replay_ui import synthetic_recording
+    from support.recordings import synthetic_recording
 
     from probes.store.reader import Recording
     from probes.store.replay import ReplaySource

@@ -1,6 +1,8 @@
 """What the tests share, none of it a test.
 
-- harness: drive OracApp from fixed frames
+- harness: drive OracApp from fixed frames, wait for what it shows
+- recordings: synthetic frames and recordings written to disk
+- cli: the `orac` command line run as a user runs it
 - synthetic, synthetic_offcpu, synthetic_threads: hand-made frames with known values
 - ebpf: start a real eBPF probe, build a C workload; skip where eBPF cannot run, fail in CI
 - loop_device: a loop device and filesystem of the test's own, and a direct-I/O workload

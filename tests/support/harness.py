@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from support.synthetic import frames
@@ -26,6 +28,14 @@ async def until_drawn(pilot: Pilot, app: OracApp, frame_list: list[Frame] | None
     else:
         raise AssertionError("the app never received the last frame")
     await pilot.pause()
+
+
+async def wait_for(pilot: Pilot, predicate: Callable[[], object], timeout_s: float = 10) -> None:
+    """Wait until `predicate()` holds; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.02)
 
 
 def screenshot_files(directory: Path) -> list[str]:
