@@ -1,6 +1,6 @@
 """What the tests share, none of it a test.
 
-- harness: drive OracApp from fixed frames, wait for what it shows
+- harness: drive OracApp from fixed frames; PaneApp and mounted() to test one pane alone
 - recordings: synthetic frames and recordings written to disk
 - cli: the `orac` command line run as a user runs it
 - synthetic, synthetic_offcpu, synthetic_threads: hand-made frames with known values
