@@ -489,10 +489,10 @@ def test_bit_flips(recorded: Path, tmp_path: Path, frames: list[Frame]) -> None:
     assert reported >= len(positions) // 4
 
 
-def test_a_damaged_frame_is_reported_when_read(recorded: Path, tmp_path: Path) -> None:
+def test_a_damaged_frame_is_reported_when_read(recorded: Path, frames: list[Frame], tmp_path: Path) -> None:
     damaged = copy_and_edit(recorded, tmp_path / "damaged.orac", "UPDATE frames SET crc = crc + 1 WHERE id = 12")
     with Recording(damaged) as recording:
-        assert recording.frame(5) is not None
+        assert recording.frame(5) == frames[5]  # before the damage, read as written
         with pytest.raises(RecordingError, match=r"frame 11 fails its checksum"):
             recording.frame(13)
 
