@@ -21,7 +21,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
@@ -43,23 +42,16 @@ from probes.ebpf.bpf import (
 from probes.ebpf.checks import BCC_INSTALL, check_ebpf
 from probes.ebpf.programs import BpfProgram, first_error_line, load_program
 from probes.ebpf.syscall_names import syscall_table
+from support.ebpf import unavailable
 from probes.sources.syscalls import HIST_SLOTS, SyscallProbe, syscalls_program
 
 REPO = Path(__file__).resolve().parent.parent
-REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
 # orac's whole budget; a bare process with the probe running needs far less.
 RSS_LIMIT_MIB = 60
 UNAVAILABLE = "UNAVAILABLE: "
 
 BPF_PROG_GET_NEXT_ID = 11
 BPF_MAP_GET_NEXT_ID = 12
-
-
-def unavailable(reason: str) -> NoReturn:
-    message = f"eBPF cannot run here: {reason}"
-    if REQUIRE_EBPF:
-        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-    pytest.skip(message)
 
 
 def require_ebpf() -> None:

@@ -44,6 +44,7 @@ from probes.store.playback import parse_time
 from probes.store.reader import Recording
 from probes.store.replay import ReplaySource, playback_delay_s
 from probes.store.writer import Recorder
+from support import cannot_run
 from support.recordings import START_WALL_NS, synthetic_frames, write
 from support.synthetic import PROCESSES, S, processes_sample
 
@@ -236,10 +237,7 @@ def test_real_frames_read_back_equal(tmp_path: Path) -> None:
 def test_real_ebpf_frames_read_back_equal(tmp_path: Path) -> None:
     real, unavailable = sample_real([SyscallProbe()], 4)
     if "syscalls" in unavailable:
-        message = f"eBPF cannot run here: {unavailable['syscalls'][0]}"
-        if os.environ.get("ORAC_REQUIRE_EBPF") == "1":
-            pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-        pytest.skip(message)
+        cannot_run(f"eBPF cannot run here: {unavailable['syscalls'][0]}")
     assert any(frame.samples["syscalls"].syscalls for frame in real)
     with Recording(write(tmp_path / "ebpf.orac", real, redact=False, keyframe_every=2)) as recording:
         assert [recording.frame(i) for i in range(len(recording))] == real

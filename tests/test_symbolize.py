@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from support import WORKLOADS
+from support import WORKLOADS, cannot_run
 from probes.symbols.elf import ANON, UNKNOWN, ElfSymbols
 from probes.symbols.kallsyms import KernelSymbols
 from probes.symbols.symbolizer import Symbolizer, folded
@@ -39,7 +39,7 @@ IS_ROOT = os.geteuid() == 0
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is needed to build the test binaries (apt-get install gcc binutils)")
+        cannot_run(f"{name} is needed to build the test binaries (apt-get install gcc binutils)")
     return path
 
 

@@ -13,6 +13,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+# CI's switch (.ci/run, as root): the real kernel tests must run, so what
+# would make them skip (no eBPF, no gcc, no root tools) fails them instead.
+REQUIRE = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
+
+
+def cannot_run(message: str) -> NoReturn:
+    """Skip with `message`, or fail with it where ORAC_REQUIRE_EBPF=1."""
+    if REQUIRE:
+        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
+    pytest.skip(message)
+
 
 WORKLOADS = Path(__file__).parent / "workloads"

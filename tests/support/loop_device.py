@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-import pytest
 
-REQUIRE = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
+import support
+
 HELPER = Path(__file__).parent / "workloads" / "direct_io.py"
 MIB = 1 << 20
 # <linux/loop.h>
@@ -37,10 +37,7 @@ TOOLS = {"losetup": "mount", "mkfs.ext4": "e2fsprogs", "mount": "mount", "umount
 
 
 def cannot_run(reason: str) -> NoReturn:
-    message = f"real block I/O tests cannot run here: {reason}"
-    if REQUIRE:
-        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-    pytest.skip(message)
+    support.cannot_run(f"real block I/O tests cannot run here: {reason}")
 
 
 def require_root(**tools: str) -> None:
