@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-import synthetic
-from ui import make_app, screenshot_files, until_drawn
+from support import synthetic
+from support.harness import make_app, screenshot_files, until_drawn
 
 from probes.model.collector import FrameSequence
 from tui.app import OracApp

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support import cannot_run
 
 from probes.contract import ProbeUnavailable
 from probes.host.procfs import CLOCK_TICKS_PER_S
@@ -203,12 +204,12 @@ CPU_PERCENT_TOLERANCE = 100 * (QUOTA_US / 1e6 + 2 / CLOCK_TICKS_PER_S) / WINDOW_
 def v1_cpu_cgroup() -> Iterator[tuple[CpuHierarchy, str]]:
     """A cgroup with a 20 % quota in the live v1 cpu tree (and cpuacct's), removed afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("needs root: makes a cgroup with a CPU quota")
+        cannot_run("needs root: makes a cgroup with a CPU quota")
     probe = CgroupCpuProbe()
     try:
         probe.start()
     except ProbeUnavailable as exc:
-        pytest.skip(str(exc))
+        cannot_run(str(exc))
     hierarchy = probe.hierarchy
     assert hierarchy is not None
     if hierarchy.version != 1:

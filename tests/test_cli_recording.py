@@ -8,15 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from test_cli import orac
-
-
-def one_line_error(result) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("orac: error: "), result.stderr
-    return lines[0]
+from support.cli import one_line_error, orac
+from support.recordings import synthetic_frames, write
 
 
 def test_record_then_dump(tmp_path: Path) -> None:
@@ -73,8 +66,6 @@ RECORDED = "{recording}"
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_recording import synthetic_frames, write
-
     return write(tmp_path_factory.mktemp("cli") / "s.orac", synthetic_frames(6))
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from block_support import (
+from support.loop_device import (
     MIB,
     direct_io,
     loop_filesystem,

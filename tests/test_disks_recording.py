@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from block_support import MIB, direct_io, loop_filesystem
+from support.loop_device import MIB, direct_io, loop_filesystem
+from support.synthetic import S
 
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
@@ -27,7 +28,6 @@ from probes.store.dump import dump
 from probes.store.headless import record
 from probes.store.reader import Recording
 from probes.store.writer import Recorder
-from tests.synthetic import S
 
 T0 = """\
    8       0 sda 1000 10 20000 500 2000 20 40000 1500 0 1800 2000 10 0 0 5 100 50

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from ui import make_app, until_drawn
+from support.harness import make_app, until_drawn
 
-from probes.sources.syscalls import HIST_SLOTS, SyscallRate
 from probes.model.histograms import LatencyBucket
+from probes.sources.syscalls import HIST_SLOTS, SyscallRate
 from tui.drill_syscalls_pane import DrillSyscallsPane, detail_lines
 
 

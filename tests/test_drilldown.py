@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from ebpf_support import unavailable
+from support.ebpf import unavailable
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf.checks import check_ebpf
@@ -102,7 +102,7 @@ async def test_drilldown_traces_only_its_process_and_detaches(ebpf, tmp_path, mo
 
 
 async def test_recorded_frames_show_the_process_syscalls_and_off_cpu_but_no_profile() -> None:
-    from ui import make_app, until_drawn
+    from support.harness import make_app, until_drawn
 
     from tui.offcpu_pane import OffCpuPane
     from tui.screenshot import capture
@@ -166,7 +166,7 @@ def test_the_profile_rate_reaches_the_drilldowns_profile() -> None:
 
 
 async def test_the_app_hands_its_profile_rate_to_the_drilldown() -> None:
-    from ui import make_app, until_drawn
+    from support.harness import make_app, until_drawn
 
     app = make_app(profile_hz=997)
     async with app.run_test(size=SIZE) as pilot:

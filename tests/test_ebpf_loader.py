@@ -21,9 +21,9 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+from support.ebpf import unavailable
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf import loader as ebpf_loader
@@ -46,20 +46,12 @@ from probes.ebpf.syscall_names import syscall_table
 from probes.sources.syscalls import HIST_SLOTS, SyscallProbe, syscalls_program
 
 REPO = Path(__file__).resolve().parent.parent
-REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
 # orac's whole budget; a bare process with the probe running needs far less.
 RSS_LIMIT_MIB = 60
 UNAVAILABLE = "UNAVAILABLE: "
 
 BPF_PROG_GET_NEXT_ID = 11
 BPF_MAP_GET_NEXT_ID = 12
-
-
-def unavailable(reason: str) -> NoReturn:
-    message = f"eBPF cannot run here: {reason}"
-    if REQUIRE_EBPF:
-        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-    pytest.skip(message)
 
 
 def require_ebpf() -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from block_support import MIB, loop_filesystem
+from support.loop_device import MIB, loop_filesystem
 
 from probes.contract import ProbeUnavailable
 from probes.sources.filesystems import (

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support import WORKLOADS, cannot_run
 
 from probes.host.forks import forks_per_s, parse_forks
 
 PROC_FIXTURES = Path(__file__).parent / "fixtures" / "proc"
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "fork_loop.c"
+HELPER_SOURCE = WORKLOADS / "fork_loop.c"
 
 
 def test_parse_forks_fixture() -> None:
@@ -76,7 +77,7 @@ def background_rate() -> float:
 def test_fork_loop_at_a_known_rate(tmp_path: Path) -> None:
     gcc = shutil.which("gcc")
     if gcc is None:
-        pytest.skip("gcc is needed to build the fork loop (apt-get install gcc)")
+        cannot_run("gcc is needed to build the fork loop (apt-get install gcc)")
     binary = tmp_path / "fork_loop"
     subprocess.run([gcc, "-O2", "-o", str(binary), str(HELPER_SOURCE)], check=True)
     loop = subprocess.Popen([str(binary), str(FORKS), str(RATE_PER_S)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fake_nvml import FakeMig, FakeNvml, FakeProcess, default_gpus, install
-from synthetic import processes_sample
-from textual.app import App, ComposeResult
+from support.fake_nvml import FakeMig, FakeNvml, FakeProcess, default_gpus, install
+from support.harness import PaneApp, mounted, settle
+from support.synthetic import processes_sample
 from textual.widgets import DataTable
 
 from probes.sources.gpu import GpuProbe, GpuSample, GpuView, derive_gpu
 from probes.sources.processes import ProcessesView, derive_processes
-from themes import DEFAULT_THEME, THEMES
 from tui.gpu_pane import GpuPane
-from tui.process_table import ProcessTable
 
 # the app's minimum width: every line must still make sense there
 SIZE = (80, 24)
 
-# Host processes, in tests/synthetic.py's format: the two on the GPUs and one beside them.
+# Host processes, in tests/support/synthetic.py's format: the two on the GPUs and one beside them.
 HOST_PROCESSES = [
     (1, 0, "root", "S", "systemd", "/sbin/init", "/init.scope", 0, 12, 1, 95.0),
     (2002, 1, "alice", "R", "python3", "python3 train.py --epochs 10", "/user.slice", 990_000_000, 1536, 12, 3605.0),
@@ -65,45 +62,14 @@ def host_view() -> ProcessesView:
     return derive_processes(processes_sample(0, HOST_PROCESSES), processes_sample(1, HOST_PROCESSES), 1.0)
 
 
-class GpuApp(App[None]):
-    """Only the GPU pane, fed once."""
-
-    def __init__(
-        self,
-        view: GpuView | None = None,
-        host: ProcessesView | None = None,
-        unavailable: tuple[str, str] | None = None,
-    ) -> None:
-        super().__init__()
-        self.gpu_view = view
-        self.host = host
-        self.unavailable = unavailable
-        self.selected: list[int] = []
-
-    def compose(self) -> ComposeResult:
-        yield GpuPane()
-
-    def on_mount(self) -> None:
-        for theme in THEMES.values():
-            self.register_theme(theme)
-        self.theme = DEFAULT_THEME
-        pane = self.query_one(GpuPane)
-        if self.unavailable is not None:
-            pane.show_unavailable(*self.unavailable)
-        else:
-            assert self.gpu_view is not None
-            pane.show_view(self.gpu_view)
-            pane.set_host_processes(self.host)
-        self.query_one(DataTable).focus()
-
-    def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
-        self.selected.append(message.pid)
-
-
-async def settle(pilot: Any) -> None:
-    # the process table is rebuilt after the pane's first refresh
-    await pilot.pause()
-    await pilot.pause()
+def GpuApp(
+    view: GpuView | None = None, host: ProcessesView | None = None, unavailable: tuple[str, str] | None = None
+) -> PaneApp[GpuPane]:
+    """Only the GPU pane, fed once: its view and the host's processes."""
+    return PaneApp(
+        GpuPane(), view, unavailable=unavailable,
+        then=None if unavailable else lambda pane: pane.set_host_processes(host), focus=DataTable, title="GpuApp",
+    )
 
 
 def test_gpu_pane(snap_compare, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -136,8 +102,7 @@ async def test_enter_on_a_process_row_asks_for_the_process_screen(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     app = GpuApp(gpu_view(monkeypatch, tmp_path), host_view())
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with mounted(app, SIZE) as pilot:
         await pilot.press("down", "enter")
         await pilot.pause()
         assert app.selected == [4242]
@@ -151,8 +116,7 @@ async def test_rows_join_the_host_processes_and_keep_the_cursor(
 ) -> None:
     view = gpu_view(monkeypatch, tmp_path)
     app = GpuApp(view, host_view())
-    async with app.run_test(size=(110, 24)) as pilot:
-        await settle(pilot)
+    async with mounted(app, (110, 24)) as pilot:
         pane = app.query_one(GpuPane)
         table = app.query_one(DataTable)
         assert [str(c) for c in table.get_row("0/2002")] == [

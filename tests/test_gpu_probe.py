@@ -1,6 +1,6 @@
 """The gpu probe against a fake NVML, and against a real one where there is a GPU.
 
-The fake (tests/fake_nvml.py) follows nvidia-ml-py's names, return types and
+The fake (tests/support/fake_nvml.py) follows nvidia-ml-py's names, return types and
 errors; the first tests check that against the installed nvidia-ml-py, so the
 fake cannot drift into an API the real module does not have.
 """
@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-import fake_nvml
 import pytest
-from fake_nvml import (
+from support import fake_nvml
+from support.fake_nvml import (
     GIB,
     SAMPLE_T0_US,
     FakeGpu,

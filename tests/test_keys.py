@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from support.harness import burst, make_app, until_drawn
 from textual.widgets import Input
-from ui import burst, make_app, until_drawn
 
 from tui.process_table import ProcessTable
 

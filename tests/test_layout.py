@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ui import make_app, until_drawn
+from support.harness import make_app, until_drawn
 
 from tui.gpu_pane import GpuPane
 from tui.offcpu_pane import OffCpuPane
@@ -78,7 +78,7 @@ async def test_at_80_columns_the_command_shows_its_program_first() -> None:
 
 
 async def test_a_column_the_same_on_every_row_gives_its_room_away() -> None:
-    import synthetic
+    from support import synthetic
 
     from tui.process_table import ProcessTable
 
@@ -94,9 +94,9 @@ async def test_a_column_the_same_on_every_row_gives_its_room_away() -> None:
 
 
 async def test_left_and_right_scroll_the_commands_live_and_step_in_replay(tmp_path) -> None:
-    import synthetic
-    from test_replay_ui import synthetic_recording, wait_for
-    from ui import LiveFrames
+    from support import synthetic
+    from support.harness import LiveFrames, wait_for
+    from support.recordings import synthetic_recording
 
     from probes.store.reader import Recording
     from probes.store.replay import ReplaySource

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from netns_support import (
+from support.netns import (
     PEER,
     VethToHost,
     kill_all,

@@ -1,4 +1,4 @@
-"""The off-CPU pane alone, fed a view derived from tests/synthetic_offcpu.py.
+"""The off-CPU pane alone, fed a view derived from tests/support/synthetic_offcpu.py.
 
 Snapshots need neither root nor eBPF. Update them with `--snapshot-update`
 after an intended change.
@@ -9,16 +9,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from synthetic_offcpu import offcpu_sample
-from textual.app import App, ComposeResult
+from support.harness import PaneApp, mounted, settle
+from support.synthetic_offcpu import offcpu_sample
 from textual.widgets import Static
 
 from probes.sources.offcpu import OffCpuView, derive_offcpu
-from themes import DEFAULT_THEME, THEMES
 from tui.histogram import histogram_lines
 from tui.line_table import LineTable
 from tui.offcpu_pane import OffCpuPane, seconds_per_second, stack_lines, wrapped_frames
-from tui.process_table import ProcessTable
 
 SIZE = (120, 30)
 
@@ -27,37 +25,9 @@ def offcpu_view() -> OffCpuView:
     return derive_offcpu(offcpu_sample(0), offcpu_sample(1), 1.0)
 
 
-class OffCpuApp(App[None]):
+def OffCpuApp(view: OffCpuView | None = None, unavailable: tuple[str, str] | None = None) -> PaneApp[OffCpuPane]:
     """Only the off-CPU pane, fed once."""
-
-    def __init__(self, view: OffCpuView | None = None, unavailable: tuple[str, str] | None = None) -> None:
-        super().__init__()
-        self.offcpu_view = view
-        self.unavailable = unavailable
-        self.selected: list[int] = []
-
-    def compose(self) -> ComposeResult:
-        yield OffCpuPane()
-
-    def on_mount(self) -> None:
-        for theme in THEMES.values():
-            self.register_theme(theme)
-        self.theme = DEFAULT_THEME
-        pane = self.query_one(OffCpuPane)
-        if self.unavailable is not None:
-            pane.show_unavailable(*self.unavailable)
-        else:
-            assert self.offcpu_view is not None
-            pane.show_view(self.offcpu_view)
-        self.query_one("#offcpu-processes", LineTable).focus()
-
-    def on_process_table_selected(self, message: ProcessTable.Selected) -> None:
-        self.selected.append(message.pid)
-
-
-async def settle(pilot: Any) -> None:
-    await pilot.pause()
-    await pilot.pause()
+    return PaneApp(OffCpuPane(), view, unavailable=unavailable, focus="#offcpu-processes", title="OffCpuApp")
 
 
 def test_offcpu_pane(snap_compare) -> None:
@@ -84,8 +54,7 @@ def test_offcpu_pane_unavailable(snap_compare) -> None:
 
 async def test_processes_are_ranked_and_the_highlighted_ones_stacks_shown() -> None:
     app = OffCpuApp(offcpu_view())
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with mounted(app, SIZE) as pilot:
         table = app.query_one("#offcpu-processes", LineTable)
         # By the time they could not run (D + R): the checkpointer's fsync first
         assert [p.pid for p, _ in table.rows] == [978, 2002, 977, 1200]
@@ -112,15 +81,13 @@ def test_the_title_says_which_share_of_stacks_was_lost() -> None:
 
 async def test_the_share_of_stacks_lost_is_in_the_title() -> None:
     app = OffCpuApp(offcpu_view())
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with mounted(app, SIZE):
         assert "stacks lost 0.4%" in str(app.query_one(OffCpuPane).border_title)
 
 
 async def test_unavailable_says_why_and_what_to_do() -> None:
     app = OffCpuApp(unavailable=("eBPF needs root, or CAP_BPF and CAP_PERFMON", "run `sudo orac`"))
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with mounted(app, SIZE) as pilot:
         pane = app.query_one(OffCpuPane)
         assert pane.has_class("-unavailable")
         text = str(app.query_one(".pane-message", Static).render())
@@ -176,8 +143,7 @@ def with_orac(view: OffCpuView, pid: int = 4242) -> OffCpuView:
 
 async def test_orac_comes_last_and_o_hides_it() -> None:
     app = OffCpuApp(with_orac(offcpu_view()))
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with mounted(app, SIZE) as pilot:
         table = app.query_one("#offcpu-processes", LineTable)
         assert [p.pid for p, _ in table.rows][-1] == 4242
         await pilot.press("I")  # reversed, orac still last
@@ -194,8 +160,7 @@ async def test_f6_sorts_by_a_column_chosen_from_the_keyboard() -> None:
     from tui.choice_screen import ChoiceScreen
 
     app = OffCpuApp(offcpu_view())
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with mounted(app, SIZE) as pilot:
         table = app.query_one("#offcpu-processes", LineTable)
         await pilot.press("f6")
         assert isinstance(app.screen, ChoiceScreen)
@@ -206,10 +171,8 @@ async def test_f6_sorts_by_a_column_chosen_from_the_keyboard() -> None:
 
 async def test_o_is_offered_only_where_orac_is_among_the_processes() -> None:
     app = OffCpuApp(offcpu_view())
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with mounted(app, SIZE):
         assert "o" not in app.active_bindings
     app = OffCpuApp(with_orac(offcpu_view()))
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with mounted(app, SIZE):
         assert "o" in app.active_bindings

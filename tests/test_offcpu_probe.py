@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from ebpf_support import compile_helper, start
+from support import WORKLOADS
+from support.ebpf import compile_helper, start
 
 from probes.ebpf.maps import parse_comms
+from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 from probes.sources import offcpu
 from probes.sources.offcpu import (
     HIST_SLOTS,
@@ -43,9 +45,8 @@ from probes.sources.offcpu import (
     state_class,
     without_scheduler,
 )
-from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "offcpu_workload.c"
+HELPER_SOURCE = WORKLOADS / "offcpu_workload.c"
 MS = 1_000_000
 S = 1_000_000_000
 SLEEP_FRAMES = {"clock_nanosleep", "do_nanosleep", "hrtimer_nanosleep", "__x64_sys_clock_nanosleep"}

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from block_support import MIB, direct_io, loop_filesystem, require_root
+from support.loop_device import MIB, direct_io, loop_filesystem, require_root
 
 from probes.host.process_io import (
     IoUnreadable,
@@ -164,7 +164,8 @@ def test_a_helpers_io_shows_exactly_what_it_wrote_and_read(tmp_path: Path) -> No
         helper.call(f"write {data} {n_mib} 256")
         overwritten = read_process_io(proc_dir)
         helper.call(f"read {data} {n_mib} 256")
-        done = read_process_io(proc_dir, Path(f"{proc_dir}/stat").read_bytes(), True)
+        stat = Path(f"{proc_dir}/stat").read_bytes()
+        done = read_process_io(proc_dir, stat, True)
     assert isinstance(start, ProcessIo) and isinstance(allocated, ProcessIo)
     assert isinstance(overwritten, ProcessIo) and isinstance(done, ProcessIo)
     # The first pass allocates the file's blocks: the bitmap and inode pages
@@ -174,7 +175,8 @@ def test_a_helpers_io_shows_exactly_what_it_wrote_and_read(tmp_path: Path) -> No
     assert overwritten.write_bytes - allocated.write_bytes == n_mib * MIB
     assert done.read_bytes - overwritten.read_bytes == n_mib * MIB
     assert done.write_bytes == overwritten.write_bytes
-    assert done.blkio_delay_ns is not None and done.blkio_delay_ns >= 0
+    # field 42 of the stat it was given, counted after the command's ')'
+    assert done.blkio_delay_ns == int(stat.rsplit(b")", 1)[1].split()[39]) * NS_PER_TICK
 
 
 @pytest.fixture

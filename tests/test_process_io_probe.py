@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from block_support import MIB, direct_io, loop_filesystem
-from ui import make_app, until_drawn
+from support.harness import make_app, until_drawn
+from support.loop_device import MIB, direct_io, loop_filesystem
 
 from probes.model.frame import Frame
 from probes.sources.process_io import (
@@ -85,7 +85,7 @@ def test_samples_round_trip_through_a_recording(tmp_path: Path) -> None:
 
 
 async def test_the_process_table_shows_io_and_sorts_by_it_with_b() -> None:
-    from synthetic import frames
+    from support.synthetic import frames
 
     from tui.process_table import ProcessTable
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-import synthetic
-from ui import LiveFrames, until_drawn
+from support import synthetic
+from support.harness import LiveFrames, until_drawn
 
 from probes.host.process_details import ProcessDetails, read_details
 from tui.app import OracApp

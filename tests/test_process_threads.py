@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-import synthetic
-from ui import until_drawn
+from support import synthetic
+from support.harness import until_drawn
 
 from probes.model.collector import FrameSequence
 from probes.sources.processes import ProcessProbe, derive_processes
@@ -141,7 +141,7 @@ async def test_h_where_nothing_was_read_says_so() -> None:
 
 
 async def test_h_live_asks_the_probe_for_threads(workload) -> None:
-    from test_replay_ui import wait_for
+    from support.harness import wait_for
 
     from probes.model.collector import Collector
     from probes.sources.system import SystemProbe

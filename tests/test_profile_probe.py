@@ -2,7 +2,7 @@
 
 Pure parts (program options, parsing, derive, folded lines, the loader's
 message handling, exit detection) are tested everywhere. The real eBPF tests
-run a helper that spins in `burn_cpu` (tests/helpers/profile_target.c) under
+run a helper that spins in `burn_cpu` (tests/support/workloads/profile_target.c) under
 the probe; like tests/test_syscalls_probe.py they need root and bcc and skip
 where eBPF cannot run, except with ORAC_REQUIRE_EBPF=1, where that is a
 failure.
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from ebpf_support import compile_helper, start
+from support import WORKLOADS
+from support.ebpf import compile_helper, start
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf import loader as ebpf_loader
@@ -44,7 +45,7 @@ from probes.sources.profile import (
     profile_program,
 )
 
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "profile_target.c"
+HELPER_SOURCE = WORKLOADS / "profile_target.c"
 
 BPF_PROG_GET_NEXT_ID = 11
 BPF_PROG_GET_FD_BY_ID = 13

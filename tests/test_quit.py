@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from test_replay_ui import wait_for
-from ui import until_drawn
+from support.harness import until_drawn, wait_for
 
 from probes.model.collector import Collector, FrameSequence
 from probes.sources.processes import ProcessProbe
@@ -32,7 +31,7 @@ class SlowToStop(FrameSequence):
 
 
 async def test_q_gives_the_terminal_back_before_the_source_has_stopped() -> None:
-    import synthetic
+    from support import synthetic
 
     source = SlowToStop(synthetic.frames(), stop_s=3.0)
     app = OracApp(source)

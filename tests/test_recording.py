@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from support import cannot_run
+from support.recordings import START_WALL_NS, synthetic_frames, write
+from support.synthetic import PROCESSES, S, processes_sample
 
 from probes.contract import Probe, Unavailable
 from probes.model.frame import Frame
@@ -44,42 +47,8 @@ from probes.store.playback import parse_time
 from probes.store.reader import Recording
 from probes.store.replay import ReplaySource, playback_delay_s
 from probes.store.writer import Recorder
-from tests.synthetic import PROCESSES, S, processes_sample, system_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-START_WALL_NS = 1_764_000_000 * S
-
-
-def synthetic_frames(count: int, interval_s: float = 1.0) -> list[Frame]:
-    """`count` frames `interval_s` apart; processes come and go, counters grow."""
-    frames = []
-    for t in range(count):
-        procs = list(PROCESSES)
-        # one short-lived process every third tick, and the last one leaving
-        if t % 3 == 0:
-            procs.append(
-                (5000 + t, 1, "alice", "R", "cc1", f"cc1 -O2 file{t}.c", "/user.slice", 200_000_000, 30, 1, 0.0)
-            )
-        if t % 5 == 4:
-            procs.pop()
-        unavailable = {"offcpu": ("no root", "run `sudo orac`")} if t >= count // 2 else {}
-        frames.append(
-            Frame(
-                wall_ns=START_WALL_NS + int(t * interval_s * S),
-                mono_ns=1000 * S + int(t * interval_s * S),
-                samples={"cpu": system_sample(t), "procs": processes_sample(t, procs)},
-                unavailable=unavailable,
-            )
-        )
-    return frames
-
-
-def write(path: Path, frames: list[Frame], **options: Any) -> Path:
-    options.setdefault("interval_s", 1.0)
-    with Recorder(path, **options) as recorder:
-        for frame in frames:
-            assert recorder.append(frame)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -268,10 +237,7 @@ def test_real_frames_read_back_equal(tmp_path: Path) -> None:
 def test_real_ebpf_frames_read_back_equal(tmp_path: Path) -> None:
     real, unavailable = sample_real([SyscallProbe()], 4)
     if "syscalls" in unavailable:
-        message = f"eBPF cannot run here: {unavailable['syscalls'][0]}"
-        if os.environ.get("ORAC_REQUIRE_EBPF") == "1":
-            pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-        pytest.skip(message)
+        cannot_run(f"eBPF cannot run here: {unavailable['syscalls'][0]}")
     assert any(frame.samples["syscalls"].syscalls for frame in real)
     with Recording(write(tmp_path / "ebpf.orac", real, redact=False, keyframe_every=2)) as recording:
         assert [recording.frame(i) for i in range(len(recording))] == real
@@ -521,10 +487,10 @@ def test_bit_flips(recorded: Path, tmp_path: Path, frames: list[Frame]) -> None:
     assert reported >= len(positions) // 4
 
 
-def test_a_damaged_frame_is_reported_when_read(recorded: Path, tmp_path: Path) -> None:
+def test_a_damaged_frame_is_reported_when_read(recorded: Path, frames: list[Frame], tmp_path: Path) -> None:
     damaged = copy_and_edit(recorded, tmp_path / "damaged.orac", "UPDATE frames SET crc = crc + 1 WHERE id = 12")
     with Recording(damaged) as recording:
-        assert recording.frame(5) is not None
+        assert recording.frame(5) == frames[5]  # before the damage, read as written
         with pytest.raises(RecordingError, match=r"frame 11 fails its checksum"):
             recording.frame(13)
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from test_cli import orac
-from test_cli_recording import one_line_error
-from test_recording import synthetic_frames
+from support.cli import one_line_error, orac
+from support.recordings import synthetic_frames
 
 from probes.model.collector import Collector
 from probes.sources.processes import ProcessProbe

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from synthetic_threads import drill_frames
+from support.synthetic_threads import drill_frames
 
 from probes.model.frame import Frame
 from probes.store import writer

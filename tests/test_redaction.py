@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from synthetic import frames
+from support.synthetic import frames
 
 from probes.host.procfs import shown
 from probes.model.collector import Collector

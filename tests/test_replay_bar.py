@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_replay_ui import replay_app, wait_for  # noqa: F401 - replay_app is a fixture
+from support.harness import wait_for
 
 from tui.replay_bar import ReplayBar, SeekScreen, clock
 from tui.screenshot import capture

@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
-import pytest
-import synthetic
+from support.harness import wait_for
 
 from probes.model.collector import Collector
 from probes.sources.processes import ProcessProbe
 from probes.sources.system import SystemProbe
 from probes.store.reader import Recording
-from probes.store.replay import ReplaySource
-from probes.store.writer import Recorder
 from tui.app import OracApp
 from tui.process_table import ProcessTable
 from tui.replay_bar import ReplayBar, SeekScreen
 from tui.screenshot import capture
 
 SIZE = (160, 48)
-
-
-def synthetic_recording(path: Path, ticks: int = 30) -> Path:
-    """`ticks` one-second frames of the synthetic box."""
-    base = synthetic.frames()
-    with Recorder(path, interval_s=1.0, probes=["cpu", "procs", "syscalls"], unavailable=synthetic.NO_GPU) as rec:
-        for t in range(ticks):
-            f = base[t % 2]
-            rec.append(type(f)(base[0].wall_ns + t * 10**9, base[0].mono_ns + t * 10**9, f.samples, f.unavailable))
-    return path
-
-
-async def wait_for(pilot, predicate, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.02)
-
-
-@pytest.fixture
-def replay_app(tmp_path):
-    recording = Recording(synthetic_recording(tmp_path / "s.orac"))
-    app = OracApp(ReplaySource(recording, paused=True))
-    yield app
-    recording.close()
 
 
 async def test_replay_shows_the_recorded_processes_and_moves_through_time(replay_app: OracApp) -> None:
@@ -78,7 +47,7 @@ async def test_replay_shows_the_recorded_processes_and_moves_through_time(replay
 
 
 async def test_replay_keys_do_nothing_live(tmp_path) -> None:
-    from ui import make_app, until_drawn
+    from support.harness import make_app, until_drawn
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

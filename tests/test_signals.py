@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import synthetic
-from ui import LiveFrames, make_app, until_drawn
+from support import synthetic
+from support.harness import LiveFrames, make_app, until_drawn
 
 from probes.host.signals import NotThatProcess, send_signal, start_time_ns
 from probes.model.frame import Frame

@@ -7,7 +7,7 @@ look at the report before committing.
 from __future__ import annotations
 
 import pytest
-from ui import make_app, until_drawn
+from support.harness import make_app, until_drawn
 
 SIZE = (160, 48)
 
@@ -44,7 +44,7 @@ def test_process_screen(snap_compare) -> None:
 
 
 def test_threads_tab(snap_compare) -> None:
-    from synthetic_threads import drill_frames
+    from support.synthetic_threads import drill_frames
 
     # python3 (2002), the busiest process, is the first row
     assert snap_compare(make_app(drill_frames()), terminal_size=SIZE, run_before=press_after_drawn("enter", "4"))
@@ -60,8 +60,8 @@ def test_help(snap_compare) -> None:
 
 
 def test_signal_confirmation(snap_compare) -> None:
-    from synthetic import frames
-    from ui import LiveFrames
+    from support.harness import LiveFrames
+    from support.synthetic import frames
 
     from tui.app import OracApp
 
@@ -88,7 +88,7 @@ def test_process_screen_on_a_small_terminal(snap_compare, size: tuple[int, int])
 
 
 def test_syscalls_unavailable(snap_compare) -> None:
-    import synthetic
+    from support import synthetic
 
     from probes.model.collector import FrameSequence
     from tui.app import OracApp
@@ -109,7 +109,7 @@ def test_syscalls_unavailable(snap_compare) -> None:
 def test_replay(snap_compare, tmp_path) -> None:
     import os
 
-    from test_replay_ui import synthetic_recording
+    from support.recordings import synthetic_recording
 
     from probes.store.reader import Recording
     from probes.store.replay import ReplaySource

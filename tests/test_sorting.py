@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import synthetic
-from ui import make_app, until_drawn
+from support import synthetic
+from support.harness import make_app, until_drawn
 
 from tui.process_table import ProcessTable
 
@@ -83,7 +83,7 @@ async def test_untouched_the_cursor_stays_on_the_top_line_across_ticks() -> None
 
 
 async def test_in_replay_a_sort_and_a_seek_show_the_top_of_the_list(tmp_path) -> None:
-    from test_replay_ui import wait_for
+    from support.harness import wait_for
 
     from probes.store.reader import Recording
     from probes.store.replay import ReplaySource

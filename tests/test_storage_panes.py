@@ -1,8 +1,8 @@
-"""The disks and filesystems panes, fed from fixed frames (tests/synthetic_disks.py)."""
+"""The disks and filesystems panes, fed from fixed frames (tests/support/synthetic_disks.py)."""
 
 from __future__ import annotations
 
-from ui import make_app, until_drawn
+from support.harness import make_app, until_drawn
 
 from tui.storage_panes import (
     DisksPane,
@@ -52,7 +52,7 @@ async def test_disks_pane_shows_busy_devices_with_their_partitions_under_them() 
 async def test_a_device_that_goes_away_leaves_the_pane() -> None:
     from dataclasses import replace
 
-    from synthetic import frames
+    from support.synthetic import frames
 
     first, second = frames()
     disks = second.samples["disks"]

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from ebpf_support import compile_helper, start, unavailable
+from support import WORKLOADS
+from support.ebpf import compile_helper, start, unavailable
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf import checks
@@ -43,6 +44,7 @@ from probes.ebpf.syscall_names import (
     syscall_name,
     syscall_table,
 )
+from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 from probes.sources.syscalls import (
     HIST_SLOTS,
     LOST_REASONS,
@@ -56,9 +58,8 @@ from probes.sources.syscalls import (
     parse_stats,
     syscalls_program,
 )
-from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "syscall_workload.c"
+HELPER_SOURCE = WORKLOADS / "syscall_workload.c"
 # log2 bucket 23 holds [2^23, 2^24) ns = [8.39, 16.78) ms: where a 10 ms sleep lands.
 TEN_MS_SLOT = 23
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from netns_support import (
+from support.netns import (
     Namespace,
     NamespacePair,
     kill_all,

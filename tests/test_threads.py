@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ebpf_support import compile_helper, start
-from synthetic_threads import PID, drill_frames
+from support import WORKLOADS
+from support.ebpf import compile_helper, start
+from support.synthetic_threads import PID, drill_frames
 
 from probes.contract import ProbeUnavailable
 from probes.model.collector import Collector
@@ -36,7 +37,7 @@ from probes.sources.threads import (
 )
 from tui.threads_pane import ThreadsPane
 
-HELPER_SOURCE = Path(__file__).parent / "helpers" / "thread_workload.c"
+HELPER_SOURCE = WORKLOADS / "thread_workload.c"
 MS = 1_000_000
 S = 1_000_000_000
 
@@ -285,7 +286,7 @@ def test_collector_focus_reaches_running_probes_and_those_that_start_later() -> 
 
 
 async def open_threads_tab(app, pilot) -> ThreadsPane:
-    from ui import until_drawn
+    from support.harness import until_drawn
 
     from tui.process_screen import ProcessScreen
     from tui.process_table import ProcessTable
@@ -310,7 +311,7 @@ async def until(pilot, predicate, timeout_s: float = 10) -> None:
 
 
 async def test_threads_tab_shows_every_thread_with_its_ebpf_numbers() -> None:
-    from ui import make_app
+    from support.harness import make_app
 
     from tui.screenshot import capture
 
@@ -326,7 +327,7 @@ async def test_threads_tab_shows_every_thread_with_its_ebpf_numbers() -> None:
 
 
 async def test_threads_tab_without_focus_says_why_the_ebpf_columns_are_empty() -> None:
-    from ui import make_app
+    from support.harness import make_app
 
     from tui.screenshot import capture
 

@@ -16,19 +16,19 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from support import cannot_run
 
-PEER = Path(__file__).parent / "helpers" / "tcp_peer.py"
+PEER = Path(__file__).parent / "workloads" / "tcp_peer.py"
 
 
 def require_root_and(*tools: str) -> None:
-    """Skip unless root with each of `tools` on PATH (scripts/setup installs them)."""
+    """Skip unless root with each of `tools` on PATH (scripts/setup installs them); fail instead in CI."""
     if os.geteuid() != 0:
-        pytest.skip("needs root: makes network namespaces, veth pairs and nftables rules")
+        cannot_run("needs root: makes network namespaces, veth pairs and nftables rules")
     packages = {"ip": "iproute2", "nft": "nftables", "sar": "sysstat", "ss": "iproute2"}
     for tool in tools:
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install {packages.get(tool, tool)})")
+            cannot_run(f"{tool} is not installed (apt-get install {packages.get(tool, tool)})")
 
 
 def run(*args: str, input_text: str | None = None, check: bool = True) -> str:

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-import pytest
+import support
 
-REQUIRE = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
-HELPER = Path(__file__).parent / "helpers" / "direct_io.py"
+HELPER = Path(__file__).parent / "workloads" / "direct_io.py"
 MIB = 1 << 20
 # <linux/loop.h>
 LOOP_CTL_ADD = 0x4C80
@@ -37,10 +36,7 @@ TOOLS = {"losetup": "mount", "mkfs.ext4": "e2fsprogs", "mount": "mount", "umount
 
 
 def cannot_run(reason: str) -> NoReturn:
-    message = f"real block I/O tests cannot run here: {reason}"
-    if REQUIRE:
-        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-    pytest.skip(message)
+    support.cannot_run(f"real block I/O tests cannot run here: {reason}")
 
 
 def require_root(**tools: str) -> None:
@@ -128,7 +124,7 @@ def remove_loop_device(name: str) -> None:
 
 
 class DirectIo:
-    """tests/helpers/direct_io.py running in a child process, driven a command at a time."""
+    """tests/support/workloads/direct_io.py running in a child process, driven a command at a time."""
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from synthetic_disks import disks_sample, filesystems_sample
-from synthetic_offcpu import offcpu_sample
-
 from probes.model.frame import Frame
 from probes.sources.processes import ProcessesSample, ProcSample
 from probes.sources.system import CpuTimes, MemorySample, Pressure, SystemSample
+from support.synthetic_disks import disks_sample, filesystems_sample
+from support.synthetic_offcpu import offcpu_sample
 
 GIB = 1024**3
 MIB = 1024**2

@@ -1,6 +1,6 @@
 """A hand-made off-CPU sample with known values, for deterministic UI tests and snapshots.
 
-The processes are those of tests/synthetic.py (postgres, its checkpointer,
+The processes are those of tests/support/synthetic.py (postgres, its checkpointer,
 nginx, a python3 training job), so the pane and the process table agree.
 """
 

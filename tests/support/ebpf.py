@@ -6,26 +6,19 @@ so a broken bcc or headers install cannot pass as green.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-import pytest
-
 from probes.contract import Probe, ProbeUnavailable
-
-REQUIRE_EBPF = os.environ.get("ORAC_REQUIRE_EBPF") == "1"
+from support import cannot_run
 
 P = TypeVar("P", bound=Probe)
 
 
 def unavailable(reason: str) -> NoReturn:
-    message = f"eBPF cannot run here: {reason}"
-    if REQUIRE_EBPF:
-        pytest.fail(f"{message} (ORAC_REQUIRE_EBPF=1 makes this a failure)")
-    pytest.skip(message)
+    cannot_run(f"eBPF cannot run here: {reason}")
 
 
 def start(probe: P) -> P:

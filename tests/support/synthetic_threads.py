@@ -1,4 +1,4 @@
-"""Hand-made frames of a drill-down into python3 (2002) of tests/synthetic.py, with its threads.
+"""Hand-made frames of a drill-down into python3 (2002) of tests/support/synthetic.py, with its threads.
 
 The threads probe's counters, and the eBPF probes counting 2002's threads
 one by one (their focus), with known values per second.
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from synthetic import frames
-
 from probes.model.frame import Frame
 from probes.sources.offcpu import ThreadOffCpuTime
 from probes.sources.syscalls import ThreadSyscallCounts
 from probes.sources.threads import ThreadSample, ThreadsSample
+from support.synthetic import frames
 
 PID = 2002
 MS = 1_000_000
