@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any, Iterable, Sequence
 
 from probes.contract import Probe, ProbeSpec
-from probes.sources import gpu, offcpu, processes, profile, syscalls, system, threads
+from probes.sources import cgroups, gpu, network, offcpu, processes, profile, syscalls, system, tcp, threads
 from probes.store.codec import register_type
 
 # In the order panes and `orac doctor` list them. Those with a `make` run
@@ -24,6 +24,9 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     offcpu.OFFCPU,
     profile.PROFILE,
     threads.THREADS,
+    network.NETWORK,
+    tcp.TCP,
+    cgroups.CGROUPS,
 )
 _BY_NAME = {spec.name: spec for spec in PROBES}
 

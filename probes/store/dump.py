@@ -8,10 +8,14 @@ import json
 import sys
 from typing import Any, Iterable, Mapping, TextIO
 
+from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
+from probes.sources.cgroups import CGROUPS
+from probes.sources.network import NETWORK
 from probes.sources.processes import PROCESSES
 from probes.sources.system import SYSTEM
+from probes.sources.tcp import TCP, TCP_STATES
 from probes.store.reader import Recording
 
 _plain_fields: dict[type, tuple[str, ...]] = {}
@@ -47,6 +51,57 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
 
 
+# Every state gets a column, so the header does not depend on which states
+# the first frame happened to have; a state with no socket is 0 (the probe
+# counts every line of /proc/net/tcp and tcp6).
+_STATE_COLUMNS = tuple(dict.fromkeys((*TCP_STATES.values(), "UNKNOWN")))
+
+
+def _system_rows(views: Views) -> list[dict[str, Any]]:
+    system = views.get(SYSTEM)
+    if system is None:
+        return []
+    flat: dict[str, Any] = {}
+    _flatten(_plain(system), "", flat)
+    return [flat]
+
+
+def _process_rows(views: Views) -> list[dict[str, Any]]:
+    processes = views.get(PROCESSES)
+    return [_plain(p) for p in processes.processes] if processes is not None else []
+
+
+def _interface_rows(views: Views) -> list[dict[str, Any]]:
+    network = views.get(NETWORK)
+    return [_plain(i) for i in network.interfaces] if network is not None else []
+
+
+def _tcp_rows(views: Views) -> list[dict[str, Any]]:
+    tcp = views.get(TCP)
+    if tcp is None:
+        return []
+    flat: dict[str, Any] = {}
+    _flatten({k: v for k, v in _plain(tcp).items() if k != "states"}, "", flat)
+    for state in _STATE_COLUMNS:
+        flat[f"states.{state}"] = None if tcp.states is None else tcp.states.get(state, 0)
+    return [flat]
+
+
+def _cgroup_rows(views: Views) -> list[dict[str, Any]]:
+    cgroups = views.get(CGROUPS)
+    return [{"version": cgroups.version, **_plain(c)} for c in cgroups.cgroups] if cgroups is not None else []
+
+
+# --table name -> the CSV rows of one frame's views
+TABLES = {
+    "processes": _process_rows,
+    "system": _system_rows,
+    "interfaces": _interface_rows,
+    "tcp": _tcp_rows,
+    "cgroups": _cgroup_rows,
+}
+
+
 def dump(
     recording: Recording,
     format: str = "json",
@@ -68,11 +123,16 @@ def dump(
     "unavailable" (probe -> {"reason", "remedy"}), and any other probe's
     view under the probe's name.
 
-    format="csv": a header, then with table="processes" one row per process
-    per frame (time, index, then the process view's fields: pid ... command;
-    an unknown CPU % is an empty cell), or with table="system" one row per
-    frame with the system view flattened into columns ("cpu_total.busy_percent",
-    "cpus.0.busy_percent", "load_avg.0", "pressure.io.some_avg10", ...).
+    format="csv": a header, then rows that start with time and index; an
+    unknown value is an empty cell. table="processes": one row per process
+    per frame (the process view's fields: pid ... command); "system": one
+    row per frame with the system view flattened into columns
+    ("cpu_total.busy_percent", "cpus.0.busy_percent", "load_avg.0",
+    "pressure.io.some_avg10", ...); "interfaces": one row per network
+    interface per frame (name, rx_bytes_per_s ...); "tcp": one row per
+    frame (active_opens_per_s ..., "sockets.total", "states.ESTAB" ...);
+    "cgroups": one row per cgroup with a CPU quota per frame (version,
+    path, quota_cpus, throttled_percent ...).
 
     Raises:
         ValueError: unknown format or table.
@@ -80,8 +140,8 @@ def dump(
     """
     if format not in ("json", "csv"):
         raise ValueError(f"unknown format {format!r}; choose json or csv")
-    if table not in ("processes", "system"):
-        raise ValueError(f"unknown table {table!r}; choose processes or system")
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; choose {', '.join(TABLES)}")
     out = out if out is not None else sys.stdout
     wanted = recording.index_range(from_wall_ns, to_wall_ns)
     if not wanted:
@@ -108,14 +168,7 @@ def dump(
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
             rows += 1
             continue
-        records: list[dict[str, Any]] = []
-        processes, system = views.get(PROCESSES), views.get(SYSTEM)
-        if table == "processes" and processes is not None:
-            records = [{"time": time_s, "index": index, **_plain(p)} for p in processes.processes]
-        elif table == "system" and system is not None:
-            flat: dict[str, Any] = {"time": time_s, "index": index}
-            _flatten(_plain(system), "", flat)
-            records = [flat]
+        records = [{"time": time_s, "index": index, **row} for row in TABLES[table](views)]
         if records and writer is None:
             writer = csv.DictWriter(out, fieldnames=list(records[0]), restval="", extrasaction="ignore",
                                     lineterminator="\n")
