@@ -33,6 +33,13 @@ FIGURES: list[tuple[str, str]] = [
     ("RSS", "resident pages of /proc/PID/statm, as ps and top show them"),
     ("P50, P99", "latency percentiles as the log2 bucket they lie in (8.4-17ms): the kernel counts calls per bucket"),
     ("MEAN", "exact mean latency: the calls' total time / their count"),
+    ("forks", "tasks created per second (/proc/stat processes), sar -w's proc/s"),
+    ("RX, TX MiB/s", "/proc/net/dev bytes per second / 1048576: sar -n DEV's rxkB/s, txkB/s / 1024"),
+    ("UTIL", "sar's %ifutil: max(rx, tx) bytes/s * 8 / link speed (the sum on half duplex); - where no speed is known"),
+    ("retrans/s (%)", "RetransSegs per second (/proc/net/snmp), and of OutSegs + RetransSegs: sar -n ETCP"),
+    ("sockets", "ss -s's TCP line (/proc/net/sockstat); states counted from /proc/net/tcp and tcp6"),
+    ("THROTTLED", "time the cgroup's runqueues sat throttled (cpu.stat), of the interval; PERIODS: periods that ran out"),
+    ("@quota", "in CGROUP: that cgroup was throttled at its CPU quota in the interval, so its processes are held, not idle"),
 ]
 
 
