@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any, Iterable, Sequence
 
 from probes.contract import Probe, ProbeSpec
-from probes.sources import cgroups, gpu, network, offcpu, processes, profile, syscalls, system, tcp, threads
+from probes.sources import cgroups, gpu, kmsg, network, offcpu, processes, profile, syscalls, system, tcp, threads
 from probes.store.codec import register_type
 
 # In the order panes and `orac doctor` list them. Those with a `make` run
@@ -27,6 +27,7 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     network.NETWORK,
     tcp.TCP,
     cgroups.CGROUPS,
+    kmsg.KMSG,
 )
 _BY_NAME = {spec.name: spec for spec in PROBES}
 

@@ -97,7 +97,7 @@ def live_parser() -> Parser:
     parser = Parser(prog="orac", description="Live performance triage for Linux.")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
     parser.add_argument(
-        "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,syscalls,offcpu,net,tcp,cgroups (default: all)"
+        "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,syscalls,offcpu,net,tcp,cgroups,kmsg (default: all)"
     )
     parser.add_argument(
         "--profile-hz", type=profile_hz, default=DEFAULT_FREQUENCY_HZ,
@@ -151,8 +151,9 @@ def dump_parser() -> Parser:
         help="json: JSON Lines, one object per frame and line (default); csv: a header, then rows",
     )
     parser.add_argument(
-        "--table", choices=("processes", "system", "interfaces", "tcp", "cgroups"), default="processes",
-        help="CSV: a row per process, per frame (system, tcp), per network interface or per cgroup with a CPU quota",
+        "--table", choices=("processes", "system", "interfaces", "tcp", "cgroups", "events"), default="processes",
+        help="CSV: a row per process, per frame (system, tcp), per network interface, per cgroup with a CPU quota"
+        " or per kernel log record",
     )
     parser.add_argument("--from", dest="from_", default=None, help="start: +10m, HH:MM[:SS], an ISO date or Unix seconds")
     parser.add_argument("--to", default=None, help="end, in the same forms")

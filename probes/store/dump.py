@@ -12,6 +12,7 @@ from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
 from probes.sources.cgroups import CGROUPS
+from probes.sources.kmsg import KMSG
 from probes.sources.network import NETWORK
 from probes.sources.processes import PROCESSES
 from probes.sources.system import SYSTEM
@@ -92,6 +93,11 @@ def _cgroup_rows(views: Views) -> list[dict[str, Any]]:
     return [{"version": cgroups.version, **_plain(c)} for c in cgroups.cgroups] if cgroups is not None else []
 
 
+def _event_rows(views: Views) -> list[dict[str, Any]]:
+    kmsg = views.get(KMSG)
+    return [_plain(e) for e in kmsg.new_events] if kmsg is not None else []
+
+
 # --table name -> the CSV rows of one frame's views
 TABLES = {
     "processes": _process_rows,
@@ -99,6 +105,7 @@ TABLES = {
     "interfaces": _interface_rows,
     "tcp": _tcp_rows,
     "cgroups": _cgroup_rows,
+    "events": _event_rows,
 }
 
 
@@ -132,7 +139,9 @@ def dump(
     interface per frame (name, rx_bytes_per_s ...); "tcp": one row per
     frame (active_opens_per_s ..., "sockets.total", "states.ESTAB" ...);
     "cgroups": one row per cgroup with a CPU quota per frame (version,
-    path, quota_cpus, throttled_percent ...).
+    path, quota_cpus, throttled_percent ...); "events": one row per kernel
+    log record logged in the frame's interval (seq, ts_us, level, kind,
+    message, pid, comm, cgroup, xid ...).
 
     Raises:
         ValueError: unknown format or table.
