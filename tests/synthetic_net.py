@@ -8,6 +8,7 @@ from synthetic import PROCESSES, S, frames
 
 from probes.model.frame import Frame
 from probes.sources.cgroups import CgroupCpu, CgroupCpuSample
+from probes.sources.kmsg import KernelEvent, KmsgSample
 from probes.sources.network import InterfaceCounters, NetworkSample
 from probes.sources.tcp import SockStat, TcpCounters, TcpSample
 
@@ -60,9 +61,25 @@ def cgroups_sample(t: int) -> CgroupCpuSample:
     ), (1000 + t) * S)
 
 
+def kmsg_sample(t: int) -> KmsgSample:
+    """A line from before orac started; in the second sample, an OOM kill of nginx's worker."""
+    events = [KernelEvent(700, 3 * 86400 * 10**6, 6, 0, "e1000e: eth0 NIC Link is Up 1000 Mbps Full Duplex",
+                          earlier=True)]
+    if t:
+        events += [
+            KernelEvent(701, (3 * 86400 + 14_700) * 10**6, 6, 0,
+                        "oom-kill:constraint=CONSTRAINT_MEMCG,task_memcg=/system.slice/nginx,task=nginx,pid=1200,uid=33",
+                        "oom"),
+            KernelEvent(702, (3 * 86400 + 14_700) * 10**6 + 20, 3, 0,
+                        "Memory cgroup out of memory: Killed process 1200 (nginx) total-vm:204800kB, anon-rss:49152kB",
+                        "oom-kill", pid=1200, comm="nginx", cgroup="/system.slice/nginx"),
+        ]
+    return KmsgSample(tuple(events), events[-1].seq, 0, 0, (1000 + t) * S)
+
+
 def net_frames() -> list[Frame]:
     return [
         dataclasses.replace(f, samples={**f.samples, "net": net_sample(t), "tcp": tcp_sample(t),
-                                        "cgroups": cgroups_sample(t)})
+                                        "cgroups": cgroups_sample(t), "kmsg": kmsg_sample(t)})
         for t, f in enumerate(frames())
     ]

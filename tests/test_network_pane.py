@@ -67,6 +67,15 @@ async def test_short_terminal_keeps_one_network_line() -> None:
     assert "IFACE" not in text and "THROTTLED" not in text
 
 
+async def test_kernel_events_name_the_oom_kill() -> None:
+    text = await screen_text((160, 48))
+    assert "Kernel events, 1 OOM kill" in text
+    assert "OOM kill nginx pid 1200 in /system.slice/nginx: Memory cgroup out of memory" in text
+    assert "earlier e1000e: eth0 NIC Link is Up" in text
+    short = await screen_text((80, 24))
+    assert "OOM kill nginx pid 1200" in short and "e1000e" not in short
+
+
 def test_main_screen_with_network(snap_compare) -> None:
     assert snap_compare(make_app(net_frames()), terminal_size=(160, 48), run_before=press_after_drawn())
 

@@ -32,6 +32,7 @@ from .drilldown import DrillDown
 from .gpu_pane import GpuPane
 from .header_bar import HeaderBar
 from .help_screen import HelpScreen
+from .kernel_events_pane import KernelEventsPane
 from .line_table import LineTable
 from .messages import FrameReady, SourceFailed
 from .network_pane import NetworkPane
@@ -111,6 +112,7 @@ class OracApp(App[None]):
                 yield MemoryPane()
             yield GpuPane()
             yield NetworkPane()
+            yield KernelEventsPane()
             yield CgroupsPane()
             yield ProcessPane()
             yield SyscallsPane()
@@ -410,7 +412,8 @@ class OracApp(App[None]):
         yield SystemCommand("Tree / list of processes", "Children under their parents (t)", table.action_toggle_tree)
         yield SystemCommand("Follow the selected process", "Through sorts and filters (F)", table.action_follow)
         for pane_type, name in (
-            (GpuPane, "GPU"), (NetworkPane, "network"), (SyscallsPane, "syscalls"), (OffCpuPane, "off-CPU"),
+            (GpuPane, "GPU"), (NetworkPane, "network"), (KernelEventsPane, "kernel events"),
+            (SyscallsPane, "syscalls"), (OffCpuPane, "off-CPU"),
         ):
             yield SystemCommand(
                 f"Show / hide the {name} pane", "The rest of the screen takes its room", partial(self.toggle_pane, pane_type)
