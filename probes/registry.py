@@ -13,15 +13,19 @@ from typing import Any
 
 from probes.contract import Probe, ProbeSpec
 from probes.sources import (
+    cgroups,
     disks,
     filesystems,
     gpu,
+    kmsg,
+    network,
     offcpu,
     process_io,
     processes,
     profile,
     syscalls,
     system,
+    tcp,
     threads,
 )
 from probes.store.codec import register_type
@@ -39,6 +43,10 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     offcpu.OFFCPU,
     profile.PROFILE,
     threads.THREADS,
+    network.NETWORK,
+    tcp.TCP,
+    cgroups.CGROUPS,
+    kmsg.KMSG,
 )
 _BY_NAME = {spec.name: spec for spec in PROBES}
 

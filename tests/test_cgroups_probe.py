@@ -6,12 +6,11 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support import cannot_run
+from support.cgroups import QUOTA_US
 
 from probes.contract import ProbeUnavailable
 from probes.host.procfs import CLOCK_TICKS_PER_S
@@ -191,48 +190,12 @@ def test_removed_cgroup_goes_new_or_remade_one_has_no_rate() -> None:
 
 # --- real: a spinner in a v1 cpu cgroup with a 20 % quota --------------------
 
-QUOTA_US, PERIOD_US = 20_000, 100_000
 WINDOW_S = 1.5
 # The quota holds the spinner to 20 ms per 100 ms period; a window that
 # starts and ends inside periods can hold up to a period's quota more or
 # less (20 ms), and /proc/PID/stat counts in ticks (10 ms at 100 Hz) at
 # each end: 20 + 2 * 10 ms over 1.5 s is 2.7 points of CPU %.
 CPU_PERCENT_TOLERANCE = 100 * (QUOTA_US / 1e6 + 2 / CLOCK_TICKS_PER_S) / WINDOW_S
-
-
-@pytest.fixture
-def v1_cpu_cgroup() -> Iterator[tuple[CpuHierarchy, str]]:
-    """A cgroup with a 20 % quota in the live v1 cpu tree (and cpuacct's), removed afterwards."""
-    if os.geteuid() != 0:
-        cannot_run("needs root: makes a cgroup with a CPU quota")
-    probe = CgroupCpuProbe()
-    try:
-        probe.start()
-    except ProbeUnavailable as exc:
-        cannot_run(str(exc))
-    hierarchy = probe.hierarchy
-    assert hierarchy is not None
-    if hierarchy.version != 1:
-        pytest.skip("this live test drives the v1 cpu controller; v2 is tested from fixtures")
-    name = f"orac-test-{os.getpid()}"
-    dirs = [os.path.join(hierarchy.root, name)]
-    if hierarchy.usage_root is not None and hierarchy.usage_root != hierarchy.root:
-        dirs.append(os.path.join(hierarchy.usage_root, name))
-    made: list[str] = []
-    try:
-        for directory in dirs:
-            os.mkdir(directory)
-            made.append(directory)
-        cpu_dir = dirs[0]
-        Path(cpu_dir, "cpu.cfs_period_us").write_text(f"{PERIOD_US}\n")
-        Path(cpu_dir, "cpu.cfs_quota_us").write_text(f"{QUOTA_US}\n")
-        # The most weight v1 allows, so on a busy box the spinner gets its
-        # quota every period and the quota, not the competition, sets its CPU %.
-        Path(cpu_dir, "cpu.shares").write_text("262144\n")
-        yield hierarchy, f"/{name}"
-    finally:
-        for directory in reversed(made):
-            os.rmdir(directory)
 
 
 def cpu_time_ticks(pid: int) -> int:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from support import WORKLOADS, cannot_run
 
 from probes.host.forks import forks_per_s, parse_forks
+from probes.sources.system import SystemProbe, SystemSample, derive_system
 
 PROC_FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 HELPER_SOURCE = WORKLOADS / "fork_loop.c"
@@ -53,16 +55,17 @@ TOLERANCE = 0.10
 BACKGROUND_WINDOW_S = 0.5
 
 
-def forks_now() -> tuple[int, int]:
-    """(`processes`, time.monotonic_ns()) as a sample would hold them."""
-    mono_ns = time.monotonic_ns()
-    count = parse_forks(Path("/proc/stat").read_text())
-    assert count is not None
-    return count, mono_ns
+SYSTEM_PROBE = SystemProbe()
 
 
-def rate_between(a: tuple[int, int], b: tuple[int, int]) -> float:
-    rate = forks_per_s(a[0], b[0], (b[1] - a[1]) / 1e9)
+def forks_now() -> SystemSample:
+    return SYSTEM_PROBE.sample()
+
+
+def rate_between(a: SystemSample, b: SystemSample) -> float:
+    """forks/s as the CPU pane shows it: the "cpu" probe's view over the two samples."""
+    assert a.mono_ns is not None and b.mono_ns is not None
+    rate = derive_system(a, b, (b.mono_ns - a.mono_ns) / 1e9).forks_per_s
     assert rate is not None
     return rate
 
@@ -98,3 +101,12 @@ def test_fork_loop_at_a_known_rate(tmp_path: Path) -> None:
     assert kept_per_s == pytest.approx(RATE_PER_S, rel=TOLERANCE)
     # forks/s over the window, less the box's other forks, measured just before and after
     assert rate_between(start, end) - background == pytest.approx(kept_per_s, rel=TOLERANCE)
+
+
+def test_cpu_probe_keeps_the_counter_and_derives_the_rate() -> None:
+    t0 = SystemProbe(proc=str(PROC_FIXTURES / "t0")).sample()
+    t1 = SystemProbe(proc=str(PROC_FIXTURES / "t1")).sample()
+    assert (t0.forks, t1.forks) == (12345, 12399)
+    assert derive_system(t0, t1, 2.0).forks_per_s == 27.0
+    # a recording made before the probe kept the counter: no rate, not zero
+    assert derive_system(replace(t0, forks=None), t1, 2.0).forks_per_s is None

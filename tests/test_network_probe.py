@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.netns import (
+    HEADER_BYTES,
     PEER,
     VethToHost,
     kill_all,
@@ -192,11 +193,6 @@ TRANSFER_BYTES = 24 * MIB
 # paced, so the transfer spans the whole sar window and the two tools'
 # windows, a few ms apart at their edges, see the same steady rate
 PACE_BYTES_PER_S = 8 * MIB
-# On the wire each packet the interface counts carries, besides payload,
-# an Ethernet header (14), IPv4 (20) and TCP with the timestamp option (32).
-# The veth passes GSO packets of up to 64 KiB whole, so the count of packets
-# times this is the header bytes, exact for all but the SYN's longer options.
-HEADER_BYTES = 14 + 20 + 32
 BYTES_TOLERANCE = 0.02
 SAR_TOLERANCE = 0.05
 

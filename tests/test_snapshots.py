@@ -7,19 +7,9 @@ look at the report before committing.
 from __future__ import annotations
 
 import pytest
-from support.harness import make_app, until_drawn
+from support.harness import make_app, press_after_drawn, until_drawn, wait_for
 
 SIZE = (160, 48)
-
-
-def press_after_drawn(*keys: str):
-    async def run_before(pilot) -> None:
-        await until_drawn(pilot, pilot.app)
-        if keys:
-            await pilot.press(*keys)
-        await pilot.pause()
-
-    return run_before
 
 
 @pytest.mark.parametrize("theme", ["orac-dark", "orac-light", "orac-high-contrast"])
@@ -46,8 +36,19 @@ def test_process_screen(snap_compare) -> None:
 def test_threads_tab(snap_compare) -> None:
     from support.synthetic_threads import drill_frames
 
-    # python3 (2002), the busiest process, is the first row
-    assert snap_compare(make_app(drill_frames()), terminal_size=SIZE, run_before=press_after_drawn("enter", "4"))
+    from tui.process_screen import ProcessScreen
+
+    async def open_threads(pilot) -> None:
+        await until_drawn(pilot, pilot.app)
+        # python3 (2002), the busiest process, is the first row
+        await pilot.press("enter")
+        # A key typed before the screen is up would reach the main screen.
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ProcessScreen))
+        await pilot.press("4")
+        await wait_for(pilot, lambda: getattr(pilot.app.focused, "id", None) == "threads")
+        await pilot.pause()
+
+    assert snap_compare(make_app(drill_frames()), terminal_size=SIZE, run_before=open_threads)
 
 
 def test_drill_syscalls_tab(snap_compare) -> None:

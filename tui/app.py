@@ -20,18 +20,22 @@ from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
 from probes.model.history import ProcessHistory
+from probes.sources.cgroups import CGROUPS
 from probes.sources.gpu import GPU
 from probes.sources.processes import PROCESSES, ProcessProbe
 from probes.sources.profile import DEFAULT_FREQUENCY_HZ
 from probes.sources.system import SYSTEM
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
+from .cgroups_pane import CgroupsPane, throttled_cgroups
 from .drilldown import DrillDown
 from .gpu_pane import GpuPane
 from .header_bar import HeaderBar
 from .help_screen import HelpScreen
+from .kernel_events_pane import KernelEventsPane
 from .line_table import LineTable
 from .messages import FrameReady, SourceFailed
+from .network_pane import NetworkPane
 from .offcpu_pane import OffCpuPane
 from .pane import Pane, feed
 from .probe_columns import probe_columns
@@ -63,6 +67,7 @@ class OracApp(App[None]):
         Binding("question_mark,f1", "help", "Keys", tooltip="This list of keys (htop's F1 too)"),
         Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
         Binding("s", "screenshot", "Screenshot", tooltip="Save the screen as SVG, PNG and text"),
+        *NetworkPane.KEYS,
     ]
 
     def __init__(
@@ -112,6 +117,9 @@ class OracApp(App[None]):
             with Horizontal(id="storage"):
                 yield DisksPane()
                 yield FilesystemsPane()
+            yield NetworkPane()
+            yield KernelEventsPane()
+            yield CgroupsPane()
             yield ProcessPane()
             yield SyscallsPane()
             yield OffCpuPane(own_pid=os.getpid() if self.source.live else None)
@@ -202,6 +210,8 @@ class OracApp(App[None]):
             self.history.add(processes.processes)
         self.query_one(HeaderBar).update_views(views.get(SYSTEM), processes)
         table = self.query_one(ProcessTable)
+        cgroups = views.get(CGROUPS)
+        table.mark_throttled(throttled_cgroups(cgroups) if cgroups is not None else set())
         for column in self.probe_columns:
             column.update(table, frame, views)
         if views.get(GPU) is not None:
@@ -354,18 +364,22 @@ class OracApp(App[None]):
             self.source.refresh()
             self.notify("resumed")
 
+    def action_all_interfaces(self) -> None:
+        self.screen_stack[0].query_one(NetworkPane).toggle_all()
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.key_sections()))
 
     def key_sections(self) -> Iterable[tuple[str, Iterable[Binding]]]:
         palette = Binding("ctrl+p", "command_palette", "Command palette: themes, actions, keys")
         return [
-            ("Everywhere", [b for b in self.BINDINGS if b not in REPLAY_BINDINGS] + [palette]),
+            ("Everywhere", [b for b in self.BINDINGS if b not in (*REPLAY_BINDINGS, *NetworkPane.KEYS)] + [palette]),
             ("Replay (orac replay FILE)", REPLAY_BINDINGS),
             ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
             ("Every table", [b for b in LineTable.BINDINGS if b.tooltip]),
             ("Disks pane", DisksTable.BINDINGS),
             ("Off-CPU pane", OffCpuPane.BINDINGS),
+            ("Network pane", NetworkPane.KEYS),
             ("Process screen", ProcessScreen.BINDINGS),
         ]
 
@@ -407,6 +421,7 @@ class OracApp(App[None]):
         yield SystemCommand("Follow the selected process", "Through sorts and filters (F)", table.action_follow)
         for pane_type, name in (
             (GpuPane, "GPU"), (DisksPane, "disks"), (FilesystemsPane, "filesystems"),
+            (NetworkPane, "network"), (KernelEventsPane, "kernel events"),
             (SyscallsPane, "syscalls"), (OffCpuPane, "off-CPU"),
         ):
             yield SystemCommand(

@@ -93,11 +93,18 @@ def duration(text: str) -> float:
     return value
 
 
+def system_wide_probe_names() -> list[str]:
+    from probes.registry import PROBES
+
+    return [spec.name for spec in PROBES if spec.make is not None]
+
+
 def live_parser() -> Parser:
     parser = Parser(prog="orac", description="Live performance triage for Linux.")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
     parser.add_argument(
-        "--probes", default=None, help="comma-separated probes to run: cpu,procs,gpu,disks,filesystems,syscalls,offcpu (default: all)"
+        "--probes", default=None,
+        help=f"comma-separated probes to run: {','.join(system_wide_probe_names())} (default: all)",
     )
     parser.add_argument(
         "--profile-hz", type=profile_hz, default=DEFAULT_FREQUENCY_HZ,
@@ -153,8 +160,9 @@ def dump_parser() -> Parser:
         help="json: JSON Lines, one object per frame and line (default); csv: a header, then rows",
     )
     parser.add_argument(
-        "--table", choices=TABLES, default="processes",
-        help="CSV: one row per process, per frame (system), per block device or per filesystem, each frame",
+        "--table", choices=tuple(TABLES), default="processes",
+        help="CSV: a row per process, per frame (system, tcp), per block device, per filesystem, per network"
+        " interface, per cgroup with a CPU quota or per kernel log record",
     )
     parser.add_argument("--from", dest="from_", default=None, help="start: +10m, HH:MM[:SS], an ISO date or Unix seconds")
     parser.add_argument("--to", default=None, help="end, in the same forms")

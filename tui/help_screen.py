@@ -41,6 +41,13 @@ FIGURES: list[tuple[str, str]] = [
     ("DISKR/s, DISKW/s", "read_bytes, write_bytes of /proc/PID/io per second (pidstat -d); '-': not orac's to read (another user's process: run as root)"),
     ("IOD%", "delayacct_blkio_ticks (stat field 42) per interval: the main thread's wait for block I/O"),
     ("USE%", "df's: used / (used + avail) of statvfs; avail leaves out root's reserve"),
+    ("forks", "tasks created per second (/proc/stat processes), sar -w's proc/s"),
+    ("RX, TX MiB/s", "/proc/net/dev bytes per second / 1048576: sar -n DEV's rxkB/s, txkB/s / 1024"),
+    ("UTIL", "sar's %ifutil: max(rx, tx) bytes/s * 8 / link speed (the sum on half duplex); - where no speed is known"),
+    ("retrans/s (%)", "RetransSegs per second (/proc/net/snmp), and of OutSegs + RetransSegs: sar -n ETCP"),
+    ("sockets", "ss -s's TCP line (/proc/net/sockstat); states counted from /proc/net/tcp and tcp6"),
+    ("THROTTLED", "time the cgroup's runqueues sat throttled (cpu.stat), of the interval; PERIODS: periods that ran out"),
+    ("@quota", "in CGROUP: that cgroup was throttled at its CPU quota in the interval, so its processes are held, not idle"),
 ]
 
 

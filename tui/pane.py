@@ -54,6 +54,10 @@ class Pane(Widget):
             self.add_class("-unavailable")
             self.refresh(layout=True)
 
+    def show_absent(self, reason: str) -> None:
+        """The frames shown have no sample of the probe at all (a recording made without it)."""
+        self.show_unavailable(reason, "")
+
     def unavailable_text(self) -> str:
         assert self.unavailable is not None
         reason, remedy = self.unavailable
@@ -106,7 +110,7 @@ def feed(panes: Iterable[Pane], frame: Frame, views: Views) -> None:
             pane.show_unavailable(*frame.unavailable[name])
         elif name not in frame.samples:
             # A recording made without this probe, or fixed frames.
-            pane.show_unavailable(f"no {name} data in what is shown", "")
+            pane.show_absent(f"no {name} data in what is shown")
 
 
 class DetailPane(MessagePane):

@@ -8,6 +8,7 @@ grow with the number of processes off screen.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from operator import attrgetter
 from typing import Any, Callable, ClassVar, Container, Iterable
 
@@ -109,12 +110,14 @@ class ProcessTable(LineTable[ProcessView]):
         "process-table--busy",
         "process-table--tagged",
         "process-table--thread",
+        "process-table--throttled",
     }
 
     DEFAULT_CSS = """
     ProcessTable > .process-table--running { color: $success; text-style: bold; }
     ProcessTable > .process-table--blocked { color: $error; text-style: bold; }
     ProcessTable > .process-table--busy { color: $warning; }
+    ProcessTable > .process-table--throttled { color: $warning; text-style: bold; }
     ProcessTable > .process-table--tagged { color: $warning; text-style: bold underline; }
     ProcessTable > .process-table--thread { color: $foreground-muted; }
     """
@@ -127,7 +130,11 @@ class ProcessTable(LineTable[ProcessView]):
             self.pid = pid
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(COLUMNS, "cpu", attrgetter("pid"), **kwargs)
+        columns = tuple(replace(c, text=self._cgroup_text) if c.key == "cgroup" else c for c in COLUMNS)
+        super().__init__(columns, "cpu", attrgetter("pid"), **kwargs)
+        # cgroups (as the column names them) that sat throttled at their CPU
+        # quota in the last interval: their processes are held there, not idle
+        self.throttled_cgroups: set[str] = set()
         self.processes: tuple[ProcessView, ...] = ()
         self.threads: tuple[ProcessView, ...] = ()
         # threads among the processes (htop's H), under them in the tree
@@ -141,6 +148,14 @@ class ProcessTable(LineTable[ProcessView]):
         # pid -> the process as it was tagged: a signal goes to that process
         # only (its start time), never to a later one with the pid
         self.tagged: dict[int, ProcessView] = {}
+
+    def _cgroup_text(self, view: ProcessView) -> str:
+        return f"@quota {view.cgroup}" if view.cgroup in self.throttled_cgroups else view.cgroup
+
+    def mark_throttled(self, cgroups: set[str]) -> None:
+        if cgroups != self.throttled_cgroups:
+            self.throttled_cgroups = cgroups
+            self.refresh()
 
     def update_processes(self, processes: tuple[ProcessView, ...], threads: tuple[ProcessView, ...] = ()) -> None:
         """This tick's processes, and their threads but the first of each when they were read."""
@@ -259,4 +274,6 @@ class ProcessTable(LineTable[ProcessView]):
                 return self.style("process-table--blocked")
         elif key == "cpu" and cpu_sort_key(view) >= 50:
             return self.style("process-table--busy")
+        elif key == "cgroup" and view.cgroup in self.throttled_cgroups:
+            return self.style("process-table--throttled")
         return Style()

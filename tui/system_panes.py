@@ -121,12 +121,15 @@ class CpuPane(Pane):
                 cpu = view.cpus[i]
                 line.append_text(self._cpu_line(f"{cpu.cpu_id:>{label_width}}", cpu, col_width, s))
             lines.append(line)
-        lines.append(
-            Text.assemble(
-                ("ctxsw ", s["label"]), f"{human_rate(view.context_switches_per_s)}/s  ",
-                ("intr ", s["label"]), f"{human_rate(view.interrupts_per_s)}/s",
-            )
+        rates = Text.assemble(
+            ("ctxsw ", s["label"]), f"{human_rate(view.context_switches_per_s)}/s  ",
+            ("intr ", s["label"]), f"{human_rate(view.interrupts_per_s)}/s",
         )
+        # Recordings made before the probe kept /proc/stat's `processes`
+        # have no fork rate; every kernel orac runs on has the line.
+        if view.forks_per_s is not None:
+            rates.append_text(Text.assemble("  ", ("forks ", s["label"]), f"{human_rate(view.forks_per_s)}/s"))
+        lines.append(rates)
         # avg10 of "some" and "full" stall, in percent; the longer label only
         # where it fits, so the line never wraps.
         psi = Text.assemble(("PSI some/full avg10 " if width >= 52 else "PSI ", s["label"]))

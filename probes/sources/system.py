@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
+from probes.host.forks import forks_per_s, parse_forks
 from probes.host.procfs import NS_PER_TICK, read_text
 
 PRESSURE_RESOURCES = ("cpu", "memory", "io")
@@ -97,6 +98,9 @@ class SystemSample:
     # time.monotonic_ns() as /proc/stat was read (the rates' counters;
     # vmstat's come right after): None in recordings made before orac kept it
     mono_ns: int | None = None
+    # /proc/stat `processes` (probes.host.forks): tasks created since boot;
+    # None where the line is missing and in recordings made before orac kept it
+    forks: int | None = None
 
 
 def parse_cpu_line(fields: list[str], cpu_id: int | None = None) -> CpuTimes:
@@ -202,7 +206,8 @@ class SystemProbe:
     def sample(self) -> SystemSample:
         proc = self._proc
         mono_ns = time.monotonic_ns()
-        total, cpus, ctxt, intr = parse_proc_stat(read_text(f"{proc}/stat") or "")
+        stat = read_text(f"{proc}/stat") or ""
+        total, cpus, ctxt, intr = parse_proc_stat(stat)
         faults, major = parse_vmstat_faults(read_text(f"{proc}/vmstat") or "")
         pressure: dict[str, Pressure | None] = {}
         for resource in PRESSURE_RESOURCES:
@@ -225,6 +230,7 @@ class SystemProbe:
             major_page_faults=major,
             pressure=pressure,
             mono_ns=mono_ns,
+            forks=parse_forks(stat),
         )
 
     def stop(self) -> None:
@@ -280,6 +286,8 @@ class SystemView:
     page_faults_per_s: float | None
     major_page_faults_per_s: float | None
     pressure: Mapping[str, Pressure | None]
+    # sar -w's proc/s (probes.host.forks.forks_per_s)
+    forks_per_s: float | None = None
 
 
 def cpu_usage(prev: CpuTimes, curr: CpuTimes) -> CpuUsage:
@@ -334,6 +342,7 @@ def derive_system(prev: SystemSample, curr: SystemSample, dt_s: float) -> System
         page_faults_per_s=_rate(prev.page_faults, curr.page_faults, dt_s),
         major_page_faults_per_s=_rate(prev.major_page_faults, curr.major_page_faults, dt_s),
         pressure=curr.pressure,
+        forks_per_s=forks_per_s(prev.forks, curr.forks, dt_s),
     )
 
 

@@ -12,13 +12,15 @@ from typing import Any, TextIO
 from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
+from probes.sources.cgroups import CGROUPS
 from probes.sources.disks import DISKS, DiskRates, DiskView
 from probes.sources.filesystems import FILESYSTEMS, FilesystemView
+from probes.sources.kmsg import KMSG
+from probes.sources.network import NETWORK
 from probes.sources.processes import PROCESSES
 from probes.sources.system import SYSTEM
+from probes.sources.tcp import TCP, TCP_STATES
 from probes.store.reader import Recording
-
-TABLES = ("processes", "system", "disks", "filesystems")
 
 _plain_fields: dict[type, tuple[str, ...]] = {}
 
@@ -66,21 +68,75 @@ def _disk_record(disk: DiskView) -> dict[str, Any]:
     return record
 
 
-def _csv_records(table: str, views: Views, time_s: float, index: int) -> list[dict[str, Any]]:
-    head: dict[str, Any] = {"time": time_s, "index": index}
-    processes, system = views.get(PROCESSES), views.get(SYSTEM)
-    disks, filesystems = views.get(DISKS), views.get(FILESYSTEMS)
-    if table == "processes" and processes is not None:
-        return [{**head, **_plain(p)} for p in processes.processes]
-    if table == "system" and system is not None:
-        flat = dict(head)
-        _flatten(_plain(system), "", flat)
-        return [flat]
-    if table == "disks" and disks is not None:
-        return [{**head, **_disk_record(d)} for disk in disks.disks for d in (disk, *disk.partitions)]
-    if table == "filesystems" and filesystems is not None:
-        return [{**head, **{name: getattr(f, name) for name in _FILESYSTEM_FIELDS}} for f in filesystems.filesystems]
-    return []
+# Every state gets a column, so the header does not depend on which states
+# the first frame happened to have; a state with no socket is 0 (the probe
+# counts every line of /proc/net/tcp and tcp6).
+_STATE_COLUMNS = tuple(dict.fromkeys((*TCP_STATES.values(), "UNKNOWN")))
+
+
+def _system_rows(views: Views) -> list[dict[str, Any]]:
+    system = views.get(SYSTEM)
+    if system is None:
+        return []
+    flat: dict[str, Any] = {}
+    _flatten(_plain(system), "", flat)
+    return [flat]
+
+
+def _process_rows(views: Views) -> list[dict[str, Any]]:
+    processes = views.get(PROCESSES)
+    return [_plain(p) for p in processes.processes] if processes is not None else []
+
+
+def _interface_rows(views: Views) -> list[dict[str, Any]]:
+    network = views.get(NETWORK)
+    return [_plain(i) for i in network.interfaces] if network is not None else []
+
+
+def _tcp_rows(views: Views) -> list[dict[str, Any]]:
+    tcp = views.get(TCP)
+    if tcp is None:
+        return []
+    flat: dict[str, Any] = {}
+    _flatten({k: v for k, v in _plain(tcp).items() if k != "states"}, "", flat)
+    for state in _STATE_COLUMNS:
+        flat[f"states.{state}"] = None if tcp.states is None else tcp.states.get(state, 0)
+    return [flat]
+
+
+def _cgroup_rows(views: Views) -> list[dict[str, Any]]:
+    cgroups = views.get(CGROUPS)
+    return [{"version": cgroups.version, **_plain(c)} for c in cgroups.cgroups] if cgroups is not None else []
+
+
+def _event_rows(views: Views) -> list[dict[str, Any]]:
+    kmsg = views.get(KMSG)
+    return [_plain(e) for e in kmsg.new_events] if kmsg is not None else []
+
+
+def _disk_rows(views: Views) -> list[dict[str, Any]]:
+    disks = views.get(DISKS)
+    return [_disk_record(d) for disk in disks.disks for d in (disk, *disk.partitions)] if disks is not None else []
+
+
+def _filesystem_rows(views: Views) -> list[dict[str, Any]]:
+    filesystems = views.get(FILESYSTEMS)
+    if filesystems is None:
+        return []
+    return [{name: getattr(f, name) for name in _FILESYSTEM_FIELDS} for f in filesystems.filesystems]
+
+
+# --table name -> the CSV rows of one frame's views
+TABLES = {
+    "processes": _process_rows,
+    "system": _system_rows,
+    "disks": _disk_rows,
+    "filesystems": _filesystem_rows,
+    "interfaces": _interface_rows,
+    "tcp": _tcp_rows,
+    "cgroups": _cgroup_rows,
+    "events": _event_rows,
+}
 
 
 def _csv_header(table: str, records: list[dict[str, Any]]) -> list[str]:
@@ -115,16 +171,22 @@ def dump(
     disks, each with its "partitions") and "filesystems" (list) where
     recorded, and any other probe's view under the probe's name.
 
-    format="csv": a header, then with table="processes" one row per process
-    per frame (time, index, then the process view's fields: pid ... command;
-    an unknown CPU % is an empty cell), or with table="system" one row per
-    frame with the system view flattened into columns ("cpu_total.busy_percent",
-    "cpus.0.busy_percent", "load_avg.0", "pressure.io.some_avg10", ...),
-    with table="disks" one row per block device per frame (whole disks
-    and, after each, its partitions with `parent` set: name ... saturated,
-    then iostat -x's figures, reads_per_s ... flush_await_ms, empty where
-    not known), or with table="filesystems" one row per filesystem per
-    frame (mount_point ... near_full, df's figures).
+    format="csv": a header, then rows that start with time and index; an
+    unknown value is an empty cell. table="processes": one row per process
+    per frame (the process view's fields: pid ... command); "system": one
+    row per frame with the system view flattened into columns
+    ("cpu_total.busy_percent", "cpus.0.busy_percent", "load_avg.0",
+    "pressure.io.some_avg10", ...); "interfaces": one row per network
+    interface per frame (name, rx_bytes_per_s ...); "disks": one row per
+    block device per frame (whole disks and, after each, its partitions with
+    `parent` set: name ... saturated, then iostat -x's figures,
+    reads_per_s ... flush_await_ms); "filesystems": one row per filesystem
+    per frame (mount_point ... near_full, df's figures); "tcp": one row per
+    frame (active_opens_per_s ..., "sockets.total", "states.ESTAB" ...);
+    "cgroups": one row per cgroup with a CPU quota per frame (version,
+    path, quota_cpus, throttled_percent ...); "events": one row per kernel
+    log record logged in the frame's interval (seq, ts_us, level, kind,
+    message, pid, comm, cgroup, xid ...).
 
     Raises:
         ValueError: unknown format or table.
@@ -133,7 +195,7 @@ def dump(
     if format not in ("json", "csv"):
         raise ValueError(f"unknown format {format!r}; choose json or csv")
     if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; choose {', '.join(TABLES[:-1])} or {TABLES[-1]}")
+        raise ValueError(f"unknown table {table!r}; choose {', '.join(TABLES)}")
     out = out if out is not None else sys.stdout
     wanted = recording.index_range(from_wall_ns, to_wall_ns)
     if not wanted:
@@ -165,7 +227,7 @@ def dump(
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
             rows += 1
             continue
-        records = _csv_records(table, views, time_s, index)
+        records = [{"time": time_s, "index": index, **row} for row in TABLES[table](views)]
         if records and writer is None:
             writer = csv.DictWriter(out, fieldnames=_csv_header(table, records), restval="", extrasaction="ignore",
                                     lineterminator="\n")

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -39,6 +39,18 @@ async def until_drawn(pilot: Pilot, app: OracApp, frame_list: list[Frame] | None
     else:
         raise AssertionError("the app never received the last frame")
     await pilot.pause()
+
+
+def press_after_drawn(*keys: str) -> Callable[[Pilot], Awaitable[None]]:
+    """A snapshot's run_before: wait until the app has drawn its first frame, then press `keys`."""
+
+    async def run_before(pilot: Pilot) -> None:
+        await until_drawn(pilot, pilot.app)
+        if keys:
+            await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
 
 
 async def wait_for(pilot: Pilot, predicate: Callable[[], object], timeout_s: float = 10) -> None:

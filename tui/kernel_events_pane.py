@@ -1,0 +1,101 @@
+"""Kernel events: `dmesg | tail` made live, the records that matter in triage named and highlighted.
+
+The kmsg probe classifies (probes.sources.kmsg); times are the kernel's,
+seconds since boot as `dmesg` prints them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+
+from probes.contract import ProbeSpec
+from probes.sources.kmsg import KINDS, KMSG, KernelEvent, KmsgView
+
+from .pane import Pane
+
+WAITING = "waiting for the second sample..."
+# lines shown: the newest, as dmesg | tail
+TAIL = 6
+
+
+def event_text(e: KernelEvent) -> str:
+    who = ""
+    if e.kind == "oom-kill":
+        who = f" {e.comm} pid {e.pid}" + (f" in {e.cgroup}" if e.cgroup else "")
+    elif e.kind == "xid" and e.xid is not None:
+        who = f" {e.xid}"
+    tag = f"{KINDS[e.kind]}{who}: " if e.kind else ""
+    return f"[{e.ts_us / 1e6:12.6f}] {'earlier ' if e.earlier else ''}{tag}{e.message}"
+
+
+class KernelEventsPane(Pane):
+    """The newest kernel log records; OOM kills, hung tasks, I/O errors and the like stand out."""
+
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = KMSG
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "kernel-events-pane--error", "kernel-events-pane--warning", "kernel-events-pane--muted",
+    }
+
+    DEFAULT_CSS = """
+    KernelEventsPane {
+        height: auto;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    KernelEventsPane.-absent { display: none; }
+    KernelEventsPane.-unavailable { border: none; height: 1; }
+    KernelEventsPane > .kernel-events-pane--error { color: $error; text-style: bold; }
+    KernelEventsPane > .kernel-events-pane--warning { color: $warning; }
+    KernelEventsPane > .kernel-events-pane--muted { color: $foreground-muted; }
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # OOM kills and lost records seen since orac started showing this source
+        self.oom_kills = 0
+        self.lost_lines = 0
+
+    def on_mount(self) -> None:
+        self.border_title = "Kernel events"
+
+    def show_view(self, view: KmsgView) -> None:
+        self.remove_class("-absent")
+        super().show_view(view)
+        self.oom_kills += len(view.oom_kills)
+        self.lost_lines += view.lost_lines or 0
+        parts = [f"{self.oom_kills} OOM kill{'s' if self.oom_kills != 1 else ''}"] if self.oom_kills else []
+        if self.lost_lines:
+            parts.append(f"{self.lost_lines} lines lost (ring buffer overrun)")
+        self.border_title = "Kernel events" + (", " + ", ".join(parts) if parts else "")
+
+    def show_absent(self, reason: str) -> None:
+        self.add_class("-absent")
+
+    def unavailable_text(self) -> str:
+        # one line, as the GPU pane's
+        assert self.unavailable is not None
+        return f"kernel events: {self.unavailable}"
+
+    def render(self) -> Text:
+        if self.unavailable:
+            return Text(self.unavailable_text(), self.get_component_rich_style("kernel-events-pane--muted"))
+        view: KmsgView | None = self.view
+        if view is None:
+            return Text(WAITING)
+        styles = {n: self.get_component_rich_style(f"kernel-events-pane--{n}") for n in ("error", "warning", "muted")}
+        tail = 1 if self.screen.has_class("-short") else TAIL
+        events = list(view.events[-tail:])
+        if not events:
+            return Text("no kernel log records in the last minutes", styles["muted"])
+        lines = []
+        for e in events:
+            if e.kind or e.level <= 3:
+                style = styles["error"] if e.kind in ("oom-kill", "hung-task", "xid", "soft-lockup") or e.level <= 2 else styles["warning"]
+            else:
+                style = styles["muted"] if e.earlier else None
+            lines.append(Text(event_text(e), style or ""))
+        return Text("\n").join(lines)
