@@ -13,6 +13,7 @@ from typing import Any
 
 from probes.contract import Probe, ProbeSpec
 from probes.sources import (
+    block_io,
     disks,
     filesystems,
     gpu,
@@ -37,6 +38,7 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     filesystems.FILESYSTEMS,
     syscalls.SYSCALLS,
     offcpu.OFFCPU,
+    block_io.BLOCK_IO,
     profile.PROFILE,
     threads.THREADS,
 )

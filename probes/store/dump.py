@@ -12,13 +12,14 @@ from typing import Any, TextIO
 from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
+from probes.sources.block_io import BLOCK_IO, BlockIoRate
 from probes.sources.disks import DISKS, DiskRates, DiskView
 from probes.sources.filesystems import FILESYSTEMS, FilesystemView
 from probes.sources.processes import PROCESSES
 from probes.sources.system import SYSTEM
 from probes.store.reader import Recording
 
-TABLES = ("processes", "system", "disks", "filesystems")
+TABLES = ("processes", "system", "disks", "filesystems", "blockio")
 
 _plain_fields: dict[type, tuple[str, ...]] = {}
 
@@ -56,6 +57,19 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
 _DISK_FIELDS = ("name", "parent", "kind", "major", "minor", "dm_name", "in_flight", "idle", "saturated")
 _RATE_FIELDS = tuple(f.name for f in dataclasses.fields(DiskRates))
 _FILESYSTEM_FIELDS = tuple(f.name for f in dataclasses.fields(FilesystemView))
+# The histogram is left to json: 32 columns a row would bury the figures.
+_BLOCKIO_RATE_FIELDS = tuple(f.name for f in dataclasses.fields(BlockIoRate) if f.name != "latency_hist")
+_BLOCKIO_FIELDS = ("kind", "device", "pid", "comm", *_BLOCKIO_RATE_FIELDS)
+
+
+def _blockio_rate(rate: BlockIoRate) -> dict[str, Any]:
+    record: dict[str, Any] = {name: getattr(rate, name) for name in _BLOCKIO_RATE_FIELDS}
+    for name in ("p50_latency_bucket", "p99_latency_bucket"):
+        bucket = record[name]
+        # A bucket's low end: the most a log2 histogram can say of a percentile
+        # in one cell (the bucket is [low, 2 x low)).
+        record[name] = bucket.low_ns if bucket is not None else None
+    return record
 
 
 def _disk_record(disk: DiskView) -> dict[str, Any]:
@@ -80,6 +94,13 @@ def _csv_records(table: str, views: Views, time_s: float, index: int) -> list[di
         return [{**head, **_disk_record(d)} for disk in disks.disks for d in (disk, *disk.partitions)]
     if table == "filesystems" and filesystems is not None:
         return [{**head, **{name: getattr(f, name) for name in _FILESYSTEM_FIELDS}} for f in filesystems.filesystems]
+    blockio = views.get(BLOCK_IO)
+    if table == "blockio" and blockio is not None:
+        return [
+            *({**head, "kind": "device", "device": d.device, **_blockio_rate(d.rate)} for d in blockio.devices),
+            *({**head, "kind": "process", "pid": p.pid, "comm": p.comm, **_blockio_rate(p.rate)}
+              for p in blockio.processes),
+        ]
     return []
 
 
@@ -90,6 +111,8 @@ def _csv_header(table: str, records: list[dict[str, Any]]) -> list[str]:
         return ["time", "index", *_DISK_FIELDS, *_RATE_FIELDS]
     if table == "filesystems":
         return ["time", "index", *_FILESYSTEM_FIELDS]
+    if table == "blockio":
+        return ["time", "index", *_BLOCKIO_FIELDS]
     return list(records[0])
 
 
@@ -124,7 +147,11 @@ def dump(
     and, after each, its partitions with `parent` set: name ... saturated,
     then iostat -x's figures, reads_per_s ... flush_await_ms, empty where
     not known), or with table="filesystems" one row per filesystem per
-    frame (mount_point ... near_full, df's figures).
+    frame (mount_point ... near_full, df's figures), or with table="blockio"
+    the eBPF block latency probe's rows, one per device (kind "device")
+    then one per issuing process (kind "process", pid and comm set) per
+    frame: requests_per_s ... mean_latency_ns, and the p50 and p99 latency
+    buckets by their low end in ns.
 
     Raises:
         ValueError: unknown format or table.
