@@ -159,7 +159,7 @@ async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_th
 def test_the_profile_rate_reaches_the_drilldowns_profile() -> None:
     from tui.drilldown import drill_probes
 
-    probes = {p.name: p for p in drill_probes(4242, {"syscalls", "offcpu"}, profile_hz=499)}
+    probes = {p.name: p for p in drill_probes(4242, {"syscalls", "offcpu", "blockio"}, profile_hz=499)}
     assert set(probes) == {"threads", "profile"}
     assert probes["profile"].frequency_hz == 499
     assert probes["threads"].pid == 4242
