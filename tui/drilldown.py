@@ -150,9 +150,10 @@ class DrillDown(Vertical):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         # The tab's first table takes the keys: arrows move its cursor at once.
-        table = event.pane.query(LineTable).first(None)
-        if table is not None:
+        # (The block I/O tab has none.)
+        for table in event.pane.query(LineTable).results():
             table.focus()
+            break
 
     def on_unmount(self) -> None:
         self.stop()
