@@ -236,3 +236,45 @@ def test_recorded_and_dumped_as_csv_and_json(tmp_path: Path) -> None:
     first = json.loads(out.getvalue().splitlines()[0])
     assert first["blockio"]["processes"][0]["comm"] == "dd"
     assert first["blockio"]["lost"]["complete_without_issue"] == 1
+
+
+def test_per_process_bytes_match_pidstat_over_the_same_window(tmp_path: Path, probe: BlockIoProbe) -> None:
+    require_root(pidstat="sysstat", stdbuf="coreutils")
+    with loop_filesystem(tmp_path) as fs, direct_io() as helper:
+        data = fs.mount / "data"
+        helper.call(f"write {data} 16 1024")
+        # A steady load through the window, so the few ms between pidstat's
+        # reading and the probe's cannot move a rate.
+        helper.send(f"mixed {data} 16 64 4.4")
+        assert helper.line() == "started"
+        pidstat = subprocess.Popen(
+            ["stdbuf", "-oL", "pidstat", "-d", "-p", str(helper.pid), "1", "3"],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "LC_ALL": "C", "S_COLORS": "never"},
+        )
+        assert pidstat.stdout is not None
+        samples: list[BlockIoSample] = []
+        reports: list[dict[str, float]] = []
+        columns: list[str] = []
+        for line in pidstat.stdout:
+            fields = line.split()
+            if "kB_wr/s" in fields:
+                columns = fields[1:]
+            elif (columns and fields[0] != "Average:" and len(fields) == len(columns) + 1
+                  and fields[2:3] == [str(helper.pid)]):
+                # pidstat prints a report's line once it has read /proc: the
+                # probe takes its sample now.
+                samples.append(probe.sample())
+                reports.append(dict(zip(columns[2:-1], map(float, fields[3:-1]))))
+        assert pidstat.wait() == 0
+        helper.line()
+    assert len(samples) == len(reports) == 3
+    # Report i covers the second between report i-1 and report i.
+    for i in (1, 2):
+        prev, curr = samples[i - 1], samples[i]
+        assert prev.mono_ns is not None and curr.mono_ns is not None
+        mine = derive_block_io(prev, curr, (curr.mono_ns - prev.mono_ns) / 1e9).process(helper.pid)
+        assert mine is not None, f"interval {i}: no request of the helper"
+        theirs = reports[i]
+        for column, value in (("kB_rd/s", mine.rate.read_bytes_per_s / 1024),
+                              ("kB_wr/s", mine.rate.write_bytes_per_s / 1024)):
+            assert value == pytest.approx(theirs[column], rel=0.05), (i, column, value, theirs)
