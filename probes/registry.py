@@ -13,6 +13,7 @@ from typing import Any
 
 from probes.contract import Probe, ProbeSpec
 from probes.sources import (
+    block_io,
     cgroups,
     disks,
     filesystems,
@@ -41,6 +42,7 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     filesystems.FILESYSTEMS,
     syscalls.SYSCALLS,
     offcpu.OFFCPU,
+    block_io.BLOCK_IO,
     profile.PROFILE,
     threads.THREADS,
     network.NETWORK,

@@ -114,7 +114,7 @@ def test_dump_json_lists_disks_and_filesystems(tmp_path: Path) -> None:
 
 
 def test_dump_refuses_an_unknown_table(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="choose processes, system, disks, filesystems, "):
+    with pytest.raises(ValueError, match="choose processes, system, disks, filesystems, blockio, "):
         dump(Recording(synthetic(tmp_path)), "csv", out=io.StringIO(), table="network")
 
 

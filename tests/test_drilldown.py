@@ -159,7 +159,7 @@ async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_th
 def test_the_profile_rate_reaches_the_drilldowns_profile() -> None:
     from tui.drilldown import drill_probes
 
-    probes = {p.name: p for p in drill_probes(4242, {"syscalls", "offcpu"}, profile_hz=499)}
+    probes = {p.name: p for p in drill_probes(4242, {"syscalls", "offcpu", "blockio"}, profile_hz=499)}
     assert set(probes) == {"threads", "profile"}
     assert probes["profile"].frequency_hz == 499
     assert probes["threads"].pid == 4242
@@ -174,3 +174,25 @@ async def test_the_app_hands_its_profile_rate_to_the_drilldown() -> None:
         app.post_message(ProcessTable.Selected(1200))
         await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
         assert app.screen.query_one(DrillDown).profile_hz == 997
+
+
+async def test_the_block_io_tab_shows_the_process_requests_beside_its_d_state() -> None:
+    from support.harness import make_app, until_drawn
+
+    from tui.drill_block_io_pane import DrillBlockIoPane
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        app.post_message(ProcessTable.Selected(978))
+        await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+        await pilot.press("5")
+        pane = app.screen.query_one(DrillBlockIoPane)
+        await wait_for(pilot, lambda: pane.view is not None)
+        summary = str(pane.query_one("#blockio-summary").text)
+        # synthetic: 800 reads of 64 KiB and 2000 writes of 128 KiB in the second
+        assert "requests 2800/s (read 800, write 2000)" in summary, summary
+        assert "read 50.0M/s" in summary and "write 250M/s" in summary, summary
+        assert "off-CPU in D state:" in summary and "p99 1.0-2.1ms" in summary, summary
+        histogram = str(pane.query_one("#blockio-histogram").text)
+        assert histogram.count("\n") >= 5, histogram

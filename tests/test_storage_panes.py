@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from support.harness import make_app, until_drawn
+from support.synthetic import frames
 
 from tui.storage_panes import (
+    BlockIoTable,
     DisksPane,
     DisksTable,
     FilesystemsPane,
@@ -34,10 +38,15 @@ async def test_disks_pane_shows_busy_devices_with_their_partitions_under_them() 
         assert cells == {
             "reads": "800", "writes": "2400", "read_mib": "50.0", "write_mib": "300", "read_await": "5.00",
             "write_await": "12.5", "queue": "34.0", "util": "98.0", "device": "nvme0n1",
+            # blockio: 2352 of 3200 requests in [65.5, 131) us, the slowest 1 % in [1.0, 2.1) ms
+            "p50": "66-131us", "p99": "1.0-2.1ms",
         }
         assert table.row_component(nvme) == "disks-table--saturated"
         sda = next(d for d, _ in table.rows if d.name == "sda")
         assert table.row_component(sda) == "" and table.column("read_await").text(sda) == "-"
+        # a partition's requests are issued on its disk: no latency of its own
+        part = next(d for d, _ in table.rows if d.name == "nvme0n1p2")
+        assert table.column("p50").text(part) == "-"
         assert table.column("device").text(next(d for d, _ in table.rows if d.name == "dm-0")) == "dm-0 (vg0-root)"
 
         table.focus()
@@ -50,10 +59,6 @@ async def test_disks_pane_shows_busy_devices_with_their_partitions_under_them() 
 
 
 async def test_a_device_that_goes_away_leaves_the_pane() -> None:
-    from dataclasses import replace
-
-    from support.synthetic import frames
-
     first, second = frames()
     disks = second.samples["disks"]
     gone = replace(disks, devices=tuple(d for d in disks.devices if d.name != "sda" and d.parent != "sda"))
@@ -106,3 +111,39 @@ def test_figure_keeps_to_six_characters() -> None:
         "-", "0.00", "0.12", "9.99", "12.3", "100", "285",
         "99999", "1.2M",
     ]
+
+
+async def test_the_processes_issuing_block_requests_are_under_the_devices() -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        pane = app.query_one(DisksPane)
+        issuers = app.query_one(BlockIoTable)
+        assert pane.has_class("-issuers") and issuers.display
+        assert [p.comm for p, _ in issuers.rows] == ["postgres", "python3", "kworker/u4:2"]
+        postgres = issuers.rows[0][0]
+        cells = {c.key: c.text(postgres) for c in issuers.columns}
+        # 800 reads of 64 KiB and 2000 writes of 128 KiB in the second
+        assert cells == {
+            "reqs": "2800", "read_mb": "50.0", "write_mb": "250", "mean": "164us", "p99": "1.0-2.1ms",
+            "pid": "978", "comm": "postgres",
+        }
+        assert issuers.region.y > app.query_one(DisksTable).region.y
+
+
+async def test_without_the_blockio_probe_latency_is_a_dash_and_the_pane_says_why() -> None:
+    why = ("eBPF needs root, or CAP_BPF and CAP_PERFMON", "run `sudo orac`")
+    fixed = [
+        replace(f, samples={k: v for k, v in f.samples.items() if k != "blockio"},
+                unavailable={**f.unavailable, "blockio": why})
+        for f in frames()
+    ]
+    app = make_app(fixed)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        table = app.query_one(DisksTable)
+        nvme = next(d for d, _ in table.rows if d.name == "nvme0n1")
+        assert (table.column("p50").text(nvme), table.column("p99").text(nvme)) == ("-", "-")
+        pane = app.query_one(DisksPane)
+        assert "latency -: eBPF needs root" in str(pane.border_subtitle)
+        assert not pane.has_class("-issuers") and not app.query_one(BlockIoTable).display

@@ -8,7 +8,9 @@ system-wide probes where those run: they already aggregate per process in
 the kernel, and a second, targeted copy of them would make every syscall
 and context switch on the box enter two programs (benchmarks/drilldown
 measured +118 % on a bystander's syscalls). Where they do not run
-(--probes), targeted ones are added instead.
+(--probes), targeted ones are added instead. Its block I/O comes from the
+system-wide "blockio" probe, which counts per issuing process already, beside
+its off-CPU time in D state.
 
 Its threads come from /proc (the "threads" probe, added like the profile);
 their off-CPU time and syscalls from the same eBPF probes, told to count
@@ -41,6 +43,7 @@ from probes.sources.profile import (
 )
 from probes.store.private_files import PrivateDirectory
 
+from .drill_block_io_pane import DrillBlockIoPane
 from .drill_syscalls_pane import DrillSyscallsPane
 from .line_table import LineTable
 from .offcpu_pane import OffCpuPane
@@ -61,6 +64,7 @@ class DrillOffCpuPane(OffCpuPane):
 
 def drill_probes(pid: int, shared: Iterable[str], profile_hz: int = DEFAULT_FREQUENCY_HZ) -> list[Probe[Any]]:
     """What a drill-down starts: its threads, the profile, and the traces the app does not already run."""
+    from probes.sources.block_io import BlockIoProbe
     from probes.sources.offcpu import OffCpuProbe
     from probes.sources.profile import ProfileProbe
     from probes.sources.syscalls import SyscallProbe
@@ -71,11 +75,14 @@ def drill_probes(pid: int, shared: Iterable[str], profile_hz: int = DEFAULT_FREQ
         probes.append(SyscallProbe(target_pid=pid))
     if "offcpu" not in shared:
         probes.append(OffCpuProbe(target_pid=pid))
+    if "blockio" not in shared:
+        # It has no per-process variant: requests are told apart by issuer anyway.
+        probes.append(BlockIoProbe())
     return probes
 
 
 class DrillDown(Vertical):
-    """Tabs of what one process does: profile, off-CPU, syscalls, threads."""
+    """Tabs of what one process does: profile, off-CPU, syscalls, threads, block I/O."""
 
     DEFAULT_CSS = """
     DrillDown { height: 1fr; }
@@ -112,6 +119,8 @@ class DrillDown(Vertical):
                 yield DrillSyscallsPane(self.pid)
             with TabPane("4 Threads", id="threads"):
                 yield ThreadsPane(self.pid)
+            with TabPane("5 Block I/O", id="blockio"):
+                yield DrillBlockIoPane(self.pid)
 
     class Tracing(Message):
         """A drill-down opened: run `probes` too, and count `pid` thread by thread."""
@@ -141,9 +150,10 @@ class DrillDown(Vertical):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         # The tab's first table takes the keys: arrows move its cursor at once.
-        table = event.pane.query(LineTable).first(None)
-        if table is not None:
+        # (The block I/O tab has none.)
+        for table in event.pane.query(LineTable).results():
             table.focus()
+            break
 
     def on_unmount(self) -> None:
         self.stop()

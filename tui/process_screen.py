@@ -189,6 +189,8 @@ class ProcessScreen(Screen[None]):
         Binding("2", "tab('offcpu')", "Off-CPU", show=False, tooltip="The off-CPU tab"),
         Binding("3", "tab('syscalls')", "Syscalls", show=False, tooltip="The syscalls tab"),
         Binding("4", "tab('threads')", "Threads", show=False, tooltip="The threads tab"),
+        Binding("5", "tab('blockio')", "Block I/O", show=False,
+                tooltip="The block I/O tab: its requests, bytes and latency, and its time in D state"),
     ]
 
     DEFAULT_CSS = """

@@ -2,7 +2,10 @@
 
 Fed by the "disks" probe's DisksView and the "filesystems" probe's
 FilesystemsView; every figure is computed there, with iostat's and df's
-formulas (see DiskRates and FilesystemView).
+formulas (see DiskRates and FilesystemView). The disks pane joins the
+eBPF "blockio" probe where it runs: each device's p50 and p99 request
+latency (biolatency's), and under the devices the processes issuing the
+most requests (biotop's).
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from rich.style import Style
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
 from probes.contract import ProbeSpec
+from probes.sources.block_io import BLOCK_IO, BlockIoView, DeviceLatency, ProcessBlockIoRate
 from probes.sources.disks import (
     DISKS,
     SATURATED_UTIL_PERCENT,
@@ -31,7 +36,7 @@ from probes.sources.filesystems import (
     FilesystemView,
 )
 
-from .format import MISSING, human_bytes, human_rate
+from .format import MISSING, human_bytes, human_duration_ns, human_rate, latency_bucket
 from .line_table import Column, LineTable
 from .pane import MessagePane
 
@@ -102,8 +107,18 @@ def partition_rows(disk: DiskView, shown: Callable[[DiskView], bool], order: Cal
     return [(disk, ""), *((p, "└─ " if i == len(parts) - 1 else "├─ ") for i, p in enumerate(parts))]
 
 
+def _bucket_low(bucket: Any) -> float:
+    return -1.0 if bucket is None else float(bucket.low_ns)
+
+
 class DisksTable(LineTable[DiskView]):
-    """Whole disks in the sort order, each with its partitions under it; idle ones hidden as by iostat -z."""
+    """Whole disks in the sort order, each with its partitions under it; idle ones hidden as by iostat -z.
+
+    With the blockio probe, each whole disk's p50 and p99 request latency
+    beside iostat's figures: partitions and device-mapper devices have no
+    requests of their own (a request is issued on the disk under them) and
+    show `-`.
+    """
 
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("z", "toggle_idle", "Idle disks", show=False,
@@ -121,12 +136,32 @@ class DisksTable(LineTable[DiskView]):
     CURSOR_WHEN_BLURRED: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(DISK_COLUMNS, "util", attrgetter("name"), **kwargs)
+        super().__init__((*DISK_COLUMNS[:-1], *self._latency_columns(), DISK_COLUMNS[-1]), "util",
+                         attrgetter("name"), **kwargs)
         self.disks: tuple[DiskView, ...] = ()
         self.show_idle = False
+        # device name -> its requests' latency in the interval (blockio probe)
+        self.latency: dict[str, DeviceLatency] = {}
 
-    def update_disks(self, view: DisksView) -> None:
+    def _latency_columns(self) -> tuple[Column[DiskView], ...]:
+        def bucket(field: str) -> Callable[[DiskView], Any]:
+            def of(disk: DiskView) -> Any:
+                latency = self.latency.get(disk.name)
+                return None if latency is None else getattr(latency.rate, field)
+
+            return of
+
+        p50, p99 = bucket("p50_latency_bucket"), bucket("p99_latency_bucket")
+        return (
+            Column("p50", "p50", 9, lambda d: latency_bucket(p50(d)), lambda d: _bucket_low(p50(d)), True, True,
+                   min_table_width=90),
+            Column("p99", "p99", 9, lambda d: latency_bucket(p99(d)), lambda d: _bucket_low(p99(d)), True, True,
+                   min_table_width=90),
+        )
+
+    def update_disks(self, view: DisksView, latency: BlockIoView | None = None) -> None:
         self.disks = view.disks
+        self.latency = {d.device: d for d in latency.devices} if latency is not None else {}
         self.resort()
 
     def shown(self, disk: DiskView) -> bool:
@@ -166,26 +201,83 @@ def _fit_rows(table: LineTable[Any], pane: MessagePane) -> None:
         table.styles.height = height
 
 
+def _mb(value: float) -> str:
+    return figure(value / (1 << 20))
+
+
+def _latency_ns(value: float | None) -> str:
+    return MISSING if value is None else human_duration_ns(value)
+
+
+ISSUER_COLUMNS: tuple[Column[ProcessBlockIoRate], ...] = (
+    Column("reqs", "reqs/s", 8, lambda p: figure(p.rate.requests_per_s), lambda p: p.rate.requests_per_s, True, True),
+    Column("read_mb", "rMB/s", 6, lambda p: _mb(p.rate.read_bytes_per_s), lambda p: p.rate.read_bytes_per_s,
+           True, True),
+    Column("write_mb", "wMB/s", 6, lambda p: _mb(p.rate.write_bytes_per_s), lambda p: p.rate.write_bytes_per_s,
+           True, True),
+    Column("mean", "mean", 7, lambda p: _latency_ns(p.rate.mean_latency_ns), _low(lambda p: p.rate.mean_latency_ns),
+           True, True),
+    Column("p99", "p99", 9, lambda p: latency_bucket(p.rate.p99_latency_bucket),
+           lambda p: _bucket_low(p.rate.p99_latency_bucket), True, True, min_table_width=60),
+    Column("pid", "PID", 7, lambda p: str(p.pid), attrgetter("pid"), True),
+    Column("comm", "ISSUED BY", 0, attrgetter("comm"), attrgetter("comm")),
+)
+
+
+class BlockIoTable(LineTable[ProcessBlockIoRate]):
+    """The processes whose block requests completed in the interval, most requests first (biotop)."""
+
+    CURSOR_WHEN_BLURRED: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(ISSUER_COLUMNS, "reqs", attrgetter("pid"), **kwargs)
+        self.processes: tuple[ProcessBlockIoRate, ...] = ()
+
+    def update_processes(self, view: BlockIoView) -> None:
+        self.processes = view.processes
+        self.resort()
+
+    def resort(self) -> None:
+        self.set_rows([(p, "") for p in self.ordered(self.processes, tie_break=attrgetter("pid"))])
+
+
+def lost_requests(view: BlockIoView) -> int:
+    """Requests the blockio probe could not time or count in the interval, every reason together."""
+    return sum(view.lost.values())
+
+
 class DisksPane(MessagePane):
-    """Fed by the "disks" probe: iostat -xz's figures a device a row."""
+    """Fed by the "disks" probe: iostat -xz's figures a device a row; joined with "blockio" where it runs."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = DISKS
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (BLOCK_IO,)
 
     DEFAULT_CSS = """
     DisksPane { height: auto; }
+    DisksPane > BlockIoTable { display: none; }
+    DisksPane.-issuers > BlockIoTable { display: block; }
     """
 
     def compose(self) -> ComposeResult:
         yield Static(classes="pane-message")
         yield DisksTable()
+        yield BlockIoTable()
 
     def on_mount(self) -> None:
         self.border_title = "Disks"
 
     def draw(self, view: DisksView) -> None:
         table = self.query_one(DisksTable)
-        table.update_disks(view)
+        latency = self.joined.get(BLOCK_IO)
+        table.update_disks(view, latency)
         _fit_rows(table, self)
+        issuers = self.query_one(BlockIoTable)
+        # Under the devices where the screen has room for both.
+        show_issuers = latency is not None and bool(latency.processes) and not self.screen.has_class("-short")
+        self.set_class(show_issuers, "-issuers")
+        if latency is not None:
+            issuers.update_processes(latency)
+            _fit_rows(issuers, self)
         active = len(view.active)
         self.border_title = f"Disks {active} of {len(view.disks)} doing I/O"
         saturated = sum(d.saturated for d in view.disks)
@@ -194,7 +286,17 @@ class DisksPane(MessagePane):
             subtitle = f"[$error]{saturated} saturated[/]  {subtitle}"
         elif not active and not table.show_idle:
             subtitle = f"no device did I/O  {subtitle}"
-        self.border_subtitle = subtitle
+        self.border_subtitle = f"{self._latency_note(latency)}{subtitle}"
+
+    def _latency_note(self, latency: BlockIoView | None) -> str:
+        """Why p50 and p99 say `-` where the blockio probe does not run, or what it lost."""
+        if latency is not None:
+            lost = lost_requests(latency)
+            return f"[$warning]{lost} requests not timed[/]  " if lost else ""
+        why = self.joined_unavailable.get(BLOCK_IO.name)
+        if why is None:
+            return "latency: no blockio data  "
+        return f"latency -: {escape(why.reason)}  "
 
     def on_line_table_reordered(self, event: LineTable.Reordered) -> None:
         # z shows or hides idle devices: the table's height follows its rows.

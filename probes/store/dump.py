@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.views import derive_frame
+from probes.sources.block_io import BLOCK_IO, BlockIoRate
 from probes.sources.cgroups import CGROUPS
 from probes.sources.disks import DISKS, DiskRates, DiskView
 from probes.sources.filesystems import FILESYSTEMS, FilesystemView
@@ -58,6 +59,19 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
 _DISK_FIELDS = ("name", "parent", "kind", "major", "minor", "dm_name", "in_flight", "idle", "saturated")
 _RATE_FIELDS = tuple(f.name for f in dataclasses.fields(DiskRates))
 _FILESYSTEM_FIELDS = tuple(f.name for f in dataclasses.fields(FilesystemView))
+# The histogram is left to json: 32 columns a row would bury the figures.
+_BLOCKIO_RATE_FIELDS = tuple(f.name for f in dataclasses.fields(BlockIoRate) if f.name != "latency_hist")
+_BLOCKIO_FIELDS = ("kind", "device", "pid", "comm", *_BLOCKIO_RATE_FIELDS)
+
+
+def _blockio_rate(rate: BlockIoRate) -> dict[str, Any]:
+    record: dict[str, Any] = {name: getattr(rate, name) for name in _BLOCKIO_RATE_FIELDS}
+    for name in ("p50_latency_bucket", "p99_latency_bucket"):
+        bucket = record[name]
+        # A bucket's low end: the most a log2 histogram can say of a percentile
+        # in one cell (the bucket is [low, 2 x low)).
+        record[name] = bucket.low_ns if bucket is not None else None
+    return record
 
 
 def _disk_record(disk: DiskView) -> dict[str, Any]:
@@ -126,12 +140,23 @@ def _filesystem_rows(views: Views) -> list[dict[str, Any]]:
     return [{name: getattr(f, name) for name in _FILESYSTEM_FIELDS} for f in filesystems.filesystems]
 
 
+def _blockio_rows(views: Views) -> list[dict[str, Any]]:
+    blockio = views.get(BLOCK_IO)
+    if blockio is None:
+        return []
+    return [
+        *({"kind": "device", "device": d.device, **_blockio_rate(d.rate)} for d in blockio.devices),
+        *({"kind": "process", "pid": p.pid, "comm": p.comm, **_blockio_rate(p.rate)} for p in blockio.processes),
+    ]
+
+
 # --table name -> the CSV rows of one frame's views
 TABLES = {
     "processes": _process_rows,
     "system": _system_rows,
     "disks": _disk_rows,
     "filesystems": _filesystem_rows,
+    "blockio": _blockio_rows,
     "interfaces": _interface_rows,
     "tcp": _tcp_rows,
     "cgroups": _cgroup_rows,
@@ -146,6 +171,8 @@ def _csv_header(table: str, records: list[dict[str, Any]]) -> list[str]:
         return ["time", "index", *_DISK_FIELDS, *_RATE_FIELDS]
     if table == "filesystems":
         return ["time", "index", *_FILESYSTEM_FIELDS]
+    if table == "blockio":
+        return ["time", "index", *_BLOCKIO_FIELDS]
     return list(records[0])
 
 
@@ -181,7 +208,11 @@ def dump(
     block device per frame (whole disks and, after each, its partitions with
     `parent` set: name ... saturated, then iostat -x's figures,
     reads_per_s ... flush_await_ms); "filesystems": one row per filesystem
-    per frame (mount_point ... near_full, df's figures); "tcp": one row per
+    per frame (mount_point ... near_full, df's figures); "blockio": the eBPF
+    block latency probe's rows, one per device (kind "device") then one per
+    issuing process (kind "process", pid and comm set) per frame:
+    requests_per_s ... mean_latency_ns, and the p50 and p99 latency buckets
+    by their low end in ns; "tcp": one row per
     frame (active_opens_per_s ..., "sockets.total", "states.ESTAB" ...);
     "cgroups": one row per cgroup with a CPU quota per frame (version,
     path, quota_cpus, throttled_percent ...); "events": one row per kernel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from probes.model.frame import Frame
 from probes.sources.processes import ProcessesSample, ProcSample
 from probes.sources.system import CpuTimes, MemorySample, Pressure, SystemSample
-from support.synthetic_disks import disks_sample, filesystems_sample
+from support.synthetic_disks import block_io_sample, disks_sample, filesystems_sample
 from support.synthetic_offcpu import offcpu_sample
 
 GIB = 1024**3
@@ -99,6 +99,7 @@ def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str,
                 "cpu": system_sample(t),
                 "procs": processes_sample(t, processes),
                 "disks": disks_sample(t),
+                "blockio": block_io_sample(t),
                 "filesystems": filesystems_sample(t),
                 "syscalls": syscalls_sample(t),
                 "offcpu": offcpu_sample(t),

@@ -1,7 +1,15 @@
-"""Hand-made disks and filesystems samples: a busy database disk, an idle one, a filesystem near full."""
+"""Hand-made disks, block I/O and filesystems samples: a busy database disk, an idle one, a filesystem near full."""
 
 from __future__ import annotations
 
+from probes.sources.block_io import (
+    HIST_SLOTS,
+    LOST_REASONS,
+    BlockIoCounts,
+    BlockIoSample,
+    DeviceBlockIo,
+    ProcessBlockIo,
+)
 from probes.sources.disks import DisksSample, Placement, parse_diskstats
 from probes.sources.filesystems import FilesystemsSample, MountedFilesystem, Space
 
@@ -58,4 +66,30 @@ def filesystems_sample(t: int) -> FilesystemsSample:
             MountedFilesystem(35, "/mnt/backup", "/dev/sda1", "ext4", 8, 1, False, space(2000, 1100, 100, 122_000_000, 50_000)),
         ),
         (1000 + t) * S,
+    )
+
+
+def block_io_sample(t: int) -> BlockIoSample:
+    """The interval's requests (the same every tick): nvme0n1's 800 reads and 2400 writes a second, mostly postgres's."""
+    def counts(op: str, requests: int, size: int, slot: int, tail_slot: int) -> BlockIoCounts:
+        tail = requests // 50
+        hist = tuple(requests - tail if i == slot else tail if i == tail_slot else 0 for i in range(HIST_SLOTS))
+        mean_ns = ((requests - tail) * (3 << slot >> 1) + tail * (3 << tail_slot >> 1)) // requests
+        return BlockIoCounts(op, requests, requests * size, requests * mean_ns, hist)
+
+    return BlockIoSample(
+        devices=(
+            DeviceBlockIo("nvme0n1", 259, 0, counts("read", 800, 65536, 17, 21)),
+            DeviceBlockIo("nvme0n1", 259, 0, counts("write", 2400, 131072, 16, 20)),
+            DeviceBlockIo("sda", 8, 0, counts("write", 40, 16384, 19, 23)),
+        ),
+        processes=(
+            ProcessBlockIo(978, counts("read", 800, 65536, 17, 21)),
+            ProcessBlockIo(978, counts("write", 2000, 131072, 16, 20)),
+            ProcessBlockIo(2002, counts("write", 400, 131072, 16, 20)),
+            ProcessBlockIo(131, counts("write", 40, 16384, 19, 23)),
+        ),
+        comms={978: "postgres", 2002: "python3", 131: "kworker/u4:2"},
+        lost=dict.fromkeys(LOST_REASONS, 0),
+        mono_ns=(1000 + t) * S,
     )

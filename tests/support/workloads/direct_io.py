@@ -12,6 +12,9 @@ Reads commands from stdin, answers each on stdout:
         alternate a write and a read of one block, moving through the first
         MIB MiB of PATH, for SECONDS: "started" at once, then
         "done WRITTEN READ"
+    timed read|write PATH COUNT BLOCK_KIB
+        COUNT requests of one block from offset 0, one at a time, each timed
+        around its syscall -> "done BYTES NS NS ..." (each request's time)
 It says "ready PID" first and exits at the end of its input.
 """
 
@@ -80,6 +83,23 @@ def mixed(path: str, mib: int, block_kib: int, seconds: float) -> tuple[int, int
         os.close(fd)
 
 
+def timed(op: str, path: str, count: int, block_kib: int) -> tuple[int, list[int]]:
+    block = block_kib * 1024
+    buf = mmap.mmap(-1, block)
+    buf.write(b"\x3c" * block)
+    fd = open_direct(path, op == "write")
+    times: list[int] = []
+    done = 0
+    try:
+        for i in range(count):
+            start = time.perf_counter_ns()
+            done += os.pwrite(fd, buf, i * block) if op == "write" else os.preadv(fd, [buf], i * block)
+            times.append(time.perf_counter_ns() - start)
+        return done, times
+    finally:
+        os.close(fd)
+
+
 def main() -> None:
     print("ready", os.getpid(), flush=True)
     for line in sys.stdin:
@@ -91,6 +111,10 @@ def main() -> None:
         elif cmd == "mixed":
             written, got = mixed(path, int(args[0]), int(args[1]), float(args[2]))
             print("done", written, got, flush=True)
+        elif cmd == "timed":
+            op, path = path, args[0]
+            done, times = timed(op, path, int(args[1]), int(args[2]))
+            print("done", done, *times, flush=True)
         else:
             print("unknown", cmd, flush=True)
 
