@@ -20,6 +20,7 @@ from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
 from probes.model.history import ProcessHistory
+from probes.model.verdict import verdict
 from probes.sources.gpu import GPU
 from probes.sources.processes import PROCESSES, ProcessProbe
 from probes.sources.profile import DEFAULT_FREQUENCY_HZ
@@ -43,6 +44,7 @@ from .screenshot import capture, write_screenshot
 from .storage_panes import DisksPane, DisksTable, FilesystemsPane
 from .syscalls_pane import SyscallsPane
 from .system_panes import CpuPane, MemoryPane
+from .verdict_strip import VerdictStrip
 
 MIN_WIDTH = 80
 MIN_HEIGHT = 24
@@ -63,6 +65,7 @@ class OracApp(App[None]):
         Binding("question_mark,f1", "help", "Keys", tooltip="This list of keys (htop's F1 too)"),
         Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
         Binding("s", "screenshot", "Screenshot", tooltip="Save the screen as SVG, PNG and text"),
+        Binding("v", "verdict", "Verdict", tooltip="Select the worst cell of the verdict strip, again the next; Enter opens it"),
     ]
 
     def __init__(
@@ -105,6 +108,7 @@ class OracApp(App[None]):
     def compose(self) -> ComposeResult:
         yield HeaderBar()
         with Vertical(id="main"):
+            yield VerdictStrip(live=self.source.live)
             with Horizontal(id="top"):
                 yield CpuPane()
                 yield MemoryPane()
@@ -201,6 +205,7 @@ class OracApp(App[None]):
         if processes is not None:
             self.history.add(processes.processes)
         self.query_one(HeaderBar).update_views(views.get(SYSTEM), processes)
+        self.query_one(VerdictStrip).show(verdict(views), frame.wall_ns)
         table = self.query_one(ProcessTable)
         for column in self.probe_columns:
             column.update(table, frame, views)
@@ -239,6 +244,20 @@ class OracApp(App[None]):
         # (in a paused replay there may be no next one).
         if self.frame is not None:
             self.call_after_refresh(self._feed, screen, self.frame, self.views)
+
+    def action_verdict(self) -> None:
+        if self.screen is self.screen_stack[0]:
+            self.query_one(VerdictStrip).cycle()
+
+    def on_verdict_strip_show_pane(self, message: VerdictStrip.ShowPane) -> None:
+        for pane in self.screen_stack[0].query(Pane):
+            if pane.PROBE.name == message.probe:
+                pane.remove_class("-hidden")
+                pane.scroll_visible()
+                focusable = [w for w in pane.query("*") if w.focusable]
+                if focusable:
+                    focusable[0].focus()
+                return
 
     def on_drill_down_tracing(self, message: DrillDown.Tracing) -> None:
         live = self.live_source
@@ -361,6 +380,7 @@ class OracApp(App[None]):
         palette = Binding("ctrl+p", "command_palette", "Command palette: themes, actions, keys")
         return [
             ("Everywhere", [b for b in self.BINDINGS if b not in REPLAY_BINDINGS] + [palette]),
+            ("Verdict strip", VerdictStrip.BINDINGS),
             ("Replay (orac replay FILE)", REPLAY_BINDINGS),
             ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
             ("Every table", [b for b in LineTable.BINDINGS if b.tooltip]),

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from probes.contract import Views
 from probes.model.frame import Frame
+from probes.model.verdict import as_json, verdict
 from probes.model.views import derive_frame
 from probes.sources.disks import DISKS, DiskRates, DiskView
 from probes.sources.filesystems import FILESYSTEMS, FilesystemView
@@ -113,7 +114,8 @@ def dump(
     "system" (the cpu probe's view), "processes" (list, in pid order),
     "unavailable" (probe -> {"reason", "remedy"}), "disks" (list of whole
     disks, each with its "partitions") and "filesystems" (list) where
-    recorded, and any other probe's view under the probe's name.
+    recorded, any other probe's view under the probe's name, and "verdict"
+    (probes.model.verdict.as_json: the USE verdict that was true then).
 
     format="csv": a header, then with table="processes" one row per process
     per frame (time, index, then the process view's fields: pid ... command;
@@ -162,6 +164,7 @@ def dump(
             if filesystems is not None:
                 data[FILESYSTEMS.name] = _plain(filesystems.filesystems)
             data["unavailable"] = {name: {"reason": r, "remedy": f} for name, (r, f) in frame.unavailable.items()}
+            data["verdict"] = as_json(verdict(views))
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
             rows += 1
             continue
