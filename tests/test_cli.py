@@ -164,9 +164,18 @@ def test_snapshot_text() -> None:
     result = orac("snapshot", "--interval", "0.2", "--top", "2")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "kernel" in lines[0] and "load" in lines[0]
-    assert lines[1].split()[:3] == ["PID", "USER", "S"]
-    assert len(lines) == 4  # summary, header, two processes
+    assert lines[0].startswith("CPU ") and " | memory " in lines[0]
+    assert "kernel" in lines[1] and "load" in lines[1]
+    assert lines[2].split()[:3] == ["PID", "USER", "S"]
+    assert len(lines) == 5  # verdict, summary, header, two processes
+
+
+def test_snapshot_json_verdict(snapshot_all: dict) -> None:
+    cells = snapshot_all["verdict"]
+    assert [c["resource"] for c in cells][:2] == ["cpu", "memory"]
+    for c in cells:
+        assert set(c) == {"resource", "state", "summary", "contributor"}
+        assert c["state"] in ("no_data", "ok", "warning", "saturated", "error")
 
 
 # --- doctor ----------------------------------------------------------------

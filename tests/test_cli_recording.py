@@ -21,6 +21,8 @@ def test_record_then_dump(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in orac("dump", str(path)).stdout.splitlines()]
     assert len(rows) >= 3
     assert {p["pid"] for p in rows[-1]["processes"]} >= {1}
+    # recorded without disks: their cell says so rather than "ok"
+    assert {c["resource"]: c["state"] for c in rows[-1]["verdict"]}["disks"] == "no_data"
     csv = orac("dump", str(path), "--format", "csv", "--table", "system").stdout.splitlines()
     assert csv[0].startswith("time,") and len(csv) == len(rows) + 1
     # the file exists now: no silent overwrite

@@ -20,6 +20,7 @@ from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
 from probes.model.history import ProcessHistory
+from probes.model.verdict import verdict
 from probes.sources.cgroups import CGROUPS
 from probes.sources.gpu import GPU
 from probes.sources.processes import PROCESSES, ProcessProbe
@@ -47,6 +48,7 @@ from .screenshot import capture, write_screenshot
 from .storage_panes import DisksPane, DisksTable, FilesystemsPane
 from .syscalls_pane import SyscallsPane
 from .system_panes import CpuPane, MemoryPane
+from .verdict_strip import VerdictStrip
 
 MIN_WIDTH = 80
 MIN_HEIGHT = 24
@@ -68,6 +70,7 @@ class OracApp(App[None]):
         Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
         Binding("s", "screenshot", "Screenshot", tooltip="Save the screen as SVG, PNG and text"),
         *NetworkPane.KEYS,
+        Binding("v", "verdict", "Verdict", tooltip="Select the worst cell of the verdict strip, again the next; Enter opens it"),
     ]
 
     def __init__(
@@ -110,6 +113,7 @@ class OracApp(App[None]):
     def compose(self) -> ComposeResult:
         yield HeaderBar()
         with Vertical(id="main"):
+            yield VerdictStrip(live=self.source.live)
             with Horizontal(id="top"):
                 yield CpuPane()
                 yield MemoryPane()
@@ -209,6 +213,7 @@ class OracApp(App[None]):
         if processes is not None:
             self.history.add(processes.processes)
         self.query_one(HeaderBar).update_views(views.get(SYSTEM), processes)
+        self.query_one(VerdictStrip).show(verdict(views), frame.wall_ns)
         table = self.query_one(ProcessTable)
         cgroups = views.get(CGROUPS)
         table.mark_throttled(throttled_cgroups(cgroups) if cgroups is not None else set())
@@ -249,6 +254,20 @@ class OracApp(App[None]):
         # (in a paused replay there may be no next one).
         if self.frame is not None:
             self.call_after_refresh(self._feed, screen, self.frame, self.views)
+
+    def action_verdict(self) -> None:
+        if self.screen is self.screen_stack[0]:
+            self.query_one(VerdictStrip).cycle()
+
+    def on_verdict_strip_show_pane(self, message: VerdictStrip.ShowPane) -> None:
+        for pane in self.screen_stack[0].query(Pane):
+            if pane.PROBE.name == message.probe:
+                pane.remove_class("-hidden")
+                pane.scroll_visible()
+                focusable = [w for w in pane.query("*") if w.focusable]
+                if focusable:
+                    focusable[0].focus()
+                return
 
     def on_drill_down_tracing(self, message: DrillDown.Tracing) -> None:
         live = self.live_source
@@ -374,6 +393,7 @@ class OracApp(App[None]):
         palette = Binding("ctrl+p", "command_palette", "Command palette: themes, actions, keys")
         return [
             ("Everywhere", [b for b in self.BINDINGS if b not in (*REPLAY_BINDINGS, *NetworkPane.KEYS)] + [palette]),
+            ("Verdict strip", VerdictStrip.BINDINGS),
             ("Replay (orac replay FILE)", REPLAY_BINDINGS),
             ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
             ("Every table", [b for b in LineTable.BINDINGS if b.tooltip]),

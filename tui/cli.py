@@ -350,13 +350,18 @@ def recording_span(recording: Any) -> str:
 
 def snapshot(options: argparse.Namespace) -> int:
     from probes.model.sampling import Sampler
+    from probes.model.verdict import as_json, verdict
     from probes.model.views import derive_frame
+    from probes.sources.disks import DisksProbe
+    from probes.sources.process_io import ProcessIoProbe
     from probes.sources.processes import PROCESSES, ProcessProbe, cpu_sort_key
     from probes.sources.system import SYSTEM, SystemProbe
 
-    # Only what the snapshot prints: loading eBPF or NVML here would cost
-    # seconds and memory for nothing.
-    with Sampler([SystemProbe(), ProcessProbe()]) as sampler:
+    # Only what the snapshot prints and its verdict reads (disks and each
+    # process's I/O are /proc reads): loading eBPF or NVML here would cost
+    # seconds and memory for nothing, so its CPU cell has no run-queue
+    # latency and it has no GPU cells.
+    with Sampler([SystemProbe(), ProcessProbe(), DisksProbe(), ProcessIoProbe()]) as sampler:
         first = sampler.sample()
         time.sleep(options.interval)
         second = sampler.sample()
@@ -371,6 +376,7 @@ def snapshot(options: argparse.Namespace) -> int:
         "system": dataclasses.asdict(system) if (system := views.get(SYSTEM)) is not None else None,
         "processes": [dataclasses.asdict(p) for p in procs],
         "unavailable": {name: {"reason": r, "remedy": f} for name, (r, f) in second.unavailable.items()},
+        "verdict": as_json(verdict(views)),
     }
     if options.json:
         json.dump(data, sys.stdout, indent=1)
@@ -383,7 +389,7 @@ def snapshot(options: argparse.Namespace) -> int:
 def snapshot_text(data: dict[str, Any]) -> str:
     from .format import cpu_time, human_bytes, percent
 
-    lines = []
+    lines = [" | ".join(cell["summary"] for cell in data["verdict"])]
     s = data["system"]
     if s is not None:
         lines.append(

@@ -40,6 +40,7 @@ FIGURES: list[tuple[str, str]] = [
     ("%util", "share of the interval with a request in flight; saturated: 90 % or more with aqu-sz above 1"),
     ("DISKR/s, DISKW/s", "read_bytes, write_bytes of /proc/PID/io per second (pidstat -d); '-': not orac's to read (another user's process: run as root)"),
     ("IOD%", "delayacct_blkio_ticks (stat field 42) per interval: the main thread's wait for block I/O"),
+    ("verdict", "USE method: state from saturation and errors (run queue, PSI, swap-in, aqu-sz, await, GPU throttling, ECC), never utilisation; thresholds in README"),
     ("USE%", "df's: used / (used + avail) of statvfs; avail leaves out root's reserve"),
     ("forks", "tasks created per second (/proc/stat processes), sar -w's proc/s"),
     ("RX, TX MiB/s", "/proc/net/dev bytes per second / 1048576: sar -n DEV's rxkB/s, txkB/s / 1024"),

@@ -23,8 +23,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
 from probes.contract import ProbeSpec
-from probes.sources.offcpu import OFFCPU, OffCpuView, ProcessOffCpu, StackRate
 from probes.model.histograms import LatencyBucket
+from probes.sources.offcpu import OFFCPU, OffCpuView, ProcessOffCpu, StackRate
 
 from .format import human_duration_ns, human_rate, latency_bucket, percent
 from .histogram import BUCKET_LABEL_WIDTH, MAX_BAR_WIDTH, histogram_lines

@@ -16,8 +16,8 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from probes.contract import ProbeSpec
-from probes.sources.syscalls import SYSCALLS, ProcessSyscalls, SyscallRate, SyscallsView
 from probes.model.histograms import LatencyBucket
+from probes.sources.syscalls import SYSCALLS, ProcessSyscalls, SyscallRate, SyscallsView
 
 from .format import MISSING, human_duration_ns, human_rate, latency_bucket
 from .line_table import Column, LineTable

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
@@ -101,6 +101,12 @@ class SystemSample:
     # /proc/stat `processes` (probes.host.forks): tasks created since boot;
     # None where the line is missing and in recordings made before orac kept it
     forks: int | None = None
+    # /proc/stat's procs_running and procs_blocked at the read (vmstat's r
+    # and b), and /proc/vmstat's pswpin (pages swapped in since boot); None
+    # in recordings made before orac kept them
+    procs_running: int | None = None
+    procs_blocked: int | None = None
+    swap_in_pages: int | None = None
 
 
 def parse_cpu_line(fields: list[str], cpu_id: int | None = None) -> CpuTimes:
@@ -168,6 +174,25 @@ def parse_vmstat_faults(text: str) -> tuple[int | None, int | None]:
     return faults, major
 
 
+def parse_procs(text: str) -> tuple[int | None, int | None]:
+    """Return (procs_running, procs_blocked) from /proc/stat: runnable tasks, those in D."""
+    running = blocked = None
+    for line in text.splitlines():
+        if line.startswith("procs_running "):
+            running = int(line.split()[1])
+        elif line.startswith("procs_blocked "):
+            blocked = int(line.split()[1])
+    return running, blocked
+
+
+def parse_vmstat_swap_in(text: str) -> int | None:
+    """Return /proc/vmstat's pswpin: pages read back from swap since boot."""
+    for line in text.splitlines():
+        if line.startswith("pswpin "):
+            return int(line.split()[1])
+    return None
+
+
 def parse_pressure(text: str) -> Pressure:
     """Parse one /proc/pressure/<resource> file."""
     rows: dict[str, dict[str, str]] = {}
@@ -208,7 +233,9 @@ class SystemProbe:
         mono_ns = time.monotonic_ns()
         stat = read_text(f"{proc}/stat") or ""
         total, cpus, ctxt, intr = parse_proc_stat(stat)
-        faults, major = parse_vmstat_faults(read_text(f"{proc}/vmstat") or "")
+        running, blocked = parse_procs(stat)
+        vmstat = read_text(f"{proc}/vmstat") or ""
+        faults, major = parse_vmstat_faults(vmstat)
         pressure: dict[str, Pressure | None] = {}
         for resource in PRESSURE_RESOURCES:
             text = read_text(f"{proc}/pressure/{resource}")
@@ -231,6 +258,9 @@ class SystemProbe:
             pressure=pressure,
             mono_ns=mono_ns,
             forks=parse_forks(stat),
+            procs_running=running,
+            procs_blocked=blocked,
+            swap_in_pages=parse_vmstat_swap_in(vmstat),
         )
 
     def stop(self) -> None:
@@ -251,6 +281,30 @@ class CpuUsage:
     steal_percent: float
     irq_percent: float
     cpu_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PressureShare:
+    """PSI over the interval: Δ total stall µs / interval, in percent.
+
+    `some`: at least one task stalled on the resource; `full`: every
+    non-idle task at once (None for cpu on older kernels). Exact for the
+    interval, where the files' avg10 is a 10 s moving average that lags.
+    """
+
+    some_percent: float
+    full_percent: float | None
+
+
+def pressure_share(prev: Pressure | None, curr: Pressure | None, dt_s: float) -> PressureShare | None:
+    if prev is None or curr is None or dt_s <= 0:
+        return None
+    scale = 100.0 / (dt_s * 1e6)
+    some = max(0, curr.some_total_us - prev.some_total_us) * scale
+    full = None
+    if prev.full_total_us is not None and curr.full_total_us is not None:
+        full = max(0, curr.full_total_us - prev.full_total_us) * scale
+    return PressureShare(min(100.0, some), None if full is None else min(100.0, full))
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +342,12 @@ class SystemView:
     pressure: Mapping[str, Pressure | None]
     # sar -w's proc/s (probes.host.forks.forks_per_s)
     forks_per_s: float | None = None
+    procs_running: int | None = None
+    procs_blocked: int | None = None
+    swap_in_pages_per_s: float | None = None
+    # resource -> share of the interval stalled (PressureShare); None where
+    # either sample lacks that resource's PSI
+    pressure_share: Mapping[str, PressureShare | None] = field(default_factory=dict)
 
 
 def cpu_usage(prev: CpuTimes, curr: CpuTimes) -> CpuUsage:
@@ -343,6 +403,12 @@ def derive_system(prev: SystemSample, curr: SystemSample, dt_s: float) -> System
         major_page_faults_per_s=_rate(prev.major_page_faults, curr.major_page_faults, dt_s),
         pressure=curr.pressure,
         forks_per_s=forks_per_s(prev.forks, curr.forks, dt_s),
+        procs_running=curr.procs_running,
+        procs_blocked=curr.procs_blocked,
+        swap_in_pages_per_s=_rate(prev.swap_in_pages, curr.swap_in_pages, dt_s),
+        pressure_share={
+            resource: pressure_share(prev.pressure.get(resource), p, dt_s) for resource, p in curr.pressure.items()
+        },
     )
 
 

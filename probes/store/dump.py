@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from probes.contract import Views
 from probes.model.frame import Frame
+from probes.model.verdict import as_json, verdict
 from probes.model.views import derive_frame
 from probes.sources.block_io import BLOCK_IO, BlockIoRate
 from probes.sources.cgroups import CGROUPS
@@ -196,7 +197,8 @@ def dump(
     "system" (the cpu probe's view), "processes" (list, in pid order),
     "unavailable" (probe -> {"reason", "remedy"}), "disks" (list of whole
     disks, each with its "partitions") and "filesystems" (list) where
-    recorded, and any other probe's view under the probe's name.
+    recorded, any other probe's view under the probe's name, and "verdict"
+    (probes.model.verdict.as_json: the USE verdict that was true then).
 
     format="csv": a header, then rows that start with time and index; an
     unknown value is an empty cell. table="processes": one row per process
@@ -255,6 +257,7 @@ def dump(
             if filesystems is not None:
                 data[FILESYSTEMS.name] = _plain(filesystems.filesystems)
             data["unavailable"] = {name: {"reason": r, "remedy": f} for name, (r, f) in frame.unavailable.items()}
+            data["verdict"] = as_json(verdict(views))
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
             rows += 1
             continue

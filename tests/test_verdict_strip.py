@@ -1,0 +1,101 @@
+"""The verdict strip in the app: its cells, the clock, v and Enter, narrow terminals, replay."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from support import synthetic
+from support.harness import make_app, until_drawn, wait_for
+
+from probes.model.frame import Frame
+from probes.store.reader import Recording
+from probes.store.replay import ReplaySource
+from probes.store.writer import Recorder
+from tui.app import OracApp
+from tui.process_screen import ProcessScreen
+from tui.process_table import ProcessTable
+from tui.replay_bar import ReplayBar
+from tui.screenshot import capture
+from tui.storage_panes import DisksTable
+from tui.verdict_strip import VerdictStrip, clock
+
+
+def busy_frames() -> list[Frame]:
+    """The synthetic box with 12 tasks runnable on its 4 CPUs at the second frame."""
+    first, second = synthetic.frames()
+    return [first, replace(second, samples={**second.samples, "cpu": replace(second.samples["cpu"], procs_running=13)})]
+
+
+async def test_the_strip_shows_every_resource_and_the_frames_local_time() -> None:
+    app = make_app(busy_frames())
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app, busy_frames())
+        line = capture(app)[1].splitlines()[1]
+        assert "CPU saturated: 12 runnable on 4 CPUs" in line
+        assert "nvme0n1 saturated" in line and "mem ok" in line
+        assert line.rstrip().endswith(clock(busy_frames()[-1].wall_ns / 1e9))
+
+
+async def test_v_selects_the_worst_cell_then_the_next_and_enter_opens_its_process() -> None:
+    app = make_app(busy_frames())
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app, busy_frames())
+        strip = app.query_one(VerdictStrip)
+        await pilot.press("v")
+        assert app.focused is strip and strip.cells[strip.selected].resource == "cpu"
+        await pilot.press("v")
+        assert strip.cells[strip.selected].resource == "memory"
+        await pilot.press("left", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+        assert app.screen.pid == 2002  # python3, the busiest
+
+
+async def test_enter_on_a_cell_without_a_process_focuses_its_pane() -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        strip = app.query_one(VerdictStrip)
+        await pilot.press("v")
+        cell = strip.cells[strip.selected]
+        assert cell.resource.startswith("disk ") and cell.contributor is None  # no procio in these frames
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.focused, DisksTable)
+        await pilot.press("v", "escape")
+        assert isinstance(app.focused, ProcessTable)
+
+
+async def test_at_80x24_every_cell_keeps_its_state_in_words_and_the_clock_shows() -> None:
+    app = make_app(busy_frames())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_drawn(pilot, app, busy_frames())
+        line = capture(app)[1].splitlines()[1]
+        assert "CPU saturated" in line and "mem ok" in line and "sda ok" in line
+        assert clock(busy_frames()[-1].wall_ns / 1e9) in line
+
+
+async def test_replay_shows_the_verdict_that_was_true_then(tmp_path: Path) -> None:
+    base = synthetic.frames()
+    path = tmp_path / "r.orac"
+    with Recorder(path, interval_s=1.0, probes=["cpu", "procs", "disks"], unavailable=synthetic.NO_GPU) as rec:
+        for t in range(20):
+            f = base[t % 2]
+            system = replace(f.samples["cpu"], procs_running=2 if t < 10 else 13)
+            samples = {"cpu": system, "procs": f.samples["procs"], "disks": f.samples["disks"]}
+            rec.append(Frame(base[0].wall_ns + t * 10**9, base[0].mono_ns + t * 10**9, samples, f.unavailable))
+    recording = Recording(path)
+    try:
+        app = OracApp(ReplaySource(recording, paused=True))
+        async with app.run_test(size=(160, 48)) as pilot:
+            strip = app.query_one(VerdictStrip)
+            await wait_for(pilot, lambda: bool(strip.cells))
+            assert strip.cells[0].summary == "CPU ok: 53 % busy, 1 runnable on 4 CPUs"
+            assert clock(base[0].wall_ns / 1e9 + 1) in capture(app)[1]
+            await pilot.press("full_stop")  # +10 s
+            bar = app.query_one(ReplayBar)
+            await wait_for(pilot, lambda: bar.position.index == 11)
+            await wait_for(pilot, lambda: strip.cells[0].summary.startswith("CPU saturated: 12 runnable"))
+            assert clock(base[0].wall_ns / 1e9 + 11) in capture(app)[1]
+    finally:
+        recording.close()

@@ -1,0 +1,174 @@
+"""The verdict strip: one line, a cell per resource coloured by its USE state, and the clock.
+
+The cells come from probes.model.verdict, derived from the frame's views,
+so a replay shows the verdict that was true at the moment shown. `v`
+selects the worst cell and then the next; Enter (or a click) opens the
+process the cell names, or the pane that explains it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.widget import Widget
+
+from probes.model.verdict import Cell, State
+
+from .process_table import ProcessTable
+
+SEPARATOR = " │ "
+STATE_CLASSES = {
+    State.NO_DATA: "verdict-strip--no-data",
+    State.OK: "verdict-strip--ok",
+    State.WARNING: "verdict-strip--warning",
+    State.SATURATED: "verdict-strip--saturated",
+    State.ERROR: "verdict-strip--error",
+}
+
+
+def clock(wall_s: float) -> str:
+    """Local time and zone: the moment a screenshot or a replayed verdict is of."""
+    return time.strftime("%H:%M:%S %Z", time.localtime(wall_s))
+
+
+class VerdictStrip(Widget, can_focus=True):
+    DEFAULT_CSS = """
+    VerdictStrip { height: 1; background: $panel; }
+    VerdictStrip > .verdict-strip--ok { color: $success; }
+    VerdictStrip > .verdict-strip--warning { color: $warning; text-style: bold; }
+    VerdictStrip > .verdict-strip--saturated { color: $error; text-style: bold; }
+    VerdictStrip > .verdict-strip--error { background: $error; color: $background; text-style: bold; }
+    VerdictStrip > .verdict-strip--no-data { color: $text-muted; }
+    VerdictStrip > .verdict-strip--clock { color: $foreground; }
+    VerdictStrip > .verdict-strip--selected { text-style: reverse bold; }
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {*STATE_CLASSES.values(), "verdict-strip--clock", "verdict-strip--selected"}
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("enter", "open", "Open", tooltip="Verdict strip: open the process the selected cell names, or its pane"),
+        Binding("escape", "leave", "Back", show=False, tooltip="Verdict strip: back to the process table"),
+        Binding("left", "step(-1)", "Previous cell", show=False, tooltip="Verdict strip: the previous cell"),
+        Binding("right", "step(1)", "Next cell", show=False, tooltip="Verdict strip: the next cell"),
+    ]
+
+    class ShowPane(Message):
+        """Enter on a cell that names no process: show the pane of the probe `probe`."""
+
+        def __init__(self, probe: str) -> None:
+            super().__init__()
+            self.probe = probe
+
+    def __init__(self, *, live: bool, **kwargs: object) -> None:
+        """`live`: the clock shows now; otherwise (replay, tests) the time of the frame shown."""
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.live = live
+        self.cells: tuple[Cell, ...] = ()
+        self.wall_s: float | None = None
+        self.selected = 0
+        # (first column, column after, cell index) of each cell as last drawn, for clicks
+        self._spans: list[tuple[int, int, int]] = []
+
+    def on_mount(self) -> None:
+        if self.live:
+            self.set_interval(1.0, self.refresh)
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    def show(self, cells: Sequence[Cell], wall_ns: int) -> None:
+        self.cells = tuple(cells)
+        self.wall_s = wall_ns / 1e9
+        self.selected = min(self.selected, max(0, len(self.cells) - 1))
+        self.refresh()
+
+    def worst(self) -> int:
+        """The index of the worst cell (the first of equals)."""
+        return max(range(len(self.cells)), key=lambda i: (self.cells[i].state, -i), default=0)
+
+    def cycle(self) -> None:
+        """From elsewhere, the worst cell; from the strip, the next one."""
+        if not self.has_focus:
+            self.selected = self.worst()
+            self.focus()
+        elif self.cells:
+            self.selected = (self.selected + 1) % len(self.cells)
+        self.refresh()
+
+    def action_step(self, by: int) -> None:
+        if self.cells:
+            self.selected = (self.selected + by) % len(self.cells)
+            self.refresh()
+
+    def action_leave(self) -> None:
+        self.screen.query_one(ProcessTable).focus()
+
+    def action_open(self) -> None:
+        if not self.cells:
+            return
+        cell = self.cells[self.selected]
+        if cell.contributor is not None:
+            self.post_message(ProcessTable.Selected(cell.contributor.pid))
+        elif cell.pane is not None:
+            self.post_message(self.ShowPane(cell.pane))
+
+    def on_click(self, event: events.Click) -> None:
+        for start, end, index in self._spans:
+            if start <= event.x < end:
+                self.selected = index
+                self.focus()
+                self.refresh()
+                self.action_open()
+                return
+
+    def _label(self, cell: Cell, form: int) -> str:
+        # The state is in words as well as colours: a text screenshot has no colours.
+        if form == 0:
+            return cell.summary
+        if form == 1 and cell.state is not State.NO_DATA:
+            return f"{cell.label} {cell.state.word}: {cell.short}"
+        return f"{cell.label} {cell.state.word}"
+
+    def _fit(self, room: int) -> list[str]:
+        """The widest labels that fit: every cell in full, then in short, then the selected
+        (or worst) cell in short and the others by state only."""
+        cells = self.cells
+        key = self.selected if self.has_focus else self.worst()
+        choices = [
+            [self._label(c, 0) for c in cells],
+            [self._label(c, 1) for c in cells],
+            [self._label(c, 1 if i == key else 2) for i, c in enumerate(cells)],
+        ]
+        for labels in choices:
+            if sum(map(len, labels)) + len(SEPARATOR) * max(0, len(labels) - 1) + 1 <= room:
+                return labels
+        return [self._label(c, 2) for c in cells]
+
+    def render(self) -> Text:
+        now = clock(time.time() if self.live or self.wall_s is None else self.wall_s)
+        room = max(0, self.size.width - len(now) - 2)
+        labels = self._fit(room)
+        text = Text(" ")
+        self._spans = []
+        selected = self.get_component_rich_style("verdict-strip--selected") if self.has_focus else None
+        for index, (cell, label) in enumerate(zip(self.cells, labels, strict=True)):
+            if index:
+                text.append(SEPARATOR)
+            start = text.cell_len
+            style = self.get_component_rich_style(STATE_CLASSES[cell.state])
+            text.append(label, style + selected if selected is not None and index == self.selected else style)
+            self._spans.append((start, text.cell_len, index))
+        text.truncate(room, overflow="ellipsis")
+        pad = max(1, self.size.width - text.cell_len - len(now) - 1)
+        text.append(" " * pad)
+        text.append(now, self.get_component_rich_style("verdict-strip--clock"))
+        return text
