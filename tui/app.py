@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
@@ -85,6 +86,8 @@ class OracApp(App[None]):
         """`redact`: whether the source masks secrets in command lines; what it reads itself and records follow."""
         super().__init__()
         self.redact = redact
+        # wall time of a recording's first frame, when it began in the kept past
+        self._recording_from_ns: int | None = None
         # a drill-down's on-CPU profile rate
         self.profile_hz = profile_hz
         self.source = source
@@ -162,11 +165,9 @@ class OracApp(App[None]):
     def _finish_recording(self) -> Text | None:
         """Close a recording in progress (quick: each frame is already its own transaction); what to say of it."""
         live = self.live_source
-        recorder = live.recorder if live is not None else None
-        if live is None or recorder is None:
+        recorder = live.stop_recording() if live is not None else None
+        if recorder is None:
             return None
-        live.recorder = None
-        recorder.close()
         return Text(f"saved {recorder.frames} frames in {recorder.path}; open it with `orac replay {recorder.path}`")
 
     def _stop_source(self) -> None:
@@ -313,29 +314,31 @@ class OracApp(App[None]):
     def _update_flags(self) -> None:
         flags = ["PAUSED"] if self.source.paused else []
         live = self.live_source
-        recorder = live.recorder if live is not None else None
+        recorder = live.recording if live is not None else None
         if recorder is not None:
-            flags.append(f"REC {recorder.path}")
+            began = self._recording_from_ns
+            since = f" from {time.strftime('%H:%M:%S', time.localtime(began / 1e9))}" if began else ""
+            flags.append(f"REC {recorder.path}{since}")
         self.query_one(HeaderBar).set_flags(flags)
 
     def action_record(self) -> None:
-        # SQLite and zstd load the first time something is recorded, not at start.
         from probes.store.format import RecordingError
         from probes.store.writer import Recorder, default_path
 
         collector = self.live_source
         if collector is None:
             return
-        recorder = collector.recorder
-        if recorder is not None:
-            collector.recorder = None
-            recorder.close()
+        if collector.recording is not None:
+            said = self._finish_recording()
             self._update_flags()
-            self.notify(f"saved {recorder.frames} frames in {recorder.path}; open it with `orac replay {recorder.path}`")
+            if said is not None:
+                self.notify(said.plain)
             return
+        history = getattr(collector, "history", None)
+        first_ns = history.first_wall_ns if history is not None else None
         try:
-            collector.recorder = Recorder(
-                default_path(),
+            recorder = Recorder(
+                default_path(wall_ns=first_ns),
                 redact=self.redact,
                 interval_s=collector.interval_s,
                 probes=[p.name for p in collector.probes],
@@ -344,8 +347,18 @@ class OracApp(App[None]):
         except RecordingError as exc:
             self.notify(f"cannot record: {exc}", severity="error")
             return
+        self._recording_from_ns = first_ns
+
+        def started(kept: int) -> None:
+            if kept:
+                self.call_from_thread(
+                    self.notify, f"recording to {recorder.path}: {kept} frames from before R, then live; R again stops"
+                )
+
+        collector.start_recording(recorder, started)
         self._update_flags()
-        self.notify(f"recording to {collector.recorder.path}; R again stops")
+        if first_ns is None:
+            self.notify(f"recording to {recorder.path}; R again stops")
 
     def action_replay_play(self) -> None:
         self.action_pause()

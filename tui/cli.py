@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from probes.model.collector import MAX_INTERVAL_S, MIN_INTERVAL_S
+from probes.model.collector import DEFAULT_HISTORY_S, MAX_INTERVAL_S, MIN_INTERVAL_S
 from probes.sources.profile import (
     DEFAULT_FREQUENCY_HZ,
 )
@@ -99,6 +99,16 @@ def system_wide_probe_names() -> list[str]:
     return [spec.name for spec in PROBES if spec.make is not None]
 
 
+def history(text: str) -> float:
+    """--history: a duration, or 0 to keep nothing."""
+    if text.strip() in ("0", "0s", "0m"):
+        return 0.0
+    try:
+        return duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 10m or 1h, or 0 to keep none, not {text!r}") from None
+
+
 def live_parser() -> Parser:
     parser = Parser(prog="orac", description="Live performance triage for Linux.")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
@@ -109,6 +119,10 @@ def live_parser() -> Parser:
     parser.add_argument(
         "--profile-hz", type=profile_hz, default=DEFAULT_FREQUENCY_HZ,
         help=f"samples a second on each CPU of a drill-down's on-CPU profile (default {DEFAULT_FREQUENCY_HZ})",
+    )
+    parser.add_argument(
+        "--history", type=history, default=DEFAULT_HISTORY_S,
+        help="how much of the past to keep in memory, for R to record from (default 10m; 0: none)",
     )
     add_ui_options(parser)
     parser.epilog = (
@@ -255,7 +269,12 @@ def live(options: argparse.Namespace) -> int:
     chosen = {p.name for p in probes}
     left_out = [p.name for p in all_probes() if p.name not in chosen]
     redact = not options.no_redact
-    collector = Collector(probes, options.interval, left_out=left_out, redact=redact)
+    kept = None
+    if options.history:
+        from probes.store.flight import FlightRecorder
+
+        kept = FlightRecorder(options.history)
+    collector = Collector(probes, options.interval, left_out=left_out, redact=redact, history=kept)
     app = OracApp(
         collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz, redact=redact
     )

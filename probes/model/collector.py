@@ -7,8 +7,8 @@ UI cannot tell them apart and never samples on its own thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from probes.contract import Probe, Unavailable
 from probes.model.frame import Frame
@@ -16,6 +16,9 @@ from probes.model.frame_source import FrameCallback, FrameSink, FrameSource, Liv
 from probes.model.redaction import FrameRedactor
 from probes.model.sampling import Sampler, Schedule
 from probes.model.views import derive_frame
+
+if TYPE_CHECKING:
+    from probes.store.flight import FlightRecorder
 
 MIN_INTERVAL_S = 0.2
 MAX_INTERVAL_S = 60.0
@@ -39,6 +42,11 @@ def slow_to_start(probe: Probe[Any]) -> bool:
     return bool(getattr(probe, "slow_start", False))
 
 
+# The past the live screen keeps for R to record from (`--history`): ten
+# minutes is the "what just happened" of an incident, and costs a few MiB.
+DEFAULT_HISTORY_S = 600.0
+
+
 class Collector(LiveSource):
     """Samples probes on a fixed schedule (probes.model.sampling) on its own thread."""
 
@@ -48,9 +56,23 @@ class Collector(LiveSource):
         interval_s: float = 1.0,
         left_out: Iterable[str] = (),
         redact: bool = True,
+        history: FlightRecorder | None = None,
     ) -> None:
-        """`redact`: mask secrets in command lines (probes.model.redaction) before anything shows or records them."""
+        """Sample `probes` every `interval_s` once started.
+
+        Args:
+            redact: mask secrets in command lines (probes.model.redaction)
+                before anything shows, keeps or records them.
+            history: keeps the last minutes of frames, so that a recording
+                can start in the past (`start_recording`).
+        """
         super().__init__(interval_s)
+        self.history = history
+        # orders the history's and the recorder's appends against
+        # start_recording's hand-over of the kept frames
+        self._record_lock = threading.Lock()
+        # a recording still being given the kept frames, not yet live
+        self._pending: FrameSink | None = None
         self.probes = list(probes)
         self._redactor = FrameRedactor() if redact else None
         # probes the user chose not to run, so their panes say so
@@ -153,9 +175,12 @@ class Collector(LiveSource):
                         frame = sampler.sample()
                     if self._redactor is not None:
                         frame = self._redactor.frame(frame)
-                    recorder = self.recorder
-                    if recorder is not None:
-                        self._record(recorder, frame)
+                    with self._record_lock:
+                        if self.history is not None:
+                            self.history.append(frame)
+                        recorder = self.recorder
+                        if recorder is not None:
+                            self._record(recorder, frame)
                     on_frame(frame, derive_frame(prev, frame))
                     prev = frame
                 if schedule.wait(self._wake):
@@ -165,6 +190,72 @@ class Collector(LiveSource):
         finally:
             with self._lock:
                 sampler.stop()
+
+    @property
+    def recording(self) -> FrameSink | None:
+        with self._record_lock:
+            return self.recorder or self._pending
+
+    def start_recording(self, recorder: FrameSink, on_started: Callable[[int], None] | None = None) -> None:
+        """Record from the oldest kept frame on, then every new one; `on_started(frames kept)` once live.
+
+        The kept minutes are written on a thread of their own, so sampling
+        goes on meanwhile; frames that come while they are written are
+        kept too and follow them, so the file has every frame once, in order.
+        """
+        history = self.history
+        if history is None:
+            super().start_recording(recorder, on_started)
+            return
+        with self._record_lock:
+            self._pending = recorder
+        threading.Thread(
+            target=self._write_history, args=(history, recorder, on_started), name="orac-history", daemon=True
+        ).start()
+
+    def _write_history(
+        self, history: FlightRecorder, recorder: FrameSink, on_started: Callable[[int], None] | None
+    ) -> None:
+        from probes.store.flight import FlightDecoder
+
+        decoder = FlightDecoder(history)
+        written = 0
+        seq = 0
+        try:
+            while True:
+                with self._record_lock:
+                    if self._pending is not recorder:
+                        return  # stopped before it caught up
+                    kept = history.frames_after(seq)
+                    if not kept:
+                        # Caught up: new frames go straight to the file.
+                        self.recorder, self._pending = recorder, None
+                        break
+                for frame in decoder.decode(kept):
+                    recorder.append(frame)
+                    written += 1
+                seq = kept[-1].seq
+        except Exception as exc:
+            with self._record_lock:
+                if self._pending is recorder:
+                    self._pending = None
+            try:
+                recorder.close()
+            except Exception:
+                pass
+            if self.on_error is not None:
+                self.on_error(exc)
+            return
+        if on_started is not None:
+            on_started(written)
+
+    def stop_recording(self) -> FrameSink | None:
+        with self._record_lock:
+            recorder = self.recorder or self._pending
+            self.recorder = self._pending = None
+        if recorder is not None:
+            recorder.close()
+        return recorder
 
     def _record(self, recorder: FrameSink, frame: Frame) -> None:
         try:

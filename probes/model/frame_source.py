@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from probes.contract import Probe, Views
@@ -30,6 +31,9 @@ FrameCallback = Callable[[Frame, Views], None]
 
 class FrameSink(Protocol):
     """Where a live source also sends each frame (a Recorder)."""
+
+    path: Path
+    frames: int  # appended so far
 
     def append(self, frame: Frame) -> bool: ...
     def close(self) -> None: ...
@@ -70,8 +74,26 @@ class LiveSource(FrameSource):
 
     def __init__(self, interval_s: float) -> None:
         super().__init__(interval_s)
-        # set from the UI to record; appended to on the source's thread
+        # the recording frames are appended to, on the source's thread
         self.recorder: FrameSink | None = None
+
+    @property
+    def recording(self) -> FrameSink | None:
+        """The recording started and not yet stopped (it may still be taking the kept past)."""
+        return self.recorder
+
+    def start_recording(self, recorder: FrameSink, on_started: Callable[[int], None] | None = None) -> None:
+        """Append every frame to `recorder` from now on; `on_started(frames from the past)` once it is live."""
+        self.recorder = recorder
+        if on_started is not None:
+            on_started(0)
+
+    def stop_recording(self) -> FrameSink | None:
+        """Close the recording (None if there was none) and return it."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            recorder.close()
+        return recorder
 
     @abstractmethod
     def add_probes(self, probes: Sequence[Probe[Any]]) -> None: ...
