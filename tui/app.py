@@ -31,6 +31,7 @@ from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
 from .cgroups_pane import CgroupsPane, throttled_cgroups
 from .drilldown import DrillDown
+from .format import human_bytes, span
 from .gpu_pane import GpuPane
 from .header_bar import HeaderBar
 from .help_screen import HelpScreen
@@ -400,7 +401,23 @@ class OracApp(App[None]):
         self.screen_stack[0].query_one(NetworkPane).toggle_all()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.key_sections()))
+        self.push_screen(HelpScreen(self.key_sections(), self.run_status()))
+
+    def run_status(self) -> list[tuple[str, str]]:
+        """What help says of this run: the past kept for R to record from."""
+        live = self.live_source
+        if live is None:
+            return []
+        history = getattr(live, "history", None)
+        if history is None:
+            return [("kept past", "none (--history 0): R records from when it is pressed")]
+        first = history.first_wall_ns
+        span_s = (time.time_ns() - first) / 1e9 if first is not None else 0.0
+        return [(
+            "kept past",
+            f"{span(span_s)} of {span(history.history_s)} in {human_bytes(history.memory_bytes)}"
+            " (--history): R records from its start",
+        )]
 
     def key_sections(self) -> Iterable[tuple[str, Iterable[Binding]]]:
         palette = Binding("ctrl+p", "command_palette", "Command palette: themes, actions, keys")

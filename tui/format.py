@@ -81,6 +81,16 @@ def uptime(seconds: float) -> str:
     return clock
 
 
+def span(seconds: float) -> str:
+    """A stretch of wall time: 42 -> "42s", 252 -> "4m12s", 3600 -> "1h00m"."""
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def human_duration_ns(ns: float | None) -> str:
     """850 -> "850ns", 12_300 -> "12.3us", 4_100_000 -> "4.1ms", as latency is read."""
     if ns is None:

@@ -69,14 +69,23 @@ class HelpScreen(ModalScreen[None]):
     }
     """
 
-    def __init__(self, sections: Iterable[tuple[str, Iterable[Binding]]]) -> None:
+    def __init__(
+        self, sections: Iterable[tuple[str, Iterable[Binding]]], status: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """`status`: (what, how it stands) rows about this run, shown first (the kept past, say)."""
         super().__init__()
         self.sections = list(sections)
+        self.status = list(status)
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, expand=True, show_header=False)
         table.add_column("key", style="bold", width=14)
         table.add_column("what it does")
+        if self.status:
+            table.add_row("[b u]This run[/]", "")
+            for what, state in self.status:
+                table.add_row(what, state)
+            table.add_row("", "")
         for title, bindings in self.sections:
             table.add_row(f"[b u]{title}[/]", "")
             for b in bindings:
