@@ -17,6 +17,7 @@ from probes.sources import (
     filesystems,
     gpu,
     offcpu,
+    own_cost,
     process_io,
     processes,
     profile,
@@ -39,6 +40,7 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     offcpu.OFFCPU,
     profile.PROFILE,
     threads.THREADS,
+    own_cost.OWN_COST,
 )
 _BY_NAME = {spec.name: spec for spec in PROBES}
 
