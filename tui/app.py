@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
@@ -21,11 +22,13 @@ from probes.model.frame import Frame
 from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
 from probes.model.history import ProcessHistory
 from probes.sources.gpu import GPU
+from probes.sources.own_cost import OWN_COST
 from probes.sources.processes import PROCESSES, ProcessProbe
 from probes.sources.profile import DEFAULT_FREQUENCY_HZ
 from probes.sources.system import SYSTEM
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
+from .cadence import Cadence
 from .drilldown import DrillDown
 from .gpu_pane import GpuPane
 from .header_bar import HeaderBar
@@ -90,6 +93,8 @@ class OracApp(App[None]):
         self.replaying = isinstance(source, SeekableSource)
         # stopping the source, once quitting
         self._stopping: threading.Thread | None = None
+        # only a live screen can fall behind: a replay's frames come as fast as it is asked
+        self.cadence = Cadence.from_env(source.interval_s) if source.live else None
 
     @property
     def live_source(self) -> LiveSource | None:
@@ -146,6 +151,8 @@ class OracApp(App[None]):
     def on_unmount(self) -> None:
         self._finish_recording()
         self._stop_source()
+        if self.cadence is not None:
+            self.cadence.close()
 
     def _finish_recording(self) -> Text | None:
         """Close a recording in progress (quick: each frame is already its own transaction); what to say of it."""
@@ -188,6 +195,10 @@ class OracApp(App[None]):
             # _stop_source) and its last frames arrive as the panes go.
             return
         frame, views = message.frame, message.views
+        header = self.query_one(HeaderBar)
+        if self.cadence is not None:
+            self.cadence.arrived(time.monotonic_ns(), frame.mono_ns)
+            header.set_behind(self.cadence.behind())
         if self.frame is not None and not 0 < frame.mono_ns - self.frame.mono_ns <= 3e9 * self.source.interval_s:
             # A seek or step back in a replay: the sparklines' minute starts over.
             self.history = ProcessHistory()
@@ -200,7 +211,7 @@ class OracApp(App[None]):
         processes = views.get(PROCESSES)
         if processes is not None:
             self.history.add(processes.processes)
-        self.query_one(HeaderBar).update_views(views.get(SYSTEM), processes)
+        header.update_views(views.get(SYSTEM), processes, views.get(OWN_COST))
         table = self.query_one(ProcessTable)
         for column in self.probe_columns:
             column.update(table, frame, views)
@@ -344,6 +355,8 @@ class OracApp(App[None]):
 
     def action_pause(self) -> None:
         self.source.paused = not self.source.paused
+        if self.cadence is not None:
+            self.cadence.restart()
         self._update_flags()
         if self.replaying:
             self.query_one(ReplayBar).show(self.replay.position())
