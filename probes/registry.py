@@ -21,6 +21,7 @@ from probes.sources import (
     kmsg,
     network,
     offcpu,
+    own_cost,
     process_io,
     processes,
     profile,
@@ -49,6 +50,7 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     tcp.TCP,
     cgroups.CGROUPS,
     kmsg.KMSG,
+    own_cost.OWN_COST,
 )
 _BY_NAME = {spec.name: spec for spec in PROBES}
 

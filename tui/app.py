@@ -24,11 +24,13 @@ from probes.model.history import ProcessHistory
 from probes.model.verdict import verdict
 from probes.sources.cgroups import CGROUPS
 from probes.sources.gpu import GPU
+from probes.sources.own_cost import OWN_COST
 from probes.sources.processes import PROCESSES, ProcessProbe
 from probes.sources.profile import DEFAULT_FREQUENCY_HZ
 from probes.sources.system import SYSTEM
 from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
+from .cadence import Cadence
 from .cgroups_pane import CgroupsPane, throttled_cgroups
 from .drilldown import DrillDown
 from .format import human_bytes, span
@@ -102,6 +104,8 @@ class OracApp(App[None]):
         self.replaying = isinstance(source, SeekableSource)
         # stopping the source, once quitting
         self._stopping: threading.Thread | None = None
+        # only a live screen can fall behind: a replay's frames come as fast as it is asked
+        self.cadence = Cadence.from_env(source.interval_s) if source.live else None
 
     @property
     def live_source(self) -> LiveSource | None:
@@ -162,6 +166,8 @@ class OracApp(App[None]):
     def on_unmount(self) -> None:
         self._finish_recording()
         self._stop_source()
+        if self.cadence is not None:
+            self.cadence.close()
 
     def _finish_recording(self) -> Text | None:
         """Close a recording in progress (quick: each frame is already its own transaction); what to say of it."""
@@ -202,6 +208,10 @@ class OracApp(App[None]):
             # _stop_source) and its last frames arrive as the panes go.
             return
         frame, views = message.frame, message.views
+        header = self.query_one(HeaderBar)
+        if self.cadence is not None:
+            self.cadence.arrived(time.monotonic_ns(), frame.mono_ns)
+            header.set_behind(self.cadence.behind())
         if self.frame is not None and not 0 < frame.mono_ns - self.frame.mono_ns <= 3e9 * self.source.interval_s:
             # A seek or step back in a replay: the sparklines' minute starts over.
             self.history = ProcessHistory()
@@ -214,7 +224,7 @@ class OracApp(App[None]):
         processes = views.get(PROCESSES)
         if processes is not None:
             self.history.add(processes.processes)
-        self.query_one(HeaderBar).update_views(views.get(SYSTEM), processes)
+        header.update_views(views.get(SYSTEM), processes, views.get(OWN_COST))
         self.query_one(VerdictStrip).show(verdict(views), frame.wall_ns)
         table = self.query_one(ProcessTable)
         cgroups = views.get(CGROUPS)
@@ -387,6 +397,8 @@ class OracApp(App[None]):
 
     def action_pause(self) -> None:
         self.source.paused = not self.source.paused
+        if self.cadence is not None:
+            self.cadence.restart()
         self._update_flags()
         if self.replaying:
             self.query_one(ReplayBar).show(self.replay.position())

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from probes.host.malloc import return_freed_memory
 from probes.model.collector import DEFAULT_HISTORY_S, MAX_INTERVAL_S, MIN_INTERVAL_S
 from probes.sources.profile import (
     DEFAULT_FREQUENCY_HZ,
@@ -200,6 +201,8 @@ DOCTOR_EPILOG = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # Before the threads that allocate start (their arenas are made then).
+    return_freed_memory()
     try:
         if args and not args[0].startswith("-") and args[0] not in COMMANDS:
             raise UsageError(

@@ -84,6 +84,9 @@ class MessagePane(Pane):
         self.draw(view)
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
+        if self.unavailable == (reason, remedy):
+            # Told again each tick: updating the message lays the whole screen out.
+            return
         super().show_unavailable(reason, remedy)
         self.border_subtitle = ""
         self.query_one(".pane-message", Static).update(

@@ -49,10 +49,16 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
+BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_TASK_FD_QUERY = 20
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_MAP_DELETE_BATCH = 27
+BPF_ENABLE_STATS = 32
+
+# enum bpf_stats_type
+BPF_STATS_RUN_TIME = 0
 
 # enum bpf_map_type: the ones orac's programs use, and every per-CPU kind
 BPF_MAP_TYPE_HASH = 1
@@ -167,6 +173,77 @@ class _LinkInfo(ctypes.Structure):
     ]
 
 
+class _ProgInfo(ctypes.Structure):
+    """The head of struct bpf_prog_info, up to its run time counters.
+
+    The arrays it can point to (instructions, map ids, line info) stay
+    unasked: their pointers and counts are zero.
+    """
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+    ]
+
+
+class _GetIdAttr(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("next_id", ctypes.c_uint32),
+        ("open_flags", ctypes.c_uint32),
+    ]
+
+
+class _TaskFdQueryAttr(ctypes.Structure):
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("fd", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("buf_len", ctypes.c_uint32),
+        ("buf", ctypes.c_uint64),
+        ("prog_id", ctypes.c_uint32),
+        ("fd_type", ctypes.c_uint32),
+        ("probe_offset", ctypes.c_uint64),
+        ("probe_addr", ctypes.c_uint64),
+    ]
+
+
+class _EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
+
+
 @lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
@@ -249,6 +326,49 @@ def link_prog_id(fd: int) -> int:
     attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
     bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
     return int(info.prog_id)
+
+
+def attached_prog_id(fd: int) -> int:
+    """The id of the program that this process's descriptor `fd` attaches.
+
+    BPF_TASK_FD_QUERY answers for a raw tracepoint's link and for a
+    tracepoint's or kprobe's perf event alike; OSError for anything else
+    (a perf event sampling the CPU, which the kernel does not report).
+    """
+    attr = _TaskFdQueryAttr(pid=os.getpid(), fd=fd)
+    bpf(BPF_TASK_FD_QUERY, attr)
+    return int(attr.prog_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgRunTime:
+    """A program's run time counters (BPF_OBJ_GET_INFO_BY_FD), zero while the kernel's BPF stats are off."""
+
+    id: int
+    name: str
+    run_time_ns: int
+    run_cnt: int
+
+
+def prog_run_time(prog_id: int) -> ProgRunTime:
+    """Open the program by id just long enough to read its counters: a kept descriptor would keep it loaded."""
+    fd = bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(id=prog_id))
+    try:
+        info = _ProgInfo()
+        bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)))
+    finally:
+        os.close(fd)
+    return ProgRunTime(int(info.id), info.name.decode("utf-8", "replace"), int(info.run_time_ns), int(info.run_cnt))
+
+
+def enable_run_time_stats() -> int:
+    """Turn on the kernel's BPF run time stats for as long as the returned descriptor stays open.
+
+    BPF_ENABLE_STATS counts holders, so closing it (or orac's exit, however
+    it ends) gives `kernel.bpf_stats_enabled` back its old value, as bpftop
+    relies on.
+    """
+    return bpf(BPF_ENABLE_STATS, _EnableStatsAttr(type=BPF_STATS_RUN_TIME))
 
 
 def create_map(map_type: int, key_size: int, value_size: int, max_entries: int, name: str = "") -> int:

@@ -111,6 +111,10 @@ class EbpfProbe(ABC):
         if self._bpf is None:
             raise ProbeUnavailable(f"the {self.name} probe is not running", "start it first")
 
+    def attachment_fds(self) -> tuple[int, ...]:
+        """The descriptors that keep its programs attached (none while stopped), for orac's own cost."""
+        return tuple(a.fd for a in self._bpf.attachments) if self._bpf is not None else ()
+
     def next_generation(self) -> Callable[[bytes], bool]:
         """Move new events to the next generation and wait until none counts into the old ones.
 

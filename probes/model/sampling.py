@@ -11,10 +11,17 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from probes.contract import Probe, ProbeUnavailable, Unavailable
 from probes.model.frame import Frame
+
+
+@runtime_checkable
+class Watching(Protocol):
+    """A probe that reports on the others (orac's own cost: their eBPF programs' run time)."""
+
+    def watch(self, probes: Sequence[Probe[Any]]) -> None: ...
 
 
 class Sampler:
@@ -50,6 +57,9 @@ class Sampler:
             else:
                 started.append(probe)
                 self.unavailable.pop(probe.name, None)
+                if isinstance(probe, Watching):
+                    # The list itself: probes started later join it.
+                    probe.watch(self.running)
         self.running.extend(started)
         return started
 

@@ -336,37 +336,53 @@ class SyscallsView:
 
 
 class _Totals:
-    """Sums of SyscallCounts (one syscall of many processes, or many syscalls of one)."""
+    """Sums of SyscallCounts (one syscall of many processes, or many syscalls of one).
 
-    __slots__ = ("calls", "errnos", "errors", "hist", "latency_total_ns")
+    Histograms are kept as the entries' own tuples and summed once, in
+    `rate`, by C loops (zip, sum): adding them slot by slot in Python for
+    every entry, three times over, was most of a busy tick's derive.
+    """
+
+    __slots__ = ("calls", "errnos", "errors", "hists", "latency_total_ns")
 
     def __init__(self) -> None:
         self.calls = 0
         self.errors = 0
         self.latency_total_ns = 0
-        self.hist = [0] * HIST_SLOTS
-        self.errnos: dict[str, int] = defaultdict(int)
+        self.hists: list[tuple[int, ...]] = []
+        self.errnos: dict[str, int] | None = None
 
     def add(self, entry: SyscallCounts) -> None:
         self.calls += entry.calls
         self.errors += entry.errors
         self.latency_total_ns += entry.latency_total_ns
-        for slot, count in enumerate(entry.latency_hist):
-            self.hist[slot] += count
+        self.hists.append(entry.latency_hist)
+
+    def add_errors(self, errno_name: str, errors: int) -> None:
+        if self.errnos is None:
+            self.errnos = {}
+        self.errnos[errno_name] = self.errnos.get(errno_name, 0) + errors
 
     def rate(self, name: str, dt_s: float) -> SyscallRate:
-        timed = sum(self.hist)
+        hists = self.hists
+        if len(hists) == 1:
+            hist = hists[0]
+        elif hists:
+            hist = tuple(map(sum, zip(*hists, strict=True)))
+        else:
+            hist = (0,) * HIST_SLOTS
+        timed = sum(hist)
         # Ties go to the alphabetically first name, so the order is stable.
-        errnos = sorted(self.errnos.items(), key=lambda item: (-item[1], item[0]))
+        errnos = sorted(self.errnos.items(), key=lambda item: (-item[1], item[0])) if self.errnos else []
         return SyscallRate(
             name=name,
             calls_per_s=self.calls / dt_s,
             errors_per_s=self.errors / dt_s,
             top_errno=errnos[0][0] if errnos else None,
             mean_latency_ns=self.latency_total_ns / timed if timed else None,
-            p50_latency_bucket=log2_quantile_bucket(self.hist, 0.50),
-            p99_latency_bucket=log2_quantile_bucket(self.hist, 0.99),
-            latency_hist=tuple(self.hist),
+            p50_latency_bucket=log2_quantile_bucket(hist, 0.50) if timed else None,
+            p99_latency_bucket=log2_quantile_bucket(hist, 0.99) if timed else None,
+            latency_hist=hist,
             errnos=tuple((errno, count / dt_s) for errno, count in errnos),
         )
 
@@ -389,9 +405,9 @@ def derive_syscalls(prev: SyscallsSample, curr: SyscallsSample, dt_s: float) -> 
         per_process[entry.pid].add(entry)
         per_syscall[entry.name].add(entry)
     for err in curr.errnos:
-        per_pair[err.pid, err.syscall].errnos[err.errno_name] += err.errors
-        per_process[err.pid].errnos[err.errno_name] += err.errors
-        per_syscall[err.syscall].errnos[err.errno_name] += err.errors
+        per_pair[err.pid, err.syscall].add_errors(err.errno_name, err.errors)
+        per_process[err.pid].add_errors(err.errno_name, err.errors)
+        per_syscall[err.syscall].add_errors(err.errno_name, err.errors)
 
     pair_rates: dict[int, list[SyscallRate]] = defaultdict(list)
     for (pid, name), totals in per_pair.items():
