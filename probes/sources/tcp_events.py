@@ -13,9 +13,12 @@ made in the owner's own context. Retransmits and accepted connections are
 otherwise the kernel's, in softirq; they are shown with pid None ("-"),
 never guessed from the interrupted task.
 
-tcp_retransmit_skb fires once per retransmitted skb, which is what the
-kernel's RetransSegs counts (tcp_retransmit_skb adds the skb's segment count
-there, one but for a GSO skb retransmitted whole).
+tcp_retransmit_skb fires once per skb retransmitted (tcpretrans's count),
+the kernel's RetransSegs adds that skb's segments: the two agree where each
+retransmitted skb is one segment (SACK splits lost segments off), and
+RetransSegs is higher where a multi-segment GSO skb goes again whole (a
+lost GRO aggregate, a tail-loss probe). Retransmits the kernel failed to
+send (the tracepoint's err) are not counted, as RetransSegs does not.
 """
 
 from __future__ import annotations
