@@ -306,3 +306,22 @@ def test_a_refused_connect_is_a_failed_connect(probe: TcpEventsProbe) -> None:
     mine = [p for p in derive_tcp_events(before, after, 1.0).processes if p.pid == os.getpid()]
     assert mine and mine[0].connects == 1 and mine[0].connect_failed_per_s == 1.0
     assert re.match(r"python|pytest", mine[0].comm or "")
+
+
+def test_an_abort_is_a_close_from_established_on_both_ends(probe: TcpEventsProbe) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    before = probe.sample()
+    client = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    # SO_LINGER with no time: close() sends a reset instead of a FIN
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    with pytest.raises(ConnectionResetError):
+        accepted.recv(1)
+    accepted.close()
+    server.close()
+    after = probe.sample()
+    rows = {p.pid: p for p in derive_tcp_events(before, after, 1.0).processes if p.pid in (os.getpid(), None)}
+    # the aborting end, whose connect the probe saw, and the end the reset reached, whose owner it cannot know
+    assert rows[os.getpid()].closed_from_established_per_s == 1.0
+    assert rows[None].closed_from_established_per_s >= 1.0
