@@ -197,14 +197,31 @@ def retrans_segs(ns: Namespace) -> int:
     return parse_snmp_tables(ns.exec("cat", "/proc/net/snmp"))["Tcp"]["RetransSegs"]
 
 
+# Unique local addresses, on the test's own veth pair inside its namespaces only.
+V6_ADDRESSES = ("fd00:203::1", "fd00:203::2")
+
+
+def addresses_for(pair: NamespacePair, family: int) -> tuple[str, str]:
+    """The pair's (a, b) addresses of `family`, IPv6 turned on for the pair's veth ends first where asked."""
+    if family == 4:
+        return pair.a_addr, pair.b_addr
+    for ns, ifname, addr in ((pair.a, pair.a_if, V6_ADDRESSES[0]), (pair.b, pair.b_if, V6_ADDRESSES[1])):
+        ns.exec("sysctl", "-qw", f"net.ipv6.conf.{ifname}.disable_ipv6=0")
+        # nodad: usable at once, no duplicate detection to wait out
+        ns.exec("ip", "-6", "addr", "add", f"{addr}/64", "dev", ifname, "nodad")
+    return V6_ADDRESSES
+
+
+@pytest.mark.parametrize("family", [4, 6])
 def test_dropped_packets_show_the_connection_and_the_kernels_retransmit_count(
-    probe: TcpEventsProbe, pair: NamespacePair
+    probe: TcpEventsProbe, pair: NamespacePair, family: int
 ) -> None:
+    a_addr, b_addr = addresses_for(pair, family)
     table = f"orac_test_tcpevents_{os.getpid()}"
     # The tracepoint fires once per skb retransmitted, RetransSegs counts its
     # segments: skbs of one segment each make the two counts one.
     pair.a.exec("ip", "link", "set", "dev", pair.a_if, "gso_max_segs", "1")
-    listener = pair.b.peer("listen", pair.b_addr)
+    listener = pair.b.peer("listen", b_addr)
     sender: subprocess.Popen[str] | None = None
     try:
         port = wait_ready(listener)
@@ -219,7 +236,7 @@ def test_dropped_packets_show_the_connection_and_the_kernels_retransmit_count(
         ))
         kernel0 = retrans_segs(pair.a)
         before = probe.sample()
-        sender = pair.a.peer("send", pair.b_addr, str(port), str(TRANSFER_BYTES))
+        sender = pair.a.peer("send", b_addr, str(port), str(TRANSFER_BYTES))
         sent, err = sender.communicate(timeout=60)
         listener.communicate(timeout=5)
         after = probe.sample()
@@ -231,10 +248,10 @@ def test_dropped_packets_show_the_connection_and_the_kernels_retransmit_count(
     assert sender.returncode == 0, err
     view = derive_tcp_events(before, after, 1.0)
     # Other tests' namespaces may use the same addresses: the port is ours alone.
-    ours = [c for c in view.connections if (c.saddr, c.daddr, c.dport) == (pair.a_addr, pair.b_addr, port)]
+    ours = [c for c in view.connections if (c.saddr, c.daddr, c.dport) == (a_addr, b_addr, port)]
     assert ours, view.connections
     # connected while the probe ran, by the sender itself (ip netns exec execs it)
-    assert {c.pid for c in ours} == {sender.pid}
+    assert {c.pid for c in ours} == {sender.pid} and {c.family for c in ours} == {family}
     assert len({c.sport for c in ours}) == 1
     counted = sum(c.retransmits for c in ours)
     assert kernel > 0
