@@ -115,8 +115,12 @@ def _owner(pid: int | None, comm: str | None) -> str:
 
 
 def retransmit_line(connections: Sequence[ConnectionRetransmitRate]) -> str:
-    """The connections retransmitting most, as tcpretrans prints them, with their count over the interval per second."""
-    return "retrans/s " + "   ".join(
+    """The connections retransmitting most, as tcpretrans prints them, with their count over the interval per second.
+
+    Counted in skbs, as the tracepoint fires: sar's retrans/s above counts
+    segments, more where a multi-segment skb is sent again whole.
+    """
+    return "retrans skb/s " + "   ".join(
         f"{_endpoint(c.family, c.saddr, c.sport)} > {_endpoint(c.family, c.daddr, c.dport)}"
         f" {c.state} {_per_s(c.retransmits_per_s)} {_owner(c.pid, c.comm)}"
         for c in connections[:TOP_CONNECTIONS]
@@ -238,11 +242,11 @@ class NetworkPane(Pane):
         lines = []
         if events.connections:
             line = Text(retransmit_line(events.connections))
-            line.stylize(s["warning"], 0, len("retrans/s"))
+            line.stylize(s["warning"], 0, len("retrans skb/s"))
             lines.append(line)
         line = Text()
         if not events.connections:
-            line.append("retrans/s 0  ", s["label"])
+            line.append("retrans skb/s 0  ", s["label"])
         line.append("connects/s", s["label"])
         line.append(connects_line(events).removeprefix("connects/s"))
         lost = sum(events.lost.values())
