@@ -28,6 +28,7 @@ from probes.sources import (
     syscalls,
     system,
     tcp,
+    tcp_events,
     threads,
 )
 from probes.store.codec import register_type
@@ -48,6 +49,7 @@ PROBES: tuple[ProbeSpec[Any, Any], ...] = (
     threads.THREADS,
     network.NETWORK,
     tcp.TCP,
+    tcp_events.TCP_EVENTS,
     cgroups.CGROUPS,
     kmsg.KMSG,
     own_cost.OWN_COST,

@@ -202,7 +202,7 @@ def test_doctor_lists_every_probe() -> None:
 def test_doctor_prints_the_ebpf_programs_without_loading_them() -> None:
     result = orac("doctor", "--print-bpf")
     assert result.returncode == 0, result.stderr
-    sources = ("syscalls.bpf.c", "offcpu.bpf.c", "block_io.bpf.c")
+    sources = ("syscalls.bpf.c", "offcpu.bpf.c", "block_io.bpf.c", "tcp_events.bpf.c")
     for source in sources:
         assert re.search(rf"^// {source}, compiled with: ", result.stdout, re.M), result.stdout[:500]
     assert result.stdout.count('#line 1 "orac.bpf.h"') == len(sources)

@@ -5,6 +5,8 @@ Update the snapshots with `--snapshot-update` after an intended change.
 
 from __future__ import annotations
 
+import dataclasses
+
 from support.harness import make_app, press_after_drawn, until_drawn
 from support.synthetic_net import net_frames
 
@@ -81,3 +83,45 @@ def test_main_screen_with_network(snap_compare) -> None:
 
 def test_main_screen_with_network_at_80x24(snap_compare) -> None:
     assert snap_compare(make_app(net_frames()), terminal_size=(80, 24), run_before=press_after_drawn())
+
+
+async def test_ebpf_lines_name_the_retransmitting_connections_and_the_connecting_processes() -> None:
+    text = await screen_text((160, 48))
+    # the second an accepted connection: its owner is not known, so not named
+    assert ("retrans skb/s 10.1.0.5:51234 > 93.184.216.34:443 ESTAB 12 curl 2301"
+            "   [2001:db8::5]:8080 > [2001:db8::77]:40112 ESTAB 3.0 -") in text
+    connects = line_with(text, "connects/s")
+    assert "connects/s 20: curl 2301 20/s p50 16-33us p99 2.1-4.2ms failed 1.0/s" in connects
+    assert "accepted/s 140  closed from ESTAB/s 2.0" in connects
+    short = await screen_text((80, 24))
+    assert "retrans skb/s" not in short and "connects/s" not in short
+
+
+async def test_without_ebpf_the_pane_says_what_the_tcp_events_need() -> None:
+    frames = [
+        dataclasses.replace(f, samples={k: v for k, v in f.samples.items() if k != "tcpevents"},
+                            unavailable={**f.unavailable, "tcpevents": ("eBPF needs root, or CAP_BPF and CAP_PERFMON",
+                                                                        "run `sudo orac`")})
+        for f in net_frames()
+    ]
+    app = make_app(frames)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app, frames)
+        text = capture(app)[1]
+    assert ("retransmits by connection, connect latency: eBPF needs root, or CAP_BPF and CAP_PERFMON: run `sudo orac`"
+            in text)
+    assert "TCP active/s" in text
+
+
+async def test_no_retransmits_is_one_line_and_losses_are_said() -> None:
+    frames = []
+    for f in net_frames():
+        events = f.samples["tcpevents"]
+        quiet = dataclasses.replace(events, retransmits=(), lost={**events.lost, "connection_map_full": 2})
+        frames.append(dataclasses.replace(f, samples={**f.samples, "tcpevents": quiet}))
+    app = make_app(frames)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app, frames)
+        text = capture(app)[1]
+    line = line_with(text, "connects/s")
+    assert "retrans skb/s 0  connects/s 20: curl 2301" in line and line.rstrip(" │").endswith("lost 2 (maps full)")

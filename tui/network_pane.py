@@ -1,12 +1,15 @@
 """The network pane: a line per interface as `sar -n DEV,EDEV` reads it, then TCP as `sar -n TCP,ETCP` and `ss -s`.
 
-Rates are the net and tcp probes' views (probes.sources.network and tcp
-name each figure's source and formula). MiB here is sar's MB: 1048576
+With eBPF, the connections retransmitting most (tcpretrans) and the
+processes connecting most with their connect latency (tcpconnlat) follow.
+Rates are the net, tcp and tcpevents probes' views (probes.sources.network,
+tcp and tcp_events name each figure's source and formula). MiB here is sar's MB: 1048576
 bytes, so the numbers read as `sar -n DEV`'s rxkB/s / 1024.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rich.style import Style
@@ -16,8 +19,9 @@ from textual.binding import Binding
 from probes.contract import ProbeSpec
 from probes.sources.network import NETWORK, InterfaceView, NetworkView
 from probes.sources.tcp import TCP, TcpView
+from probes.sources.tcp_events import TCP_EVENTS, ConnectionRetransmitRate, ProcessConnectRate, TcpEventsView
 
-from .format import MISSING, human_rate, percent
+from .format import MISSING, human_rate, latency_bucket, percent
 from .pane import Pane
 
 WAITING = "waiting for the second sample..."
@@ -27,6 +31,9 @@ HEADER = (("RX MiB/s", 9), ("TX MiB/s", 9), ("RX pk/s", 8), ("TX pk/s", 8), ("ER
 # States in the order `ss -s` and a person read them; any other the kernel
 # reports follows.
 STATE_ORDER = ("ESTAB", "LISTEN", "TIME-WAIT", "CLOSE-WAIT", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2")
+# How many connections and processes the eBPF lines name: what 160 columns hold.
+TOP_CONNECTIONS = 3
+TOP_CONNECTORS = 3
 
 
 def mib(value: float | None) -> str:
@@ -92,6 +99,53 @@ def tcp_summary(tcp: TcpView) -> str:
     )
 
 
+def _per_s(n: float) -> str:
+    # these events are rare: one every two seconds is 0.5/s, not "0"
+    return f"{n:.1f}" if n < 9.95 else human_rate(n)
+
+
+def _endpoint(family: int, addr: str, port: int) -> str:
+    # [v6]:port, as ss writes IPv6 endpoints, so the port is not read as part of the address
+    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
+
+
+def _owner(pid: int | None, comm: str | None) -> str:
+    # only a connect() the probe saw names the owner; a guess would mislead
+    return MISSING if pid is None else f"{comm} {pid}"
+
+
+def retransmit_line(connections: Sequence[ConnectionRetransmitRate]) -> str:
+    """The connections retransmitting most, as tcpretrans prints them, with their count over the interval per second.
+
+    Counted in skbs, as the tracepoint fires: sar's retrans/s above counts
+    segments, more where a multi-segment skb is sent again whole.
+    """
+    return "retrans skb/s " + "   ".join(
+        f"{_endpoint(c.family, c.saddr, c.sport)} > {_endpoint(c.family, c.daddr, c.dport)}"
+        f" {c.state} {_per_s(c.retransmits_per_s)} {_owner(c.pid, c.comm)}"
+        for c in connections[:TOP_CONNECTIONS]
+    )
+
+
+def _connector(p: ProcessConnectRate) -> str:
+    failed = f" failed {_per_s(p.connect_failed_per_s)}/s" if p.connect_failed_per_s else ""
+    return (
+        f"{_owner(p.pid, p.comm)} {_per_s(p.connects_per_s)}/s"
+        f" p50 {latency_bucket(p.p50_latency_bucket)} p99 {latency_bucket(p.p99_latency_bucket)}{failed}"
+    )
+
+
+def connects_line(events: TcpEventsView) -> str:
+    """connects/s by process with tcpconnlat's latency; accepted and closes from ESTABLISHED of the whole box."""
+    connectors = [p for p in events.processes if p.connects_per_s][:TOP_CONNECTORS]
+    accepted = sum(p.accepted_per_s for p in events.processes)
+    closed = sum(p.closed_from_established_per_s for p in events.processes)
+    text = f"connects/s {_per_s(events.connects_per_s)}"
+    if connectors:
+        text += ": " + ", ".join(_connector(p) for p in connectors)
+    return text + f"  accepted/s {_per_s(accepted)}  closed from ESTAB/s {_per_s(closed)}"
+
+
 class NetworkPane(Pane):
     """Interfaces with traffic (all with `a`), TCP rates and socket states.
 
@@ -100,7 +154,7 @@ class NetworkPane(Pane):
     """
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = NETWORK
-    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (TCP,)
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (TCP, TCP_EVENTS)
     # The app's: the pane never has focus, the process table keeps it.
     KEYS: ClassVar[list[Binding]] = [
         Binding("a", "all_interfaces", "All interfaces", show=False,
@@ -174,7 +228,32 @@ class NetworkPane(Pane):
             lines.append(Text(tcp_sockets(tcp)))
         elif TCP.name in self.joined_unavailable:
             lines.append(Text(f"tcp: {self.joined_unavailable[TCP.name]}", s["muted"]))
+        lines.extend(self._events(s))
         return Text("\n").join(lines)
+
+    def _events(self, s: dict[str, Style]) -> list[Text]:
+        events = self.joined.get(TCP_EVENTS)
+        if events is None:
+            if TCP_EVENTS.name in self.joined_unavailable:
+                why = self.joined_unavailable[TCP_EVENTS.name]
+                return [Text(f"retransmits by connection, connect latency: {why}", s["muted"])]
+            return []
+        # Two lines at most: the screen's other panes need the rows.
+        lines = []
+        if events.connections:
+            line = Text(retransmit_line(events.connections))
+            line.stylize(s["warning"], 0, len("retrans skb/s"))
+            lines.append(line)
+        line = Text()
+        if not events.connections:
+            line.append("retrans skb/s 0  ", s["label"])
+        line.append("connects/s", s["label"])
+        line.append(connects_line(events).removeprefix("connects/s"))
+        lost = sum(events.lost.values())
+        if lost:
+            line.append(f"  lost {lost} (maps full)", s["warning"])
+        lines.append(line)
+        return lines
 
     @staticmethod
     def _header(s: dict[str, Style]) -> Text:

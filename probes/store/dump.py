@@ -22,6 +22,7 @@ from probes.sources.network import NETWORK
 from probes.sources.processes import PROCESSES
 from probes.sources.system import SYSTEM
 from probes.sources.tcp import TCP, TCP_STATES
+from probes.sources.tcp_events import TCP_EVENTS
 from probes.store.reader import Recording
 
 _plain_fields: dict[type, tuple[str, ...]] = {}
@@ -151,6 +152,28 @@ def _blockio_rows(views: Views) -> list[dict[str, Any]]:
     ]
 
 
+_TCPEVENTS_FIELDS = (
+    "kind", "family", "saddr", "sport", "daddr", "dport", "state", "pid", "comm", "retransmits", "retransmits_per_s",
+    "connects", "connects_per_s", "connect_failed_per_s", "closed_from_established_per_s", "accepted_per_s",
+    "mean_latency_ns", "p50_latency_bucket", "p99_latency_bucket",
+)
+
+
+def _tcpevents_rows(views: Views) -> list[dict[str, Any]]:
+    events = views.get(TCP_EVENTS)
+    if events is None:
+        return []
+    rows: list[dict[str, Any]] = [{"kind": "connection", **_plain(c)} for c in events.connections]
+    for p in events.processes:
+        record = {"kind": "process", **_plain(p)}
+        for name in ("p50_latency_bucket", "p99_latency_bucket"):
+            bucket = getattr(p, name)
+            # the bucket's low end, as blockio's table gives it
+            record[name] = bucket.low_ns if bucket is not None else None
+        rows.append(record)
+    return rows
+
+
 # --table name -> the CSV rows of one frame's views
 TABLES = {
     "processes": _process_rows,
@@ -158,6 +181,7 @@ TABLES = {
     "disks": _disk_rows,
     "filesystems": _filesystem_rows,
     "blockio": _blockio_rows,
+    "tcpevents": _tcpevents_rows,
     "interfaces": _interface_rows,
     "tcp": _tcp_rows,
     "cgroups": _cgroup_rows,
@@ -174,6 +198,8 @@ def _csv_header(table: str, records: list[dict[str, Any]]) -> list[str]:
         return ["time", "index", *_FILESYSTEM_FIELDS]
     if table == "blockio":
         return ["time", "index", *_BLOCKIO_FIELDS]
+    if table == "tcpevents":
+        return ["time", "index", *_TCPEVENTS_FIELDS]
     return list(records[0])
 
 

@@ -9,6 +9,7 @@ from probes.sources.cgroups import CgroupCpu, CgroupCpuSample
 from probes.sources.kmsg import KernelEvent, KmsgSample
 from probes.sources.network import InterfaceCounters, NetworkSample
 from probes.sources.tcp import SockStat, TcpCounters, TcpSample
+from probes.sources.tcp_events import HIST_SLOTS, ConnectionRetransmits, ProcessConnections, TcpEventsSample
 from support.synthetic import PROCESSES, S, frames
 
 MIB = 1024**2
@@ -76,9 +77,34 @@ def kmsg_sample(t: int) -> KmsgSample:
     return KmsgSample(tuple(events), events[-1].seq, 0, 0, (1000 + t) * S)
 
 
+def _hist(**slots: int) -> tuple[int, ...]:
+    out = [0] * HIST_SLOTS
+    for slot, n in slots.items():
+        out[int(slot.removeprefix("s"))] = n
+    return tuple(out)
+
+
+def tcp_events_sample(t: int) -> TcpEventsSample:
+    """A second's events: curl's connection retransmits 12 times, an accepted one 3; curl connects 20 times."""
+    return TcpEventsSample(
+        retransmits=(
+            ConnectionRetransmits(4, "10.1.0.5", 51234, "93.184.216.34", 443, "ESTAB", 2301, "curl", 12),
+            ConnectionRetransmits(6, "2001:db8::5", 8080, "2001:db8::77", 40112, "ESTAB", None, None, 3),
+        ),
+        processes=(
+            # 20 connects, 18 in [16, 32) us and 2 in [1, 2) ms; one refused
+            ProcessConnections(2301, "curl", 20, 19, 1, 0, 0, 18 * 20_000 + 2 * 1_500_000, _hist(s14=18, s20=1, s21=1)),
+            ProcessConnections(None, None, 0, 0, 0, 2, 140, 0, _hist()),
+        ),
+        lost={"owner_map_full": 0, "connection_map_full": 0, "process_map_full": 0},
+        mono_ns=(1000 + t) * S,
+    )
+
+
 def net_frames() -> list[Frame]:
     return [
         dataclasses.replace(f, samples={**f.samples, "net": net_sample(t), "tcp": tcp_sample(t),
+                                        "tcpevents": tcp_events_sample(t),
                                         "cgroups": cgroups_sample(t), "kmsg": kmsg_sample(t)})
         for t, f in enumerate(frames())
     ]

@@ -1,6 +1,6 @@
 """One end of a test TCP transfer, run inside or outside a network namespace.
 
-    tcp_peer.py listen ADDR          accept one connection, read to EOF,
+    tcp_peer.py listen ADDR          accept one connection (ADDR IPv4 or IPv6), read to EOF,
                                      print "ready PORT" first, the byte count last
     tcp_peer.py send ADDR PORT N [BYTES_PER_S]
                                      send exactly N bytes (paced when a rate
@@ -25,9 +25,7 @@ TCPI_TOTAL_RETRANS_OFFSET = 100
 
 
 def listen(addr: str) -> None:
-    server = socket.socket()
-    server.bind((addr, 0))
-    server.listen(1)
+    server = socket.create_server((addr, 0), family=socket.AF_INET6 if ":" in addr else socket.AF_INET, backlog=1)
     print(f"ready {server.getsockname()[1]}", flush=True)
     conn, _ = server.accept()
     total = 0
