@@ -185,13 +185,16 @@ def test_derive_of_an_idle_interval() -> None:
 
 
 def test_program_options_become_cflags() -> None:
-    program = syscalls_program(target_pid=1234, cpus=2)
+    program = syscalls_program(targeted=True, cpus=2)
     assert program.source_name == "syscalls.bpf.c"
-    assert "-DTARGET_TGID=1234" in program.cflags
+    # the target itself goes in a map, so the program is compiled before a drill-down
+    assert "-DTARGETED=1" in program.cflags
+    assert not any("1234" in flag for flag in SyscallProbe(target_pid=1234).program().cflags)
+    assert SyscallProbe(target_pid=1234).program() == SyscallProbe(target_pid=99).program()
     assert f"-DHIST_SLOTS={HIST_SLOTS}" in program.cflags
     assert "RAW_TRACEPOINT_PROBE(sys_enter)" in program.text
     assert "RAW_TRACEPOINT_PROBE(sys_exit)" in program.text
-    assert not any(flag.startswith("-DTARGET_TGID") for flag in syscalls_program(cpus=2).cflags)
+    assert not any(flag.startswith("-DTARGETED") for flag in syscalls_program(cpus=2).cflags)
 
 
 def test_stats_map_shrinks_with_many_cpus() -> None:

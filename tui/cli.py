@@ -248,6 +248,10 @@ def live(options: argparse.Namespace) -> int:
     left_out = [p.name for p in all_probes() if p.name not in chosen]
     redact = not options.no_redact
     collector = Collector(probes, options.interval, left_out=left_out, redact=redact)
+    from .drilldown import prepare_drill_down
+
+    # Compiled now, aside: opening a drill-down then only attaches them.
+    prepare_drill_down(chosen, options.profile_hz)
     app = OracApp(
         collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz, redact=redact
     )

@@ -19,6 +19,7 @@ a compare in programs that already run, not another program.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -72,6 +73,19 @@ def drill_probes(pid: int, shared: Iterable[str], profile_hz: int = DEFAULT_FREQ
     if "offcpu" not in shared:
         probes.append(OffCpuProbe(target_pid=pid))
     return probes
+
+
+def prepare_drill_down(shared: Iterable[str], profile_hz: int = DEFAULT_FREQUENCY_HZ) -> threading.Thread:
+    """Compile a drill-down's eBPF programs now, aside, so that opening one only attaches them.
+
+    Their target is a map word, so the programs do not depend on the
+    process: orac's own pid stands in for the one a drill-down will get.
+    """
+    from probes.ebpf.prepared import PROGRAMS
+    from probes.ebpf.probe import EbpfProbe
+
+    probes = [p for p in drill_probes(os.getpid(), shared, profile_hz) if isinstance(p, EbpfProbe)]
+    return PROGRAMS.prepare((p.program() for p in probes), tracefs=any(p.uses_tracefs for p in probes))
 
 
 class DrillDown(Vertical):

@@ -131,12 +131,14 @@ class ProfileSample:
     mono_ns: int | None = None
 
 
-def profile_program(target_pid: int, frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
-    """The probe's BPF program, its options and its perf event; pure apart from reading the source file."""
+def profile_program(frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
+    """The probe's BPF program, its options and its perf event; pure apart from reading the source file.
+
+    The process is not among them: it goes in the program's `target` map.
+    """
     return build_program(
         SOURCE,
         {
-            "TARGET_TGID": target_pid,
             "COUNT_ENTRIES": COUNT_ENTRIES,
             "STACK_ENTRIES": STACK_ENTRIES,
             "STACK_DEPTH": STACK_DEPTH,
@@ -220,7 +222,7 @@ class ProfileProbe(EbpfProbe):
         self._symbolizer = Symbolizer()
 
     def program(self) -> BpfProgram:
-        return profile_program(self.target_pid, self.frequency_hz)
+        return profile_program(self.frequency_hz)
 
     def check(self) -> None:
         limit = (read_text(MAX_SAMPLE_RATE_FILE) or "").strip()
