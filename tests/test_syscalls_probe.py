@@ -45,6 +45,7 @@ from probes.ebpf.syscall_names import (
     syscall_table,
 )
 from probes.model.histograms import LatencyBucket, log2_quantile_bucket
+from probes.ebpf.prepared import PROGRAMS
 from probes.sources.syscalls import (
     HIST_SLOTS,
     LOST_REASONS,
@@ -580,8 +581,8 @@ def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None
         ours = {kind: sorted(set(running[kind]) - set(before[kind])) for kind in running}
         assert len(ours["link"]) == 3  # the sys_enter, sys_exit and sched_process_fork attachments
         assert len(ours["prog"]) == 3  # their programs
-        # starts, stats, errnos, comms, thread_stats, generation, focus, lost, new_tasks, new_task_returns
-        assert len(ours["map"]) == 10
+        # starts, stats, errnos, comms, thread_stats, generation, focus, target, lost, new_tasks, new_task_returns
+        assert len(ours["map"]) == 11
         ours.pop("link")  # the kernel frees a link as its last descriptor closes
         assert all(in_kernel(kind, i) for kind, ids in ours.items() for i in ids)
         traced = run_traced(target, helper)
@@ -591,8 +592,11 @@ def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None
     assert traced.calls["getppid"] == n
     assert traced.errnos["close", "EBADF"] == m
     assert all(sample.target_pid == helper.pid for sample in traced.samples)
-    # Stopped: our descriptors are closed, and the kernel has freed the
-    # programs and maps (it may finish that just after the close returns).
+    # Stopped: detached, kept loaded for the next drill-down
+    # (probes/ebpf/prepared.py); once the kept copy is closed too, the kernel
+    # frees the programs and maps (it may finish that just after the close returns).
+    assert bpf_fds()["link"] == before["link"]
+    PROGRAMS.take(target.program()).close()
     assert bpf_fds() == before
     deadline = time.monotonic() + 5
     while any(in_kernel(kind, i) for kind, ids in ours.items() for i in ids):

@@ -12,7 +12,7 @@ closes, for the next one. A detached program costs no event anything.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf.bpf import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH
@@ -34,8 +34,10 @@ class ProgramPool:
         self._ready: dict[BpfProgram, LoadedProgram] = {}
         self._loading: dict[BpfProgram, threading.Event] = {}
 
-    def prepare(self, programs: Iterable[BpfProgram], tracefs: bool = True) -> threading.Thread:
-        """Compile and load `programs` one after another on a thread of their own; returns it.
+    def prepare(
+        self, programs: Iterable[BpfProgram], tracefs: bool = True, then: Callable[[], None] | None = None
+    ) -> threading.Thread:
+        """Compile and load `programs` one after another on a thread of their own, then run `then` there; returns it.
 
         One that fails (no root, no headers) is left out: `take` then
         compiles it and raises the reason where a probe can show it.
@@ -46,22 +48,24 @@ class ProgramPool:
                 if program not in self._ready and program not in self._loading:
                     self._loading[program] = threading.Event()
                     wanted.append(program)
-        thread = threading.Thread(target=self._load_all, args=(wanted, tracefs), name="orac-prepare", daemon=True)
+        thread = threading.Thread(target=self._load_all, args=(wanted, tracefs, then), name="orac-prepare", daemon=True)
         thread.start()
         return thread
 
-    def _load_all(self, programs: list[BpfProgram], tracefs: bool) -> None:
+    def _load_all(self, programs: list[BpfProgram], tracefs: bool, then: Callable[[], None] | None) -> None:
         try:
             check_ebpf(tracefs=tracefs)
         except ProbeUnavailable:
-            programs, failed = [], programs
-            self._done(failed, {})
+            self._done(programs, {})
+            return
         for program in programs:
             try:
                 loaded = {program: load_program(program, attach=False)}
             except ProbeUnavailable:
                 loaded = {}
             self._done([program], loaded)
+        if then is not None:
+            then()
 
     def _done(self, programs: list[BpfProgram], loaded: dict[BpfProgram, LoadedProgram]) -> None:
         with self._lock:
