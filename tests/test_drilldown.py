@@ -17,7 +17,7 @@ from probes.sources.processes import ProcessProbe
 from probes.sources.system import SystemProbe
 from tui.app import OracApp
 from tui.drill_syscalls_pane import DrillSyscallsPane
-from tui.drilldown import DrillDown
+from tui.drilldown import DrillDown, prepare_drill_down
 from tui.process_screen import ProcessScreen
 from tui.process_table import ProcessTable
 from tui.profile_pane import ProfilePane
@@ -69,8 +69,11 @@ async def test_drilldown_traces_only_its_process_and_detaches(ebpf, tmp_path, mo
         for proc in (target, other):
             proc.stdin.write("go\n")
             proc.stdin.flush()
+        probes = [SystemProbe(), ProcessProbe()]
+        # As `orac` does at start: compiled aside, so the drill-down only attaches them.
+        prepare_drill_down({p.name for p in probes}).join()
         before = bpf_links()
-        app = OracApp(Collector([SystemProbe(), ProcessProbe()], interval_s=0.5))
+        app = OracApp(Collector(probes, interval_s=0.5))
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: "procs" in app.views)
             app.post_message(ProcessTable.Selected(target.pid))
@@ -132,7 +135,9 @@ async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_th
     try:
         target.stdin.write("go\n")
         target.stdin.flush()
-        app = OracApp(Collector([SystemProbe(), ProcessProbe(), SyscallProbe()], interval_s=0.5))
+        probes = [SystemProbe(), ProcessProbe(), SyscallProbe()]
+        prepare_drill_down({p.name for p in probes}).join()
+        app = OracApp(Collector(probes, interval_s=0.5))
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: "syscalls" in app.views)
             app.post_message(ProcessTable.Selected(target.pid))

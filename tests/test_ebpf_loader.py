@@ -105,7 +105,7 @@ def test_check_finds_bcc_without_importing_it() -> None:
 
 def test_loader_message_parsing_closes_descriptors_it_cannot_use() -> None:
     r, w = os.pipe()
-    with pytest.raises(ebpf_loader.LoadFailed, match="2 descriptors for 0 attachments and 0 maps"):
+    with pytest.raises(ebpf_loader.LoadFailed, match="2 descriptors for 0 attachments, 0 maps and 0 programs"):
         ebpf_loader._parse(b'{"attachments": [], "maps": []}', [r, w], 0, "")
     for fd in (r, w):
         with pytest.raises(OSError):

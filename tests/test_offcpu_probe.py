@@ -105,9 +105,9 @@ def test_python_names_follow_the_programs_enums() -> None:
 
 
 def test_program_options_become_cflags() -> None:
-    program = offcpu_program(target_pid=1234, min_block_ns=5 * MS, cpus=2)
+    program = offcpu_program(targeted=True, min_block_ns=5 * MS, cpus=2)
     assert program.source_name == "offcpu.bpf.c"
-    assert "-DTARGET_TGID=1234" in program.cflags
+    assert "-DTARGETED=1" in program.cflags
     assert f"-DMIN_BLOCK_NS={5 * MS}" in program.cflags
     assert f"-DHIST_SLOTS={HIST_SLOTS}" in program.cflags
     for tracepoint in ("sched_switch", "sched_wakeup", "sched_wakeup_new"):
@@ -115,7 +115,7 @@ def test_program_options_become_cflags() -> None:
     # never a task_struct field: only the tracepoints' own fields and helpers
     assert "struct task_struct" not in program.text and "bpf_get_current_task" not in program.text
     default = offcpu_program(cpus=2)
-    assert not any(flag.startswith("-DTARGET_TGID") for flag in default.cflags)
+    assert not any(flag.startswith("-DTARGETED") for flag in default.cflags)
     assert f"-DMIN_BLOCK_NS={MS}" in default.cflags
     assert "#define MIN_BLOCK_NS 1000000" in default.listing()
 

@@ -31,6 +31,7 @@ from support.ebpf import compile_helper, start
 from probes.contract import ProbeUnavailable
 from probes.ebpf import loader as ebpf_loader
 from probes.ebpf.bpf import bpf
+from probes.ebpf.prepared import PROGRAMS
 from probes.sources.profile import (
     DEFAULT_FREQUENCY_HZ,
     LOST_REASONS,
@@ -75,9 +76,10 @@ def sample_of(stacks: list[ProfileStack], samples: int | None = None, exited: bo
 
 
 def test_program_samples_the_target_on_a_cpu_clock_on_every_cpu() -> None:
-    program = profile_program(4321, frequency_hz=49)
+    program = profile_program(frequency_hz=49)
     assert program.source_name == "profile.bpf.c"
-    assert "-DTARGET_TGID=4321" in program.cflags
+    # the process goes in the `target` map: one compile serves every drill-down
+    assert ProfileProbe(4321, 49).program() == ProfileProbe(1234, 49).program() == program
     assert "int profile_sample(struct bpf_perf_event_data *ctx)" in program.text
     (event,) = program.perf_events
     assert (event.fn_name, event.type, event.config) == (
@@ -87,7 +89,7 @@ def test_program_samples_the_target_on_a_cpu_clock_on_every_cpu() -> None:
     )
     assert (event.sample_freq, event.sample_period, event.cpu) == (49, 0, -1)
     assert "// profile_sample attached to perf event type 1 config 0, 49 Hz on every online CPU" in program.listing()
-    assert profile_program(1).perf_events[0].sample_freq == DEFAULT_FREQUENCY_HZ == 99
+    assert profile_program().perf_events[0].sample_freq == DEFAULT_FREQUENCY_HZ == 99
 
 
 def test_probe_refuses_what_cannot_be_profiled() -> None:
@@ -468,10 +470,11 @@ def test_stop_detaches_and_the_kernel_frees_the_program(target_binary: Path) -> 
             assert not any(os.get_inheritable(a.fd) for a in program.attachments)
             our_maps = {m.info.id for m in program.maps.values()}
             running = prog_ids()
-            # Ours: a new perf event program using our maps (other processes
-            # may load programs meanwhile, so ids, not counts, are compared).
+            # Ours: a perf event program using our maps (other processes may
+            # load programs meanwhile, so ids, not counts, are compared; an
+            # earlier test may have left it prepared, loaded before `before`).
             ours = set()
-            for prog_id in running - before:
+            for prog_id in running:
                 info = prog_type_and_maps(prog_id)
                 if info is not None and info[0] == BPF_PROG_TYPE_PERF_EVENT and info[1] and info[1] <= our_maps:
                     ours.add(prog_id)
@@ -480,8 +483,12 @@ def test_stop_detaches_and_the_kernel_frees_the_program(target_binary: Path) -> 
         finally:
             probe.stop()
         probe.stop()  # twice is harmless
-        # The kernel frees the program once the last perf event holding it is
-        # closed (at times just after the close returns).
+        # Detached, and kept loaded for the next drill-down; the kernel frees
+        # it once the kept copy is closed too (at times just after the close returns).
+        assert program.attachments == ()
+        kept = PROGRAMS.take(probe.program())
+        assert kept is program
+        kept.close()
         deadline = time.monotonic() + 5
         while ours & prog_ids():
             assert time.monotonic() < deadline, f"still loaded: {ours & prog_ids()}"

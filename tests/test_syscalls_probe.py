@@ -37,6 +37,7 @@ from probes.ebpf.bpf import (
 )
 from probes.ebpf.checks import check_ebpf, effective_capabilities, has_bpf_privileges
 from probes.ebpf.maps import MapDrain, parse_comms
+from probes.ebpf.prepared import PROGRAMS
 from probes.ebpf.programs import BpfProgram, first_error_line
 from probes.ebpf.syscall_names import (
     errno_name,
@@ -185,13 +186,16 @@ def test_derive_of_an_idle_interval() -> None:
 
 
 def test_program_options_become_cflags() -> None:
-    program = syscalls_program(target_pid=1234, cpus=2)
+    program = syscalls_program(targeted=True, cpus=2)
     assert program.source_name == "syscalls.bpf.c"
-    assert "-DTARGET_TGID=1234" in program.cflags
+    # the target itself goes in a map, so the program is compiled before a drill-down
+    assert "-DTARGETED=1" in program.cflags
+    assert not any("1234" in flag for flag in SyscallProbe(target_pid=1234).program().cflags)
+    assert SyscallProbe(target_pid=1234).program() == SyscallProbe(target_pid=99).program()
     assert f"-DHIST_SLOTS={HIST_SLOTS}" in program.cflags
     assert "RAW_TRACEPOINT_PROBE(sys_enter)" in program.text
     assert "RAW_TRACEPOINT_PROBE(sys_exit)" in program.text
-    assert not any(flag.startswith("-DTARGET_TGID") for flag in syscalls_program(cpus=2).cflags)
+    assert not any(flag.startswith("-DTARGETED") for flag in syscalls_program(cpus=2).cflags)
 
 
 def test_stats_map_shrinks_with_many_cpus() -> None:
@@ -577,8 +581,8 @@ def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None
         ours = {kind: sorted(set(running[kind]) - set(before[kind])) for kind in running}
         assert len(ours["link"]) == 3  # the sys_enter, sys_exit and sched_process_fork attachments
         assert len(ours["prog"]) == 3  # their programs
-        # starts, stats, errnos, comms, thread_stats, generation, focus, lost, new_tasks, new_task_returns
-        assert len(ours["map"]) == 10
+        # starts, stats, errnos, comms, thread_stats, generation, focus, target, lost, new_tasks, new_task_returns
+        assert len(ours["map"]) == 11
         ours.pop("link")  # the kernel frees a link as its last descriptor closes
         assert all(in_kernel(kind, i) for kind, ids in ours.items() for i in ids)
         traced = run_traced(target, helper)
@@ -588,8 +592,11 @@ def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None
     assert traced.calls["getppid"] == n
     assert traced.errnos["close", "EBADF"] == m
     assert all(sample.target_pid == helper.pid for sample in traced.samples)
-    # Stopped: our descriptors are closed, and the kernel has freed the
-    # programs and maps (it may finish that just after the close returns).
+    # Stopped: detached, kept loaded for the next drill-down
+    # (probes/ebpf/prepared.py); once the kept copy is closed too, the kernel
+    # frees the programs and maps (it may finish that just after the close returns).
+    assert bpf_fds()["link"] == before["link"]
+    PROGRAMS.take(target.program()).close()
     assert bpf_fds() == before
     deadline = time.monotonic() + 5
     while any(in_kernel(kind, i) for kind, ids in ours.items() for i in ids):

@@ -278,6 +278,10 @@ def live(options: argparse.Namespace) -> int:
 
         kept = FlightRecorder(options.history)
     collector = Collector(probes, options.interval, left_out=left_out, redact=redact, history=kept)
+    from .drilldown import prepare_drill_down
+
+    # Compiled now, aside: opening a drill-down then only attaches them.
+    prepare_drill_down(chosen, options.profile_hz)
     app = OracApp(
         collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz, redact=redact
     )

@@ -21,6 +21,7 @@ a compare in programs that already run, not another program.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -79,6 +80,22 @@ def drill_probes(pid: int, shared: Iterable[str], profile_hz: int = DEFAULT_FREQ
         # It has no per-process variant: requests are told apart by issuer anyway.
         probes.append(BlockIoProbe())
     return probes
+
+
+def prepare_drill_down(shared: Iterable[str], profile_hz: int = DEFAULT_FREQUENCY_HZ) -> threading.Thread:
+    """Compile a drill-down's eBPF programs and read the kernel's symbols now, aside, so that opening one only attaches them.
+
+    Their target is a map word, so the programs do not depend on the
+    process: orac's own pid stands in for the one a drill-down will get.
+    """
+    from probes.ebpf.prepared import PROGRAMS
+    from probes.ebpf.probe import EbpfProbe
+    from probes.sources.profile import prepare_kernel_symbols
+
+    probes = [p for p in drill_probes(os.getpid(), shared, profile_hz) if isinstance(p, EbpfProbe)]
+    return PROGRAMS.prepare(
+        (p.program() for p in probes), tracefs=any(p.uses_tracefs for p in probes), then=prepare_kernel_symbols
+    )
 
 
 class DrillDown(Vertical):

@@ -13,7 +13,10 @@ without eBPF takes about 42 MiB in all. So orac never imports bcc. A child,
 3. sends over a Unix socket (SCM_RIGHTS) the descriptors that keep the
    program in the kernel: each attachment (closing one detaches its
    program) and each map, by name, with its key size, value size, entry
-   count and type;
+   count and type; or, asked for the programs detached (a drill-down's,
+   compiled before they are needed: probes/ebpf/prepared.py), each
+   program and where it attaches, for orac to attach itself
+   (probes/ebpf/attach.py);
 4. exits. The kernel keeps the programs and maps while orac holds the
    descriptors, and frees them when orac closes the last one.
 
@@ -115,14 +118,31 @@ class MapSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgramFd:
+    """A loaded program the loader left detached, and where it attaches.
+
+    Attributes:
+        kind: "raw_tracepoint", "tracepoint" or PERF_EVENT_KIND.
+        target: the raw tracepoint's name, the tracepoint's "category:event",
+            or the function's name for the request's perf events.
+    """
+
+    kind: str
+    target: str
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
 class Loaded:
     """What the loader handed over; the caller owns every descriptor."""
 
     attachments: tuple[Attachment, ...]
     maps: tuple[MapSpec, ...]
+    # where the request asked for the programs detached (attach=False)
+    programs: tuple[ProgramFd, ...] = ()
 
     def fds(self) -> list[int]:
-        return [a.fd for a in self.attachments] + [m.fd for m in self.maps]
+        return [a.fd for a in self.attachments] + [m.fd for m in self.maps] + [p.fd for p in self.programs]
 
     def close(self) -> None:
         for fd in self.fds():
@@ -150,8 +170,13 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def load(text: str, cflags: list[str], timeout_s: float, perf_events: Sequence[PerfEvent] = ()) -> Loaded:
+def load(
+    text: str, cflags: list[str], timeout_s: float, perf_events: Sequence[PerfEvent] = (), attach: bool = True
+) -> Loaded:
     """Compile and load `text` in a child process, and attach `perf_events`; slow (clang runs).
+
+    `attach` False: hand the programs over detached instead (Loaded.programs),
+    for orac to attach when it needs them (probes/ebpf/attach.py).
 
     Raises:
         LoadFailed: the child failed (its output says why) or timed out.
@@ -170,7 +195,7 @@ def load(text: str, cflags: list[str], timeout_s: float, perf_events: Sequence[P
             )
         # Only the child holds its end now: its exit is the socket's end of file.
         request = json.dumps(
-            {"text": text, "cflags": cflags, "perf_events": [asdict(event) for event in perf_events]}
+            {"text": text, "cflags": cflags, "perf_events": [asdict(event) for event in perf_events], "attach": attach}
         ).encode()
         try:
             out, _ = proc.communicate(request, timeout=timeout_s)
@@ -235,9 +260,11 @@ def _parse(message: bytes, fds: list[int], flags: int, output: str) -> Loaded:
         described = json.loads(message)
         attachments = described["attachments"]
         maps = described["maps"]
-        if len(fds) != len(attachments) + len(maps):
+        programs = described.get("programs", [])
+        if len(fds) != len(attachments) + len(maps) + len(programs):
             raise LoadFailed(
-                f"the loader sent {len(fds)} descriptors for {len(attachments)} attachments and {len(maps)} maps",
+                f"the loader sent {len(fds)} descriptors for {len(attachments)} attachments, {len(maps)} maps "
+                f"and {len(programs)} programs",
                 output,
                 0,
             )
@@ -247,6 +274,7 @@ def _parse(message: bytes, fds: list[int], flags: int, output: str) -> Loaded:
             maps=tuple(
                 MapSpec(m["name"], m["type"], m["key_size"], m["value_size"], m["max_entries"], next(it)) for m in maps
             ),
+            programs=tuple(ProgramFd(p["kind"], p["target"], next(it)) for p in programs),
         )
     except LoadFailed:
         for fd in fds:
@@ -259,6 +287,30 @@ def _parse(message: bytes, fds: list[int], flags: int, output: str) -> Loaded:
 
 
 # ---- the child ----------------------------------------------------------------------
+
+
+def _detached_programs(bpf: object, perf_events: list[dict[str, object]]) -> tuple[list[dict[str, object]], list[int]]:
+    """The programs of a loaded bcc BPF object, to be attached by orac, and their descriptors.
+
+    bcc attached those it names by their prefix as it loaded them; this
+    process's copies of those attachments close as it exits.
+    """
+    from bcc import BPF
+
+    programs: list[dict[str, object]] = []
+    fds: list[int] = []
+    for name, fn in bpf.funcs.items():  # type: ignore[attr-defined]
+        if name.startswith(b"raw_tracepoint__"):
+            programs.append({"kind": "raw_tracepoint", "target": name[len(b"raw_tracepoint__") :].decode()})
+        elif name.startswith(b"tracepoint__"):
+            programs.append({"kind": "tracepoint", "target": name[len(b"tracepoint__") :].decode().replace("__", ":")})
+        else:
+            continue
+        fds.append(fn.fd)
+    for fn_name in dict.fromkeys(str(event["fn_name"]) for event in perf_events):
+        programs.append({"kind": PERF_EVENT_KIND, "target": fn_name})
+        fds.append(bpf.load_func(fn_name.encode(), BPF.PERF_EVENT).fd)  # type: ignore[attr-defined]
+    return programs, fds
 
 
 def _describe(bpf: object) -> tuple[list[dict[str, object]], list[dict[str, object]], list[int]]:
@@ -331,6 +383,11 @@ def main() -> None:
     # An exception here (clang's errors, the verifier's, an attach failure)
     # ends the child with a traceback after what bcc printed: status 1.
     bpf = BPF(text=request["text"].encode(), cflags=request["cflags"])
+    programs: list[dict[str, object]] = []
+    program_fds: list[int] = []
+    if not request.get("attach", True):
+        programs, program_fds = _detached_programs(bpf, request["perf_events"])
+        request["perf_events"] = []
     for event in request["perf_events"]:
         bpf.attach_perf_event(
             ev_type=event["type"],
@@ -341,9 +398,12 @@ def main() -> None:
             cpu=event["cpu"],
         )
     attachments, maps, fds = _describe(bpf)
+    if programs:
+        # Only the programs: the attachments bcc made close with this process.
+        attachments, fds = [], fds[len(fds) - len(maps) :] + program_fds
     # A message carries at most MAX_FDS descriptors, and a perf event per CPU
     # on a big machine is more: the rest follow in further messages.
-    socket.send_fds(sock, [json.dumps({"attachments": attachments, "maps": maps}).encode()], fds[:MAX_FDS])
+    socket.send_fds(sock, [json.dumps({"attachments": attachments, "maps": maps, "programs": programs}).encode()], fds[:MAX_FDS])
     for start in range(MAX_FDS, len(fds), MAX_FDS):
         socket.send_fds(sock, [MORE_FDS], fds[start : start + MAX_FDS])
     sys.stdout.flush()

@@ -23,6 +23,7 @@ from probes.ebpf.maps import (
     advance_generation,
     read_percpu_counters,
 )
+from probes.ebpf.prepared import PROGRAMS
 from probes.ebpf.programs import (
     BpfProgram,
     LoadedProgram,
@@ -52,6 +53,12 @@ class PerCpuCounters:
 class EbpfProbe(ABC):
     """The lifecycle of a probe whose program counts into generation-keyed maps.
 
+    A probe of the whole machine compiles and attaches its program as it
+    starts, for the session. One of a single process (a drill-down's) takes
+    its program from probes.ebpf.prepared, compiled beforehand with the
+    target in a map word (`target`, index 0; 0 traces nobody), so it starts
+    in milliseconds, and gives it back detached when it stops.
+
     Args:
         target_pid: trace only this process (None: the whole machine).
     """
@@ -69,6 +76,8 @@ class EbpfProbe(ABC):
         self.target_pid = target_pid
         self._bpf: LoadedProgram | None = None
         self._generation = 0
+        # what a targeted probe took from PROGRAMS, to give back
+        self._prepared: BpfProgram | None = None
 
     @abstractmethod
     def program(self) -> BpfProgram:
@@ -84,8 +93,21 @@ class EbpfProbe(ABC):
     def start(self) -> None:
         check_ebpf(tracefs=self.uses_tracefs)
         self.check()
-        # Compiled and loaded in a child process: orac holds only descriptors.
-        self._bpf = load_and_open(self.program(), self._open)
+        if self.target_pid is None:
+            # Compiled and loaded in a child process: orac holds only descriptors.
+            self._bpf = load_and_open(self.program(), self._open)
+            return
+        program = self.program()
+        bpf = PROGRAMS.take(program)
+        try:
+            self._open(bpf)
+            self.target_word(bpf)(self.target_pid)
+            bpf.attach()
+        except (KeyError, OSError) as exc:
+            bpf.close()
+            raise ProbeUnavailable(f"{program.source_name} loaded, but does not attach here: {exc}") from None
+        self._bpf = bpf
+        self._prepared = program
 
     def _open(self, bpf: LoadedProgram) -> None:
         self._generation = 0
@@ -93,15 +115,29 @@ class EbpfProbe(ABC):
         self._generation_word = self.generation_word(bpf)
         self.open_maps(bpf)
 
+    def target_word(self, bpf: LoadedProgram) -> Callable[[int], None]:
+        """How to tell a targeted program its process: index 0 of the `target` array."""
+        table = bpf["target"]
+        return lambda tgid: table.update(ARRAY_INDEX.pack(0), ARRAY_INDEX.pack(tgid))
+
     def generation_word(self, bpf: LoadedProgram) -> Callable[[int], None]:
         """How to tell the programs the current generation: index 0 of the `generation` array."""
         table = bpf["generation"]
         return lambda generation: table.update(ARRAY_INDEX.pack(0), GENERATION.pack(generation))
 
     def stop(self) -> None:
-        if self._bpf is not None:
+        if self._bpf is None:
+            return
+        prepared, self._prepared = self._prepared, None
+        try:
+            if prepared is not None:
+                self.target_word(self._bpf)(0)
+                PROGRAMS.give_back(prepared, self._bpf)
+            else:
+                unload_program(self._bpf)
+        except OSError:
             unload_program(self._bpf)
-            self._bpf = None
+        self._bpf = None
 
     @property
     def running(self) -> bool:

@@ -16,12 +16,13 @@ import importlib.resources
 import importlib.util
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf import loader as ebpf_loader
+from probes.ebpf.attach import attach_perf_event, attach_raw_tracepoint, attach_tracepoint
 from probes.ebpf.bpf import ENOTSUPP, BpfMap, map_info, parse_cpu_ranges, possible_cpus  # noqa: F401 - their home was here
 from probes.ebpf.checks import (
     BCC_INSTALL,
@@ -30,6 +31,7 @@ from probes.ebpf.checks import (
     kernel_headers_dir,
 )
 from probes.ebpf.syscall_names import syscall_table
+from probes.host.procfs import read_text
 
 # bcc names its in-memory compilation unit this way in clang's messages.
 BCC_MAIN_FILE = "/virtual/main.c"
@@ -141,30 +143,100 @@ class LoadedProgram:
     maps once nothing else holds them.
     """
 
-    def __init__(self, source_name: str, attachments: tuple[ebpf_loader.Attachment, ...], maps: dict[str, BpfMap]):
+    def __init__(
+        self,
+        source_name: str,
+        attachments: tuple[ebpf_loader.Attachment, ...],
+        maps: dict[str, BpfMap],
+        programs: tuple[ebpf_loader.ProgramFd, ...] = (),
+        perf_events: tuple[ebpf_loader.PerfEvent, ...] = (),
+    ):
         self.source_name = source_name
         self.attachments = attachments
         self.maps = maps
+        # Programs loaded detached (kept ready for a drill-down), and the
+        # perf events their sampling function attaches to.
+        self.programs = programs
+        self.perf_events = perf_events
 
     def __getitem__(self, name: str) -> BpfMap:
         return self.maps[name]
 
+    def attach(self) -> None:
+        """Attach the programs it holds detached, from this process (milliseconds, no compile).
+
+        Raises:
+            OSError: one would not attach; those attached so far are detached again.
+        """
+        made: list[ebpf_loader.Attachment] = []
+        try:
+            for program in self.programs:
+                if program.kind == "raw_tracepoint":
+                    fd = attach_raw_tracepoint(program.fd, program.target)
+                    made.append(ebpf_loader.Attachment(program.kind, program.target, fd))
+                elif program.kind == "tracepoint":
+                    category, _, name = program.target.partition(":")
+                    fd = attach_tracepoint(program.fd, category, name)
+                    made.append(ebpf_loader.Attachment(program.kind, program.target, fd))
+                else:
+                    for event in self.perf_events:
+                        if event.fn_name != program.target:
+                            continue
+                        for cpu in online_cpus() if event.cpu < 0 else [event.cpu]:
+                            fd = attach_perf_event(
+                                program.fd, event.type, event.config, event.sample_freq, event.sample_period, cpu
+                            )
+                            made.append(
+                                ebpf_loader.Attachment(program.kind, f"{event.type}:{event.config}/cpu{cpu}", fd)
+                            )
+        except OSError:
+            _close_attachments(made)
+            raise
+        self.attachments = (*self.attachments, *made)
+
+    def detach(self) -> None:
+        """Close its attachments: its programs stop running, and stay loaded with their maps."""
+        _close_attachments(self.attachments)
+        self.attachments = ()
+
     def close(self) -> None:
         # The attachments first, so no program runs into a map being closed
         # (it would not matter: a running program holds its maps).
-        for attachment in self.attachments:
+        self.detach()
+        for program in self.programs:
             try:
-                os.close(attachment.fd)
+                os.close(program.fd)
             except OSError:
                 pass
-        self.attachments = ()
+        self.programs = ()
         for bpf_map in self.maps.values():
             bpf_map.close()
         self.maps = {}
 
 
-def load_program(program: BpfProgram) -> LoadedProgram:
+def _close_attachments(attachments: Iterable[ebpf_loader.Attachment]) -> None:
+    for attachment in attachments:
+        try:
+            os.close(attachment.fd)
+        except OSError:
+            pass
+
+
+def online_cpus() -> list[int]:
+    """The CPUs online now, where a per-CPU perf event is opened."""
+    text = read_text("/sys/devices/system/cpu/online") or f"0-{(os.cpu_count() or 1) - 1}"
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def load_program(program: BpfProgram, attach: bool = True) -> LoadedProgram:
     """Compile, load and attach a program in a child process; slow (clang runs): collector thread only.
+
+    `attach` False: loaded only, for LoadedProgram.attach later.
 
     Raises:
         ProbeUnavailable: with clang's or the verifier's first error line.
@@ -173,7 +245,7 @@ def load_program(program: BpfProgram) -> LoadedProgram:
     # -w: a warning printed before an error would hide the error's line.
     flags = [*program.cflags, "-w"]
     try:
-        loaded = ebpf_loader.load(program.text, flags, LOAD_TIMEOUT_S, program.perf_events)
+        loaded = ebpf_loader.load(program.text, flags, LOAD_TIMEOUT_S, program.perf_events, attach)
     except ebpf_loader.LoadFailed as exc:
         if exc.returncode is None:
             raise ProbeUnavailable(f"compiling {source_name} took over {LOAD_TIMEOUT_S} s", _compile_remedy()) from None
@@ -200,7 +272,7 @@ def load_program(program: BpfProgram) -> LoadedProgram:
     except OSError as exc:
         loaded.close()
         raise ProbeUnavailable(f"{source_name} does not load here: {exc}", _compile_remedy()) from None
-    return LoadedProgram(source_name, loaded.attachments, maps)
+    return LoadedProgram(source_name, loaded.attachments, maps, loaded.programs, program.perf_events)
 
 
 def _last_line(text: str) -> str:

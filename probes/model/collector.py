@@ -284,6 +284,10 @@ class Collector(LiveSource):
                     _focus(p, self._focus)
                 self._sampler.unavailable.pop(probe.name, None)
                 self._sampler.unavailable.update(starting.unavailable)
+            if started:
+                # Its first sample now, so that its first view (two samples)
+                # comes a short first interval later, not two intervals.
+                self._wake.set()
 
 
 def _focus(probe: Probe[Any], pid: int | None) -> None:

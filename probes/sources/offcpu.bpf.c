@@ -70,7 +70,10 @@
  * other block pays an inlined array lookup and a compare for it.
  *
  * Options (cflags, set by probes/offcpu.py):
- *   -DTARGET_TGID=N        trace one process only
+ *   -DTARGETED             trace one process only: the tgid in
+ *                          control[CONTROL_TARGET] (0: nobody), a map word so
+ *                          that the program is compiled before a drill-down
+ *                          needs it (probes/ebpf/prepared.py)
  *   -DMIN_BLOCK_NS=N       shortest block aggregated with its stack (default 1 ms)
  *   -DSLOT_BITS=N          2^N thread slots, 4-way set-associative
  *   -DBLOCK_ENTRIES=N      (process, state, stacks) entries held per tick
@@ -161,7 +164,8 @@ enum lost_reason {
 #define CONTROL_GEN 0
 #define CONTROL_STACKS 1   /* epoch << 1 | ACCEPT_PREVIOUS */
 #define CONTROL_FOCUS 2    /* the tgid whose threads are counted one by one; 0: none */
-#define CONTROL_WORDS 3
+#define CONTROL_TARGET 3   /* with TARGETED: the one process traced; 0: none */
+#define CONTROL_WORDS 4
 #define ACCEPT_PREVIOUS 1
 
 struct thread {
@@ -396,8 +400,9 @@ TRACEPOINT_PROBE(sched, sched_switch)
         long prev_state = args->prev_state;
         u64 pid_tgid = bpf_get_current_pid_tgid();
         u32 tgid = pid_tgid >> 32;
-#ifdef TARGET_TGID
-        if (tgid != TARGET_TGID)
+#ifdef TARGETED
+        u64 target = control_word(CONTROL_TARGET);
+        if (!target || tgid != target)
             goto switch_in;
 #endif
         struct thread *t = slot_for(prev);
@@ -444,13 +449,22 @@ switch_in:
         return 0;
     struct thread *t = record_of(next);
     if (!t) {
-#ifndef TARGET_TGID
+#ifndef TARGETED
         /* With a target, every other process's thread comes here. */
         count_lost(LOST_UNMATCHED);
 #endif
         return 0;
     }
     u32 tgid = t->tgid;
+#ifdef TARGETED
+    /* A record left by the process an earlier drill-down traced (the program
+     * is kept for the next one): not this target's. */
+    if (tgid != control_word(CONTROL_TARGET)) {
+        t->off_ns = 0;
+        t->runnable_ns = 0;
+        return 0;
+    }
+#endif
     u32 gen = control_word(CONTROL_GEN);
     int new_process = 0;
     if (t->runnable_ns) {
@@ -546,7 +560,7 @@ TRACEPOINT_PROBE(sched, sched_wakeup)
  * its latency counts system-wide only. */
 TRACEPOINT_PROBE(sched, sched_wakeup_new)
 {
-#ifndef TARGET_TGID
+#ifndef TARGETED
     u32 tid = args->pid;
     struct thread *t = slot_for(tid);
     if (!t)

@@ -120,7 +120,7 @@ _TGID_KEY = struct.Struct("=II")  # tgid, gen
 _THREAD_KEY = struct.Struct("=IIB3xI")  # tgid, tid, state, pad, gen
 _RQ_HIST = struct.Struct(f"={HIST_SLOTS}IQ")  # slots, total_ns
 _WORD = struct.Struct("=Q")
-_CONTROL_GEN, _CONTROL_STACKS, _CONTROL_FOCUS = 0, 1, 2
+_CONTROL_GEN, _CONTROL_STACKS, _CONTROL_FOCUS, _CONTROL_TARGET = 0, 1, 2, 3
 _ACCEPT_PREVIOUS = 1
 _STACK_ID = struct.Struct("=q")  # a stack map's key: the stack's id, a hash of its frames
 _FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
@@ -234,12 +234,15 @@ def default_entries(cpus: int, value_bytes: int, entries_range: tuple[int, int])
 
 
 def offcpu_program(
-    target_pid: int | None = None,
+    targeted: bool = False,
     min_block_ns: int = DEFAULT_MIN_BLOCK_NS,
     cpus: int | None = None,
     stack_sample_mask: int = STACK_SAMPLE_MASK,
 ) -> BpfProgram:
-    """The probe's BPF program and options; pure apart from reading the source file."""
+    """The probe's BPF program and options; pure apart from reading the source file.
+
+    `targeted`: of one process, whose tgid goes in the program's control array.
+    """
     if min_block_ns < 0:
         raise ValueError(f"min_block_ns must be >= 0, not {min_block_ns}")
     if stack_sample_mask & (stack_sample_mask + 1):
@@ -248,7 +251,7 @@ def offcpu_program(
     return build_program(
         SOURCE,
         {
-            "TARGET_TGID": target_pid,
+            "TARGETED": 1 if targeted else None,
             "MIN_BLOCK_NS": min_block_ns,
             "SLOT_BITS": SLOT_BITS,
             "BLOCK_ENTRIES": default_entries(cpus, _BLOCK_VALUE.size, BLOCK_ENTRIES_RANGE),
@@ -357,7 +360,7 @@ class OffCpuProbe(FocusingEbpfProbe):
         self.stacks_per_process = stacks_per_process
 
     def program(self) -> BpfProgram:
-        return offcpu_program(self.target_pid, self.min_block_ns)
+        return offcpu_program(self.target_pid is not None, self.min_block_ns)
 
     def generation_word(self, bpf: LoadedProgram) -> Callable[[int], None]:
         # One control array holds the generation, the stack epoch and the focus.
@@ -384,6 +387,10 @@ class OffCpuProbe(FocusingEbpfProbe):
         self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
         self._symbolizer = Symbolizer()
         self._focus.open(bpf["thread_blocks"], lambda pid: self._write_control(_CONTROL_FOCUS, pid))
+
+    def target_word(self, bpf: LoadedProgram) -> Callable[[int], None]:
+        control = bpf["control"]
+        return lambda tgid: control.update(ARRAY_INDEX.pack(_CONTROL_TARGET), _WORD.pack(tgid))
 
     def _write_control(self, index: int, value: int) -> None:
         self._control.update(ARRAY_INDEX.pack(index), _WORD.pack(value))

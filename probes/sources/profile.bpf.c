@@ -8,8 +8,11 @@
  * opens on every online CPU (PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, at
  * the profile's frequency, as bcc's profile tool does). Each CPU's timer
  * fires whatever runs there, so the program first keeps only the target
- * process (TARGET_TGID, all its threads): a sample of anything else costs
- * one helper call and a compare. The ctx is the interrupted registers, so
+ * process (`target`, all its threads): a sample of anything else costs
+ * one helper call, an array lookup and a compare. The target is a map word,
+ * not a compile-time option, so the program is compiled once when orac
+ * starts and a drill-down only attaches it (probes/ebpf/prepared.py);
+ * 0 targets nobody (the idle task's tgid is 0 too). The ctx is the interrupted registers, so
  * the kernel stack starts where the thread was (empty when it was in user
  * space: bpf_get_stackid says -EFAULT, which is no loss).
  *
@@ -30,7 +33,6 @@
  * bpf_get_stackid), never task_struct fields (see shared/DESIGN.md).
  *
  * Options (cflags, set by probes/profile.py):
- *   -DTARGET_TGID=N      the process to profile (required)
  *   -DCOUNT_ENTRIES=N    (thread, user stack, kernel stack) keys held per tick
  *   -DSTACK_ENTRIES=N    stacks per parity map (a power of two: the kernel
  *                        rounds its buckets up to one anyway)
@@ -39,9 +41,6 @@
 
 #include <uapi/linux/bpf_perf_event.h>
 
-#ifndef TARGET_TGID
-#error "TARGET_TGID must be defined: the profile is always of one process"
-#endif
 #ifndef COUNT_ENTRIES
 #define COUNT_ENTRIES 16384
 #endif
@@ -92,6 +91,8 @@ BPF_HASH(counts, struct count_key, struct count, COUNT_ENTRIES);
 BPF_TABLE("stacktrace", int, struct frames, stacks0, STACK_ENTRIES);
 BPF_TABLE("stacktrace", int, struct frames, stacks1, STACK_ENTRIES);
 BPF_ARRAY(generation, u32, 1);
+/* The process to profile (its tgid); 0: none. */
+BPF_ARRAY(target, u32, 1);
 
 #include "orac.bpf.h"
 
@@ -113,10 +114,11 @@ static __always_inline s32 checked_stack(s32 id, u32 collision_reason)
 int profile_sample(struct bpf_perf_event_data *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    if ((pid_tgid >> 32) != TARGET_TGID)
+    u32 zero_index = 0;
+    u32 *tgid = target.lookup(&zero_index);
+    if (!tgid || !*tgid || (pid_tgid >> 32) != *tgid)
         return 0;
 
-    u32 zero_index = 0;
     u32 *gen = generation.lookup(&zero_index);
     if (!gen)
         return 0;

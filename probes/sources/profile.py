@@ -41,6 +41,7 @@ from probes.ebpf.probe import EbpfProbe
 from probes.ebpf.programs import BpfProgram, LoadedProgram, build_program
 from probes.host.procfs import PROC, read_bytes, read_text
 from probes.symbols.elf import UNKNOWN
+from probes.symbols.kallsyms import KernelSymbols
 from probes.symbols.symbolizer import Symbolizer, folded
 
 SOURCE = "profile.bpf.c"
@@ -131,12 +132,14 @@ class ProfileSample:
     mono_ns: int | None = None
 
 
-def profile_program(target_pid: int, frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
-    """The probe's BPF program, its options and its perf event; pure apart from reading the source file."""
+def profile_program(frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
+    """The probe's BPF program, its options and its perf event; pure apart from reading the source file.
+
+    The process is not among them: it goes in the program's `target` map.
+    """
     return build_program(
         SOURCE,
         {
-            "TARGET_TGID": target_pid,
             "COUNT_ENTRIES": COUNT_ENTRIES,
             "STACK_ENTRIES": STACK_ENTRIES,
             "STACK_DEPTH": STACK_DEPTH,
@@ -194,6 +197,20 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+# Kernel symbols for the drill-downs' profiles: parsing kallsyms takes a
+# child process and up to seconds on a loaded box, so it is done once, aside,
+# as orac starts (prepare_kernel_symbols), not at a drill-down's first sample.
+_kernel_symbols: KernelSymbols | None = None
+
+
+def prepare_kernel_symbols() -> None:
+    """Parse kallsyms now, for every later ProfileProbe (off the collector and UI threads)."""
+    global _kernel_symbols
+    kernel = KernelSymbols()
+    if kernel.available:
+        _kernel_symbols = kernel
+
+
 class ProfileProbe(EbpfProbe):
     """Samples one process's on-CPU stacks with eBPF.
 
@@ -217,10 +234,11 @@ class ProfileProbe(EbpfProbe):
         self.frequency_hz = frequency_hz
         self._exited = False
         self._start_ticks: int | None = None
-        self._symbolizer = Symbolizer()
+        # Published whole by prepare_kernel_symbols: never one still loading.
+        self._symbolizer = Symbolizer(kernel=_kernel_symbols)
 
     def program(self) -> BpfProgram:
-        return profile_program(self.target_pid, self.frequency_hz)
+        return profile_program(self.frequency_hz)
 
     def check(self) -> None:
         limit = (read_text(MAX_SAMPLE_RATE_FILE) or "").strip()

@@ -32,7 +32,9 @@
  * too. Every other syscall pays one array lookup and a compare for it.
  *
  * Options (cflags, set by probes/syscalls.py):
- *   -DTARGET_TGID=N        trace one process only
+ *   -DTARGETED             trace one process only: the tgid in `target` (0:
+ *                          nobody), a map word so that the program is compiled
+ *                          before a drill-down needs it (probes/ebpf/prepared.py)
  *   -DSTATS_ENTRIES=N      (process, syscall) pairs held per tick
  *   -DERRNO_ENTRIES=N      (process, syscall, errno) triples held per tick
  *   -DTHREAD_ENTRIES=N     threads of the focus process held per tick
@@ -146,6 +148,9 @@ BPF_HASH(comms, struct comm_key, struct comm, STATS_ENTRIES);
 BPF_PERCPU_HASH(thread_stats, struct thread_key, struct thread_stats, THREAD_ENTRIES);
 BPF_ARRAY(generation, u32, 1);
 BPF_ARRAY(focus, u32, 1);
+#ifdef TARGETED
+BPF_ARRAY(target, u32, 1);
+#endif
 /* Tasks made since their parent's fork, until their first return: an LRU map,
  * so that kernel threads (which never return to user space) age out. One
  * evicted before its return is counted as lost, which it then is. */
@@ -155,6 +160,14 @@ BPF_PERCPU_ARRAY(new_task_returns, u64, 1);
 
 #include "orac.bpf.h"
 
+#ifdef TARGETED
+static __always_inline int untargeted(u32 tgid)
+{
+    u32 zero_index = 0;
+    u32 *t = target.lookup(&zero_index);
+    return !t || !*t || *t != tgid;
+}
+#endif
 
 /* First slot of the thread's set: Fibonacci hashing spreads the consecutive
  * ids of a thread pool, so its threads do not share a cache line. */
@@ -166,8 +179,8 @@ static __always_inline u32 set_of(u32 tid)
 /* (parent, child), in the parent: note the child until its first return. */
 RAW_TRACEPOINT_PROBE(sched_process_fork)
 {
-#ifdef TARGET_TGID
-    if ((bpf_get_current_pid_tgid() >> 32) != TARGET_TGID)
+#ifdef TARGETED
+    if (untargeted(bpf_get_current_pid_tgid() >> 32))
         return 0;
 #endif
     u64 child = ctx->args[1];
@@ -179,8 +192,8 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-#ifdef TARGET_TGID
-    if ((pid_tgid >> 32) != TARGET_TGID)
+#ifdef TARGETED
+    if (untargeted(pid_tgid >> 32))
         return 0;
 #endif
     u32 tid = pid_tgid;
@@ -210,8 +223,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
-#ifdef TARGET_TGID
-    if (tgid != TARGET_TGID)
+#ifdef TARGETED
+    if (untargeted(tgid))
         return 0;
 #endif
     u32 tid = pid_tgid;

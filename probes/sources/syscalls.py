@@ -138,13 +138,16 @@ def default_stats_entries(cpus: int) -> int:
     return max(low, min(high, STATS_MAP_BUDGET_BYTES // (cpus * _STATS_VALUE_BYTES)))
 
 
-def syscalls_program(target_pid: int | None = None, cpus: int | None = None) -> BpfProgram:
-    """The probe's BPF program and options; pure apart from reading the source file."""
+def syscalls_program(targeted: bool = False, cpus: int | None = None) -> BpfProgram:
+    """The probe's BPF program and options; pure apart from reading the source file.
+
+    `targeted`: of one process, whose tgid goes in the program's `target` map.
+    """
     stats_entries = default_stats_entries(cpus if cpus is not None else possible_cpus())
     return build_program(
         SOURCE,
         {
-            "TARGET_TGID": target_pid,
+            "TARGETED": 1 if targeted else None,
             "STATS_ENTRIES": stats_entries,
             "ERRNO_ENTRIES": ERRNO_ENTRIES,
             "THREAD_ENTRIES": THREAD_ENTRIES,
@@ -239,7 +242,7 @@ class SyscallProbe(FocusingEbpfProbe):
     kernel_lost_reasons: ClassVar[tuple[str, ...]] = LOST_REASONS
 
     def program(self) -> BpfProgram:
-        return syscalls_program(self.target_pid)
+        return syscalls_program(targeted=self.target_pid is not None)
 
     def open_maps(self, bpf: LoadedProgram) -> None:
         self._stats = MapDrain(bpf["stats"])
