@@ -138,7 +138,7 @@ async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_th
             app.post_message(ProcessTable.Selected(target.pid))
             await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
             drill = app.screen.query_one(DrillDown)
-            assert drill.added == ["threads", "profile", "python", "offcpu"]
+            assert drill.added == ["threads", "profile", "python", "offcpu", "blockio"]
             pane = app.screen.query_one(DrillSyscallsPane)
             await wait_for(pilot, lambda: pane.view is not None and pane.view.processes)
             assert [p.pid for p in pane.view.processes] == [target.pid]
