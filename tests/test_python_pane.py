@@ -106,3 +106,22 @@ async def test_the_live_drilldown_names_python_functions_and_says_when_a_process
         for proc in (target, sleeper):
             proc.kill()
             proc.wait()
+
+
+async def test_the_native_profile_points_to_the_python_tab_and_the_perf_map() -> None:
+    from probes.contract import Views
+    from probes.sources.profile import ProfileSample, derive_profile
+    from tui.profile_pane import ProfilePane
+
+    class ProfileApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ProfilePane(7)
+
+    profile = ProfileSample((), {}, 10, {}, 99, 7, False)
+    app = ProfileApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        pane = app.query_one(ProfilePane)
+        pane.joined = Views({"python": view(note="start it with PYTHONPERFSUPPORT=1 or -X perf")})
+        pane.show_view(derive_profile(profile, profile, 1.0))
+        await pilot.pause()
+        assert "Python functions: tab 6; start it with PYTHONPERFSUPPORT=1" in str(pane.border_subtitle)

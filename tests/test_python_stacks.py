@@ -152,3 +152,15 @@ def test_a_process_that_exits_while_sampled_ends_cleanly(target: subprocess.Pope
         assert after.exited and after.stacks == ()
     finally:
         probe.stop()
+
+
+def test_a_sample_is_recorded_and_read_back() -> None:
+    import probes.registry  # noqa: F401  (the probes' types, as a recording knows them)
+    from probes.store.codec import Decoder, Encoder, Schema, TypeTable
+
+    stacks, names = parse_raw("thread (1): m;main (a.py:1);f (a.py:5) 70\n")
+    sample = PythonStacksSample(1, "3.11", tuple(stacks), names, 70, 1, 2 * 10**9, 99, True, "", PERF_MAP_HINT)
+    table = TypeTable()
+    payload = Encoder(table).encode_frame({"python": sample}, {}, None)
+    samples, _ = Decoder(Schema(*table.unsaved())).decode_frame(payload, None)
+    assert samples["python"] == sample
