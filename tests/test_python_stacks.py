@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support import WORKLOADS, cannot_run
@@ -27,6 +28,11 @@ from probes.sources.python_stacks import (
 )
 
 SYSTEM_PYTHON = shutil.which("python3") or sys.executable
+# 3.12 and 3.13 have other frame layouts than Debian 12's 3.11; pyenv's builds where this machine has them.
+PYENV = Path.home() / ".pyenv" / "versions"
+PYTHONS = [SYSTEM_PYTHON] + [
+    str(exe) for exe in sorted(PYENV.glob("3.1[2-9]*/bin/python3")) if exe.is_file()
+]
 
 
 def test_parse_raw_reads_threads_frames_and_counts() -> None:
@@ -60,11 +66,9 @@ def test_derive_gives_self_and_total_shares() -> None:
     assert view.stacks[0].percent == 70.0
 
 
-@pytest.fixture
-def target() -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [SYSTEM_PYTHON, str(WORKLOADS / "python_70_30.py")], stdout=subprocess.PIPE, text=True
-    )
+@pytest.fixture(params=PYTHONS)
+def target(request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([request.param, str(WORKLOADS / "python_70_30.py")], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     yield proc
     proc.kill()
@@ -120,6 +124,9 @@ def test_a_70_30_program_shows_both_functions_beside_py_spy(target: subprocess.P
     assert abs(share(totals, "hot_f") - 70) <= 10, figures
     assert abs(share(totals, "hot_g") - 30) <= 10, figures
     assert view.python_version and not view.problem, figures
+    # started without -X perf: a 3.12+ process is told how to get Python frames in the native profile
+    newer = tuple(int(part) for part in view.python_version.split(".")) >= (3, 12)
+    assert view.note == (PERF_MAP_HINT if newer else ""), view.python_version
     # threading's name of the main thread
     assert view.thread_names.get(target.pid) == "crunch-main", view.thread_names
     print(figures)
@@ -164,3 +171,44 @@ def test_a_sample_is_recorded_and_read_back() -> None:
     payload = Encoder(table).encode_frame({"python": sample}, {}, None)
     samples, _ = Decoder(Schema(*table.unsaved())).decode_frame(payload, None)
     assert samples["python"] == sample
+
+
+def test_another_users_process_gives_one_line() -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the probe as another user")
+    target = subprocess.Popen([SYSTEM_PYTHON, "-c", "import time; time.sleep(60)"])
+    try:
+        probe = (
+            "from probes.sources.python_stacks import PythonStacksProbe\n"
+            "from probes.contract import ProbeUnavailable\n"
+            f"try:\n    PythonStacksProbe({target.pid}).start()\n"
+            "except ProbeUnavailable as e:\n    print(e)\n"
+        )
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe],
+            capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+        )
+        assert done.stdout.strip() == (
+            f"cannot tell whether process {target.pid} is Python: its executable is not readable by this user: "
+            "run orac as root or as the process's user"
+        ), done.stderr
+    finally:
+        target.kill()
+        target.wait()
+
+
+@pytest.mark.skipif(len(PYTHONS) < 2, reason="no Python 3.12+ here")
+def test_a_312_process_with_the_perf_trampoline_on_gets_no_hint() -> None:
+    proc = subprocess.Popen([PYTHONS[1], "-X", "perf", "-c", "import time\nfor _ in range(300): time.sleep(0.1)"])
+    try:
+        perf_map = Path(f"/tmp/perf-{proc.pid}.map")
+        deadline = time.monotonic() + 20
+        while not perf_map.exists():
+            assert time.monotonic() < deadline, "python -X perf wrote no perf map"
+            time.sleep(0.1)
+        version = python_version(proc.pid)
+        assert version is not None and perf_map_note(proc.pid, version) == ""
+    finally:
+        proc.kill()
+        proc.wait()
+        Path(f"/tmp/perf-{proc.pid}.map").unlink(missing_ok=True)

@@ -88,9 +88,15 @@ class PythonStacksSample:
 
 
 def python_version(pid: int) -> str | None:
-    """"3.11" for a CPython process, from its executable or a mapped libpython; None if neither names one."""
+    """"3.11" for a CPython process, from its executable or a mapped libpython; None if neither names one.
+
+    Raises PermissionError where this user may not read the process's
+    executable link (another user's process): then nothing can be told.
+    """
     try:
         exe = os.path.basename(os.readlink(f"{PROC}/{pid}/exe"))
+    except PermissionError:
+        raise
     except OSError:
         exe = ""
     match = _EXE_VERSION.search(exe)
@@ -174,7 +180,13 @@ class PythonStacksProbe:
         self._start_ticks = process_start_ticks(self.target_pid)
         if self._start_ticks is None:
             raise ProbeUnavailable(f"process {self.target_pid} is not running")
-        version = python_version(self.target_pid)
+        try:
+            version = python_version(self.target_pid)
+        except PermissionError:
+            raise ProbeUnavailable(
+                f"cannot tell whether process {self.target_pid} is Python: its executable is not readable by this user",
+                "run orac as root or as the process's user",
+            ) from None
         if version is None:
             raise ProbeUnavailable(
                 f"process {self.target_pid} is not Python: neither its executable nor a mapped library "
