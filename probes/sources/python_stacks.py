@@ -20,10 +20,11 @@ that machine's noise; a quiet machine is needed to resolve the issue's 2 %.
 py-spy writes its folded stacks ("raw" format) only when a recording ends,
 so a thread here runs it in chunks of CHUNK_S seconds back to back and
 `sample()` takes the chunks that ended since the previous tick: Python
-stacks lag the native profile by up to a chunk. Starting py-spy (reading
-the interpreter's symbols) took 0 to 0.3 s of a 2 s chunk in which nothing
-is sampled; the shares are of the time sampled, which is all they claim,
-and `sampled_ns` says how much time that was.
+stacks lag the native profile by up to a chunk. Starting py-spy (it reads
+the interpreter's symbols) is time in which nothing is sampled: a 2 s chunk
+took 1.99 to 2.10 s of wall time, a 1 s one 1.34 s on the loaded VM. The
+shares are of the time sampled, which is all they claim, and `sampled_ns`
+says how much time the chunks took.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from probes.host.procfs import PROC, read_text
 from probes.sources.profile import FunctionShare, HotStack, process_start_ticks
 
 DEFAULT_RATE_HZ = 99
-# Long enough that py-spy's start (up to 0.3 s measured) leaves most of the time
+# Long enough that py-spy's start (0.1 to 0.3 s measured) leaves most of the time
 # sampled, short enough that the view follows the process within a tick or two.
 CHUNK_S = 2
 PERF_MAP_HINT = "start it with PYTHONPERFSUPPORT=1 or -X perf for Python frames in the native profile"
@@ -231,6 +232,9 @@ class PythonStacksProbe:
                 ],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             )
+            if self._stopping.is_set():
+                # stop() came between the loop's check and this start: it did not see this child.
+                child.terminate()
             said = child.communicate()[0].decode("utf-8", "replace")
         except OSError as e:
             return _Chunk([], {}, 0, 0, 0, f"py-spy could not run: {e}")
