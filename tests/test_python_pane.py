@@ -125,3 +125,27 @@ async def test_the_native_profile_points_to_the_python_tab_and_the_perf_map() ->
         pane.show_view(derive_profile(profile, profile, 1.0))
         await pilot.pause()
         assert "Python functions: tab 6; start it with PYTHONPERFSUPPORT=1" in str(pane.border_subtitle)
+
+
+async def test_the_threads_tab_gives_threading_names_beside_the_kernels() -> None:
+    from support.synthetic_threads import PID, drill_frames
+
+    from probes.contract import Views
+    from probes.model.views import derive_frame
+    from tui.threads_pane import ThreadsPane
+
+    class ThreadsApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ThreadsPane(PID)
+
+    views = derive_frame(*drill_frames())
+    python = view(raw="thread (2010): trainer;main (t.py:1) 5\nthread (2002): MainThread;main (t.py:1) 1\n", pid=PID)
+    app = ThreadsApp()
+    async with app.run_test(size=(160, 20)) as pilot:
+        pane = app.query_one(ThreadsPane)
+        pane.joined = Views({"offcpu": views["offcpu"], "syscalls": views["syscalls"], "python": python})
+        pane.show_view(views["threads"])
+        await pilot.pause()
+        names = {row.tid: row.name for row, _ in pane.query_one("#threads", LineTable).rows}
+        assert names[2010] == "pt_main_thread (trainer)" and names[2002] == "python3 (MainThread)", names
+        assert names[2011] == "pt_data_0", names
