@@ -143,7 +143,7 @@ async def test_with_system_wide_syscalls_running_the_drilldown_does_not_trace_th
             app.post_message(ProcessTable.Selected(target.pid))
             await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
             drill = app.screen.query_one(DrillDown)
-            assert drill.added == ["threads", "profile", "offcpu"]
+            assert drill.added == ["threads", "profile", "python", "offcpu", "blockio"]
             pane = app.screen.query_one(DrillSyscallsPane)
             await wait_for(pilot, lambda: pane.view is not None and pane.view.processes)
             assert [p.pid for p in pane.view.processes] == [target.pid]
@@ -165,7 +165,7 @@ def test_the_profile_rate_reaches_the_drilldowns_profile() -> None:
     from tui.drilldown import drill_probes
 
     probes = {p.name: p for p in drill_probes(4242, {"syscalls", "offcpu", "blockio"}, profile_hz=499)}
-    assert set(probes) == {"threads", "profile"}
+    assert set(probes) == {"threads", "profile", "python"}
     assert probes["profile"].frequency_hz == 499
     assert probes["threads"].pid == 4242
 

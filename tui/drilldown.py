@@ -42,6 +42,7 @@ from probes.sources.profile import (
     FoldedStacks,
     folded_lines,
 )
+from probes.sources.python_stacks import PYTHON_STACKS
 from probes.store.private_files import PrivateDirectory
 
 from .drill_block_io_pane import DrillBlockIoPane
@@ -49,6 +50,7 @@ from .drill_syscalls_pane import DrillSyscallsPane
 from .line_table import LineTable
 from .offcpu_pane import OffCpuPane
 from .profile_pane import ProfilePane
+from .python_pane import PythonPane
 from .threads_pane import ThreadsPane
 
 
@@ -68,10 +70,12 @@ def drill_probes(pid: int, shared: Iterable[str], profile_hz: int = DEFAULT_FREQ
     from probes.sources.block_io import BlockIoProbe
     from probes.sources.offcpu import OffCpuProbe
     from probes.sources.profile import ProfileProbe
+    from probes.sources.python_stacks import PythonStacksProbe
     from probes.sources.syscalls import SyscallProbe
     from probes.sources.threads import ThreadsProbe
 
-    probes: list[Probe[Any]] = [ThreadsProbe(pid), ProfileProbe(pid, profile_hz)]
+    # The Python probe says itself when the process is not Python.
+    probes: list[Probe[Any]] = [ThreadsProbe(pid), ProfileProbe(pid, profile_hz), PythonStacksProbe(pid)]
     if "syscalls" not in shared:
         probes.append(SyscallProbe(target_pid=pid))
     if "offcpu" not in shared:
@@ -99,7 +103,7 @@ def prepare_drill_down(shared: Iterable[str], profile_hz: int = DEFAULT_FREQUENC
 
 
 class DrillDown(Vertical):
-    """Tabs of what one process does: profile, off-CPU, syscalls, threads, block I/O."""
+    """Tabs of what one process does: profile, off-CPU, syscalls, threads, block I/O, Python."""
 
     DEFAULT_CSS = """
     DrillDown { height: 1fr; }
@@ -125,6 +129,8 @@ class DrillDown(Vertical):
         self.folded = FoldedStacks()
         # off-CPU time per stack (root first), in microseconds
         self.offcpu_us: dict[tuple[str, ...], int] = defaultdict(int)
+        # py-spy's samples per Python stack (root first)
+        self.python_samples: dict[tuple[str, ...], int] = defaultdict(int)
 
     def compose(self) -> ComposeResult:
         with TabbedContent():
@@ -138,6 +144,8 @@ class DrillDown(Vertical):
                 yield ThreadsPane(self.pid)
             with TabPane("5 Block I/O", id="blockio"):
                 yield DrillBlockIoPane(self.pid)
+            with TabPane("6 Python", id="python"):
+                yield PythonPane(self.pid)
 
     class Tracing(Message):
         """A drill-down opened: run `probes` too, and count `pid` thread by thread."""
@@ -186,6 +194,10 @@ class DrillDown(Vertical):
         profile = frame.samples.get(PROFILE.name)
         if profile is not None and profile.target_pid == self.pid:
             self.folded.add(profile)
+        python = frame.samples.get(PYTHON_STACKS.name)
+        if python is not None and python.target_pid == self.pid:
+            for pystack in python.stacks:
+                self.python_samples[pystack.frames] += pystack.samples
         offcpu = frame.samples.get(OFFCPU.name)
         if offcpu is None:
             return
@@ -196,7 +208,10 @@ class DrillDown(Vertical):
             self.offcpu_us[(f"[{stack.state}]", *frames)] += stack.off_cpu_ns // 1000
 
     def write_folded(self, directory: Path) -> list[Path]:
-        """Write the profile (samples) and off-CPU stacks (microseconds) so far as folded stacks.
+        """Write the profile and Python stacks (samples) and off-CPU stacks (microseconds) so far as folded stacks.
+
+        The Python stacks are a file of their own: py-spy samples at other
+        moments than the eBPF profile, so its samples do not add to those.
 
         Files are created as probes.private_files creates them (mode 0600,
         never through a planted link), since orac often runs as root.
@@ -204,7 +219,11 @@ class DrillDown(Vertical):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         written = []
         with PrivateDirectory(directory) as private:
-            for kind, lines in (("profile", self.folded.lines()), ("offcpu", folded_lines(self.offcpu_us))):
+            for kind, lines in (
+                ("profile", self.folded.lines()),
+                ("python", folded_lines(self.python_samples)),
+                ("offcpu", folded_lines(self.offcpu_us)),
+            ):
                 if not lines:
                     continue
                 stem, (fd,) = private.create_set(f"orac-{kind}-{self.pid}-{stamp}", (".folded",))

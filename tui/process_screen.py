@@ -183,7 +183,7 @@ class ProcessScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the main screen; the traces detach"),
         Binding(
             "f", "write_folded", "Folded stacks",
-            tooltip="Write the profile and off-CPU stacks so far as folded stacks (flamegraph.pl, speedscope)",
+            tooltip="Write the profile, Python and off-CPU stacks so far as folded stacks (flamegraph.pl, speedscope)",
         ),
         Binding("1", "tab('profile')", "Profile", show=False, tooltip="The on-CPU profile tab"),
         Binding("2", "tab('offcpu')", "Off-CPU", show=False, tooltip="The off-CPU tab"),
@@ -191,6 +191,8 @@ class ProcessScreen(Screen[None]):
         Binding("4", "tab('threads')", "Threads", show=False, tooltip="The threads tab"),
         Binding("5", "tab('blockio')", "Block I/O", show=False,
                 tooltip="The block I/O tab: its requests, bytes and latency, and its time in D state"),
+        Binding("6", "tab('python')", "Python", show=False,
+                tooltip="The Python tab: a Python process's functions and stacks, sampled by py-spy"),
     ]
 
     DEFAULT_CSS = """

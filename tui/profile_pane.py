@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from probes.contract import ProbeSpec
 from probes.sources.profile import PROFILE, FunctionShare, HotStack, ProfileView
+from probes.sources.python_stacks import PYTHON_STACKS
 
 from .line_table import Column, LineTable
 from .pane import MessagePane
@@ -34,9 +35,12 @@ STACK_COLUMNS: list[Column[HotStack]] = [
 
 
 class ProfilePane(MessagePane):
-    """Fed by the drill-down's "profile" probe."""
+    """Fed by the drill-down's "profile" probe; the "python" probe's joined for a line about Python frames."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = PROFILE
+    # A Python process's own frames are not in these stacks (only the interpreter's, unless a
+    # 3.12+ perf map names them): say where they are, and how to get them here.
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (PYTHON_STACKS,)
 
     DEFAULT_CSS = """
     ProfilePane { height: 1fr; }
@@ -63,6 +67,9 @@ class ProfilePane(MessagePane):
         title = f"on CPU {view.on_cpu_percent:.1f}% of a CPU, {view.samples} samples at {view.frequency_hz} Hz"
         if view.exited:
             title += "  [$error]exited: last data[/]"
+        python = self.joined.get(PYTHON_STACKS)
+        if python is not None and python.target_pid == self.pid:
+            title += f"; Python functions: tab 6{'; ' + python.note if python.note else ''}"
         self.border_subtitle = title
         lost = sum(view.lost.values())
         self.border_title = "On-CPU profile" + (f"  lost {lost}" if lost else "")

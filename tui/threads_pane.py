@@ -1,6 +1,7 @@
 """The drill-down's threads: each thread's CPU, run-queue wait, off-CPU time and syscalls.
 
-The rows come from the "threads" probe (/proc); the off-CPU and syscall
+The rows come from the "threads" probe (/proc), a Python thread's name
+(threading's) beside the kernel's where the "python" probe read one; the off-CPU and syscall
 columns from the eBPF probes, which count the drill-down's process thread by
 thread while it is open. Where those cannot run, or what is shown was
 recorded without them, their cells say "-" (not measured) and the pane's
@@ -9,6 +10,7 @@ subtitle says why.
 
 from __future__ import annotations
 
+import dataclasses
 from operator import attrgetter
 from typing import Any, ClassVar, Mapping
 
@@ -20,6 +22,7 @@ from probes.contract import ProbeSpec, Unavailable
 from probes.model.joins import ThreadRow, focused, join_threads
 from probes.sources.offcpu import OFFCPU
 from probes.sources.profile import PROFILE
+from probes.sources.python_stacks import PYTHON_STACKS
 from probes.sources.syscalls import SYSCALLS
 from probes.sources.threads import THREADS, ThreadsView
 
@@ -73,7 +76,7 @@ class ThreadsPane(MessagePane):
     """Fed by the "threads" probe, joined with the eBPF probes' per-thread counts."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = THREADS
-    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (OFFCPU, SYSCALLS, PROFILE)
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (OFFCPU, SYSCALLS, PROFILE, PYTHON_STACKS)
 
     DEFAULT_CSS = """
     ThreadsPane { height: 1fr; }
@@ -84,6 +87,8 @@ class ThreadsPane(MessagePane):
         self.pid = pid
         # the title's thread counts, kept when the process exits
         self.counts = "Threads"
+        # tid -> threading's name: py-spy names only the threads that ran in its last chunk
+        self.python_names: dict[int, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Static(classes="pane-message")
@@ -103,6 +108,15 @@ class ThreadsPane(MessagePane):
             return
         joined = self.joined
         rows = join_threads(view, joined.get(OFFCPU), joined.get(SYSCALLS), joined.get(PROFILE))
+        python = joined.get(PYTHON_STACKS)
+        if python is not None and python.target_pid == self.pid:
+            self.python_names.update(python.thread_names)
+        rows = [
+            dataclasses.replace(row, name=f"{row.name} ({py})")
+            if (py := self.python_names.get(row.tid)) is not None and py != row.name
+            else row
+            for row in rows
+        ]
         table = self.query_one("#threads", LineTable)
         table.set_rows([(row, "") for row in table.ordered(rows)])
         running = sum(1 for t in view.threads if t.state == "R")

@@ -1,0 +1,151 @@
+"""The drill-down's Python tab: py-spy's functions and stacks, and one line where there are none;
+live, on the 70/30 program and on a process that is not Python."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+from support import WORKLOADS, cannot_run
+from textual.app import App, ComposeResult
+
+from probes.model.collector import Collector
+from probes.sources.processes import ProcessProbe
+from probes.sources.python_stacks import PythonStacksSample, derive_python_stacks, parse_raw, py_spy_path
+from probes.sources.system import SystemProbe
+from tui.app import OracApp
+from tui.line_table import LineTable
+from tui.process_screen import ProcessScreen
+from tui.process_table import ProcessTable
+from tui.python_pane import PythonPane
+
+SYSTEM_PYTHON = shutil.which("python3") or sys.executable
+RAW = "thread (7): crunch;main (a.py:1);hot_f (a.py:5) 70\nthread (7): crunch;main (a.py:1);hot_g (a.py:9) 30\n"
+
+
+def view(raw: str = RAW, sampled_ns: int = 2 * 10**9, problem: str = "", note: str = "", pid: int = 7):
+    stacks, names = parse_raw(raw)
+    samples = sum(s.samples for s in stacks)
+    sample = PythonStacksSample(pid, "3.12", tuple(stacks), names, samples, 0, sampled_ns, 99, False, problem, note)
+    return derive_python_stacks(sample, sample, 1.0)
+
+
+class PaneApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield PythonPane(7)
+
+
+async def test_functions_by_self_share_and_the_perf_map_hint() -> None:
+    app = PaneApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        pane = app.query_one(PythonPane)
+        pane.show_view(view(note="start it with PYTHONPERFSUPPORT=1"))
+        await pilot.pause()
+        rows = [f.name for f, _ in pane.query_one("#python-functions", LineTable).rows]
+        assert rows[:2] == ["hot_f (a.py:5)", "hot_g (a.py:9)"]
+        assert "Python 3.12" in str(pane.border_title)
+        assert "100 samples in 2.0s at 99 Hz" in str(pane.border_subtitle)
+        assert "PYTHONPERFSUPPORT=1" in str(pane.border_subtitle)
+        # a tick in which no chunk ended keeps the last chunk's figures
+        pane.show_view(view(raw="", sampled_ns=0))
+        await pilot.pause()
+        assert len(pane.query_one("#python-functions", LineTable).rows) == 3
+
+
+async def test_no_frames_says_why_in_one_line() -> None:
+    app = PaneApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        pane = app.query_one(PythonPane)
+        pane.show_view(view(raw="", sampled_ns=0))
+        assert pane.unavailable is not None and "waiting for py-spy" in pane.unavailable.reason
+        pane.show_view(view(raw="", problem="Permission denied (os error 13)"))
+        await pilot.pause()
+        assert pane.unavailable.reason == "no Python frames: Permission denied (os error 13)"
+        pane.show_view(view(pid=8))
+        assert "no Python stacks of process 7" in pane.unavailable.reason
+
+
+async def wait_for(pilot, predicate, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.1)
+
+
+async def test_the_live_drilldown_names_python_functions_and_says_when_a_process_is_not_python(tmp_path, monkeypatch) -> None:
+    if py_spy_path() is None:
+        cannot_run("py-spy is not installed")
+    monkeypatch.chdir(tmp_path)
+    target = subprocess.Popen([SYSTEM_PYTHON, str(WORKLOADS / "python_70_30.py")], stdout=subprocess.PIPE, text=True)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
+        app = OracApp(Collector([SystemProbe(), ProcessProbe()], interval_s=0.5))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: "procs" in app.views)
+            app.post_message(ProcessTable.Selected(target.pid))
+            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+            await pilot.press("6")
+            pane = app.screen.query_one(PythonPane)
+            await wait_for(pilot, lambda: pane.view is not None and pane.view.samples > 0)
+            names = [f.name.split(" ")[0] for f in pane.view.top_total]
+            assert "hot_f" in names and "hot_g" in names, names
+            await pilot.press("f")
+            folded = list(tmp_path.glob(f"orac-python-{target.pid}-*.folded"))
+            assert len(folded) == 1 and "hot_f (" in folded[0].read_text()
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, ProcessScreen))
+
+            app.post_message(ProcessTable.Selected(sleeper.pid))
+            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+            pane = app.screen.query_one(PythonPane)
+            await wait_for(pilot, lambda: pane.unavailable is not None and "not Python" in pane.unavailable.reason)
+    finally:
+        for proc in (target, sleeper):
+            proc.kill()
+            proc.wait()
+
+
+async def test_the_native_profile_points_to_the_python_tab_and_the_perf_map() -> None:
+    from probes.contract import Views
+    from probes.sources.profile import ProfileSample, derive_profile
+    from tui.profile_pane import ProfilePane
+
+    class ProfileApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ProfilePane(7)
+
+    profile = ProfileSample((), {}, 10, {}, 99, 7, False)
+    app = ProfileApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        pane = app.query_one(ProfilePane)
+        pane.joined = Views({"python": view(note="start it with PYTHONPERFSUPPORT=1 or -X perf")})
+        pane.show_view(derive_profile(profile, profile, 1.0))
+        await pilot.pause()
+        assert "Python functions: tab 6; start it with PYTHONPERFSUPPORT=1" in str(pane.border_subtitle)
+
+
+async def test_the_threads_tab_gives_threading_names_beside_the_kernels() -> None:
+    from support.synthetic_threads import PID, drill_frames
+
+    from probes.contract import Views
+    from probes.model.views import derive_frame
+    from tui.threads_pane import ThreadsPane
+
+    class ThreadsApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ThreadsPane(PID)
+
+    views = derive_frame(*drill_frames())
+    python = view(raw="thread (2010): trainer;main (t.py:1) 5\nthread (2002): MainThread;main (t.py:1) 1\n", pid=PID)
+    app = ThreadsApp()
+    async with app.run_test(size=(160, 20)) as pilot:
+        pane = app.query_one(ThreadsPane)
+        pane.joined = Views({"offcpu": views["offcpu"], "syscalls": views["syscalls"], "python": python})
+        pane.show_view(views["threads"])
+        await pilot.pause()
+        names = {row.tid: row.name for row, _ in pane.query_one("#threads", LineTable).rows}
+        assert names[2010] == "pt_main_thread (trainer)" and names[2002] == "python3 (MainThread)", names
+        assert names[2011] == "pt_data_0", names
