@@ -12,8 +12,8 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from support import fake_nvml
@@ -206,7 +206,7 @@ def fake_device_sample(
     )
 
 
-def fake_process(pid: int, memory: int | None, sm: float | None, type: str = "compute") -> GpuProcessSample:  # noqa: A002
+def fake_process(pid: int, memory: int | None, sm: float | None, type: str = "compute") -> GpuProcessSample:
     return GpuProcessSample(
         pid=pid, type=type, gpu_memory_bytes=memory, sm_util_percent=sm, gpu_instance_id=None, compute_instance_id=None
     )
@@ -531,7 +531,7 @@ def test_real_gpus_are_all_reported() -> None:
     try:
         pynvml = importlib.import_module("pynvml")
         pynvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001 - ImportError or any NVMLError: no usable NVML here
+    except Exception as exc:
         message = f"no NVIDIA GPU/driver here: {exc}"
         if REQUIRE_GPU:
             pytest.fail(f"{message} (ORAC_REQUIRE_GPU=1 makes this a failure)")

@@ -81,7 +81,7 @@ async def test_the_syscalls_tables_sort_from_the_keyboard() -> None:
         await pilot.press("f6")
         assert isinstance(app.screen, ChoiceScreen)
         await pilot.press("down", "enter")  # CALLS/s -> ERR/s, the next column
-        assert table.sort_key == "errors" and [p.pid for p, _ in table.rows][0] == 1200
+        assert table.sort_key == "errors" and next(p.pid for p, _ in table.rows) == 1200
         top = app.query_one("#sys-top", LineTable)
         top.focus()
         await pilot.press("f6", "home", "enter")  # SYSCALL, by name

@@ -62,7 +62,7 @@ def test_records_appended_later_are_new_in_the_view(tmp_path: Path) -> None:
     after = probe.sample()
     probe.stop()
     view = derive_kmsg(before, after, 1.0)
-    assert [e.seq for e in view.new_events] == list(range(102, 110)) + [113, 114]
+    assert [e.seq for e in view.new_events] == [*list(range(102, 110)), 113, 114]
     assert not any(e.earlier for e in view.new_events)
     assert (view.lost_lines, view.malformed_lines) == (3, 3)
     assert view.oom_kills == ()  # the OOM kill was logged before the probe started
@@ -168,7 +168,7 @@ def test_oom_kill_in_a_memory_cgroup_names_the_victim(small_memory_cgroup: Path)
         probe.stop()
     assert len(kills) == 1, view.new_events
     kill = kills[0]
-    assert kill.comm == "python3" or kill.comm and kill.comm.startswith("python")
+    assert kill.comm == "python3" or (kill.comm and kill.comm.startswith("python"))
     assert kill.cgroup == f"/{small_memory_cgroup.name}"
     # dmesg shows the same record
     dmesg = shutil.which("dmesg")

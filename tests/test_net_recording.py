@@ -41,7 +41,7 @@ def csv_rows(text: str) -> list[dict[str, str]]:
 
 
 def test_recording_during_a_veth_transfer_and_a_throttled_spinner_dumps_its_tables(
-    tmp_path: Path, veth: VethToHost, v1_cpu_cgroup: tuple[CpuHierarchy, str],  # noqa: F811
+    tmp_path: Path, veth: VethToHost, v1_cpu_cgroup: tuple[CpuHierarchy, str],
 ) -> None:
     hierarchy, cgroup = v1_cpu_cgroup
     path = tmp_path / "net.orac"

@@ -12,8 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from support.cli import one_line_error, orac
@@ -76,7 +76,7 @@ def test_a_disk_that_fills_while_recording_keeps_the_frames_before(small_disk: P
     for frame in frames[:5]:
         recorder.append(frame)
     fill(small_disk)
-    with pytest.raises(RecordingError, match="full.*frames before are saved"):
+    with pytest.raises(RecordingError, match=r"full.*frames before are saved"):
         for frame in frames[5:]:
             recorder.append(frame)
     saved = recorder.frames

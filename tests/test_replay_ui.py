@@ -20,7 +20,7 @@ async def test_replay_shows_the_recorded_processes_and_moves_through_time(replay
     app = replay_app
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.frame is not None and "procs" in app.views)
-        assert [p.pid for p, _ in app.query_one(ProcessTable).rows][0] == 2002
+        assert next(p.pid for p, _ in app.query_one(ProcessTable).rows) == 2002
         bar = app.query_one(ReplayBar)
         assert bar.position.index == 1 and bar.position.paused
         await pilot.press("right")

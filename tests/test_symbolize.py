@@ -268,7 +268,7 @@ def test_perf_map_names_jit_code(binaries: dict[str, Path], tmp_path: Path, run_
 def test_vdso_functions(binaries: dict[str, Path], run_target) -> None:
     from probes.symbols.user import _own_vdso
 
-    size, vdso = _own_vdso()
+    _, vdso = _own_vdso()
     if vdso is None:
         pytest.skip("no vdso in this process")
     target = run_target(binaries["pie"])

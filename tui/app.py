@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import events, work
@@ -453,7 +454,7 @@ class OracApp(App[None]):
     def _write_screenshot(self, svg: str, text: str) -> None:
         try:
             paths = write_screenshot(self.screenshot_dir, svg, text)
-        except Exception as exc:  # noqa: BLE001 - an OSError, or cairosvg failing on this SVG
+        except Exception as exc:
             self.call_from_thread(self.notify, f"screenshot not saved: {exc}", severity="error")
             return
         names = ", ".join(p.name for p in paths)

@@ -12,8 +12,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from probes.host.malloc import return_freed_memory
 from probes.model.collector import DEFAULT_HISTORY_S, MAX_INTERVAL_S, MIN_INTERVAL_S

@@ -24,8 +24,9 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical

@@ -4,7 +4,8 @@ the standard tools."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterable
+from collections.abc import Iterable
+from typing import ClassVar
 
 from rich.table import Table
 from textual.app import ComposeResult

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from textual import work
@@ -115,8 +116,8 @@ class ProcessSummary(Pane):
         else:
             self.last = found
             if found.cpu_percent is not None:
-                self.cpu_history = (self.cpu_history + [found.cpu_percent])[-60:]
-            self.rss_history = (self.rss_history + [float(found.rss_bytes)])[-60:]
+                self.cpu_history = ([*self.cpu_history, found.cpu_percent])[-60:]
+            self.rss_history = ([*self.rss_history, float(found.rss_bytes)])[-60:]
             if self.live:
                 self._load_details()
         self._draw()

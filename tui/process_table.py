@@ -8,9 +8,10 @@ grow with the number of processes off screen.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container, Iterable
 from dataclasses import replace
 from operator import attrgetter
-from typing import Any, Callable, ClassVar, Container, Iterable
+from typing import Any, ClassVar
 
 from rich.style import Style
 from textual.binding import Binding

@@ -11,8 +11,9 @@ subtitle says why.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from operator import attrgetter
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from textual.app import ComposeResult

@@ -21,7 +21,7 @@ import string
 import sys
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -83,10 +83,10 @@ INSTANCE_ID_INVALID = 0xFFFFFFFF
 class NVMLError(Exception):
     """As pynvml's: `NVMLError(code)` is an instance of the code's subclass."""
 
-    _valClassMapping: dict[int, type[NVMLError]] = {}
+    _valClassMapping: ClassVar[dict[int, type[NVMLError]]] = {}
     value: int
 
-    def __new__(typ, value: int) -> NVMLError:  # noqa: N804 - pynvml's spelling
+    def __new__(typ, value: int) -> NVMLError:
         if typ == NVMLError:
             typ = NVMLError._valClassMapping.get(value, typ)
         obj = Exception.__new__(typ)
@@ -144,7 +144,7 @@ NVMLError_NotSupported = ERROR_CLASSES["NVMLError_NotSupported"]
 # return types, named after pynvml's
 
 
-class c_nvmlDevice_t:  # noqa: N801
+class c_nvmlDevice_t:
     """A device handle: a GPU, or one MIG device on it."""
 
     def __init__(self, gpu: int, mig_slot: int | None = None) -> None:
@@ -156,19 +156,19 @@ class c_nvmlDevice_t:  # noqa: N801
 
 
 @dataclass
-class c_nvmlMemory_t:  # noqa: N801
+class c_nvmlMemory_t:
     total: int
     free: int
     used: int
 
 
 @dataclass
-class c_nvmlUtilization_t:  # noqa: N801
+class c_nvmlUtilization_t:
     gpu: int
     memory: int
 
 
-class nvmlFriendlyObject:  # noqa: N801
+class nvmlFriendlyObject:
     """What nvmlDeviceGet*RunningProcesses return: the struct's fields as attributes."""
 
     def __init__(self, dictionary: dict[str, Any]) -> None:
@@ -177,13 +177,13 @@ class nvmlFriendlyObject:  # noqa: N801
 
 
 @dataclass
-class c_nvmlProcessUtilizationSample_t:  # noqa: N801
+class c_nvmlProcessUtilizationSample_t:
     pid: int
-    timeStamp: int  # noqa: N815 - pynvml's field names
-    smUtil: int  # noqa: N815
-    memUtil: int  # noqa: N815
-    encUtil: int = 0  # noqa: N815
-    decUtil: int = 0  # noqa: N815
+    timeStamp: int
+    smUtil: int
+    memUtil: int
+    encUtil: int = 0
+    decUtil: int = 0
 
 
 # what the fake GPUs hold
@@ -345,45 +345,45 @@ class FakeNvml(ModuleType):
 
     # system
 
-    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+    def nvmlInit(self) -> None:
         if self.init_error is not None:
             raise NVMLError(self.init_error)
         self.init_count += 1
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         if self.init_count <= self.shutdown_count:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
         self.shutdown_count += 1
 
-    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self) -> str:
         return "550.54.15"
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         if self.init_count <= self.shutdown_count:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
         return len(self.gpus)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> c_nvmlDevice_t:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> c_nvmlDevice_t:
         handle = c_nvmlDevice_t(index)
         self._check(handle, "nvmlDeviceGetHandleByIndex")
         return handle
 
     # device
 
-    def nvmlDeviceGetName(self, handle: c_nvmlDevice_t) -> str:  # noqa: N802
+    def nvmlDeviceGetName(self, handle: c_nvmlDevice_t) -> str:
         return self._check(handle, "nvmlDeviceGetName").name
 
-    def nvmlDeviceGetUUID(self, handle: c_nvmlDevice_t) -> str:  # noqa: N802
+    def nvmlDeviceGetUUID(self, handle: c_nvmlDevice_t) -> str:
         return self._check(handle, "nvmlDeviceGetUUID").uuid
 
-    def nvmlDeviceGetUtilizationRates(self, handle: c_nvmlDevice_t) -> c_nvmlUtilization_t:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, handle: c_nvmlDevice_t) -> c_nvmlUtilization_t:
         gpu = self._check(handle, "nvmlDeviceGetUtilizationRates")
         # Neither a MIG device nor a GPU in MIG mode reports utilization.
         if handle.mig_slot is not None or gpu.mig_enabled:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return c_nvmlUtilization_t(gpu.util_gpu, gpu.util_memory)
 
-    def nvmlDeviceGetMemoryInfo(self, handle: c_nvmlDevice_t, version: int | None = None) -> c_nvmlMemory_t:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, handle: c_nvmlDevice_t, version: int | None = None) -> c_nvmlMemory_t:
         gpu = self._check(handle, "nvmlDeviceGetMemoryInfo")
         if handle.mig_slot is not None:
             mig = gpu.mig_slots[handle.mig_slot]
@@ -392,29 +392,29 @@ class FakeNvml(ModuleType):
             total, used = gpu.memory_total_bytes, gpu.memory_used_bytes
         return c_nvmlMemory_t(total=total, free=total - used, used=used)
 
-    def nvmlDeviceGetTemperature(self, handle: c_nvmlDevice_t, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, handle: c_nvmlDevice_t, sensor: int) -> int:
         gpu = self._check(handle, "nvmlDeviceGetTemperature")
         if sensor != NVML_TEMPERATURE_GPU:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         return gpu.temperature_c
 
-    def nvmlDeviceGetPowerUsage(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, handle: c_nvmlDevice_t) -> int:
         return self._check(handle, "nvmlDeviceGetPowerUsage").power_mw
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: c_nvmlDevice_t) -> int:
         return self._check(handle, "nvmlDeviceGetEnforcedPowerLimit").power_limit_mw
 
-    def nvmlDeviceGetClockInfo(self, handle: c_nvmlDevice_t, type: int) -> int:  # noqa: N802, A002 - pynvml's names
+    def nvmlDeviceGetClockInfo(self, handle: c_nvmlDevice_t, type: int) -> int:
         gpu = self._check(handle, "nvmlDeviceGetClockInfo")
         clocks = {NVML_CLOCK_SM: gpu.sm_clock_mhz, NVML_CLOCK_GRAPHICS: gpu.sm_clock_mhz, NVML_CLOCK_MEM: gpu.memory_clock_mhz}
         if type not in clocks:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         return clocks[type]
 
-    def nvmlDeviceGetFanSpeed(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+    def nvmlDeviceGetFanSpeed(self, handle: c_nvmlDevice_t) -> int:
         return self._check(handle, "nvmlDeviceGetFanSpeed").fan_percent
 
-    def nvmlDeviceGetPcieThroughput(self, device: c_nvmlDevice_t, counter: int) -> int:  # noqa: N802
+    def nvmlDeviceGetPcieThroughput(self, device: c_nvmlDevice_t, counter: int) -> int:
         gpu = self._check(device, "nvmlDeviceGetPcieThroughput")
         if counter == NVML_PCIE_UTIL_RX_BYTES:
             return gpu.pcie_rx_kb
@@ -422,29 +422,29 @@ class FakeNvml(ModuleType):
             return gpu.pcie_tx_kb
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
 
-    def nvmlDeviceGetTotalEccErrors(self, handle: c_nvmlDevice_t, errorType: int, counterType: int) -> int:  # noqa: N802, N803
+    def nvmlDeviceGetTotalEccErrors(self, handle: c_nvmlDevice_t, errorType: int, counterType: int) -> int:
         gpu = self._check(handle, "nvmlDeviceGetTotalEccErrors")
         if counterType != NVML_VOLATILE_ECC:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         return gpu.ecc_corrected if errorType == NVML_MEMORY_ERROR_TYPE_CORRECTED else gpu.ecc_uncorrected
 
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: c_nvmlDevice_t) -> int:
         return self._check(handle, "nvmlDeviceGetCurrentClocksEventReasons").clocks_event_reasons
 
-    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: c_nvmlDevice_t) -> int:  # noqa: N802
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: c_nvmlDevice_t) -> int:
         return self._check(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").clocks_event_reasons
 
     # MIG
 
-    def nvmlDeviceGetMigMode(self, device: c_nvmlDevice_t) -> list[int]:  # noqa: N802
+    def nvmlDeviceGetMigMode(self, device: c_nvmlDevice_t) -> list[int]:
         gpu = self._check(device, "nvmlDeviceGetMigMode")
         mode = NVML_DEVICE_MIG_ENABLE if gpu.mig_enabled else NVML_DEVICE_MIG_DISABLE
         return [mode, mode]
 
-    def nvmlDeviceGetMaxMigDeviceCount(self, device: c_nvmlDevice_t) -> int:  # noqa: N802
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: c_nvmlDevice_t) -> int:
         return self._check(device, "nvmlDeviceGetMaxMigDeviceCount").mig_max_count
 
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: c_nvmlDevice_t, index: int) -> c_nvmlDevice_t:  # noqa: N802
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: c_nvmlDevice_t, index: int) -> c_nvmlDevice_t:
         gpu = self._check(device, "nvmlDeviceGetMigDeviceHandleByIndex")
         if not gpu.mig_enabled:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
@@ -452,15 +452,15 @@ class FakeNvml(ModuleType):
             raise NVMLError(NVML_ERROR_NOT_FOUND)
         return c_nvmlDevice_t(device.gpu, index)
 
-    def nvmlDeviceGetGpuInstanceId(self, device: c_nvmlDevice_t) -> int:  # noqa: N802
+    def nvmlDeviceGetGpuInstanceId(self, device: c_nvmlDevice_t) -> int:
         return self._mig(device, "nvmlDeviceGetGpuInstanceId").gpu_instance_id
 
-    def nvmlDeviceGetComputeInstanceId(self, device: c_nvmlDevice_t) -> int:  # noqa: N802
+    def nvmlDeviceGetComputeInstanceId(self, device: c_nvmlDevice_t) -> int:
         return self._mig(device, "nvmlDeviceGetComputeInstanceId").compute_instance_id
 
     # processes
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: c_nvmlDevice_t) -> list[Any]:  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: c_nvmlDevice_t) -> list[Any]:
         gpu = self._check(handle, "nvmlDeviceGetComputeRunningProcesses")
         if handle.mig_slot is not None:
             mig = gpu.mig_slots[handle.mig_slot]
@@ -470,7 +470,7 @@ class FakeNvml(ModuleType):
             raise NVMLError(NVML_ERROR_NO_PERMISSION)
         return self._process_infos(gpu.compute_processes, INSTANCE_ID_INVALID, INSTANCE_ID_INVALID)
 
-    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: c_nvmlDevice_t) -> list[Any]:  # noqa: N802
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: c_nvmlDevice_t) -> list[Any]:
         gpu = self._check(handle, "nvmlDeviceGetGraphicsRunningProcesses")
         if handle.mig_slot is not None:
             return []
@@ -478,14 +478,14 @@ class FakeNvml(ModuleType):
             raise NVMLError(NVML_ERROR_NO_PERMISSION)
         return self._process_infos(gpu.graphics_processes, INSTANCE_ID_INVALID, INSTANCE_ID_INVALID)
 
-    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: c_nvmlDevice_t) -> list[Any]:  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: c_nvmlDevice_t) -> list[Any]:
         return self.nvmlDeviceGetComputeRunningProcesses(handle)
 
-    def nvmlDeviceGetGraphicsRunningProcesses_v2(self, handle: c_nvmlDevice_t) -> list[Any]:  # noqa: N802
+    def nvmlDeviceGetGraphicsRunningProcesses_v2(self, handle: c_nvmlDevice_t) -> list[Any]:
         return self.nvmlDeviceGetGraphicsRunningProcesses(handle)
 
-    def nvmlDeviceGetProcessUtilization(  # noqa: N802
-        self, handle: c_nvmlDevice_t, timeStamp: int  # noqa: N803
+    def nvmlDeviceGetProcessUtilization(
+        self, handle: c_nvmlDevice_t, timeStamp: int
     ) -> list[c_nvmlProcessUtilizationSample_t]:
         gpu = self._check(handle, "nvmlDeviceGetProcessUtilization")
         self.process_utilization_calls.append((handle.gpu, timeStamp))
