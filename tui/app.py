@@ -213,7 +213,7 @@ class OracApp(App[None]):
         if processes is not None:
             self.history.add(processes.processes)
         self.query_one(HeaderBar).update_views(views.get(SYSTEM), processes)
-        self.query_one(VerdictStrip).show(verdict(views), frame.wall_ns)
+        self.query_one(VerdictStrip).show(verdict(views, wall_ns=frame.wall_ns), frame.wall_ns)
         table = self.query_one(ProcessTable)
         cgroups = views.get(CGROUPS)
         table.mark_throttled(throttled_cgroups(cgroups) if cgroups is not None else set())

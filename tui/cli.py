@@ -376,7 +376,7 @@ def snapshot(options: argparse.Namespace) -> int:
         "system": dataclasses.asdict(system) if (system := views.get(SYSTEM)) is not None else None,
         "processes": [dataclasses.asdict(p) for p in procs],
         "unavailable": {name: {"reason": r, "remedy": f} for name, (r, f) in second.unavailable.items()},
-        "verdict": as_json(verdict(views)),
+        "verdict": as_json(verdict(views, wall_ns=second.wall_ns)),
     }
     if options.json:
         json.dump(data, sys.stdout, indent=1)
