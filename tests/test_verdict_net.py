@@ -16,7 +16,7 @@ import pytest
 from support.synthetic_net import THROTTLED_CGROUP, net_frames
 
 from probes.contract import Views
-from probes.model.verdict import KMSG_RECENT_S, THRESHOLDS, Cell, State, verdict
+from probes.model.verdict import KMSG_RECENT_S, Cell, State, verdict
 from probes.model.views import derive_frame
 from probes.sources.kmsg import KernelEvent
 

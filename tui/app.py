@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from probes.config import Config, default_path, save
 from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
@@ -81,9 +82,14 @@ class OracApp(App[None]):
         screenshot_dir: Path = Path("orac-screenshots"),
         profile_hz: int = DEFAULT_FREQUENCY_HZ,
         redact: bool = True,
+        config: Config | None = None,
     ) -> None:
-        """`redact`: whether the source masks secrets in command lines; what it reads itself and records follow."""
+        """`redact`: whether the source masks secrets in command lines; what it reads itself and records follow.
+        `config`: the config file's settings; the theme and panes chosen here are saved to it."""
         super().__init__()
+        # Tests and embedders that pass none get the defaults and write no file.
+        self.config = config if config is not None else Config(default_path(), writable=False)
+        self._theme_chosen = False
         self.redact = redact
         # a drill-down's on-CPU profile rate
         self.profile_hz = profile_hz
@@ -139,6 +145,10 @@ class OracApp(App[None]):
         for theme in THEMES.values():
             self.register_theme(theme)
         self.theme = self.initial_theme
+        self._theme_chosen = True
+        for pane in self.query(Pane):
+            if not self.config.shown(pane.PROBE.name):
+                pane.add_class("-hidden")
         self.query_one(ProcessTable).focus()
         self._check_size(self.size.width, self.size.height)
         # A replay's damaged frame, or a live recording's write error.
@@ -213,7 +223,7 @@ class OracApp(App[None]):
         if processes is not None:
             self.history.add(processes.processes)
         self.query_one(HeaderBar).update_views(views.get(SYSTEM), processes)
-        self.query_one(VerdictStrip).show(verdict(views, wall_ns=frame.wall_ns), frame.wall_ns)
+        self.query_one(VerdictStrip).show(verdict(views, self.config.thresholds, frame.wall_ns), frame.wall_ns)
         table = self.query_one(ProcessTable)
         cgroups = views.get(CGROUPS)
         table.mark_throttled(throttled_cgroups(cgroups) if cgroups is not None else set())
@@ -449,4 +459,19 @@ class OracApp(App[None]):
             )
 
     def toggle_pane(self, pane_type: type[Pane]) -> None:
-        self.screen_stack[0].query_one(pane_type).toggle_class("-hidden")
+        pane = self.screen_stack[0].query_one(pane_type)
+        pane.toggle_class("-hidden")
+        self.config.panes[pane.PROBE.name] = not pane.has_class("-hidden")
+        self._save_config()
+
+    def watch_theme(self, theme: str) -> None:
+        # Not the theme set at start (a --theme may be for this run only), only one chosen in the UI.
+        if self._theme_chosen and theme != self.config.theme:
+            self.config.theme = theme
+            self._save_config()
+
+    def _save_config(self) -> None:
+        try:
+            save(self.config)
+        except OSError as exc:
+            self.notify(f"settings not saved to {self.config.path}: {exc}", severity="warning")
