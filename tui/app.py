@@ -58,6 +58,19 @@ SHORT_HEIGHT = 40
 # below this many columns the disks and filesystems panes go one above the other
 NARROW_WIDTH = 120
 
+# Number keys show and hide panes, as btop's do; only on the main screen, where
+# the process screen's 1-5 (its tabs) do not reach.
+PANE_GROUP = Binding.Group("Panes", compact=True)
+PANE_NAMES = {
+    "gpu": "GPU", "disks": "disks", "filesystems": "filesystems", "net": "network", "kmsg": "kernel events",
+    "cgroups": "CPU quota", "syscalls": "syscalls", "offcpu": "off-CPU",
+}
+PANE_KEYS = [
+    Binding(str(n), f"pane('{name}')", f"{words} pane", group=PANE_GROUP,
+            tooltip=f"Show or hide the {words} pane (saved in the config file)")
+    for n, (name, words) in enumerate(PANE_NAMES.items(), start=1)
+]
+
 
 class OracApp(App[None]):
     TITLE = "orac"
@@ -71,6 +84,7 @@ class OracApp(App[None]):
         Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
         Binding("s", "screenshot", "Screenshot", tooltip="Save the screen as SVG, PNG and text"),
         *NetworkPane.KEYS,
+        *PANE_KEYS,
         Binding("v", "verdict", "Verdict", tooltip="Select the worst cell of the verdict strip, again the next; Enter opens it"),
     ]
 
@@ -318,6 +332,8 @@ class OracApp(App[None]):
             return self.replaying
         if action == "record":
             return self.live_source is not None
+        if action == "pane":
+            return self.screen is self.screen_stack[0]
         return True
 
     def _update_flags(self) -> None:
@@ -402,7 +418,9 @@ class OracApp(App[None]):
     def key_sections(self) -> Iterable[tuple[str, Iterable[Binding]]]:
         palette = Binding("ctrl+p", "command_palette", "Command palette: themes, actions, keys")
         return [
-            ("Everywhere", [b for b in self.BINDINGS if b not in (*REPLAY_BINDINGS, *NetworkPane.KEYS)] + [palette]),
+            ("Everywhere", [b for b in self.BINDINGS if b not in (*REPLAY_BINDINGS, *NetworkPane.KEYS, *PANE_KEYS)]
+             + [palette]),
+            ("Main screen: show or hide a pane", PANE_KEYS),
             ("Verdict strip", VerdictStrip.BINDINGS),
             ("Replay (orac replay FILE)", REPLAY_BINDINGS),
             ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
@@ -449,17 +467,14 @@ class OracApp(App[None]):
         yield SystemCommand("Processes of one user", "Or everyone's (u)", pane.action_choose_user)
         yield SystemCommand("Tree / list of processes", "Children under their parents (t)", table.action_toggle_tree)
         yield SystemCommand("Follow the selected process", "Through sorts and filters (F)", table.action_follow)
-        for pane_type, name in (
-            (GpuPane, "GPU"), (DisksPane, "disks"), (FilesystemsPane, "filesystems"),
-            (NetworkPane, "network"), (KernelEventsPane, "kernel events"),
-            (SyscallsPane, "syscalls"), (OffCpuPane, "off-CPU"),
-        ):
+        for key, (name, words) in enumerate(PANE_NAMES.items(), start=1):
             yield SystemCommand(
-                f"Show / hide the {name} pane", "The rest of the screen takes its room", partial(self.toggle_pane, pane_type)
+                f"Show / hide the {words} pane", f"The rest of the screen takes its room ({key})",
+                partial(self.action_pane, name),
             )
 
-    def toggle_pane(self, pane_type: type[Pane]) -> None:
-        pane = self.screen_stack[0].query_one(pane_type)
+    def action_pane(self, name: str) -> None:
+        pane = next(p for p in self.screen_stack[0].query(Pane) if p.PROBE.name == name)
         pane.toggle_class("-hidden")
         self.config.panes[pane.PROBE.name] = not pane.has_class("-hidden")
         self._save_config()
