@@ -118,7 +118,8 @@ def test_figure_keeps_to_six_characters() -> None:
 
 async def test_the_processes_issuing_block_requests_are_under_the_devices() -> None:
     app = make_app()
-    async with app.run_test(size=(160, 48)) as pilot:
+    # below 56 rows they step aside for the process table
+    async with app.run_test(size=(200, 60)) as pilot:
         await until_drawn(pilot, app)
         pane = app.query_one(DisksPane)
         issuers = app.query_one(BlockIoTable)

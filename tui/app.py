@@ -55,6 +55,9 @@ MIN_WIDTH = 80
 MIN_HEIGHT = 24
 # below this many rows only the CPU, memory and process panes are shown
 SHORT_HEIGHT = 40
+# below this many the kernel events and CPU quota panes are a line each and the disks
+# pane shows no issuers: at 160x48 they left the process table no row
+MEDIUM_HEIGHT = 56
 # below this many columns the disks and filesystems panes go one above the other
 NARROW_WIDTH = 120
 
@@ -213,6 +216,7 @@ class OracApp(App[None]):
         main = self.screen_stack[0]
         main.set_class(too_small, "-too-small")
         main.set_class(height < SHORT_HEIGHT, "-short")
+        main.set_class(height < MEDIUM_HEIGHT, "-medium")
         main.set_class(width < NARROW_WIDTH, "-narrow")
         # Hiding the panes took focus away from the table; give it back.
         if not too_small and self.screen is self.screen_stack[0] and self.focused is None:

@@ -275,7 +275,7 @@ class DisksPane(MessagePane):
         _fit_rows(table, self)
         issuers = self.query_one(BlockIoTable)
         # Under the devices where the screen has room for both.
-        show_issuers = latency is not None and bool(latency.processes) and not self.screen.has_class("-short")
+        show_issuers = latency is not None and bool(latency.processes) and not self.screen.has_class("-medium")
         self.set_class(show_issuers, "-issuers")
         if latency is not None:
             issuers.update_processes(latency)
