@@ -168,3 +168,97 @@ async def test_at_120_columns_top_syscalls_keeps_room_to_be_read() -> None:
         shown = [c for c, _ in top._layout(top.view_size.width)]
         assert sum(c.width + 1 for c in shown) <= top.view_size.width + 1  # nothing cut at the edge
         assert "p99" in [c.key for c in shown]
+
+
+# 80x24 with every pane that has something to say, and the pane keys
+
+
+async def test_at_80x24_the_verdict_summary_and_six_process_rows_fit() -> None:
+    from support.synthetic_net import net_frames
+
+    from tui.process_table import ProcessTable
+
+    frame_list = net_frames()
+    app = make_app(frame_list)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_drawn(pilot, app, frame_list)
+        lines = lines_of(app)
+        # the verdict's trouble first: the OOM kill, then the saturated disks and cgroup
+        assert lines[1].startswith(" kernel error │ nvme0n1 saturated")
+        assert "CPU" in lines[2] and "Memory" in lines[2]
+        disks = [line for line in lines if line.startswith(" disks ")]
+        assert disks == [" disks nvme0n1 98% util aqu-sz 34.0  3 of 4 doing I/O  2 saturated".ljust(80)]
+        table = app.query_one(ProcessTable)
+        assert table.size.height - 1 >= 6
+        header = next(line for line in lines if "COMMAND" in line)
+        assert len(header) - header.index("COMMAND") - 2 >= 30
+
+
+async def test_resize_small_open_and_close_a_process_then_enlarge_brings_every_pane_back() -> None:
+    from tui.cgroups_pane import CgroupsPane
+    from tui.kernel_events_pane import KernelEventsPane
+    from tui.network_pane import NetworkPane
+    from tui.storage_panes import DisksPane, FilesystemsPane
+
+    others = (DisksPane, FilesystemsPane, NetworkPane, KernelEventsPane, CgroupsPane)
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        heights = {p: app.query_one(p).size.height for p in others}
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.press("enter")
+        assert isinstance(app.screen, ProcessScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        assert all(shown(app).values())
+        assert {p: app.query_one(p).size.height for p in others} == heights
+
+
+async def test_number_keys_hide_and_show_panes_and_the_choice_is_saved(tmp_path) -> None:
+    from probes.config import Config, load
+
+    path = tmp_path / "orac" / "config.toml"
+    app = make_app(config=Config(path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.press("7")
+        await pilot.pause()
+        assert shown(app) == {"gpu": True, "syscalls": False, "offcpu": True}
+        assert load(path).panes == {"syscalls": False}
+        await pilot.press("enter")
+        assert isinstance(app.screen, ProcessScreen)
+        # on the process screen 1-5 are its tabs, and 6-8 do nothing to the main screen's panes
+        await pilot.press("8")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert shown(app)["offcpu"]
+        await pilot.press("7")
+        await pilot.pause()
+        assert all(shown(app).values()) and load(path).panes == {"syscalls": True}
+
+
+async def test_panes_the_config_hides_start_hidden() -> None:
+    from pathlib import Path
+
+    from probes.config import Config
+
+    app = make_app(config=Config(Path("/nonexistent/config.toml"), panes={"gpu": False}, writable=False))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        assert shown(app) == {"gpu": False, "syscalls": True, "offcpu": True}
+
+
+async def test_a_theme_chosen_in_the_ui_is_saved_and_the_starting_one_is_not(tmp_path) -> None:
+    from probes.config import Config, load
+
+    path = tmp_path / "config.toml"
+    app = make_app(config=Config(path), theme="orac-high-contrast")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        assert not path.exists()
+        app.theme = "orac-light"
+        await pilot.pause()
+        assert load(path).theme == "orac-light"

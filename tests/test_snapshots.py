@@ -82,6 +82,12 @@ def test_120x40(snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=(120, 40), run_before=press_after_drawn())
 
 
+def test_200x60_with_every_pane(snap_compare) -> None:
+    from support.synthetic_net import net_frames
+
+    assert snap_compare(make_app(net_frames()), terminal_size=(200, 60), run_before=press_after_drawn())
+
+
 @pytest.mark.parametrize("size", [(80, 24), (100, 30)])
 def test_process_screen_on_a_small_terminal(snap_compare, size: tuple[int, int]) -> None:
     # nginx (1200): its state has the longest words

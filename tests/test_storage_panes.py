@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from support.harness import make_app, until_drawn
 from support.synthetic import frames
+from textual.widgets import Static
 
 from tui.storage_panes import (
     BlockIoTable,
@@ -85,17 +86,19 @@ async def test_filesystems_pane_shows_df_figures_fullest_first() -> None:
         assert "1 at 90% or fuller" in str(app.query_one(FilesystemsPane).border_subtitle)
 
 
-async def test_on_a_short_terminal_the_disks_pane_keeps_to_two_rows_and_filesystems_steps_aside() -> None:
+async def test_on_a_short_terminal_the_disks_pane_is_one_line_and_filesystems_steps_aside() -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await until_drawn(pilot, app)
         assert not app.query_one(FilesystemsPane).display or app.query_one(FilesystemsPane).region.height == 0
-        table = app.query_one(DisksTable)
-        assert table.region.height == 3  # the header and two rows; the rest scrolls
+        assert app.query_one(DisksTable).region.height == 0
+        pane = app.query_one(DisksPane)
+        assert pane.region.height == 1
+        assert str(pane.query_one(".disks-summary", Static).render()).startswith("disks nvme0n1 98% util aqu-sz 34.0")
         # the process table keeps most of the screen
         from tui.process_table import ProcessTable
 
-        assert app.query_one(ProcessTable).region.height >= 7
+        assert app.query_one(ProcessTable).region.height >= 10
 
 
 async def test_at_120_columns_the_storage_panes_sit_side_by_side() -> None:
@@ -115,7 +118,8 @@ def test_figure_keeps_to_six_characters() -> None:
 
 async def test_the_processes_issuing_block_requests_are_under_the_devices() -> None:
     app = make_app()
-    async with app.run_test(size=(160, 48)) as pilot:
+    # below 56 rows they step aside for the process table
+    async with app.run_test(size=(200, 60)) as pilot:
         await until_drawn(pilot, app)
         pane = app.query_one(DisksPane)
         issuers = app.query_one(BlockIoTable)

@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from probes.config import Config, default_path, save
 from probes.contract import Views
 from probes.model.frame import Frame
 from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
@@ -59,8 +60,24 @@ MIN_WIDTH = 80
 MIN_HEIGHT = 24
 # below this many rows only the CPU, memory and process panes are shown
 SHORT_HEIGHT = 40
+# below this many the kernel events and CPU quota panes are a line each and the disks
+# pane shows no issuers: at 160x48 they left the process table no row
+MEDIUM_HEIGHT = 56
 # below this many columns the disks and filesystems panes go one above the other
 NARROW_WIDTH = 120
+
+# Number keys show and hide panes, as btop's do; only on the main screen, where
+# the process screen's 1-5 (its tabs) do not reach.
+PANE_GROUP = Binding.Group("Panes", compact=True)
+PANE_NAMES = {
+    "gpu": "GPU", "disks": "disks", "filesystems": "filesystems", "net": "network", "kmsg": "kernel events",
+    "cgroups": "CPU quota", "syscalls": "syscalls", "offcpu": "off-CPU",
+}
+PANE_KEYS = [
+    Binding(str(n), f"pane('{name}')", f"{words} pane", group=PANE_GROUP,
+            tooltip=f"Show or hide the {words} pane (saved in the config file)")
+    for n, (name, words) in enumerate(PANE_NAMES.items(), start=1)
+]
 
 
 class OracApp(App[None]):
@@ -75,6 +92,7 @@ class OracApp(App[None]):
         Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
         Binding("s", "screenshot", "Screenshot", tooltip="Save the screen as SVG, PNG and text"),
         *NetworkPane.KEYS,
+        *PANE_KEYS,
         Binding("v", "verdict", "Verdict", tooltip="Select the worst cell of the verdict strip, again the next; Enter opens it"),
     ]
 
@@ -86,9 +104,14 @@ class OracApp(App[None]):
         screenshot_dir: Path = Path("orac-screenshots"),
         profile_hz: int = DEFAULT_FREQUENCY_HZ,
         redact: bool = True,
+        config: Config | None = None,
     ) -> None:
-        """`redact`: whether the source masks secrets in command lines; what it reads itself and records follow."""
+        """`redact`: whether the source masks secrets in command lines; what it reads itself and records follow.
+        `config`: the config file's settings; the theme and panes chosen here are saved to it."""
         super().__init__()
+        # Tests and embedders that pass none get the defaults and write no file.
+        self.config = config if config is not None else Config(default_path(), writable=False)
+        self._theme_chosen = False
         self.redact = redact
         # wall time of a recording's first frame, when it began in the kept past
         self._recording_from_ns: int | None = None
@@ -148,6 +171,10 @@ class OracApp(App[None]):
         for theme in THEMES.values():
             self.register_theme(theme)
         self.theme = self.initial_theme
+        self._theme_chosen = True
+        for pane in self.query(Pane):
+            if not self.config.shown(pane.PROBE.name):
+                pane.add_class("-hidden")
         self.query_one(ProcessTable).focus()
         self._check_size(self.size.width, self.size.height)
         # A replay's damaged frame, or a live recording's write error.
@@ -198,6 +225,7 @@ class OracApp(App[None]):
         main = self.screen_stack[0]
         main.set_class(too_small, "-too-small")
         main.set_class(height < SHORT_HEIGHT, "-short")
+        main.set_class(height < MEDIUM_HEIGHT, "-medium")
         main.set_class(width < NARROW_WIDTH, "-narrow")
         # Hiding the panes took focus away from the table; give it back.
         if not too_small and self.screen is self.screen_stack[0] and self.focused is None:
@@ -226,7 +254,7 @@ class OracApp(App[None]):
         if processes is not None:
             self.history.add(processes.processes)
         header.update_views(views.get(SYSTEM), processes, views.get(OWN_COST))
-        self.query_one(VerdictStrip).show(verdict(views), frame.wall_ns)
+        self.query_one(VerdictStrip).show(verdict(views, self.config.thresholds, frame.wall_ns), frame.wall_ns)
         table = self.query_one(ProcessTable)
         cgroups = views.get(CGROUPS)
         table.mark_throttled(throttled_cgroups(cgroups) if cgroups is not None else set())
@@ -321,6 +349,8 @@ class OracApp(App[None]):
             return self.replaying
         if action == "record":
             return self.live_source is not None
+        if action == "pane":
+            return self.screen is self.screen_stack[0]
         return True
 
     def _update_flags(self) -> None:
@@ -435,7 +465,9 @@ class OracApp(App[None]):
     def key_sections(self) -> Iterable[tuple[str, Iterable[Binding]]]:
         palette = Binding("ctrl+p", "command_palette", "Command palette: themes, actions, keys")
         return [
-            ("Everywhere", [b for b in self.BINDINGS if b not in (*REPLAY_BINDINGS, *NetworkPane.KEYS)] + [palette]),
+            ("Everywhere", [b for b in self.BINDINGS if b not in (*REPLAY_BINDINGS, *NetworkPane.KEYS, *PANE_KEYS)]
+             + [palette]),
+            ("Main screen: show or hide a pane", PANE_KEYS),
             ("Verdict strip", VerdictStrip.BINDINGS),
             ("Replay (orac replay FILE)", REPLAY_BINDINGS),
             ("Process table", [*ProcessTable.BINDINGS, *ProcessPane.BINDINGS]),
@@ -482,14 +514,26 @@ class OracApp(App[None]):
         yield SystemCommand("Processes of one user", "Or everyone's (u)", pane.action_choose_user)
         yield SystemCommand("Tree / list of processes", "Children under their parents (t)", table.action_toggle_tree)
         yield SystemCommand("Follow the selected process", "Through sorts and filters (F)", table.action_follow)
-        for pane_type, name in (
-            (GpuPane, "GPU"), (DisksPane, "disks"), (FilesystemsPane, "filesystems"),
-            (NetworkPane, "network"), (KernelEventsPane, "kernel events"),
-            (SyscallsPane, "syscalls"), (OffCpuPane, "off-CPU"),
-        ):
+        for key, (name, words) in enumerate(PANE_NAMES.items(), start=1):
             yield SystemCommand(
-                f"Show / hide the {name} pane", "The rest of the screen takes its room", partial(self.toggle_pane, pane_type)
+                f"Show / hide the {words} pane", f"The rest of the screen takes its room ({key})",
+                partial(self.action_pane, name),
             )
 
-    def toggle_pane(self, pane_type: type[Pane]) -> None:
-        self.screen_stack[0].query_one(pane_type).toggle_class("-hidden")
+    def action_pane(self, name: str) -> None:
+        pane = next(p for p in self.screen_stack[0].query(Pane) if p.PROBE.name == name)
+        pane.toggle_class("-hidden")
+        self.config.panes[pane.PROBE.name] = not pane.has_class("-hidden")
+        self._save_config()
+
+    def watch_theme(self, theme: str) -> None:
+        # Not the theme set at start (a --theme may be for this run only), only one chosen in the UI.
+        if self._theme_chosen and theme != self.config.theme:
+            self.config.theme = theme
+            self._save_config()
+
+    def _save_config(self) -> None:
+        try:
+            save(self.config)
+        except OSError as exc:
+            self.notify(f"settings not saved to {self.config.path}: {exc}", severity="warning")

@@ -78,7 +78,7 @@ class CgroupsPane(Pane):
             return Text("")
         label = self.get_component_rich_style("cgroups-pane--label")
         warning = self.get_component_rich_style("cgroups-pane--warning")
-        if self.screen.has_class("-short"):
+        if self.screen.has_class("-medium"):
             return self._summary(view, label, warning)
         lines = [Text(f"{'QUOTA':>6} {'USED':>6} {'OF QUOTA':>8} {'THROTTLED':>9} {'PERIODS':>7}  CGROUP", label)]
         for c in sorted(view.cgroups, key=_order)[:MAX_ROWS]:

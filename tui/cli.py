@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from probes.host.malloc import return_freed_memory
 from probes.model.collector import DEFAULT_HISTORY_S, MAX_INTERVAL_S, MIN_INTERVAL_S
@@ -27,6 +27,9 @@ from probes.sources.profile import (
 from probes.sources.profile import (
     MIN_FREQUENCY_HZ as MIN_PROFILE_HZ,
 )
+
+if TYPE_CHECKING:
+    from probes.config import Config
 
 
 class UsageError(Exception):
@@ -141,6 +144,10 @@ def add_ui_options(parser: Parser) -> None:
     )
     parser.add_argument("--theme", default=None, help="orac-dark (default), orac-light, orac-high-contrast, ...")
     parser.add_argument(
+        "--config", type=Path, default=None,
+        help="the config file (default $XDG_CONFIG_HOME/orac/config.toml, ~/.config/orac/config.toml)",
+    )
+    parser.add_argument(
         "--screenshot-dir", type=Path, default=Path("orac-screenshots"), help="where `s` saves screenshots"
     )
 
@@ -248,14 +255,30 @@ def chosen_probes(names: str | None, probes: list[Any]) -> list[Any]:
         raise UsageError(str(exc)) from None
 
 
-def ui_theme(options: argparse.Namespace) -> str:
+def ui_config(options: argparse.Namespace) -> Config:
+    """The config file's settings; one that cannot be used is said in one line, and
+    orac starts with the defaults and leaves that file alone."""
+    from probes.config import Config, ConfigError, default_path, load
+
+    try:
+        return load(options.config)
+    except ConfigError as exc:
+        print(f"orac: config {exc}; starting with the defaults", file=sys.stderr)
+        return Config(options.config or default_path(), writable=False)
+
+
+def ui_theme(options: argparse.Namespace, config: Config) -> str:
     from textual.theme import BUILTIN_THEMES
 
     from themes import DEFAULT_THEME, THEMES
 
-    theme = options.theme or DEFAULT_THEME
+    names = ", ".join([*THEMES, *sorted(BUILTIN_THEMES)])
+    if config.theme is not None and config.theme not in THEMES and config.theme not in BUILTIN_THEMES:
+        print(f"orac: config {config.path}: unknown theme {config.theme!r} ({names}); starting with {DEFAULT_THEME}",
+              file=sys.stderr)
+        config.theme = None
+    theme = options.theme or config.theme or DEFAULT_THEME
     if theme not in THEMES and theme not in BUILTIN_THEMES:
-        names = ", ".join([*THEMES, *sorted(BUILTIN_THEMES)])
         raise UsageError(f"unknown theme {theme!r}; choose one of: {names}")
     if not sys.stdout.isatty():
         raise UsageError("the UI needs a terminal; for scripts use `orac snapshot --json` or `orac dump`")
@@ -267,7 +290,8 @@ def live(options: argparse.Namespace) -> int:
     from probes.registry import all_probes
 
     probes = chosen_probes(options.probes, all_probes())
-    theme = ui_theme(options)
+    config = ui_config(options)
+    theme = ui_theme(options, config)
     from .app import OracApp
 
     chosen = {p.name for p in probes}
@@ -284,7 +308,8 @@ def live(options: argparse.Namespace) -> int:
     # Compiled now, aside: opening a drill-down then only attaches them.
     prepare_drill_down(chosen, options.profile_hz)
     app = OracApp(
-        collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz, redact=redact
+        collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz, redact=redact,
+        config=config,
     )
     app.run()
     return app.return_code or 0
@@ -329,10 +354,12 @@ def replay(options: argparse.Namespace) -> int:
         source = ReplaySource(recording, speed=options.speed, paused=options.paused, redact=not options.no_redact)
     except RecordingError as exc:
         raise RecordingFailure(str(exc)) from None
-    theme = ui_theme(options)
+    config = ui_config(options)
+    theme = ui_theme(options, config)
     from .app import OracApp
 
-    app = OracApp(source, theme=theme, screenshot_dir=options.screenshot_dir, redact=not options.no_redact)
+    app = OracApp(source, theme=theme, screenshot_dir=options.screenshot_dir, redact=not options.no_redact,
+                  config=config)
     app.run()
     recording.close()
     if source.error is not None:
@@ -403,7 +430,7 @@ def snapshot(options: argparse.Namespace) -> int:
         "system": dataclasses.asdict(system) if (system := views.get(SYSTEM)) is not None else None,
         "processes": [dataclasses.asdict(p) for p in procs],
         "unavailable": {name: {"reason": r, "remedy": f} for name, (r, f) in second.unavailable.items()},
-        "verdict": as_json(verdict(views)),
+        "verdict": as_json(verdict(views, wall_ns=second.wall_ns)),
     }
     if options.json:
         json.dump(data, sys.stdout, indent=1)

@@ -87,7 +87,7 @@ class KernelEventsPane(Pane):
         if view is None:
             return Text(WAITING)
         styles = {n: self.get_component_rich_style(f"kernel-events-pane--{n}") for n in ("error", "warning", "muted")}
-        tail = 1 if self.screen.has_class("-short") else TAIL
+        tail = 1 if self.screen.has_class("-medium") else TAIL
         events = list(view.events[-tail:])
         if not events:
             return Text("no kernel log records in the last minutes", styles["muted"])

@@ -70,9 +70,11 @@ class ProbeColumn:
 
 def probe_columns() -> list[ProbeColumn]:
     return [
+        # Below 90 columns the command needs the room more (30 columns at 80); the syscalls pane has the figure.
         ProbeColumn(
             SYSCALLS, "syscalls", "SYSC/s", 6,
             lambda view: {p.pid: p.total.calls_per_s for p in view.processes}, human_rate, absent=0.0,
+            min_table_width=90,
         ),
         # At 80 columns the command keeps its room; the off-CPU pane has the figure.
         ProbeColumn(

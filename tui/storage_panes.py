@@ -260,6 +260,8 @@ class DisksPane(MessagePane):
 
     def compose(self) -> ComposeResult:
         yield Static(classes="pane-message")
+        # the pane on a short screen (themes/orac.tcss): the busiest device in one line
+        yield Static(classes="disks-summary")
         yield DisksTable()
         yield BlockIoTable()
 
@@ -273,7 +275,7 @@ class DisksPane(MessagePane):
         _fit_rows(table, self)
         issuers = self.query_one(BlockIoTable)
         # Under the devices where the screen has room for both.
-        show_issuers = latency is not None and bool(latency.processes) and not self.screen.has_class("-short")
+        show_issuers = latency is not None and bool(latency.processes) and not self.screen.has_class("-medium")
         self.set_class(show_issuers, "-issuers")
         if latency is not None:
             issuers.update_processes(latency)
@@ -281,6 +283,7 @@ class DisksPane(MessagePane):
         active = len(view.active)
         self.border_title = f"Disks {active} of {len(view.disks)} doing I/O"
         saturated = sum(d.saturated for d in view.disks)
+        self.query_one(".disks-summary", Static).update(disks_summary(view, saturated))
         subtitle = "z: idle shown" if table.show_idle else "z: show idle"
         if saturated:
             subtitle = f"[$error]{saturated} saturated[/]  {subtitle}"
@@ -303,6 +306,18 @@ class DisksPane(MessagePane):
         event.stop()
         if self.view is not None:
             self.draw(self.view)
+
+
+def disks_summary(view: DisksView, saturated: int) -> str:
+    """One line of markup: the busiest device's %util and aqu-sz, and how many did I/O."""
+    rated = [d for d in view.active if d.rates is not None]
+    if not rated:
+        return f"[b]disks[/] no device did I/O (of {len(view.disks)})"
+    busiest = max(rated, key=lambda d: (d.rates.util_percent if d.rates is not None else 0.0, d.name))
+    assert busiest.rates is not None
+    figures = f"{escape(busiest.dm_name or busiest.name)} {busiest.rates.util_percent:.0f}% util aqu-sz {busiest.rates.queue_size:.1f}"
+    line = f"[b]disks[/] {f'[$error]{figures}[/]' if busiest.saturated else figures}  {len(view.active)} of {len(view.disks)} doing I/O"
+    return line + (f"  [$error]{saturated} saturated[/]" if saturated else "")
 
 
 def _fs_value(of: Callable[[FilesystemView], float | None], text: Callable[[float], str]) -> Callable[[FilesystemView], str]:

@@ -138,35 +138,48 @@ class VerdictStrip(Widget, can_focus=True):
             return f"{cell.label} {cell.state.word}: {cell.short}"
         return f"{cell.label} {cell.state.word}"
 
-    def _fit(self, room: int) -> list[str]:
-        """The widest labels that fit: every cell in full, then in short, then the selected
-        (or worst) cell in short and the others by state only."""
+    def _fit(self, room: int) -> tuple[list[tuple[int, str]], str]:
+        """The widest labels that fit, as (cell index, label), and what stands for the cells left out.
+
+        Every cell in full, then in short, then the selected (or worst) cell in short and the
+        others by state only, then the same with the ok cells counted rather than named, and last
+        the worst first: on a narrow screen the trouble is what must show."""
         cells = self.cells
         key = self.selected if self.has_focus else self.worst()
-        choices = [
-            [self._label(c, 0) for c in cells],
-            [self._label(c, 1) for c in cells],
-            [self._label(c, 1 if i == key else 2) for i, c in enumerate(cells)],
+        quiet = {i for i, c in enumerate(cells) if i != key and c.state <= State.OK}
+        rest = f"+{len(quiet)} ok" if quiet else ""
+        loud = [i for i in range(len(cells)) if i not in quiet]
+        choices: list[tuple[list[tuple[int, str]], str]] = [
+            ([(i, self._label(c, 0)) for i, c in enumerate(cells)], ""),
+            ([(i, self._label(c, 1)) for i, c in enumerate(cells)], ""),
+            ([(i, self._label(c, 1 if i == key else 2)) for i, c in enumerate(cells)], ""),
+            ([(i, self._label(cells[i], 1 if i == key else 2)) for i in loud], rest),
         ]
-        for labels in choices:
-            if sum(map(len, labels)) + len(SEPARATOR) * max(0, len(labels) - 1) + 1 <= room:
-                return labels
-        return [self._label(c, 2) for c in cells]
+        for labels, more in choices:
+            shown = [label for _, label in labels] + ([more] if more else [])
+            if sum(map(len, shown)) + len(SEPARATOR) * max(0, len(shown) - 1) + 1 <= room:
+                return labels, more
+        worst_first = sorted(loud, key=lambda i: (-cells[i].state, i))
+        return [(i, self._label(cells[i], 2)) for i in worst_first], rest
 
     def render(self) -> Text:
         now = clock(time.time() if self.live or self.wall_s is None else self.wall_s)
         room = max(0, self.size.width - len(now) - 2)
-        labels = self._fit(room)
+        labels, more = self._fit(room)
         text = Text(" ")
         self._spans = []
         selected = self.get_component_rich_style("verdict-strip--selected") if self.has_focus else None
-        for index, (cell, label) in enumerate(zip(self.cells, labels, strict=True)):
-            if index:
+        for index, label in labels:
+            cell = self.cells[index]
+            if self._spans:
                 text.append(SEPARATOR)
             start = text.cell_len
             style = self.get_component_rich_style(STATE_CLASSES[cell.state])
             text.append(label, style + selected if selected is not None and index == self.selected else style)
             self._spans.append((start, text.cell_len, index))
+        if more:
+            text.append(SEPARATOR)
+            text.append(more, self.get_component_rich_style(STATE_CLASSES[State.OK]))
         text.truncate(room, overflow="ellipsis")
         pad = max(1, self.size.width - text.cell_len - len(now) - 1)
         text.append(" " * pad)

@@ -17,6 +17,7 @@ and every threshold carries its reason (README "The verdict" repeats them).
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -24,12 +25,16 @@ from typing import Protocol
 
 from probes.contract import Views
 from probes.model.histograms import LatencyBucket
+from probes.sources.cgroups import CGROUPS, CgroupCpuView
 from probes.sources.disks import DISKS, DiskView
 from probes.sources.gpu import GPU, GpuDeviceView
+from probes.sources.kmsg import KINDS, KMSG, KernelEvent
+from probes.sources.network import NETWORK, InterfaceView
 from probes.sources.offcpu import OFFCPU, OffCpuView
 from probes.sources.process_io import PROCESS_IO
-from probes.sources.processes import PROCESSES, ProcessesView
+from probes.sources.processes import PROCESSES, ProcessesView, short_cgroup
 from probes.sources.system import SYSTEM
+from probes.sources.tcp import TCP
 
 
 class State(enum.IntEnum):
@@ -76,8 +81,8 @@ MS = 1_000_000
 # The defaults, after Gregg's USE checklist for Linux
 # (https://www.brendangregg.com/USEmethod/use-linux.html) where it names a
 # figure, and PSI's documentation (Documentation/accounting/psi.rst) for
-# pressure. No config file exists yet: one that does fills a copy of this
-# table and passes it to verdict(); the rules read nothing else.
+# pressure. The config file (probes.config) overrides entries by key and
+# passes the result to verdict(); the rules read nothing else.
 THRESHOLDS: Mapping[str, Threshold] = MappingProxyType({
     "cpu.runnable_per_cpu": Threshold(
         1.5, 2.0, "runnable tasks per CPU",
@@ -133,7 +138,56 @@ THRESHOLDS: Mapping[str, Threshold] = MappingProxyType({
         None, None, "uncorrected ECC errors in the interval", error=1.0,
         reason="data was lost: the application on that GPU may have computed garbage",
     ),
+    "net.errors_per_s": Threshold(
+        1.0, None, "receive and transmit errors per second (sar -n EDEV rxerr/s + txerr/s)", error=10.0,
+        reason="errors are bad frames, CRC and carrier faults (Gregg: ifconfig errors): a few are a flaky "
+        "cable or NIC, ten a second is a link losing traffic",
+    ),
+    "net.drops_per_s": Threshold(
+        1.0, 100.0, "packets dropped or overrun per second (rxdrop/s + txdrop/s + rxfifo/s + txfifo/s)",
+        "drops and FIFO overruns are network saturation (Gregg: ifconfig overruns, dropped): a ring or "
+        "backlog full; a hundred a second is traffic lost to a queue",
+    ),
+    "net.util_percent": Threshold(
+        80.0, None, "% of the link speed (sar %ifutil)",
+        "a link near its speed queues soon (Gregg: throughput against the known maximum); judged at most "
+        "a warning, the drops say when it does queue",
+    ),
+    "tcp.retrans_percent": Threshold(
+        1.0, 5.0, "% of segments sent that were retransmits",
+        "retransmits are TCP's sign of loss or congestion on the path (Gregg: nstat TcpRetransSegs); "
+        "1 % slows throughput, 5 % stalls connections. Judged only with TCP_MIN_SEGMENTS_PER_S sent",
+    ),
+    "tcp.listen_drops_per_s": Threshold(
+        1.0, 10.0, "SYNs dropped at a listener per second (TcpExt ListenDrops, overflows included)",
+        "a full accept or SYN queue: the server does not accept fast enough, clients retry after 1 s "
+        "or more (Gregg: listen overflows are software-resource saturation)",
+    ),
+    "cgroup.throttled_periods_percent": Threshold(
+        25.0, 50.0, "% of the quota periods in which the quota ran out",
+        "CFS throttling is a cgroup's CPU saturation (Gregg: throttled time in cpu.stat): a quarter of "
+        "periods is latency added to its requests; most of the interval at its quota is saturated",
+    ),
+    "cgroup.usage_of_quota_percent": Threshold(
+        None, 90.0, "% of the CPU quota used",
+        "throttled periods alone can be bursts inside a mostly idle cgroup; saturated only while it also "
+        "uses nearly all its quota",
+    ),
+    "kmsg.errors": Threshold(
+        None, None, "OOM kills, hung tasks, I/O, filesystem and lockup errors, GPU Xids in the last KMSG_RECENT_S",
+        error=1.0,
+        reason="each is a failure the kernel saw (Gregg: errors in dmesg): a process killed or stuck, "
+        "data not written, a GPU fault; kept for some minutes so a person who looks late still sees it",
+    ),
 })
+
+# Below this many segments sent a second one retransmit is a large share of nothing.
+TCP_MIN_SEGMENTS_PER_S = 100.0
+# How long a kernel log error keeps the log's cell at error.
+KMSG_RECENT_S = 300
+# The kernel log kinds (probes.sources.kmsg.KINDS) that are errors in the verdict;
+# segfaults and traps are a program's bug, not the machine's.
+KMSG_ERROR_KINDS = frozenset({"oom-kill", "hung-task", "io-error", "fs-error", "xid", "soft-lockup"})
 
 # NVML clocks-event reasons (probes.sources.gpu) that mean a GPU is held
 # back; the others (idle, application clocks, sync boost, display) are
@@ -177,9 +231,9 @@ class Cell:
 
 
 class Rule(Protocol):
-    """One kind of resource: the cells it has in one tick's views."""
+    """One kind of resource: the cells it has in one tick's views; `wall_ns` is the tick's time, when known."""
 
-    def cells(self, views: Views, thresholds: Mapping[str, Threshold]) -> list[Cell]: ...
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]: ...
 
 
 def _worst(signals: Sequence[tuple[State, str]]) -> tuple[State, list[str]]:
@@ -226,7 +280,7 @@ def _name(processes: ProcessesView | None, pid: int, fallback: str) -> str:
 class CpuRule:
     """All CPUs together: run-queue latency, runnable tasks per CPU, PSI cpu."""
 
-    def cells(self, views: Views, thresholds: Mapping[str, Threshold]) -> list[Cell]:
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
         system = views.get(SYSTEM)
         if system is None:
             return [_no_data("cpu", "CPU", "the cpu probe has no view")]
@@ -280,7 +334,7 @@ class CpuRule:
 class MemoryRule:
     """Memory: PSI memory, swap-ins and major faults; the largest resident process."""
 
-    def cells(self, views: Views, thresholds: Mapping[str, Threshold]) -> list[Cell]:
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
         system = views.get(SYSTEM)
         if system is None:
             return [_no_data("memory", "mem", "the cpu probe has no view")]
@@ -322,7 +376,7 @@ class MemoryRule:
 class DisksRule:
     """Each whole disk with I/O in the interval: aqu-sz, await, with %util; the top I/O process."""
 
-    def cells(self, views: Views, thresholds: Mapping[str, Threshold]) -> list[Cell]:
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
         disks = views.get(DISKS)
         if disks is None:
             return [_no_data("disks", "disks", "the disks probe has no view")]
@@ -375,7 +429,7 @@ class GpusRule:
     No GPU view (no NVIDIA GPU or driver here) is no resource, not a grey cell on every box.
     """
 
-    def cells(self, views: Views, thresholds: Mapping[str, Threshold]) -> list[Cell]:
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
         gpu = views.get(GPU)
         if gpu is None:
             return []
@@ -417,13 +471,150 @@ class GpusRule:
         return Contributor(top.pid, name, f"{_size(top.gpu_memory_bytes or 0)} GPU memory")
 
 
+class NetworkRule:
+    """Each interface with traffic in the interval: errors, drops and overruns, with %ifutil."""
+
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
+        network = views.get(NETWORK)
+        if network is None:
+            return []
+        cells = [self._cell(i, thresholds) for i in network.interfaces if not i.idle and not i.down]
+        # Loopback cannot saturate a link: only its drops and errors earn it a cell.
+        cells = [c for c in cells if c.label != "lo" or c.state > State.OK]
+        return cells or [Cell("net", "net", State.OK, "net ok: idle", "idle", pane=NETWORK.name)]
+
+    @staticmethod
+    def _cell(interface: InterfaceView, thresholds: Mapping[str, Threshold]) -> Cell:
+        signals: list[tuple[State, str]] = []
+        errors = _sum(interface.rx_errors_per_s, interface.tx_errors_per_s)
+        if errors is not None:
+            signals.append((thresholds["net.errors_per_s"].state(errors), f"{errors:.0f} errors/s"))
+        drops = _sum(interface.rx_drops_per_s, interface.tx_drops_per_s,
+                     interface.rx_fifo_errors_per_s, interface.tx_fifo_errors_per_s)
+        if drops is not None:
+            signals.append((thresholds["net.drops_per_s"].state(drops), f"{drops:.0f} drops/s"))
+        if interface.ifutil_percent is not None:
+            signals.append((thresholds["net.util_percent"].state(interface.ifutil_percent),
+                            f"{interface.ifutil_percent:.0f} % util"))
+        state, figures = _worst(signals)
+        rx, tx = interface.rx_bytes_per_s or 0.0, interface.tx_bytes_per_s or 0.0
+        traffic = f"{_bytes_per_s(max(rx, tx))} {'rx' if rx >= tx else 'tx'}"
+        shown = figures[:2] if state > State.OK else [traffic]
+        return Cell(f"net {interface.name}", interface.name, state, f"{interface.name} {state.word}: {', '.join(shown)}",
+                    shown[0], pane=NETWORK.name)
+
+
+def _sum(*values: float | None) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+class TcpRule:
+    """TCP as a whole: retransmits as a share of segments sent, listen queue drops."""
+
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
+        tcp = views.get(TCP)
+        if tcp is None:
+            return []
+        signals: list[tuple[State, str]] = []
+        sent = _sum(tcp.out_segs_per_s, tcp.retrans_segs_per_s)
+        if tcp.retrans_percent is not None and sent is not None and sent >= TCP_MIN_SEGMENTS_PER_S:
+            signals.append((thresholds["tcp.retrans_percent"].state(tcp.retrans_percent),
+                            f"retrans {tcp.retrans_percent:.1f} %"))
+        drops = tcp.listen_drops_per_s if tcp.listen_drops_per_s is not None else tcp.listen_overflows_per_s
+        if drops is not None:
+            signals.append((thresholds["tcp.listen_drops_per_s"].state(drops), f"{drops:.0f} listen drops/s"))
+        state, figures = _worst(signals)
+        estab = f"{tcp.sockets.estab} estab" if tcp.sockets.estab is not None else "quiet"
+        if state is State.NO_DATA:
+            return [Cell("tcp", "TCP", State.OK, f"TCP ok: {estab}", estab, pane=TCP.name)]
+        shown = figures[:2] if state > State.OK else [estab]
+        return [Cell("tcp", "TCP", state, f"TCP {state.word}: {', '.join(shown)}", shown[0], pane=TCP.name)]
+
+
+class CgroupsRule:
+    """Each cgroup with a CPU quota that throttling held back; none when no cgroup was."""
+
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
+        cgroups = views.get(CGROUPS)
+        if cgroups is None:
+            return []
+        cells = [self._cell(c, views.get(PROCESSES), thresholds) for c in cgroups.cgroups]
+        return sorted((c for c in cells if c.state > State.OK), key=lambda c: -c.state)
+
+    @staticmethod
+    def _cell(cgroup: CgroupCpuView, processes: ProcessesView | None, thresholds: Mapping[str, Threshold]) -> Cell:
+        throttled = thresholds["cgroup.throttled_periods_percent"].state(cgroup.throttled_periods_percent)
+        at_quota = thresholds["cgroup.usage_of_quota_percent"].state(cgroup.usage_of_quota_percent)
+        if throttled is State.SATURATED and at_quota is not State.SATURATED:
+            throttled = State.WARNING
+        name = short_cgroup(cgroup.path)
+        figures = [f"throttled {cgroup.throttled_periods_percent or 0:.0f} % of periods",
+                   f"{cgroup.usage_cpus or 0:.2f} of {cgroup.quota_cpus:.2f} CPUs"]
+        contributor = None
+        if processes is not None:
+            # The process view names cgroups as short_cgroup does.
+            mine = [p for p in processes.processes if p.cgroup == name and p.cpu_percent]
+            busiest = max(mine, key=lambda p: p.cpu_percent or 0.0, default=None)
+            if busiest is not None:
+                contributor = Contributor(busiest.pid, busiest.name, f"{busiest.cpu_percent:.0f} % CPU")
+        return Cell(f"cgroup {cgroup.path}", name, throttled, f"{name} {throttled.word}: {', '.join(figures)}",
+                    figures[0], contributor, CGROUPS.name)
+
+
+class KernelLogRule:
+    """The kernel's log: an error the kernel reported in the interval or the last KMSG_RECENT_S."""
+
+    def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
+        kmsg = views.get(KMSG)
+        if kmsg is None:
+            return []
+        new = {e.seq for e in kmsg.new_events}
+        since_us = kmsg.mono_ns // 1000 - KMSG_RECENT_S * 1_000_000
+        errors = [e for e in kmsg.events if e.kind in KMSG_ERROR_KINDS and (e.seq in new or e.ts_us >= since_us)]
+        state = thresholds["kmsg.errors"].state(len(errors))
+        if state is State.OK:
+            return [Cell("kmsg", "kernel", state, "kernel log ok: no errors", "no errors", pane=KMSG.name)]
+        last = errors[-1]
+        figure = f"{KINDS[last.kind]} {self._when(last, kmsg.mono_ns, wall_ns)}{self._who(last)}"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        processes = views.get(PROCESSES)
+        alive = processes is not None and last.pid is not None and any(p.pid == last.pid for p in processes.processes)
+        contributor = (
+            Contributor(last.pid, last.comm or str(last.pid), KINDS[last.kind])
+            if alive and last.pid is not None else None
+        )
+        return [Cell("kmsg", "kernel", state, f"{figure}{more}", figure, contributor, KMSG.name)]
+
+    @staticmethod
+    def _when(event: KernelEvent, read_mono_ns: int, wall_ns: int | None) -> str:
+        if wall_ns is None:
+            return f"[{event.ts_us / 1e6:.0f} s]"
+        # The record's timestamp is the monotonic clock's, as dmesg -T converts it.
+        at = wall_ns - (read_mono_ns - event.ts_us * 1000)
+        return time.strftime("%H:%M:%S", time.localtime(at / 1e9))
+
+    @staticmethod
+    def _who(event: KernelEvent) -> str:
+        if event.comm is not None and event.pid is not None:
+            return f": {event.comm} (pid {event.pid})"
+        if event.xid is not None:
+            return f": Xid {event.xid}"
+        return f": {event.message[:40]}"
+
+
 # In the order the strip shows them.
-RESOURCES: tuple[Rule, ...] = (CpuRule(), MemoryRule(), DisksRule(), GpusRule())
+RESOURCES: tuple[Rule, ...] = (
+    CpuRule(), MemoryRule(), DisksRule(), NetworkRule(), TcpRule(), GpusRule(), CgroupsRule(), KernelLogRule(),
+)
 
 
-def verdict(views: Views, thresholds: Mapping[str, Threshold] = THRESHOLDS) -> tuple[Cell, ...]:
-    """Every resource's cell for one tick, in RESOURCES' order."""
-    return tuple(cell for rule in RESOURCES for cell in rule.cells(views, thresholds))
+def verdict(
+    views: Views, thresholds: Mapping[str, Threshold] = THRESHOLDS, wall_ns: int | None = None,
+) -> tuple[Cell, ...]:
+    """Every resource's cell for one tick, in RESOURCES' order; `wall_ns` (the frame's) puts
+    kernel log errors at a time of day."""
+    return tuple(cell for rule in RESOURCES for cell in rule.cells(views, thresholds, wall_ns))
 
 
 def as_json(cells: Sequence[Cell]) -> list[dict[str, object]]:

@@ -131,13 +131,16 @@ class KmsgView:
     `events` are the records shown, oldest first; `new_events` those
     logged in the interval (SEQ after the previous sample's newest).
     `lost_lines` and `malformed_lines` count the interval's (None when a
-    counter went backwards: the probe restarted).
+    counter went backwards: the probe restarted). `mono_ns`: when the log
+    was read, on the clock of the records' `ts_us`, so a record's age is
+    known (the verdict keeps one for some minutes).
     """
 
     events: tuple[KernelEvent, ...]
     new_events: tuple[KernelEvent, ...]
     lost_lines: int | None
     malformed_lines: int | None
+    mono_ns: int
 
     @property
     def oom_kills(self) -> tuple[KernelEvent, ...]:
@@ -299,6 +302,7 @@ def derive_kmsg(prev: KmsgSample, curr: KmsgSample, dt_s: float) -> KmsgView:
     new = tuple(e for e in curr.events if not e.earlier and (since is None or e.seq > since))
     return KmsgView(
         curr.events, new, _delta(prev.lost_lines, curr.lost_lines), _delta(prev.malformed_lines, curr.malformed_lines),
+        curr.mono_ns,
     )
 
 
