@@ -574,6 +574,9 @@ def in_kernel(kind: str, object_id: int) -> bool:
 def test_one_process_probe_sees_only_it_and_stop_unloads(workload: Path) -> None:
     n, m = 50_000, 10
     helper = spawn(workload, "calls", str(n), str(m))
+    # The pool outlives probes: a copy an earlier test gave back would be
+    # taken instead of a program loaded now, and none would be new here.
+    PROGRAMS.take(SyscallProbe(target_pid=helper.pid).program()).close()
     before = bpf_fds()
     target = start(SyscallProbe(target_pid=helper.pid))
     try:
