@@ -59,6 +59,8 @@ class Config:
     theme: str | None = None
     panes: dict[str, bool] = field(default_factory=dict)
     overrides: dict[str, dict[str, float]] = field(default_factory=dict)
+    # [filesystems] virtual: list tmpfs, overlay, squashfs ... too (probes.sources.filesystems.VIRTUAL_TYPES)
+    virtual_filesystems: bool = False
     writable: bool = True
 
     @property
@@ -97,9 +99,17 @@ def load(path: Path | None = None) -> Config:
 
 
 def _parse(path: Path, data: dict[str, Any]) -> Config:
-    unknown = set(data) - {"theme", "panes", "thresholds"}
+    unknown = set(data) - {"theme", "panes", "thresholds", "filesystems"}
     if unknown:
-        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r} (theme, [panes] and [thresholds] are known)")
+        raise ConfigError(
+            f"unknown setting {sorted(unknown)[0]!r} (theme, [panes], [thresholds] and [filesystems] are known)"
+        )
+    filesystems = data.get("filesystems", {})
+    if not isinstance(filesystems, dict) or set(filesystems) - {"virtual"}:
+        raise ConfigError("[filesystems] must be a table with at most `virtual = true|false`")
+    virtual = filesystems.get("virtual", False)
+    if not isinstance(virtual, bool):
+        raise ConfigError("filesystems.virtual must be true or false")
     theme = data.get("theme")
     if theme is not None and not isinstance(theme, str):
         raise ConfigError("theme must be a string")
@@ -124,7 +134,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"thresholds.{key}.{level} must be a number")
         overrides[key] = {level: float(value) for level, value in levels.items()}
-    return Config(path, theme, dict(panes), overrides)
+    return Config(path, theme, dict(panes), overrides, virtual)
 
 
 def _toml(config: Config) -> str:
@@ -134,6 +144,8 @@ def _toml(config: Config) -> str:
         lines.append(f"theme = {json.dumps(config.theme)}")
     if config.panes:
         lines += ["", "[panes]", *(f"{name} = {json.dumps(shown)}" for name, shown in sorted(config.panes.items()))]
+    if config.virtual_filesystems:
+        lines += ["", "[filesystems]", "virtual = true"]
     if config.overrides:
         lines += ["", "[thresholds]"]
         for key, levels in sorted(config.overrides.items()):

@@ -57,6 +57,8 @@ gpu = false
         ("[thresholds]\n'cpu.nope' = { warning = 1 }", "unknown threshold 'cpu.nope'"),
         ("[thresholds]\n'cpu.rq_p99_ms' = { warn = 1 }", "must be a table of warning, saturated, error"),
         ("[thresholds]\n'cpu.rq_p99_ms' = { warning = 'x' }", "cpu.rq_p99_ms.warning must be a number"),
+        ("[filesystems]\nvirtual = 'yes'", "filesystems.virtual must be true or false"),
+        ("[filesystems]\nall = true", "[filesystems] must be a table with at most `virtual = true|false`"),
     ],
 )
 def test_a_malformed_file_says_what_in_one_line(tmp_path: Path, text: str, says: str) -> None:
@@ -65,6 +67,29 @@ def test_a_malformed_file_says_what_in_one_line(tmp_path: Path, text: str, says:
         load(path)
     message = str(caught.value)
     assert says in message and str(path) in message and "\n" not in message
+
+
+def test_virtual_filesystems_are_listed_when_the_config_asks(tmp_path: Path) -> None:
+    from probes.sources.filesystems import FilesystemsProbe
+    from tui.cli import apply_config
+
+    path = write(tmp_path / "c.toml", "[filesystems]\nvirtual = true\n")
+    config = load(path)
+    assert config.virtual_filesystems
+    save(config)
+    assert load(path).virtual_filesystems
+    mounted = {line.split(" - ")[1].split()[0] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+    if "tmpfs" not in mounted:
+        pytest.skip("no tmpfs is mounted here")
+    for asked in (False, True):
+        probe = FilesystemsProbe()
+        apply_config([probe], Config(path, virtual_filesystems=asked))
+        probe.start()
+        try:
+            types = {f.fs_type for f in probe.sample().filesystems}
+        finally:
+            probe.stop()
+        assert ("tmpfs" in types) is asked, types
 
 
 def test_saving_is_private_atomic_and_reads_back(tmp_path: Path) -> None:

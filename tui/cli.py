@@ -30,6 +30,7 @@ from probes.sources.profile import (
 
 if TYPE_CHECKING:
     from probes.config import Config
+    from probes.contract import Probe
 
 
 class UsageError(Exception):
@@ -285,6 +286,15 @@ def ui_theme(options: argparse.Namespace, config: Config) -> str:
     return theme
 
 
+def apply_config(probes: Sequence[Probe[Any]], config: Config) -> None:
+    """What the config file says of the probes: [filesystems] virtual."""
+    from probes.sources.filesystems import FilesystemsProbe
+
+    for probe in probes:
+        if isinstance(probe, FilesystemsProbe):
+            probe.include_virtual = config.virtual_filesystems
+
+
 def live(options: argparse.Namespace) -> int:
     from probes.model.collector import Collector
     from probes.registry import all_probes
@@ -292,6 +302,7 @@ def live(options: argparse.Namespace) -> int:
     probes = chosen_probes(options.probes, all_probes())
     config = ui_config(options)
     theme = ui_theme(options, config)
+    apply_config(probes, config)
     from .app import OracApp
 
     chosen = {p.name for p in probes}
