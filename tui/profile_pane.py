@@ -34,19 +34,19 @@ STACK_COLUMNS: list[Column[HotStack]] = [
 ]
 
 
-class ProfilePane(MessagePane):
-    """Fed by the drill-down's "profile" probe; the "python" probe's joined for a line about Python frames."""
+class FunctionsAndStacksPane(MessagePane):
+    """A message line over two tables: functions by share, beside the hottest stacks.
 
-    PROBE: ClassVar[ProbeSpec[Any, Any]] = PROFILE
-    # A Python process's own frames are not in these stacks (only the interpreter's, unless a
-    # 3.12+ perf map names them): say where they are, and how to get them here.
-    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (PYTHON_STACKS,)
+    The tables are `#{TABLES}-functions` and `#{TABLES}-stacks`.
+    """
+
+    TABLES: ClassVar[str]
 
     DEFAULT_CSS = """
-    ProfilePane { height: 1fr; }
-    ProfilePane > Horizontal { height: 1fr; }
-    ProfilePane #profile-functions { width: 2fr; }
-    ProfilePane #profile-stacks { width: 3fr; margin-left: 1; }
+    FunctionsAndStacksPane { height: 1fr; }
+    FunctionsAndStacksPane > Horizontal { height: 1fr; }
+    FunctionsAndStacksPane .functions { width: 2fr; }
+    FunctionsAndStacksPane .stacks { width: 3fr; margin-left: 1; }
     """
 
     def __init__(self, pid: int) -> None:
@@ -56,8 +56,18 @@ class ProfilePane(MessagePane):
     def compose(self) -> ComposeResult:
         yield Static(classes="pane-message")
         with Horizontal():
-            yield LineTable(FUNCTION_COLUMNS, "self", attrgetter("name"), id="profile-functions")
-            yield LineTable(STACK_COLUMNS, "percent", attrgetter("frames"), id="profile-stacks")
+            yield LineTable(FUNCTION_COLUMNS, "self", attrgetter("name"), id=f"{self.TABLES}-functions", classes="functions")
+            yield LineTable(STACK_COLUMNS, "percent", attrgetter("frames"), id=f"{self.TABLES}-stacks", classes="stacks")
+
+
+class ProfilePane(FunctionsAndStacksPane):
+    """Fed by the drill-down's "profile" probe; the "python" probe's joined for a line about Python frames."""
+
+    PROBE: ClassVar[ProbeSpec[Any, Any]] = PROFILE
+    # A Python process's own frames are not in these stacks (only the interpreter's, unless a
+    # 3.12+ perf map names them): say where they are, and how to get them here.
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (PYTHON_STACKS,)
+    TABLES: ClassVar[str] = "profile"
 
     def show_view(self, view: ProfileView) -> None:
         if view.target_pid != self.pid:

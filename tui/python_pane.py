@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-from operator import attrgetter
 from typing import Any, ClassVar
 
 from rich.markup import escape
-from textual.app import ComposeResult
-from textual.containers import Horizontal
-from textual.widgets import Static
 
 from probes.contract import ProbeSpec
 from probes.sources.python_stacks import CHUNK_S, PYTHON_STACKS, PythonStacksView
 
 from .line_table import LineTable
-from .pane import MessagePane
-from .profile_pane import FUNCTION_COLUMNS, STACK_COLUMNS
+from .profile_pane import FunctionsAndStacksPane
 
 
-class PythonPane(MessagePane):
+class PythonPane(FunctionsAndStacksPane):
     """Fed by the drill-down's "python" probe."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = PYTHON_STACKS
-
-    DEFAULT_CSS = """
-    PythonPane { height: 1fr; }
-    PythonPane > Horizontal { height: 1fr; }
-    PythonPane #python-functions { width: 2fr; }
-    PythonPane #python-stacks { width: 3fr; margin-left: 1; }
-    """
-
-    def __init__(self, pid: int) -> None:
-        super().__init__()
-        self.pid = pid
-
-    def compose(self) -> ComposeResult:
-        yield Static(classes="pane-message")
-        with Horizontal():
-            yield LineTable(FUNCTION_COLUMNS, "self", attrgetter("name"), id="python-functions")
-            yield LineTable(STACK_COLUMNS, "percent", attrgetter("frames"), id="python-stacks")
+    TABLES: ClassVar[str] = "python"
 
     def show_view(self, view: PythonStacksView) -> None:
         if view.target_pid != self.pid:
