@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.ebpf import start
+from support.ebpf import lost_reasons_in, start
 from support.loop_device import MIB, direct_io, loop_filesystem, require_root
 from support.synthetic import S
 
@@ -60,9 +60,7 @@ def test_program_includes_the_shared_header_and_its_options() -> None:
     assert "BPF_PERCPU_ARRAY(lost, u64, LOST_REASONS)" in program.text
     assert f"-DHIST_SLOTS={HIST_SLOTS}" in program.cflags
     # the enum in the C source names its reasons in LOST_REASONS' order
-    enum = program.text.split("enum lost_reason {", 1)[1].split("LOST_REASONS,", 1)[0]
-    names = [line.split(",")[0].strip().removeprefix("LOST_").lower() for line in enum.splitlines() if "LOST_" in line]
-    assert tuple(names) == LOST_REASONS
+    assert lost_reasons_in(program.text) == LOST_REASONS
 
 
 def test_registered_as_a_system_wide_probe() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.ebpf import start
+from support.ebpf import lost_reasons_in, start
 from support.netns import Namespace, NamespacePair, kill_all, namespace_pair, require_root_and, wait_ready
 from support.synthetic import S
 
@@ -64,9 +64,7 @@ def test_program_attaches_both_tracepoints_and_names_its_losses_in_order() -> No
     assert "TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)" in program.text
     assert "TRACEPOINT_PROBE(sock, inet_sock_set_state)" in program.text
     assert f"-DHIST_SLOTS={HIST_SLOTS}" in program.cflags
-    enum = program.text.split("enum lost_reason {", 1)[1].split("LOST_REASONS,", 1)[0]
-    names = [line.split(",")[0].strip().removeprefix("LOST_").lower() for line in enum.splitlines() if "LOST_" in line]
-    assert tuple(names) == LOST_REASONS
+    assert lost_reasons_in(program.text) == LOST_REASONS
 
 
 def test_registered_as_a_system_wide_probe() -> None:

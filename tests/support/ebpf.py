@@ -38,3 +38,9 @@ def compile_helper(source: Path, directory: Path, *flags: str) -> Path:
     binary = directory / source.stem
     subprocess.run([gcc, *flags, "-o", str(binary), str(source)], check=True)
     return binary
+
+
+def lost_reasons_in(program_text: str) -> tuple[str, ...]:
+    """The names of a program's enum lost_reason, in order, as its Python side spells them."""
+    enum = program_text.split("enum lost_reason {", 1)[1].split("LOST_REASONS,", 1)[0]
+    return tuple(line.split(",")[0].strip().removeprefix("LOST_").lower() for line in enum.splitlines() if "LOST_" in line)
