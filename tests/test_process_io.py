@@ -51,6 +51,13 @@ def stat_text(name: str = "a) (b", blkio_ticks: int = 250, fields: int = 52) -> 
 
 def test_parse_io() -> None:
     assert parse_io(IO_TEXT) == (4096, 323_932_160, 8192)
+    assert parse_io(Path("/proc/self/io").read_bytes())[0] >= 0
+
+
+def test_parse_io_reads_another_layout_by_name() -> None:
+    # what a kernel that reorders or adds lines would give: found by name, not position
+    lines = IO_TEXT.splitlines()
+    assert parse_io(b"\n".join([b"extra: 7", *reversed(lines)])) == (4096, 323_932_160, 8192)
 
 
 @pytest.mark.parametrize("data", [b"", b"rchar: 1\nwchar: 2\n", b"read_bytes: 1\nwrite_bytes: 2\n", b"read_bytes: x\n"])

@@ -43,6 +43,7 @@ from probes.host.procfs import NS_PER_TICK, read_text
 
 # /proc/PID/io is seven "name: value" lines, about 120 bytes.
 IO_BYTES = 512
+KERNEL_IO_NAMES = [b"read_bytes:", b"write_bytes:", b"cancelled_write_bytes:"]
 # Index of delayacct_blkio_ticks (stat field 42) among the fields after
 # the command name's closing parenthesis, which start at field 3 (state).
 BLKIO_TICKS_INDEX = 42 - 3
@@ -73,6 +74,15 @@ def parse_io(data: bytes) -> tuple[int, int, int]:
 
     Raises ValueError when one of them is missing (a truncated or foreign text).
     """
+    words = data.split()
+    # The kernel's layout since 2.6.20 (fs/proc/base.c do_io_accounting):
+    # rchar, wchar, syscr, syscw, then these three; read by position, for
+    # this runs for every process every tick.
+    if words[8:13:2] == KERNEL_IO_NAMES:
+        try:
+            return int(words[9]), int(words[11]), int(words[13])
+        except (IndexError, ValueError):
+            pass
     values: dict[bytes, int] = {}
     for line in data.splitlines():
         key, _, value = line.partition(b":")

@@ -3,9 +3,10 @@
 A probe of its own rather than fields of the process probe's sample: that
 probe reuses last tick's sample of a process whose stat text did not change,
 and a process can dirty pages or wait for a disk within a tick without its
-stat moving. Each process's /proc/PID/stat (for its start time and its
-block I/O delay) and /proc/PID/io stay open between ticks and are read again
-with pread, two syscalls a process a tick.
+stat moving. Each process's /proc/PID/io stays open between ticks and is
+read again with pread, one syscall a process a tick; its /proc/PID/stat is
+read at open for the start time and, with delay accounting on, every tick
+for the block I/O delay.
 
 A process whose /proc/PID/io orac may not read (another user's, as anyone
 but root) is listed in `denied`, so the table says it cannot know rather
@@ -74,8 +75,11 @@ class ProcessIoProbe:
 
     def __init__(self, proc: str = PROC) -> None:
         self._proc = proc
-        # pid -> its open (stat, io) descriptors
-        self._fds: dict[int, tuple[int, int]] = {}
+        # pid -> (its open io descriptor, its stat descriptor or -1, its start time)
+        self._kept: dict[int, tuple[int, int, int]] = {}
+        # pid -> its counters last sample: handed out again while they do not
+        # move, so the recording's delta and the rates see the same object
+        self._last: dict[int, ProcessIoCounters] = {}
         self._delay_accounting = False
 
     def start(self) -> None:
@@ -86,57 +90,77 @@ class ProcessIoProbe:
         self._delay_accounting = delay_accounting(self._proc)
 
     def stop(self) -> None:
-        for pid in list(self._fds):
+        for pid in list(self._kept):
             self._forget(pid)
 
     def _forget(self, pid: int) -> None:
-        for fd in self._fds.pop(pid, ()):
-            os.close(fd)
+        self._last.pop(pid, None)
+        io_fd, stat_fd, _ = self._kept.pop(pid)
+        os.close(io_fd)
+        if stat_fd >= 0:
+            os.close(stat_fd)
 
-    def _open(self, pid: int) -> tuple[int, int] | IoUnreadable:
+    def _open(self, pid: int) -> tuple[int, int, int] | IoUnreadable:
+        """(io descriptor, stat descriptor or -1, start time), or why the process cannot be read.
+
+        The start time comes from one read of stat at open: a descriptor
+        kept on /proc/PID/io fails once its process is gone (see
+        pread_process_io), so a later read through it is the same process.
+        stat stays open only for the block I/O delay, which it alone has.
+        Reading it is most of the cost of a /proc/PID/stat (10 us a process
+        against 2 for io, measured here), so without delay accounting, off
+        by default since Linux 5.14, it is not read again.
+        """
         try:
             stat_fd = os.open(f"{self._proc}/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return IoUnreadable.GONE
         try:
+            started = start_time_ticks(os.pread(stat_fd, STAT_BYTES, 0))
             io_fd = os.open(f"{self._proc}/{pid}/io", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as error:
+        except PermissionError:
             os.close(stat_fd)
-            return IoUnreadable.DENIED if isinstance(error, PermissionError) else IoUnreadable.GONE
-        return stat_fd, io_fd
+            return IoUnreadable.DENIED
+        except (OSError, IndexError, ValueError):
+            os.close(stat_fd)
+            return IoUnreadable.GONE
+        if not self._delay_accounting:
+            os.close(stat_fd)
+            stat_fd = -1
+        return io_fd, stat_fd, started
 
     def _read(self, pid: int) -> ProcessIoCounters | IoUnreadable:
-        fds = self._fds.get(pid)
-        kept = fds is not None
-        if fds is None:
-            opened = self._open(pid)
-            if isinstance(opened, IoUnreadable):
-                return opened
-            fds = opened
-        stat_fd, io_fd = fds
-        try:
+        kept = self._kept.get(pid)
+        fds = kept if kept is not None else self._open(pid)
+        if isinstance(fds, IoUnreadable):
+            return fds
+        io_fd, stat_fd, started = fds
+        stat = None
+        if stat_fd >= 0:
             try:
                 stat = os.pread(stat_fd, STAT_BYTES, 0)
             except OSError:
                 stat = b""
-            io = pread_process_io(io_fd, stat, self._delay_accounting) if stat else IoUnreadable.GONE
-            if isinstance(io, ProcessIo):
-                try:
-                    started = start_time_ticks(stat)
-                except (IndexError, ValueError):
-                    io = IoUnreadable.GONE
-        finally:
-            keep = isinstance(io, ProcessIo) and (kept or len(self._fds) * 2 < MAX_FDS)
-            if keep:
-                self._fds[pid] = fds
-            elif kept:
-                self._forget(pid)
-            else:
+        io = pread_process_io(io_fd, stat, self._delay_accounting) if stat != b"" else IoUnreadable.GONE
+        if isinstance(io, ProcessIo) and (kept is not None or len(self._kept) * 2 < MAX_FDS):
+            self._kept[pid] = fds
+        elif kept is not None:
+            self._forget(pid)
+        else:
+            os.close(io_fd)
+            if stat_fd >= 0:
                 os.close(stat_fd)
-                os.close(io_fd)
         if not isinstance(io, ProcessIo):
             return io
-        return ProcessIoCounters(pid, started, io.read_bytes, io.write_bytes, io.cancelled_write_bytes, io.blkio_delay_ns)
+        last = self._last.get(pid)
+        if last is not None and last.start_time_ticks == started and (
+            last.read_bytes, last.write_bytes, last.cancelled_write_bytes, last.blkio_delay_ns,
+        ) == (io.read_bytes, io.write_bytes, io.cancelled_write_bytes, io.blkio_delay_ns):
+            return last
+        counters = ProcessIoCounters(pid, started, io.read_bytes, io.write_bytes, io.cancelled_write_bytes, io.blkio_delay_ns)
+        if pid in self._kept:
+            self._last[pid] = counters
+        return counters
 
     def sample(self) -> ProcessIoSample:
         mono_ns = time.monotonic_ns()
@@ -152,7 +176,7 @@ class ProcessIoProbe:
                 seen.add(pid)
             elif got is IoUnreadable.DENIED:
                 denied.append(pid)
-        for pid in [pid for pid in self._fds if pid not in seen]:
+        for pid in [pid for pid in self._kept if pid not in seen]:
             self._forget(pid)
         return ProcessIoSample(tuple(processes), tuple(denied), self._delay_accounting, mono_ns)
 
@@ -171,13 +195,24 @@ class ProcessIoView:
 
 
 def derive_process_io_view(prev: ProcessIoSample, curr: ProcessIoSample, dt_s: float) -> ProcessIoView:
-    before = {(p.pid, p.start_time_ticks): p for p in prev.processes}
+    before = {p.pid: p for p in prev.processes}
     rates = {}
     for p in curr.processes:
-        earlier = before.get((p.pid, p.start_time_ticks))
-        if earlier is not None:
+        earlier = before.get(p.pid)
+        if earlier is None or earlier.start_time_ticks != p.start_time_ticks:
+            continue
+        if earlier is p or (earlier.read_bytes, earlier.write_bytes, earlier.cancelled_write_bytes, earlier.blkio_delay_ns) == (
+            p.read_bytes, p.write_bytes, p.cancelled_write_bytes, p.blkio_delay_ns,
+        ):
+            # Most processes do no I/O in a tick: one shared rate of nothing.
+            rates[p.pid] = IDLE if p.blkio_delay_ns is not None else IDLE_WITHOUT_DELAY
+        else:
             rates[p.pid] = derive_process_io(_io(earlier), _io(p), dt_s)
     return ProcessIoView(rates, curr.denied, curr.delay_accounting)
+
+
+IDLE = ProcessIoRates(0.0, 0.0, 0.0, 0.0)
+IDLE_WITHOUT_DELAY = ProcessIoRates(0.0, 0.0, 0.0, None)
 
 
 def _io(p: ProcessIoCounters) -> ProcessIo:
