@@ -114,6 +114,25 @@ def test_probe_without_states_reads_no_socket_lines() -> None:
     assert TcpProbe(proc=str(FIXTURES / "t0"), states=False).sample().states is None
 
 
+def test_states_are_read_every_few_seconds_and_carry_their_time(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(T0, tmp_path / "net")
+    probe = TcpProbe(proc=str(tmp_path), states_every_s=3600)
+    first = probe.sample()
+    assert first.states is not None and first.states["LISTEN"] == 3
+    # every socket gone: the counters are read again, the states not yet
+    header = (tmp_path / "net" / "tcp").read_text().splitlines()[0]
+    for name in ("tcp", "tcp6"):
+        (tmp_path / "net" / name).write_text(header + "\n")
+    second = probe.sample()
+    assert second.states == first.states and second.states_mono_ns == first.mono_ns
+    view = derive_tcp(first, second, 1.0)
+    assert view.states_age_s == pytest.approx((second.mono_ns - first.mono_ns) / 1e9)
+    fresh = TcpProbe(proc=str(tmp_path), states_every_s=0).sample()
+    assert fresh.states == {} and fresh.states_mono_ns == fresh.mono_ns
+
+
 def test_probe_on_real_proc_needs_no_privilege() -> None:
     probe = TcpProbe()
     probe.start()
@@ -187,7 +206,7 @@ def ss_summary(text: str) -> SocketSummary:
 
 
 def test_dropped_packets_raise_retransmits_as_the_namespace_counts_them(pair: NamespacePair) -> None:
-    sender_side = TcpProbe(proc=pair.a.proc)
+    sender_side = TcpProbe(proc=pair.a.proc, states_every_s=0)
     listener_side = TcpProbe(proc=pair.b.proc)
     sender_side.start()
     listener_side.start()

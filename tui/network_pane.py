@@ -88,7 +88,9 @@ def tcp_sockets(tcp: TcpView) -> str:
     if tcp.states is not None:
         names = [n for n in STATE_ORDER if tcp.states.get(n)] + sorted(
             n for n, c in tcp.states.items() if c and n not in STATE_ORDER)
-        text += "  " + " ".join(f"{n} {tcp.states[n]}" for n in names)
+        # read every few seconds (TcpProbe): a count a tick old or more says its age
+        age = f" ({tcp.states_age_s:.0f}s ago)" if tcp.states_age_s >= 1.0 else ""
+        text += "  " + " ".join(f"{n} {tcp.states[n]}" for n in names) + age
     return text
 
 

@@ -120,6 +120,9 @@ class TcpSample:
     states: Mapping[str, int] | None
     # time.monotonic_ns() as /proc/net/snmp was read
     mono_ns: int
+    # time.monotonic_ns() as the states were read, which is not every sample
+    # (see TcpProbe); None in recordings made before they were read apart
+    states_mono_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,8 @@ class TcpView:
     timeouts_per_s: float | None
     sockets: SocketSummary
     states: Mapping[str, int] | None
+    # seconds between the states' reading and the counters' (0 when read together)
+    states_age_s: float = 0.0
 
 
 def parse_snmp_tables(text: str) -> dict[str, dict[str, int]]:
@@ -295,6 +300,7 @@ def derive_tcp(prev: TcpSample, curr: TcpSample, dt_s: float) -> TcpView:
         timeouts_per_s=_rate(p.timeouts, c.timeouts, dt_s),
         sockets=socket_summary(c, curr.sockstat),
         states=curr.states,
+        states_age_s=0.0 if curr.states_mono_ns is None else max(0.0, (curr.mono_ns - curr.states_mono_ns) / 1e9),
     )
 
 
@@ -305,16 +311,25 @@ class TcpProbe:
         proc: The proc root; `/proc/<pid>` reads that process's network
             namespace.
         states: Also count sockets per state from /proc/net/tcp and tcp6.
-            Those files have a line per socket (about 150 bytes each), so
-            a box with a hundred thousand connections reads megabytes per
-            tick; the counters and `ss -s` totals cost the same on any box.
+        states_every_s: Read those at most this often; samples between
+            carry the last reading and its time. The kernel makes those
+            files by walking every bucket of the TCP hash tables, which are
+            sized by memory, not by sockets: with one socket on a 24 GiB VM
+            a read of both took 9 ms of system time, most of the probe's
+            cost at a 1 s interval. A line per socket (about 150 bytes)
+            comes on top, megabytes a read with a hundred thousand
+            connections. The counters and `ss -s` totals cost the same on
+            any box and are read every sample.
     """
 
     name: ClassVar[str] = "tcp"
 
-    def __init__(self, proc: str = "/proc", states: bool = True) -> None:
+    def __init__(self, proc: str = "/proc", states: bool = True, states_every_s: float = 5.0) -> None:
         self._proc = proc
         self._states = states
+        self._states_every_ns = int(states_every_s * 1e9)
+        self._last_states: Mapping[str, int] | None = None
+        self._states_mono_ns: int | None = None
 
     def start(self) -> None:
         if read_text(f"{self._proc}/net/snmp") is None:
@@ -328,10 +343,12 @@ class TcpProbe:
         mono_ns = time.monotonic_ns()
         counters = parse_tcp_counters(read_text(f"{net}/snmp") or "", read_text(f"{net}/netstat") or "")
         sockstat = parse_sockstat(read_text(f"{net}/sockstat") or "", read_text(f"{net}/sockstat6"))
-        states = None
-        if self._states:
-            states = count_tcp_states(read_text(f"{net}/tcp") or "", read_text(f"{net}/tcp6") or "")
-        return TcpSample(counters, sockstat, states, mono_ns)
+        if self._states and (
+            self._states_mono_ns is None or mono_ns - self._states_mono_ns >= self._states_every_ns
+        ):
+            self._last_states = count_tcp_states(read_text(f"{net}/tcp") or "", read_text(f"{net}/tcp6") or "")
+            self._states_mono_ns = mono_ns
+        return TcpSample(counters, sockstat, self._last_states, mono_ns, self._states_mono_ns)
 
     def stop(self) -> None:
         pass
