@@ -91,6 +91,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import operator
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -552,15 +553,35 @@ def _same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(map(_same, a, b))
     if t is dict:
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    fields = _init_fields_cache.get(t)
-    if fields is None and dataclasses.is_dataclass(t):
-        fields = _init_fields_cache[t] = init_fields(t)
-    if fields is not None:
-        return all(_same(getattr(a, name), getattr(b, name)) for name in fields)
-    return bool(a == b)
+    get = _field_getters.get(t)
+    if get is None:
+        if not dataclasses.is_dataclass(t):
+            return bool(a == b)
+        get = _field_getters[t] = _fields_getter(init_fields(t))
+    return _same_values(get(a), get(b))
 
 
-_init_fields_cache: dict[type, tuple[str, ...]] = {}
+def _same_values(va: tuple[Any, ...], vb: tuple[Any, ...]) -> bool:
+    # Every row of every probe is compared with its reference each frame:
+    # equality and the values' types are checked in C first, and only
+    # floats and containers, whose == can hide a difference, one by one.
+    if va != vb:
+        return False
+    types = tuple(map(type, va))
+    if types != tuple(map(type, vb)):
+        return False
+    return _SCALARS.issuperset(types) or all(map(_same, va, vb))
+
+
+def _fields_getter(fields: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(fields) > 1:
+        return operator.attrgetter(*fields)
+    return lambda v: tuple(getattr(v, name) for name in fields)
+
+
+# types whose == is sameness: equal values of one of these types decode alike
+_SCALARS = frozenset({int, str, bytes, bool, type(None)})
+_field_getters: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
 # --- decoding -------------------------------------------------------------------
