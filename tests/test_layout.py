@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from support.harness import make_app, until_drawn
 
@@ -262,3 +264,57 @@ async def test_a_theme_chosen_in_the_ui_is_saved_and_the_starting_one_is_not(tmp
         app.theme = "orac-light"
         await pilot.pause()
         assert load(path).theme == "orac-light"
+
+
+async def test_frames_that_change_figures_but_not_shapes_lay_nothing_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A layout re-renders every widget on the screen: at one a tick it was a
+    # third of orac's drawing cost. New figures repaint their own widget.
+    from support.synthetic import frames
+    from textual.screen import Screen
+
+    from probes.model.views import derive_frame
+    from tui.messages import FrameReady
+
+    frame_list = frames(ticks=7)
+    layouts: list[Screen] = []
+    refresh_layout = Screen._refresh_layout
+
+    def counted(screen: Screen, *args, **kwargs) -> None:
+        if screen._layout_required:
+            layouts.append(screen)
+        refresh_layout(screen, *args, **kwargs)
+
+    app = make_app(frame_list[:2])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.pause(0.2)
+        monkeypatch.setattr(Screen, "_refresh_layout", counted)
+        for prev, frame in pairwise(frame_list[1:]):
+            app.post_message(FrameReady(frame, derive_frame(prev, frame)))
+            await pilot.pause(0.1)
+        assert app.frame is frame_list[-1]
+    assert layouts == []
+
+
+async def test_lines_that_keep_their_height_shrink_only_when_told() -> None:
+    from textual.app import App, ComposeResult
+
+    from tui.pane import Lines
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Lines(id="kept", keep_height=True)
+
+    app = One()
+    async with app.run_test(size=(40, 10)) as pilot:
+        lines = app.query_one(Lines)
+        lines.set_text("a\nb\nc")
+        await pilot.pause()
+        assert lines.size.height == 3
+        lines.set_text("d")
+        await pilot.pause()
+        assert lines.text == "d\n\n" and lines.size.height == 3
+        lines.reset_height()
+        lines.set_text("e")
+        await pilot.pause()
+        assert lines.text == "e" and lines.size.height == 1

@@ -175,7 +175,7 @@ class OffCpuPane(DetailPane):
             yield LineTable(PROCESS_COLUMNS, "stalled", attrgetter("pid"), id="offcpu-processes")
             with VerticalScroll(id="offcpu-detail"):
                 yield Lines(id="offcpu-title")
-                yield Lines(id="offcpu-stacks")
+                yield Lines(id="offcpu-stacks", keep_height=True)
                 yield Lines(id="offcpu-rq")
 
     def on_mount(self) -> None:
@@ -269,8 +269,9 @@ class OffCpuPane(DetailPane):
         self.query_one("#offcpu-rq", Lines).set_text("\n".join(lines))
 
     def on_line_table_cursor_moved(self, event: LineTable.CursorMoved) -> None:
-        # Another process: its histogram's buckets start afresh (DetailPane then draws it).
+        # Another process: its histogram's buckets and its stacks' height start afresh (DetailPane then draws it).
         self.rq_span = None
+        self.query_one("#offcpu-stacks", Lines).reset_height()
 
     def on_line_table_opened(self, event: LineTable.Opened) -> None:
         # Enter on a process row opens its process screen, as in the process table.

@@ -14,6 +14,31 @@ from probes.contract import ProbeSpec, Unavailable, Views
 from probes.model.frame import Frame
 
 
+class _BorderText:
+    """A border title or subtitle that repaints the pane only when it changes.
+
+    Textual's repaints the whole widget on every assignment, and a pane's
+    region holds its tables: the compositor then redraws all of them.
+    Panes set their titles every tick, most ticks to what they were.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._textual = Widget.__dict__[name]
+        self._kept = f"_kept_{name}"
+
+    def __get__(self, obj: Widget | None, objtype: type | None = None) -> Any:
+        return self if obj is None else self._textual.__get__(obj, objtype)
+
+    def __set__(self, obj: Widget, text: str | None) -> None:
+        if getattr(obj, self._kept, _UNSET) == text:
+            return
+        setattr(obj, self._kept, text)
+        self._textual.__set__(obj, text)
+
+
+_UNSET = object()
+
+
 class Pane(Widget):
     """A widget subscribed to one probe.
 
@@ -22,6 +47,11 @@ class Pane(Widget):
     """
 
     PROBE: ClassVar[ProbeSpec[Any, Any]]
+    # Whether the pane's own render() shows the view; a pane of child
+    # widgets repaints only those that change.
+    RENDERS_VIEW: ClassVar[bool] = True
+    border_title = _BorderText()  # type: ignore[assignment]
+    border_subtitle = _BorderText()  # type: ignore[assignment]
     # Other probes whose views this pane joins with its own; `feed` leaves
     # them in `joined`, and why they could not run in `joined_unavailable`.
     JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = ()
@@ -47,7 +77,8 @@ class Pane(Widget):
         self.view = view
         self.unavailable = None
         self.remove_class("-unavailable")
-        self.refresh(layout=relayout)
+        if relayout or self.RENDERS_VIEW:
+            self.refresh(layout=relayout)
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
         if self.unavailable != (reason, remedy):
@@ -72,6 +103,8 @@ class MessagePane(Pane):
     Subclasses yield `Static(classes="pane-message")` among their children
     and draw a view in `draw`.
     """
+
+    RENDERS_VIEW = False
 
     DEFAULT_CSS = """
     MessagePane.-unavailable { height: auto; }
@@ -153,14 +186,34 @@ class Lines(Static):
     Lines { text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keep_height: bool = False, **kwargs: Any) -> None:
+        """`keep_height`: never shrink (pad with blank lines) until `reset_height` or a new width.
+
+        For text whose line count moves from tick to tick, such as a
+        process's stacks: it then lays the screen out only when it grows.
+        """
         super().__init__(*args, **kwargs)
         self.text: str | None = None
+        self._keep_height = keep_height
+        self._lines = 0
+        self._width = 0
+
+    def reset_height(self) -> None:
+        self._lines = 0
 
     def set_text(self, text: str) -> None:
+        lines = text.count("\n") + 1
+        if self._width != self.content_size.width:
+            # lines fitted to another width: the height kept is theirs
+            self._width = self.content_size.width
+            self.reset_height()
+        if self._keep_height and lines < self._lines:
+            text += "\n" * (self._lines - lines)
+            lines = self._lines
         if text == self.text:
             return
-        layout = self.text is None or text.count("\n") != self.text.count("\n")
+        layout = self.text is None or lines != self._lines
         self.text = text
+        self._lines = lines
         self.update(text, layout=layout)
 

@@ -38,7 +38,7 @@ from probes.sources.filesystems import (
 
 from .format import MISSING, human_bytes, human_duration_ns, human_rate, latency_bucket
 from .line_table import Column, LineTable
-from .pane import MessagePane
+from .pane import Lines, MessagePane
 
 # Rows a storage table shows before it scrolls; fewer on a short terminal,
 # where the process table needs the lines.
@@ -261,7 +261,7 @@ class DisksPane(MessagePane):
     def compose(self) -> ComposeResult:
         yield Static(classes="pane-message")
         # the pane on a short screen (themes/orac.tcss): the busiest device in one line
-        yield Static(classes="disks-summary")
+        yield Lines(classes="disks-summary")
         yield DisksTable()
         yield BlockIoTable()
 
@@ -283,7 +283,7 @@ class DisksPane(MessagePane):
         active = len(view.active)
         self.border_title = f"Disks {active} of {len(view.disks)} doing I/O"
         saturated = sum(d.saturated for d in view.disks)
-        self.query_one(".disks-summary", Static).update(disks_summary(view, saturated))
+        self.query_one(".disks-summary", Lines).set_text(disks_summary(view, saturated))
         subtitle = "z: idle shown" if table.show_idle else "z: show idle"
         if saturated:
             subtitle = f"[$error]{saturated} saturated[/]  {subtitle}"

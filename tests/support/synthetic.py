@@ -89,8 +89,10 @@ def processes_sample(t: int, processes: list[tuple] = PROCESSES) -> ProcessesSam
 NO_GPU = {"gpu": ("no NVIDIA driver: libnvidia-ml.so not found", "install the NVIDIA driver")}
 
 
-def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str, str]] | None = None) -> list[Frame]:
-    """Two frames one second apart."""
+def frames(
+    processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str, str]] | None = None, ticks: int = 2,
+) -> list[Frame]:
+    """Two frames one second apart (or `ticks` frames: every second like the first)."""
     return [
         Frame(
             wall_ns=1_764_000_000 * S + t * S,
@@ -106,7 +108,7 @@ def frames(processes: list[tuple] = PROCESSES, unavailable: dict[str, tuple[str,
             },
             unavailable=NO_GPU if unavailable is None else unavailable,
         )
-        for t in (0, 1)
+        for t in range(ticks)
     ]
 
 

@@ -46,8 +46,22 @@ DISKSTATS = (
 )
 
 
+def diskstats_text(t: int) -> str:
+    """DISKSTATS at second t: the first second's counts again every second after."""
+    if t < len(DISKSTATS):
+        return DISKSTATS[t]
+    lines = []
+    for first, second in zip(DISKSTATS[0].splitlines(), DISKSTATS[1].splitlines(), strict=True):
+        a, b = first.split(), second.split()
+        counts = [str(int(x) + t * (int(y) - int(x))) for x, y in zip(a[3:], b[3:], strict=True)]
+        # the in-flight count (field 12) is a level, not a counter
+        counts[8] = b[11]
+        lines.append(" ".join([*a[:3], *counts]))
+    return "\n".join(lines) + "\n"
+
+
 def disks_sample(t: int) -> DisksSample:
-    return DisksSample(parse_diskstats(DISKSTATS[t], PLACES), (1000 + t) * S)
+    return DisksSample(parse_diskstats(diskstats_text(t), PLACES), (1000 + t) * S)
 
 
 def filesystems_sample(t: int) -> FilesystemsSample:
