@@ -485,12 +485,20 @@ def _rated(
 ) -> tuple[ProcessView, ...]:
     before = {p.pid: p for p in prev}
     views = []
+    idle = _idle_views
     for p in curr:
         old = before.get(p.pid)
         cpu: float | None
         if old is p:
-            cpu = 0.0
-        elif old is None and born_after is not None and p.start_time_ns < born_after:
+            kept = idle.get(p.pid)
+            if kept is not None and kept[0] is p:
+                views.append(kept[1])
+                continue
+            view = process_view(p, 0.0)
+            idle[p.pid] = (p, view)
+            views.append(view)
+            continue
+        if old is None and born_after is not None and p.start_time_ns < born_after:
             # Running at the last sample but unreadable then (or its
             # threads not asked for then): no rate yet.
             cpu = None
@@ -501,7 +509,17 @@ def _rated(
             busy = (p.cpu_user_ns + p.cpu_system_ns) - (old.cpu_user_ns + old.cpu_system_ns)
             cpu = max(0, busy) * scale
         views.append(process_view(p, cpu))
+    if len(idle) > 2 * len(curr) + 64:
+        # pids gone since: keep only the latest sample's
+        for pid in idle.keys() - {p.pid for p in curr}:
+            idle.pop(pid, None)
     return tuple(views)
+
+
+# pid -> (a sample that did not change over an interval, its view at 0 % CPU).
+# Most processes are idle: their view is the same object tick after tick,
+# not one made again (its command line and cgroup formatted) for each.
+_idle_views: dict[int, tuple[ProcSample, ProcessView]] = {}
 
 
 def cpu_sort_key(view: ProcessView) -> float:
