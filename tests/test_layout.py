@@ -318,3 +318,21 @@ async def test_lines_that_keep_their_height_shrink_only_when_told() -> None:
         lines.set_text("e")
         await pilot.pause()
         assert lines.text == "e" and lines.size.height == 1
+
+
+async def test_a_new_border_title_and_subtitle_are_drawn() -> None:
+    # Pane's border texts repaint only their own line (see tui.pane._BorderText).
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        pane = app.query_one(SyscallsPane)
+        pane.border_title = "Syscalls TITLE-1"
+        pane.border_subtitle = "SUBTITLE-1"
+        await pilot.pause()
+        assert any("Syscalls TITLE-1" in line for line in lines_of(app))
+        assert any("SUBTITLE-1" in line for line in lines_of(app))
+        pane.border_title = "Syscalls TITLE-2"
+        await pilot.pause()
+        text = "\n".join(lines_of(app))
+        assert "Syscalls TITLE-2" in text and "Syscalls TITLE-1" not in text and "SUBTITLE-1" in text
+        assert pane.border_title == "Syscalls TITLE-2"

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from rich.markup import escape
+from textual.geometry import Region
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
@@ -15,16 +16,18 @@ from probes.model.frame import Frame
 
 
 class _BorderText:
-    """A border title or subtitle that repaints the pane only when it changes.
+    """A border title or subtitle that repaints its border line, and only when it changes.
 
     Textual's repaints the whole widget on every assignment, and a pane's
-    region holds its tables: the compositor then redraws all of them.
-    Panes set their titles every tick, most ticks to what they were.
+    region holds its tables: the compositor then draws all of them again.
+    Panes set their titles every tick, most ticks to what they were, and
+    when one changes only its line needs drawing.
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._textual = Widget.__dict__[name]
         self._kept = f"_kept_{name}"
+        self._top = name == "border_title"
 
     def __get__(self, obj: Widget | None, objtype: type | None = None) -> Any:
         return self if obj is None else self._textual.__get__(obj, objtype)
@@ -33,7 +36,16 @@ class _BorderText:
         if getattr(obj, self._kept, _UNSET) == text:
             return
         setattr(obj, self._kept, text)
-        self._textual.__set__(obj, text)
+        outer = obj.outer_size
+        if not obj.is_mounted or not outer or text is None:
+            self._textual.__set__(obj, text)
+            return
+        # What Textual's own setter stores, without its whole-widget refresh.
+        setattr(obj, self._textual._internal_name, obj.render_str(text).expand_tabs(4).split()[0])
+        # Regions are relative to the content: the border lines lie outside it.
+        offset = obj.content_offset
+        row = 0 if self._top else outer.height - 1
+        obj.refresh(Region(-offset.x, row - offset.y, outer.width, 1))
 
 
 _UNSET = object()
