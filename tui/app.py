@@ -16,6 +16,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from probes.config import Config, default_path, save
@@ -65,6 +66,8 @@ SHORT_HEIGHT = 40
 MEDIUM_HEIGHT = 56
 # below this many columns the disks and filesystems panes go one above the other
 NARROW_WIDTH = 120
+# an incident bundle left open closes by itself after this long: it is for an incident, not a day
+INCIDENT_MAX_S = 600
 
 # Number keys show and hide panes, as btop's do; only on the main screen, where
 # the process screen's 1-5 (its tabs) do not reach.
@@ -87,6 +90,11 @@ class OracApp(App[None]):
     BINDINGS: ClassVar[list[Binding]] = [
         *REPLAY_BINDINGS,
         Binding("R", "record", "Record", tooltip="Start or stop recording to a file (live only)"),
+        Binding(
+            "exclamation_mark", "incident", "Incident",
+            tooltip="Start an incident bundle (the kept minutes, then live, and the screen now); again closes it"
+            " and writes summary.md and a .tar.zst (live only)",
+        ),
         Binding("q,f10", "quit", "Quit", tooltip="Quit (htop's F10 too)"),
         Binding("question_mark,f1", "help", "Keys", tooltip="This list of keys (htop's F1 too)"),
         Binding("p", "pause", "Pause", tooltip="Stop sampling and freeze the screen; again resumes"),
@@ -102,6 +110,7 @@ class OracApp(App[None]):
         *,
         theme: str = DEFAULT_THEME,
         screenshot_dir: Path = Path("orac-screenshots"),
+        incident_dir: Path = Path("orac-incidents"),
         profile_hz: int = DEFAULT_FREQUENCY_HZ,
         redact: bool = True,
         config: Config | None = None,
@@ -120,6 +129,10 @@ class OracApp(App[None]):
         self.source = source
         self.initial_theme = theme
         self.screenshot_dir = screenshot_dir
+        self.incident_dir = incident_dir
+        # the folder of the incident bundle being recorded, and its timer
+        self._incident: Path | None = None
+        self._incident_timer: Timer | None = None
         self.history = ProcessHistory()
         self.probe_columns = probe_columns()
         self.views = Views()
@@ -185,6 +198,14 @@ class OracApp(App[None]):
         self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
 
     async def action_quit(self) -> None:
+        if self._incident is not None:
+            # Its summary is written before orac goes: a bundle without one is half a bundle.
+            folder = self._incident
+            self._close_incident()
+            saved = Text(self._finish_incident(folder))
+            self._stop_source()
+            self.exit(message=saved)
+            return
         saved = self._finish_recording()
         # Before the screens close: a drill-down closing then need not wait
         # for the tick in progress to remove its probes.
@@ -347,7 +368,7 @@ class OracApp(App[None]):
         # Replay keys exist only in replay, recording only live.
         if action.startswith("replay_"):
             return self.replaying
-        if action == "record":
+        if action in ("record", "incident"):
             return self.live_source is not None
         if action == "pane":
             return self.screen is self.screen_stack[0]
@@ -360,7 +381,8 @@ class OracApp(App[None]):
         if recorder is not None:
             began = self._recording_from_ns
             since = f" from {time.strftime('%H:%M:%S', time.localtime(began / 1e9))}" if began else ""
-            flags.append(f"REC {recorder.path}{since}")
+            what = f"INCIDENT {self._incident}/" if self._incident is not None else f"REC {recorder.path}"
+            flags.append(f"{what}{since}")
         self.query_one(HeaderBar).set_flags(flags)
 
     def action_record(self) -> None:
@@ -401,6 +423,84 @@ class OracApp(App[None]):
         self._update_flags()
         if first_ns is None:
             self.notify(f"recording to {recorder.path}; R again stops")
+
+    def action_incident(self) -> None:
+        """Open an incident bundle (see probes.store.incident), or close the open one."""
+        from probes.store.format import RecordingError
+        from probes.store.incident import RECORDING_NAME, bundle_name
+        from probes.store.private_files import PrivateDirectory
+        from probes.store.writer import Recorder
+
+        collector = self.live_source
+        if collector is None:
+            return
+        if self._incident is not None:
+            folder = self._incident
+            self._close_incident()
+            self.notify(f"closing the incident bundle {folder}/: writing summary.md and the archive")
+            self._finish_incident_aside(folder)
+            return
+        if collector.recording is not None:
+            self.notify("a recording (R) is running: stop it with R first, then ! records the bundle", severity="error")
+            return
+        history = getattr(collector, "history", None)
+        first_ns = history.first_wall_ns if history is not None else None
+        folder = self.incident_dir / bundle_name()
+        try:
+            PrivateDirectory(folder, create=True).close()
+            recorder = Recorder(
+                folder / RECORDING_NAME, redact=self.redact, interval_s=collector.interval_s,
+                probes=[p.name for p in collector.probes],
+                unavailable=dict(self.frame.unavailable) if self.frame else None,
+            )
+        except (OSError, RecordingError) as exc:
+            self.notify(f"no incident bundle: {exc}", severity="error")
+            return
+        self._incident = folder
+        self._recording_from_ns = first_ns
+        svg, text = capture(self)
+        self._write_screenshot(svg, text, folder)
+        collector.start_recording(recorder)
+        self._incident_timer = self.set_timer(INCIDENT_MAX_S, self._incident_ended)
+        self._update_flags()
+        since = f" from {time.strftime('%H:%M:%S', time.localtime(first_ns / 1e9))}" if first_ns else ""
+        self.notify(
+            f"incident bundle {folder}/: recording{since}, and the screen now; ! again closes it"
+            f" (by itself after {INCIDENT_MAX_S // 60:.0f} min)", title="Incident",
+        )
+
+    def _incident_ended(self) -> None:
+        if self._incident is not None:
+            self.action_incident()
+
+    def _close_incident(self) -> None:
+        """Stop the bundle's recording; the folder then only needs its summary."""
+        if self._incident_timer is not None:
+            self._incident_timer.stop()
+            self._incident_timer = None
+        live = self.live_source
+        if live is not None:
+            live.stop_recording()
+        self._incident = None
+        self._recording_from_ns = None
+        self._update_flags()
+
+    @work(thread=True, exit_on_error=False)
+    def _finish_incident_aside(self, folder: Path) -> None:
+        said = self._finish_incident(folder)
+        failed = said.startswith("incident bundle not finished")
+        self.call_from_thread(self.notify, said, title="Incident", severity="error" if failed else "information")
+
+    def _finish_incident(self, folder: Path) -> str:
+        """Write the bundle's summary and archive; what to say of it."""
+        from probes.store.format import RecordingError
+        from probes.store.incident import finish_bundle
+
+        try:
+            archive = finish_bundle(folder)
+        except (OSError, RecordingError) as exc:
+            return f"incident bundle not finished in {folder}/: {exc}"
+        return f"incident bundle {folder}/ (summary.md, recording, screen) and {archive}"
 
     def action_replay_play(self) -> None:
         self.action_pause()
@@ -480,12 +580,12 @@ class OracApp(App[None]):
 
     def action_screenshot(self) -> None:
         svg, text = capture(self)
-        self._write_screenshot(svg, text)
+        self._write_screenshot(svg, text, self.screenshot_dir)
 
     @work(thread=True, exit_on_error=False)
-    def _write_screenshot(self, svg: str, text: str) -> None:
+    def _write_screenshot(self, svg: str, text: str, directory: Path) -> None:
         try:
-            paths = write_screenshot(self.screenshot_dir, svg, text)
+            paths = write_screenshot(directory, svg, text)
         except Exception as exc:
             self.call_from_thread(self.notify, f"screenshot not saved: {exc}", severity="error")
             return

@@ -130,10 +130,13 @@ def live_parser() -> Parser:
         "--history", type=history, default=DEFAULT_HISTORY_S,
         help="how much of the past to keep in memory, for R to record from (default 10m; 0: none)",
     )
+    parser.add_argument(
+        "--incident-dir", type=Path, default=Path("orac-incidents"), help="where `!` makes incident bundles",
+    )
     add_ui_options(parser)
     parser.epilog = (
         "other commands: orac snapshot [--json], orac doctor, orac record -o FILE, "
-        "orac replay FILE, orac dump FILE"
+        "orac replay FILE, orac dump FILE, orac incident -o DIR"
     )
     return parser
 
@@ -161,6 +164,20 @@ def record_parser() -> Parser:
     parser.add_argument("--probes", default=None, help="comma-separated probes to record (default: all that can run)")
     parser.add_argument("--no-redact", action="store_true", help="keep secrets in command lines (password=, --token ...)")
     parser.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    return parser
+
+
+def incident_parser() -> Parser:
+    parser = Parser(
+        prog="orac incident",
+        description="Record an incident bundle headless: a folder with the recording, summary.md and a .tar.zst of both.",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the folder to create (new, or empty)")
+    parser.add_argument("--duration", type=duration, default=60.0, help="how long to record (default 60s; 10m, 1h)")
+    parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
+    parser.add_argument("--probes", default=None, help="comma-separated probes to record (default: all that can run)")
+    parser.add_argument("--no-redact", action="store_true", help="keep secrets in command lines (password=, --token ...)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
@@ -201,7 +218,7 @@ def snapshot_parser() -> Parser:
     return parser
 
 
-COMMANDS = ("snapshot", "doctor", "record", "replay", "dump")
+COMMANDS = ("snapshot", "doctor", "record", "replay", "dump", "incident")
 DOCTOR_EPILOG = (
     "exit status: 0 when every probe that applies here can run (a machine without an NVIDIA GPU needs no GPU "
     "probe); 1 when one that applies cannot; 2 for a mistake on the command line"
@@ -231,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return record(record_parser().parse_args(args[1:]))
         if args and args[0] == "replay":
             return replay(replay_parser().parse_args(args[1:]))
+        if args and args[0] == "incident":
+            return incident(incident_parser().parse_args(args[1:]))
         if args and args[0] == "dump":
             return dump(dump_parser().parse_args(args[1:]))
         return live(live_parser().parse_args(args))
@@ -319,7 +338,8 @@ def live(options: argparse.Namespace) -> int:
     # Compiled now, aside: opening a drill-down then only attaches them.
     prepare_drill_down(chosen, options.profile_hz)
     app = OracApp(
-        collector, theme=theme, screenshot_dir=options.screenshot_dir, profile_hz=options.profile_hz, redact=redact,
+        collector, theme=theme, screenshot_dir=options.screenshot_dir, incident_dir=options.incident_dir,
+        profile_hz=options.profile_hz, redact=redact,
         config=config,
     )
     app.run()
@@ -350,6 +370,44 @@ def record(options: argparse.Namespace) -> int:
     if not options.quiet:
         end = "\n" if sys.stderr.isatty() else ""
         print(f"{end}recorded {stats.frames} frames in {stats.path} ({stats.file_bytes / 1024:.0f} KiB)", file=sys.stderr)
+    return 0
+
+
+def incident(options: argparse.Namespace) -> int:
+    from probes.registry import all_probes
+    from probes.store.format import RecordingError
+    from probes.store.headless import RecordStats
+    from probes.store.headless import record as record_frames
+    from probes.store.incident import RECORDING_NAME, finish_bundle
+    from probes.store.private_files import PrivateDirectory
+
+    probes = chosen_probes(options.probes, all_probes())
+    folder: Path = options.output
+    if folder.is_dir() and any(folder.iterdir()):
+        raise UsageError(f"{folder} is not empty; name a new folder")
+    try:
+        PrivateDirectory(folder, create=True).close()
+    except OSError as exc:
+        raise RecordingFailure(f"cannot make {folder}: {exc.strerror or exc}") from None
+
+    def progress(stats: RecordStats) -> None:
+        if not options.quiet and sys.stderr.isatty():
+            print(f"\rincident {folder}: {stats.frames} frames, {stats.elapsed_s:.0f} of {options.duration:.0f} s"
+                  " (Ctrl-C ends it early)", end="", file=sys.stderr, flush=True)
+
+    try:
+        stats = record_frames(
+            folder / RECORDING_NAME, probes, options.interval, options.duration,
+            redact=not options.no_redact, on_progress=progress,
+        )
+        archive = finish_bundle(folder)
+    except RecordingError as exc:
+        raise RecordingFailure(str(exc)) from None
+    except OSError as exc:
+        raise RecordingFailure(f"cannot write the bundle in {folder}: {exc.strerror or exc}") from None
+    if not options.quiet:
+        end = "\n" if sys.stderr.isatty() else ""
+        print(f"{end}incident bundle {folder} ({stats.frames} frames, summary.md), archive {archive}", file=sys.stderr)
     return 0
 
 
