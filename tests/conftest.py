@@ -13,6 +13,7 @@ sys.path.insert(0, str(TESTS))
 import pytest  # noqa: E402 - after the paths it needs
 from support.cgroups import v1_cpu_cgroup  # noqa: E402, F401 - a fixture for every test module
 from support.recordings import synthetic_recording  # noqa: E402
+from support.small_disk import small_disk  # noqa: E402, F401 - a fixture for every test module
 
 from probes.store.reader import Recording  # noqa: E402
 from probes.store.replay import ReplaySource  # noqa: E402

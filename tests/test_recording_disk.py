@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from support.cli import one_line_error, orac
 from support.recordings import synthetic_frames
+from support.small_disk import fill
 
 from probes.model.collector import Collector
 from probes.sources.processes import ProcessProbe
@@ -29,32 +30,6 @@ from probes.store.writer import CHECKPOINT_EVERY, Recorder
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
 NOBODY = 65534
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 512 KiB tmpfs, mounted for this test only."""
-    mount = Path(tempfile.mkdtemp(prefix="orac-disk-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0755", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        mount.rmdir()
-
-
-def fill(disk: Path) -> None:
-    """Take every free block of the filesystem."""
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (65536, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 @as_root

@@ -27,6 +27,7 @@ from probes.sources.profile import (
 from probes.sources.profile import (
     MIN_FREQUENCY_HZ as MIN_PROFILE_HZ,
 )
+from probes.store.rotation import DAEMON_DIR, DEFAULT_KEEP_BYTES, DEFAULT_KEEP_S, DEFAULT_ROTATE_BYTES
 
 if TYPE_CHECKING:
     from probes.config import Config
@@ -158,7 +159,20 @@ def add_ui_options(parser: Parser) -> None:
 
 def record_parser() -> Parser:
     parser = Parser(prog="orac record", description="Record samples to a file, headless (no terminal needed).")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the recording file to create")
+    parser.add_argument("-o", "--output", type=Path, default=None, help="the recording file to create")
+    parser.add_argument(
+        "--daemon", action="store_true",
+        help="record on into a directory of files that rotate and expire (--dir; see README), as a service would",
+    )
+    parser.add_argument("--dir", type=Path, default=None, help=f"--daemon's directory (default {DAEMON_DIR} as root)")
+    parser.add_argument("--rotate-size", type=size, default=DEFAULT_ROTATE_BYTES,
+                        help="--daemon: begin a new file past this size (default 64M; K, M, G)")
+    parser.add_argument("--rotate-every", type=duration, default=None,
+                        help="--daemon: begin a new file this often too (1h, 6h; default once a day)")
+    parser.add_argument("--keep", type=duration, default=DEFAULT_KEEP_S,
+                        help="--daemon: delete files older than this (default 7d)")
+    parser.add_argument("--keep-size", type=size, default=DEFAULT_KEEP_BYTES,
+                        help="--daemon: delete the oldest files while all exceed this (default 1G)")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
     parser.add_argument("--duration", type=duration, default=None, help="stop after this long (90s, 10m, 2h); default: until Ctrl-C")
     parser.add_argument("--probes", default=None, help="comma-separated probes to record (default: all that can run)")
@@ -166,6 +180,20 @@ def record_parser() -> Parser:
     parser.add_argument("--force", action="store_true", help="overwrite the file if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
+
+
+def size(text: str) -> int:
+    """"64M", "1G", "500K", "1048576" -> bytes."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 64M, 1G or 500K, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the size must be more than 0, not {text!r}")
+    return value
 
 
 def incident_parser() -> Parser:
@@ -184,7 +212,11 @@ def incident_parser() -> Parser:
 
 def replay_parser() -> Parser:
     parser = Parser(prog="orac replay", description="Open a recording in the same UI as live.")
-    parser.add_argument("file", type=Path)
+    parser.add_argument("file", type=Path, help="a recording, or a directory of them (orac record --daemon's)")
+    parser.add_argument(
+        "--at", default=None,
+        help="open at this time: 14:05, \"3m ago\", an ISO date; with a directory, in the file that holds it",
+    )
     parser.add_argument("--speed", type=float, default=1.0, help="1 to 60 times real time")
     parser.add_argument("--paused", action="store_true", help="open paused on the first frame")
     add_ui_options(parser)
@@ -353,6 +385,10 @@ def record(options: argparse.Namespace) -> int:
     from probes.store.headless import record as record_frames
 
     probes = chosen_probes(options.probes, all_probes())
+    if options.daemon:
+        return record_daemon(options, probes)
+    if options.output is None:
+        raise UsageError("say where: -o FILE, or --daemon [--dir DIR] to record on into rotating files")
 
     def progress(stats: RecordStats) -> None:
         # One line rewritten in place on a terminal; nothing under systemd or nohup.
@@ -370,6 +406,38 @@ def record(options: argparse.Namespace) -> int:
     if not options.quiet:
         end = "\n" if sys.stderr.isatty() else ""
         print(f"{end}recorded {stats.frames} frames in {stats.path} ({stats.file_bytes / 1024:.0f} KiB)", file=sys.stderr)
+    return 0
+
+
+def record_daemon(options: argparse.Namespace, probes: list[Any]) -> int:
+    import os
+
+    from probes.store.format import RecordingError
+    from probes.store.headless import record_rotating
+    from probes.store.rotation import Policy
+
+    if options.output is not None:
+        raise UsageError("--daemon writes files of its own in --dir, not -o FILE")
+    directory = options.dir
+    if directory is None:
+        if os.geteuid() != 0:
+            raise UsageError(f"--daemon needs --dir DIR (the default, {DAEMON_DIR}, is root's)")
+        directory = DAEMON_DIR
+    policy = Policy(options.rotate_size, options.rotate_every, options.keep, options.keep_size)
+
+    def switched(path: Path, removed: list[Path]) -> None:
+        # A line per file: what a service's log (journalctl) should say.
+        gone = f"; removed {', '.join(p.name for p in removed)} (retention)" if removed else ""
+        print(f"orac: recording to {path}{gone}", file=sys.stderr, flush=True)
+
+    try:
+        recorder = record_rotating(
+            directory, probes, options.interval, policy, redact=not options.no_redact, on_switch=switched,
+            duration_s=options.duration,
+        )
+    except RecordingError as exc:
+        raise RecordingFailure(str(exc)) from None
+    print(f"orac: recorded {recorder.frames} frames in {recorder.files} files in {directory}", file=sys.stderr)
     return 0
 
 
@@ -413,16 +481,31 @@ def incident(options: argparse.Namespace) -> int:
 
 def replay(options: argparse.Namespace) -> int:
     from probes.store.format import RecordingError
+    from probes.store.playback import parse_time
     from probes.store.reader import Recording
     from probes.store.replay import ReplaySource
+    from probes.store.rotation import find_at
 
     if not 1 <= options.speed <= 60:
         raise UsageError(f"speed must be between 1 and 60, not {options.speed:g}")
     try:
-        recording = Recording(options.file)
-        source = ReplaySource(recording, speed=options.speed, paused=options.paused, redact=not options.no_redact)
+        path = options.file
+        skipped: list[str] = []
+        if path.is_dir():
+            if options.at is None:
+                raise UsageError(f"{path} is a directory: say when with --at (14:05, \"3m ago\")")
+            path, skipped = find_at(path, parse_time(options.at, time.time_ns()))
+        recording = Recording(path)
+        start = None if options.at is None else recording.index_at(parse_time(options.at, recording.time_range[0]))
+        source = ReplaySource(
+            recording, start_index=start, speed=options.speed, paused=options.paused, redact=not options.no_redact,
+        )
+    except ValueError as exc:
+        raise UsageError(f"--at: {exc}") from None
     except RecordingError as exc:
         raise RecordingFailure(str(exc)) from None
+    for line in skipped:
+        print(f"orac: skipped {line}", file=sys.stderr)
     config = ui_config(options)
     theme = ui_theme(options, config)
     from .app import OracApp

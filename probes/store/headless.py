@@ -6,14 +6,17 @@ import dataclasses
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from probes.contract import Probe
+from probes.model.frame import Frame
 from probes.model.sampling import Sampler, Schedule
 from probes.store.format import RecordingError
+from probes.store.rotation import Policy, RotatingRecorder
 from probes.store.writer import Recorder
 
 
@@ -63,26 +66,79 @@ def record(
     """
     stop = stop if stop is not None else threading.Event()
     with Sampler(probes) as sampler:
-        if not sampler.running:
-            reasons = "; ".join(f"{name}: {why.reason}" for name, why in sampler.unavailable.items())
-            raise RecordingError(f"no probe can run ({reasons})")
+        _check_running(sampler)
         with Recorder(
             path, interval_s=interval_s, probes=[p.name for p in probes], unavailable=sampler.unavailable,
             redact=redact, overwrite=overwrite,
-        ) as recorder, _stop_on_signals(stop):
-            schedule = Schedule(interval_s)
-            while True:
-                recorder.append(sampler.sample())
-                stats = RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), schedule.elapsed_s)
+        ) as recorder:
+
+            def progress(elapsed_s: float) -> None:
                 if on_progress is not None:
-                    on_progress(stats)
-                due = schedule.next_due_s()
-                # A little slack so that 10 s at 1 s ends with the sample at 10 s.
-                if duration_s is not None and due > duration_s + interval_s / 10:
-                    break
-                if schedule.sleep_until(due, stop):
-                    break
-        return RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), schedule.elapsed_s)
+                    on_progress(RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), elapsed_s))
+
+            elapsed_s = _sample_into(recorder.append, sampler, interval_s, duration_s, stop, progress)
+        return RecordStats(recorder.path, recorder.frames, _file_bytes(recorder.path), elapsed_s)
+
+
+def record_rotating(
+    directory: Path,
+    probes: Sequence[Probe[Any]],
+    interval_s: float,
+    policy: Policy,
+    *,
+    redact: bool = True,
+    on_switch: Callable[[Path, list[Path]], None] | None = None,
+    stop: threading.Event | None = None,
+    duration_s: float | None = None,
+) -> RotatingRecorder:
+    """`orac record --daemon`: record into `directory`, switching files and expiring old ones (probes.store.rotation).
+
+    Runs until SIGINT/SIGTERM, `stop`, or `duration_s`; returns the closed
+    recorder (its counts of frames and files). Raises RecordingError as
+    `record` does.
+    """
+    stop = stop if stop is not None else threading.Event()
+    with Sampler(probes) as sampler:
+        _check_running(sampler)
+        recorder = RotatingRecorder(
+            directory, policy, interval_s=interval_s, probes=[p.name for p in probes],
+            unavailable=dict(sampler.unavailable), redact=redact, clock=time.time, on_switch=on_switch,
+        )
+        try:
+            _sample_into(recorder.append, sampler, interval_s, duration_s, stop, None)
+        finally:
+            recorder.close()
+    return recorder
+
+
+def _check_running(sampler: Sampler) -> None:
+    if not sampler.running:
+        reasons = "; ".join(f"{name}: {why.reason}" for name, why in sampler.unavailable.items())
+        raise RecordingError(f"no probe can run ({reasons})")
+
+
+def _sample_into(
+    append: Callable[[Frame], object],
+    sampler: Sampler,
+    interval_s: float,
+    duration_s: float | None,
+    stop: threading.Event,
+    on_frame: Callable[[float], None] | None,
+) -> float:
+    """Sample on schedule into `append` until the duration, `stop` or a signal; the seconds it ran."""
+    with _stop_on_signals(stop):
+        schedule = Schedule(interval_s)
+        while True:
+            append(sampler.sample())
+            if on_frame is not None:
+                on_frame(schedule.elapsed_s)
+            due = schedule.next_due_s()
+            # A little slack so that 10 s at 1 s ends with the sample at 10 s.
+            if duration_s is not None and due > duration_s + interval_s / 10:
+                break
+            if schedule.sleep_until(due, stop):
+                break
+        return schedule.elapsed_s
 
 
 class _stop_on_signals:

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import math
 import re
+import time
 
 # Steps a UI can offer for faster/slower.
 SPEEDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -37,8 +38,9 @@ class ReplayPosition:
 
 
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d*)?)\s*([smh]?)$")
+_AGO = re.compile(r"^(\d+(?:\.\d*)?)\s*([smhd]?)\s+ago$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d*)?))?$")
-TIME_FORMATS = "HH:MM[:SS], YYYY-MM-DD HH:MM[:SS], +90s, +10m, +1h or Unix seconds"
+TIME_FORMATS = "HH:MM[:SS], YYYY-MM-DD HH:MM[:SS], +90s, +10m, +1h, 3m ago or Unix seconds"
 # Recordings keep wall times as int64 nanoseconds since the epoch.
 LATEST_WALL_NS = 2**63 - 1
 
@@ -53,7 +55,8 @@ def _wall_ns(text: str, seconds: float, base_ns: int = 0) -> int:
 def parse_time(text: str, start_wall_ns: int) -> int:
     """A wall time (ns) from what a user types, for --from/--to and seeking.
 
-    "+10m" is relative to `start_wall_ns` (the recording's first frame);
+    "+10m" is relative to `start_wall_ns` (the recording's first frame),
+    "3m ago" to now;
     "HH:MM[:SS]" is that local time on the recording's first day, or the day
     after if that is before the start (a recording from 23:00 to 01:00 reads
     "00:30" as the night's); ISO dates and times are local unless they carry
@@ -63,6 +66,10 @@ def parse_time(text: str, start_wall_ns: int) -> int:
         ValueError: with a one-line message listing the accepted forms.
     """
     text = text.strip()
+    ago = _AGO.match(text)
+    if ago:
+        scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[ago.group(2)]
+        return _wall_ns(text, time.time() - float(ago.group(1)) * scale)
     relative = _RELATIVE.match(text)
     if relative:
         scale = {"": 1, "s": 1, "m": 60, "h": 3600}[relative.group(2)]
