@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,39 @@ def test_history_zero_keeps_nothing(text: str) -> None:
     from tui.cli import history
 
     assert history(text) == 0.0
+
+
+async def test_looking_back_in_the_live_ui_and_returning_misses_no_frame() -> None:
+    from support.harness import wait_for
+
+    from tui.app import OracApp
+
+    interval_s = 0.25
+    kept = FlightRecorder(history_s=60)
+    collector = Collector([SystemProbe(), ProcessProbe()], interval_s, history=kept)
+    app = OracApp(collector)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: len(kept) >= 8, timeout_s=30)
+        pressed_ns = time.time_ns()
+        await pilot.press("h")
+        assert app.replaying and not app.shows_live
+        looking = app.replay
+        await wait_for(pilot, lambda: app.frame is not None and app.frame.wall_ns == looking.position().wall_ns)
+        newest = looking.position()
+        assert newest.index == newest.count - 1
+        await pilot.press("left", "left")
+        await wait_for(pilot, lambda: looking.position().index == newest.index - 2)
+        await wait_for(pilot, lambda: app.frame is not None and app.frame.wall_ns == looking.position().wall_ns)
+        appended = kept.appended
+        await pilot.pause(1.5)
+        # sampling went on, the screen stayed where it was looked at
+        assert kept.appended >= appended + 4
+        assert app.frame is not None and app.frame.wall_ns == looking.position().wall_ns
+        await pilot.press("h")
+        assert not app.replaying and app.shows_live
+        await wait_for(pilot, lambda: app.frame is not None and app.frame.wall_ns > newest.wall_ns)
+    collector.stop()
+    # from the frame before h on, one every interval: none was skipped while the screen looked back
+    walls = [k.wall_ns for k in kept.frames_after(0) if k.wall_ns >= pressed_ns - interval_s * SECOND_NS]
+    gaps_s = [(b - a) / SECOND_NS for a, b in pairwise(walls)]
+    assert len(walls) >= 8 and max(gaps_s) < 1.5 * interval_s, gaps_s

@@ -66,11 +66,13 @@ def test_headless_bundle_names_the_busy_process_and_holds_no_secret(tmp_path: Pa
         assert len(recording) >= 3
     summary = (folder / SUMMARY_NAME).read_text()
     cpu_table = summary.split("## Top processes by CPU")[1].split("##")[0]
-    top_row = [line for line in cpu_table.splitlines() if line.startswith("| ") and "pid" not in line][0]
+    top_row = next(line for line in cpu_table.splitlines() if line.startswith("| ") and "pid" not in line)
     # the spinner used a whole core for the 3 s: first, with about 3 CPU seconds
     assert top_row.startswith(f"| {busy.pid} | {Path(sys.executable).name[:15]} |"), cpu_table
     assert float(top_row.split("|")[3]) == pytest.approx(3.0, abs=0.8)
     assert "## Verdict over the period" in summary and "| CPU |" in summary
+    moments = summary.split("## Moments marked")[1].split("##")[0]
+    assert f"(pid {busy.pid}) takes the top" in moments
     assert SECRET not in every_text(folder)
     archive = tmp_path / "bundle.tar.zst"
     assert private(archive)

@@ -134,7 +134,7 @@ def test_replay(snap_compare, tmp_path) -> None:
         while "procs" not in app.views:
             await pilot.pause(0.02)
         await pilot.press("full_stop")
-        while app.query_one("ReplayBar").position.index != 11:
+        while app.query_one("ReplayBar").position.index != 11 or app.bookmarks is None:
             await pilot.pause(0.02)
         await pilot.pause()
 

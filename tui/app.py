@@ -21,6 +21,7 @@ from textual.widgets import Footer, Static
 
 from probes.config import Config, default_path, save
 from probes.contract import Views
+from probes.model.bookmarks import Bookmark
 from probes.model.frame import Frame
 from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
 from probes.model.history import ProcessHistory
@@ -35,6 +36,7 @@ from themes import DEFAULT_THEME, STYLESHEET, THEMES
 
 from .cadence import Cadence
 from .cgroups_pane import CgroupsPane, throttled_cgroups
+from .choice_screen import ChoiceScreen
 from .drilldown import DrillDown
 from .format import human_bytes, span
 from .gpu_pane import GpuPane
@@ -90,6 +92,7 @@ class OracApp(App[None]):
     BINDINGS: ClassVar[list[Binding]] = [
         *REPLAY_BINDINGS,
         Binding("R", "record", "Record", tooltip="Start or stop recording to a file (live only)"),
+        Binding("h", "look_back", "Look back", tooltip="Go back over the kept minutes with replay's keys; h again: now (live only)"),
         Binding(
             "exclamation_mark", "incident", "Incident",
             tooltip="Start an incident bundle (the kept minutes, then live, and the screen now); again closes it"
@@ -137,10 +140,13 @@ class OracApp(App[None]):
         self.probe_columns = probe_columns()
         self.views = Views()
         self.frame: Frame | None = None
-        # A ReplaySource (probes.store.replay, imported only to record or replay).
-        self.replaying = isinstance(source, SeekableSource)
+        # Live, a replay of the kept minutes while looking back (h); the source samples on meanwhile.
+        self._looking_back: SeekableSource | None = None
         # stopping the source, once quitting
         self._stopping: threading.Thread | None = None
+        # a replay's bookmarks, once scanned (probes.store.bookmark_scan), and the scan's stop
+        self.bookmarks: list[Bookmark] | None = None
+        self._stop_scan = threading.Event()
         # only a live screen can fall behind: a replay's frames come as fast as it is asked
         self.cadence = Cadence.from_env(source.interval_s) if source.live else None
 
@@ -150,8 +156,20 @@ class OracApp(App[None]):
         return self.source if isinstance(self.source, LiveSource) else None
 
     @property
+    def replaying(self) -> bool:
+        """Whether the frames shown come from a recording: a replay, or the kept minutes looked back over."""
+        return self._looking_back is not None or isinstance(self.source, SeekableSource)
+
+    @property
+    def shows_live(self) -> bool:
+        """Whether what is shown is this machine now: its pids may be signalled, a drill-down traces."""
+        return self.source.live and self._looking_back is None
+
+    @property
     def replay(self) -> SeekableSource:
-        """The source, in a replay (only replay actions and replay widgets ask)."""
+        """What is being replayed (only replay actions and replay widgets ask)."""
+        if self._looking_back is not None:
+            return self._looking_back
         assert isinstance(self.source, SeekableSource), "not a replay"
         return self.source
 
@@ -192,10 +210,12 @@ class OracApp(App[None]):
         self._check_size(self.size.width, self.size.height)
         # A replay's damaged frame, or a live recording's write error.
         self.source.on_error = lambda exc: self.post_message(SourceFailed(str(exc)))
+        if self.replaying:
+            self._scan_bookmarks(self.replay.recording.path)
         if self.replaying and self.replay.recording.warning is not None:
             self.notify(self.replay.recording.warning, title="Part of this recording is missing",
                         severity="warning", timeout=30)
-        self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views)))
+        self.source.start(lambda frame, views: self.post_message(FrameReady(frame, views, live=self.source.live)))
 
     async def action_quit(self) -> None:
         if self._incident is not None:
@@ -213,6 +233,9 @@ class OracApp(App[None]):
         self.exit(message=saved)
 
     def on_unmount(self) -> None:
+        self._stop_scan.set()
+        if self._looking_back is not None:
+            self._looking_back.stop()
         self._finish_recording()
         self._stop_source()
         if self.cadence is not None:
@@ -259,9 +282,12 @@ class OracApp(App[None]):
             return
         frame, views = message.frame, message.views
         header = self.query_one(HeaderBar)
-        if self.cadence is not None:
+        if self.cadence is not None and message.live:
             self.cadence.arrived(time.monotonic_ns(), frame.mono_ns)
             header.set_behind(self.cadence.behind())
+        if message.live and self._looking_back is not None:
+            # Sampled, kept and recorded as ever; shown when h comes back to now.
+            return
         if self.frame is not None and not 0 < frame.mono_ns - self.frame.mono_ns <= 3e9 * self.source.interval_s:
             # A seek or step back in a replay: the sparklines' minute starts over.
             self.history = ProcessHistory()
@@ -305,7 +331,7 @@ class OracApp(App[None]):
         screen = ProcessScreen(
             message.pid,
             self.history.series(message.pid),
-            live=self.source.live,
+            live=self.shows_live,
             current=self.views.get(PROCESSES),
             shared=self.system_wide_probes(),
             profile_hz=self.profile_hz,
@@ -368,7 +394,7 @@ class OracApp(App[None]):
         # Replay keys exist only in replay, recording only live.
         if action.startswith("replay_"):
             return self.replaying
-        if action in ("record", "incident"):
+        if action in ("record", "incident", "look_back"):
             return self.live_source is not None
         if action == "pane":
             return self.screen is self.screen_stack[0]
@@ -376,6 +402,8 @@ class OracApp(App[None]):
 
     def _update_flags(self) -> None:
         flags = ["PAUSED"] if self.source.paused else []
+        if self._looking_back is not None:
+            flags.append("LOOKING BACK (h: now)")
         live = self.live_source
         recorder = live.recording if live is not None else None
         if recorder is not None:
@@ -525,6 +553,104 @@ class OracApp(App[None]):
                 replay.seek(wall_ns)
 
         self.push_screen(SeekScreen(first, last), go)
+
+    @work(thread=True, exit_on_error=False)
+    def _scan_bookmarks(self, path: Path) -> None:
+        from probes.store.bookmark_scan import scan_bookmarks
+        from probes.store.format import RecordingError
+
+        bar = self.query_one(ReplayBar)
+
+        def progress(done: int, count: int) -> None:
+            self.call_from_thread(bar.show_marks, f"marks {100 * done // count} % read")
+
+        try:
+            marks = scan_bookmarks(path, progress, self._stop_scan)
+        except RecordingError as exc:
+            self.call_from_thread(bar.show_marks, "no marks")
+            self.call_from_thread(self.notify, f"bookmarks not found: {exc}", severity="warning")
+            return
+        if self._stop_scan.is_set():
+            return
+        self.bookmarks = marks
+        self.call_from_thread(bar.show_marks, f"marks {len(marks)}")
+
+    def action_replay_bookmark(self, direction: int) -> None:
+        marks = self.bookmarks
+        if self._looking_back is not None:
+            self.notify("bookmarks are found in replays: record (R) and open the file with orac replay")
+            return
+        if marks is None:
+            self.notify("bookmarks: the recording is still being read")
+            return
+        now = self.replay.position().wall_ns
+        ahead = [m for m in marks if m.wall_ns > now] if direction > 0 else [m for m in reversed(marks) if m.wall_ns < now]
+        if not ahead:
+            self.notify(f"no bookmark {'after' if direction > 0 else 'before'} this frame")
+            return
+        self.replay.seek(ahead[0].wall_ns)
+        self.notify(ahead[0].line(), title="Bookmark")
+
+    def action_replay_bookmarks(self) -> None:
+        marks = self.bookmarks
+        if self._looking_back is not None:
+            self.action_replay_bookmark(0)
+            return
+        if marks is None:
+            self.notify("bookmarks: the recording is still being read")
+            return
+        if not marks:
+            self.notify("no bookmarks: nothing began in this recording (see `?`)")
+            return
+        replay = self.replay
+
+        def go(chosen: str | None) -> None:
+            if chosen is not None:
+                replay.seek(marks[int(chosen)].wall_ns)
+
+        self.push_screen(
+            ChoiceScreen(f"{len(marks)} bookmarks: go to", [(str(i), m.line()) for i, m in enumerate(marks)], width=72), go,
+        )
+
+    def action_look_back(self) -> None:
+        """Go back over the kept minutes with replay's keys, paused at the newest; again, back to now."""
+        from probes.store.flight import KeptRecording
+        from probes.store.replay import ReplaySource
+
+        looking = self._looking_back
+        if looking is not None:
+            self._looking_back = None
+            looking.stop()
+            self.query_one(ReplayBar).remove()
+            self.query_one(VerdictStrip).live = True
+            self._update_flags()
+            self.refresh_bindings()
+            # The newest frame at once, not at the next tick.
+            live = self.live_source
+            if live is not None:
+                live.refresh()
+            self.notify("back to now", title="Live")
+            return
+        live = self.live_source
+        history = getattr(live, "history", None)
+        if live is None or history is None or len(history) < 2:
+            self.notify("nothing kept to go back over: orac keeps the past with --history (default 10m)")
+            return
+        kept = KeptRecording(history, live.interval_s, self.redact)
+        source = ReplaySource(kept, start_index=len(kept) - 1, paused=True, redact=False)
+        source.on_error = lambda exc: self.post_message(SourceFailed(str(exc)))
+        self._looking_back = source
+        self.query_one(VerdictStrip).live = False
+        self.query_one("#main").mount(ReplayBar(str(kept.path)))
+        self.query_one(ReplayBar).show_marks("h: back to now")
+        self._update_flags()
+        self.refresh_bindings()
+        source.start(lambda frame, views: self.post_message(FrameReady(frame, views, live=False)))
+        first = time.strftime("%H:%M:%S", time.localtime(kept.time_range[0] / 1e9))
+        self.notify(
+            f"looking back from now to {first}: space plays, ←/→ step, ,/. and </> jump, g goes to a time;"
+            " sampling goes on; h comes back to now", title="Looking back",
+        )
 
     def action_pause(self) -> None:
         self.source.paused = not self.source.paused

@@ -29,12 +29,15 @@ class ChoiceScreen(ModalScreen[str | None]):
     ChoiceScreen OptionList { height: auto; max-height: 20; }
     """
 
-    def __init__(self, prompt: str, options: list[tuple[str, str]], current: str | None = None) -> None:
-        """`options`: (id, label) of each choice, in order; the cursor starts on `current`."""
+    def __init__(
+        self, prompt: str, options: list[tuple[str, str]], current: str | None = None, width: int | None = None,
+    ) -> None:
+        """`options`: (id, label) of each choice, in order; the cursor starts on `current`; `width` of the box in cells."""
         super().__init__()
         self.prompt = prompt
         self.options = options
         self.current = current
+        self.width = width
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -42,6 +45,8 @@ class ChoiceScreen(ModalScreen[str | None]):
             yield OptionList(*(Option(label, id=option_id) for option_id, label in self.options))
 
     def on_mount(self) -> None:
+        if self.width is not None:
+            self.query_one(Vertical).styles.width = self.width
         self.query_one(OptionList).highlighted = next(
             (i for i, (option_id, _) in enumerate(self.options) if option_id == self.current), 0
         )

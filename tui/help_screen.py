@@ -17,7 +17,7 @@ from textual.widgets import Static
 KEY_NAMES = {
     "slash": "/", "question_mark": "?", "escape": "Esc", "enter": "Enter", "ctrl+p": "Ctrl+P", "space": "Space",
     "left": "←", "right": "→", "comma": ",", "full_stop": ".", "less_than_sign": "<", "greater_than_sign": ">",
-    "minus": "-", "plus": "+",
+    "minus": "-", "plus": "+", "exclamation_mark": "!", "left_square_bracket": "[", "right_square_bracket": "]",
 }
 
 

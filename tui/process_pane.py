@@ -130,7 +130,7 @@ class ProcessPane(Pane):
             # Only processes running now can be signalled: a recording's or
             # fixed frames' pids may belong to anything on this box today.
             # In replay, space then plays and pauses.
-            return self.app.source.live
+            return self.app.shows_live
         if action == "scroll_command":
             # In replay the arrows step through the frames.
             return not self.app.replaying

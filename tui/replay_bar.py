@@ -31,6 +31,11 @@ REPLAY_BINDINGS: list[Binding] = [
     Binding("minus", "app.replay_speed(-1)", "Slower", show=False, tooltip="Replay: slower (1x to 60x)"),
     Binding("plus", "app.replay_speed(1)", "Faster", show=False, tooltip="Replay: faster (1x to 60x)"),
     Binding("g", "app.replay_seek", "Go to", tooltip="Replay: go to a time you type"),
+    Binding("b", "app.replay_bookmarks", "Bookmarks", tooltip="Replay: the moments where something began; go to one"),
+    Binding("left_square_bracket", "app.replay_bookmark(-1)", "Previous mark", show=False,
+            tooltip="Replay: go to the bookmark before this frame"),
+    Binding("right_square_bracket", "app.replay_bookmark(1)", "Next mark", show=False,
+            tooltip="Replay: go to the bookmark after this frame"),
 ]
 
 
@@ -55,6 +60,12 @@ class ReplayBar(Widget):
         self.name_of_file = name_of_file
         self.position: ReplayPosition | None = None
         self.error: str | None = None
+        # "marks 12", or how far their scan has got
+        self.marks = "marks …"
+
+    def show_marks(self, text: str) -> None:
+        self.marks = text
+        self.refresh()
 
     def show(self, position: ReplayPosition) -> None:
         self.position = position
@@ -78,7 +89,7 @@ class ReplayBar(Widget):
         # The speed shows while paused too: it is what space will play at.
         state = f"paused {p.speed:g}x" if p.paused else f"{p.speed:g}x"
         head = Text.assemble(
-            (" REPLAY ", label), f"{clock(p.wall_ns)}  {p.index + 1}/{p.count}  ", (state, label), "  "
+            (" REPLAY ", label), f"{clock(p.wall_ns)}  {p.index + 1}/{p.count}  ", (state, label), f"  {self.marks}  "
         )
         width = max(10, self.size.width - head.cell_len - 1)
         done = round(p.fraction * width)

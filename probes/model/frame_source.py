@@ -23,8 +23,8 @@ from probes.contract import Probe, Views
 from probes.model.frame import Frame
 
 if TYPE_CHECKING:
+    from probes.store.format import RecordingMeta
     from probes.store.playback import ReplayPosition
-    from probes.store.reader import Recording
 
 FrameCallback = Callable[[Frame, Views], None]
 
@@ -106,10 +106,32 @@ class LiveSource(FrameSource):
         """Have the probes that can break one process down by thread do so for `pid`; None stops."""
 
 
+class Frames(Protocol):
+    """What a replay reads: a Recording, or the live screen's kept minutes (probes.store.flight.KeptRecording)."""
+
+    meta: RecordingMeta
+    # what is missing from it, in one line (a copy without its write-ahead log); None when whole
+    warning: str | None
+
+    @property
+    def path(self) -> Path: ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def time_range(self) -> tuple[int, int]: ...
+
+    def timestamps(self, index: int) -> tuple[int, int]: ...
+
+    def index_at(self, wall_ns: int) -> int: ...
+
+    def frame(self, index: int) -> Frame: ...
+
+
 class SeekableSource(FrameSource):
     """A source that moves through recorded time."""
 
-    recording: Recording
+    recording: Frames
     # times real time (a property: changing it wakes the player)
     speed: float
 

@@ -10,16 +10,19 @@ someone press it is in the file.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
 import zstandard
 
 from probes.contract import Unavailable
 from probes.model.frame import Frame
 from probes.store.codec import Decoder, Encoder, ProbeRow, Schema, TypeRow, TypeTable
+from probes.store.format import RecordingMeta
 
 # Faster than a recording file's level: this runs every tick in the live UI,
 # and the bytes live only in memory for minutes.
@@ -97,6 +100,10 @@ class FlightRecorder:
                 self._bytes -= len(kept.popleft().data)
 
     @property
+    def keyframe_every(self) -> int:
+        return self._keyframe_every
+
+    @property
     def memory_bytes(self) -> int:
         """The compressed frames' bytes (what grows with the window)."""
         return self._bytes
@@ -148,3 +155,58 @@ class FlightDecoder:
             frame = Frame(wall_ns=k.wall_ns, mono_ns=k.mono_ns, samples=samples, unavailable=why)
             self._prev = frame
             yield frame
+
+
+class KeptRecording:
+    """The frames a flight recorder held when this was made, read as a Recording is: the live screen's look back.
+
+    What ReplaySource asks of a recording (len, time_range, timestamps,
+    index_at, frame); the recorder goes on keeping new frames meanwhile,
+    which this leaves out. A frame is decoded from the keyframe before it,
+    or from the last frame read when that is the one before (stepping and
+    playing forward decode one frame each).
+    """
+
+    path = Path("the kept minutes")
+    warning: str | None = None
+
+    def __init__(self, recorder: FlightRecorder, interval_s: float, redacted: bool) -> None:
+        self._recorder = recorder
+        self._kept = recorder.frames_after(0)
+        self._walls = [k.wall_ns for k in self._kept]
+        self.meta = RecordingMeta(
+            host="", kernel="", orac_version="", interval_s=interval_s, probes=(), unavailable={},
+            started_wall_ns=self._walls[0] if self._walls else 0, redacted=redacted,
+            keyframe_every=recorder.keyframe_every,
+
+        )
+        self._decoder: FlightDecoder | None = None
+        self._last: tuple[int, Frame] | None = None
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @property
+    def time_range(self) -> tuple[int, int]:
+        return self._walls[0], self._walls[-1]
+
+    def timestamps(self, index: int) -> tuple[int, int]:
+        k = self._kept[index]
+        return k.wall_ns, k.mono_ns
+
+    def index_at(self, wall_ns: int) -> int:
+        """The last frame at or before `wall_ns`; 0 when it precedes them all."""
+        return max(0, bisect.bisect_right(self._walls, wall_ns) - 1)
+
+    def frame(self, index: int) -> Frame:
+        last = self._last
+        if last is not None and last[0] == index:
+            return last[1]
+        if last is not None and last[0] == index - 1 and self._decoder is not None and not self._kept[index].keyframe:
+            start = index
+        else:
+            start = next(i for i in range(index, -1, -1) if self._kept[i].keyframe)
+            self._decoder = FlightDecoder(self._recorder)
+        *_, frame = self._decoder.decode(self._kept[start : index + 1])
+        self._last = (index, frame)
+        return frame

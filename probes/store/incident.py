@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.contract import Views
+from probes.model.bookmarks import Bookmark, Bookmarker
 from probes.model.verdict import State, verdict
 from probes.model.views import derive_frame
 from probes.sources.offcpu import OFFCPU
@@ -45,6 +46,8 @@ SUMMARY_NAME = "summary.md"
 TOP = 5
 # a command line's characters shown in the summary (the recording has them all)
 COMMAND_CHARS = 100
+# bookmarks listed in the summary at most
+MAX_BOOKMARKS = 30
 
 
 def bundle_name(wall_s: float | None = None) -> str:
@@ -92,6 +95,7 @@ class Period:
     # target pid -> its on-CPU samples per stack, and its Python ones
     profiles: dict[int, FoldedStacks] = field(default_factory=lambda: defaultdict(FoldedStacks))
     python: dict[int, dict[tuple[str, ...], int]] = field(default_factory=dict)
+    bookmarks: list[Bookmark] = field(default_factory=list)
 
 
 def read_period(path: Path) -> Period:
@@ -103,6 +107,7 @@ def read_period(path: Path) -> Period:
         meta = recording.meta
         period = Period(meta.host, meta.kernel, meta.interval_s, meta.redacted)
         prev = None
+        marker = Bookmarker()
         for _, frame in recording.iter_frames():
             period.frames += 1
             period.first_ns = frame.wall_ns if period.first_ns is None else period.first_ns
@@ -111,6 +116,7 @@ def read_period(path: Path) -> Period:
             views = derive_frame(prev, frame)
             if prev is not None:
                 _add_views(period, views, (frame.mono_ns - prev.mono_ns) / 1e9, frame.wall_ns)
+                period.bookmarks += marker.add(frame.wall_ns, views)
             prev = frame
     return period
 
@@ -209,6 +215,13 @@ def summary_markdown(period: Period) -> str:
         out += _table(("resource", "worst", "first at", "what it said then", "top contributor", "frames by state"), rows)
     else:
         out.append("No verdict: the recording has fewer than two frames.")
+    out += ["", "## Moments marked", ""]
+    if period.bookmarks:
+        out += [f"- {mark.line()}" for mark in period.bookmarks[:MAX_BOOKMARKS]]
+        if len(period.bookmarks) > MAX_BOOKMARKS:
+            out.append(f"- ... and {len(period.bookmarks) - MAX_BOOKMARKS} more (`orac replay`, `b`)")
+    else:
+        out.append("None: nothing began in the period (probes.model.bookmarks says what would).")
     measures: list[tuple[str, Callable[[_Process], float], tuple[str, ...], Callable[[int, _Process], tuple[str, ...]]]] = [
         ("CPU", lambda p: p.cpu_s, ("pid", "name", "CPU s", "peak CPU %", "command"),
          lambda pid, p: (str(pid), p.name, f"{p.cpu_s:.1f}", f"{p.peak_cpu_percent:.0f}", _command(p.command))),

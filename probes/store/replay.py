@@ -8,12 +8,11 @@ from collections.abc import Callable
 
 from probes.contract import Views
 from probes.model.frame import Frame
-from probes.model.frame_source import FrameCallback, SeekableSource
+from probes.model.frame_source import FrameCallback, Frames, SeekableSource
 from probes.model.redaction import FrameRedactor
 from probes.model.views import derive_frame
 from probes.store.format import RecordingError
 from probes.store.playback import ReplayPosition
-from probes.store.reader import Recording
 
 MIN_SPEED = 1.0
 MAX_SPEED = 60.0
@@ -45,7 +44,7 @@ class ReplaySource(SeekableSource):
 
     def __init__(
         self,
-        recording: Recording,
+        recording: Frames,
         *,
         start_index: int | None = None,
         speed: float = 1.0,
