@@ -128,3 +128,122 @@ def test_direct_io_writers_on_a_loop_device_saturate_it_and_are_named(tmp_path: 
     if loop.contributor.pid not in {h.pid for h in helpers} and io.rates[loop.contributor.pid].write_bytes_per_s > ours:
         pytest.skip(f"another process writes more than the test's writers (/proc/PID/io has no device): {loop.contributor}")
     assert loop.contributor.pid in {h.pid for h in helpers}, loop
+
+
+# Touches MiB of anonymous memory, then reads a file through a mapping and
+# touches its own memory again, over and over: in a cgroup whose limit is
+# below the two together, the file's pages are evicted and read back each
+# pass (refaults, which PSI counts as memory stall).
+MEMORY_HOG = """
+import ctypes, mmap, os, sys
+ctypes.CDLL(None).prctl(15, b"orac-mem-hog", 0, 0, 0)
+anon_bytes, path = int(sys.argv[1]) << 20, sys.argv[2]
+anon = mmap.mmap(-1, anon_bytes)
+for i in range(0, anon_bytes, 4096):
+    anon[i] = 1
+fd = os.open(path, os.O_RDONLY)
+size = os.fstat(fd).st_size
+mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+print("hogging", flush=True)
+total = 0
+while True:
+    for i in range(0, size, 4096):
+        total += mapped[i]
+    for i in range(0, anon_bytes, 1 << 16):
+        anon[i] = 2
+"""
+LIMIT_MIB, ANON_MIB, FILE_MIB = 400, 250, 300
+
+
+@contextmanager
+def memory_cgroup(limit_mib: int) -> Iterator[Path]:
+    """A v1 memory cgroup with a limit, removed afterwards (its processes must be gone by then)."""
+    root = Path("/sys/fs/cgroup/memory")
+    if os.geteuid() != 0 or not (root / "memory.limit_in_bytes").exists():
+        pytest.skip("needs root and the v1 memory controller at /sys/fs/cgroup/memory")
+    group = root / f"orac-test-hog-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(f"{limit_mib << 20}\n")
+        yield group
+    finally:
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def test_a_memory_hog_in_a_limited_cgroup_is_memory_pressure_and_is_named(tmp_path: Path) -> None:
+    data = tmp_path / "pages"
+    with data.open("wb") as f:
+        for _ in range(FILE_MIB):
+            f.write(b"\1" * (1 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+        # out of the page cache, which charged them to this test's cgroup: the hog reads them itself
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    with memory_cgroup(LIMIT_MIB) as group:
+        hog = subprocess.Popen(
+            [sys.executable, "-c", MEMORY_HOG, str(ANON_MIB), str(data)], stdout=subprocess.PIPE, text=True,
+            preexec_fn=lambda: (group / "cgroup.procs").write_text(f"{os.getpid()}\n"),
+        )
+        try:
+            assert hog.stdout is not None and hog.stdout.readline() == "hogging\n"
+            time.sleep(1.0)  # a pass or two: the evictions have begun
+            views = views_over()
+        finally:
+            hog.kill()
+            hog.wait()
+    memory = cell(verdict(views), "memory")
+    assert memory.state >= State.WARNING, memory
+    assert "stalled" in memory.summary, memory
+    assert memory.contributor is not None and (memory.contributor.pid, memory.contributor.name) == (
+        hog.pid, "orac-mem-hog"), memory
+
+
+def test_packet_loss_on_a_test_port_is_tcp_trouble_and_names_the_connection() -> None:
+    from support.ebpf import start
+    from support.netns import kill_all, namespace_pair, require_root_and, wait_ready
+
+    from probes.sources.tcp import TCP, TcpProbe
+    from probes.sources.tcp_events import TCP_EVENTS, TcpEventsProbe
+
+    require_root_and("ip", "nft")
+    events = start(TcpEventsProbe())
+    try:
+        with namespace_pair("vrd") as pair:
+            tcp = TcpProbe(proc=pair.a.proc)
+            tcp.start()
+            table = f"orac_test_verdict_{os.getpid()}"
+            listener = pair.b.peer("listen", pair.b_addr)
+            sender = None
+            try:
+                port = wait_ready(listener)
+                # 5 % of what reaches the listener's port is dropped, in its namespace only
+                pair.b.exec("nft", "-f", "-", input_text=(
+                    f"table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n"
+                    f"    tcp dport {port} numgen random mod 100 < 5 counter drop\n  }}\n}}\n"
+                ))
+                before = (tcp.sample(), events.sample(), time.monotonic_ns())
+                sender = pair.a.peer("send", pair.b_addr, str(port), str(16 << 20))
+                _, err = sender.communicate(timeout=60)
+                listener.communicate(timeout=5)
+                after = (tcp.sample(), events.sample(), time.monotonic_ns())
+            finally:
+                kill_all(listener, sender)
+                pair.b.exec("nft", "delete", "table", "inet", table, check=False)
+            assert sender is not None and sender.returncode == 0, err
+    finally:
+        events.stop()
+    dt_s = (after[2] - before[2]) / 1e9
+    views = Views({
+        TCP.name: TCP.derive(before[0], after[0], dt_s),
+        TCP_EVENTS.name: TCP_EVENTS.derive(before[1], after[1], dt_s),
+    })
+    tcp_cell = cell(verdict(views), "tcp")
+    assert tcp_cell.state >= State.WARNING and "retrans" in tcp_cell.summary, tcp_cell
+    # the sender connected while the probe ran: its process is named, with the connection
+    assert tcp_cell.contributor is not None and tcp_cell.contributor.pid == sender.pid, tcp_cell
+    assert f"{pair.a_addr}:" in tcp_cell.contributor.figure and f"> {pair.b_addr}:{port}" in tcp_cell.contributor.figure

@@ -106,11 +106,6 @@ def _per_s(n: float) -> str:
     return f"{n:.1f}" if n < 9.95 else human_rate(n)
 
 
-def _endpoint(family: int, addr: str, port: int) -> str:
-    # [v6]:port, as ss writes IPv6 endpoints, so the port is not read as part of the address
-    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
-
-
 def _owner(pid: int | None, comm: str | None) -> str:
     # only a connect() the probe saw names the owner; a guess would mislead
     return MISSING if pid is None else f"{comm} {pid}"
@@ -123,8 +118,7 @@ def retransmit_line(connections: Sequence[ConnectionRetransmitRate]) -> str:
     segments, more where a multi-segment skb is sent again whole.
     """
     return "retrans skb/s " + "   ".join(
-        f"{_endpoint(c.family, c.saddr, c.sport)} > {_endpoint(c.family, c.daddr, c.dport)}"
-        f" {c.state} {_per_s(c.retransmits_per_s)} {_owner(c.pid, c.comm)}"
+        f"{c.endpoints()} {c.state} {_per_s(c.retransmits_per_s)} {_owner(c.pid, c.comm)}"
         for c in connections[:TOP_CONNECTIONS]
     )
 

@@ -35,6 +35,7 @@ from probes.sources.process_io import PROCESS_IO
 from probes.sources.processes import PROCESSES, ProcessesView, short_cgroup
 from probes.sources.system import SYSTEM
 from probes.sources.tcp import TCP
+from probes.sources.tcp_events import TCP_EVENTS, ConnectionRetransmitRate, TcpEventsView
 
 
 class State(enum.IntEnum):
@@ -510,7 +511,12 @@ def _sum(*values: float | None) -> float | None:
 
 
 class TcpRule:
-    """TCP as a whole: retransmits as a share of segments sent, listen queue drops."""
+    """TCP as a whole: retransmits as a share of segments sent, listen queue drops; the connection retransmitting most.
+
+    The connection comes from the tcpevents probe (eBPF): its process is the
+    cell's contributor when the probe saw it connect; otherwise the summary
+    names the connection alone.
+    """
 
     def cells(self, views: Views, thresholds: Mapping[str, Threshold], wall_ns: int | None) -> list[Cell]:
         tcp = views.get(TCP)
@@ -529,7 +535,21 @@ class TcpRule:
         if state is State.NO_DATA:
             return [Cell("tcp", "TCP", State.OK, f"TCP ok: {estab}", estab, pane=TCP.name)]
         shown = figures[:2] if state > State.OK else [estab]
-        return [Cell("tcp", "TCP", state, f"TCP {state.word}: {', '.join(shown)}", shown[0], pane=TCP.name)]
+        contributor = None
+        worst = self._worst_connection(views.get(TCP_EVENTS)) if state > State.OK else None
+        if worst is not None:
+            figure = f"{worst.retransmits_per_s:.0f} retrans/s {worst.endpoints()}"
+            if worst.pid is not None:
+                contributor = Contributor(worst.pid, worst.comm or "?", figure)
+            else:
+                shown.append(figure)
+        return [Cell("tcp", "TCP", state, f"TCP {state.word}: {', '.join(shown)}", shown[0], contributor, TCP.name)]
+
+    @staticmethod
+    def _worst_connection(events: TcpEventsView | None) -> ConnectionRetransmitRate | None:
+        if events is None:
+            return None
+        return max(events.connections, key=lambda c: c.retransmits_per_s, default=None)
 
 
 class CgroupsRule:

@@ -210,6 +210,15 @@ class ConnectionRetransmitRate:
     retransmits: int
     retransmits_per_s: float
 
+    def endpoints(self) -> str:
+        """source > destination, as tcpretrans prints them."""
+        return f"{endpoint(self.family, self.saddr, self.sport)} > {endpoint(self.family, self.daddr, self.dport)}"
+
+
+def endpoint(family: int, addr: str, port: int) -> str:
+    """addr:port; [v6]:port as ss writes IPv6 endpoints, so the port is not read as part of the address."""
+    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessConnectRate:
