@@ -206,3 +206,33 @@ def test_recorded_and_dumped_as_events(tmp_path: Path) -> None:
             if marker in r]
     assert len(rows) == 1, rows
     assert ",io-error," in rows[0] and ",3,1," in rows[0]  # level, facility
+
+
+async def test_an_oom_killed_process_stays_in_the_process_table_marked(small_memory_cgroup: Path) -> None:
+    from support.harness import wait_for
+
+    from probes.model.collector import Collector
+    from probes.sources.processes import ProcessProbe, short_cgroup
+    from tui.app import OracApp
+    from tui.process_table import ProcessTable
+
+    collector = Collector([ProcessProbe(), KmsgProbe()], 0.25)
+    app = OracApp(collector)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: app.frame is not None and "kmsg" in app.views, timeout_s=20)
+        # it sleeps a second first, so the table has seen it alive
+        hog = subprocess.Popen([
+            sys.executable, "-c",
+            f"import os, time; open({str(small_memory_cgroup / 'cgroup.procs')!r}, 'w').write(str(os.getpid()));"
+            "time.sleep(1); b = [bytearray(1 << 20) for _ in range(1024)]",
+        ])
+        hog.wait(timeout=30)
+        assert hog.returncode == -9
+        table = app.query_one(ProcessTable)
+        await wait_for(pilot, lambda: any(p.pid == hog.pid and p.state == "X" for p, _ in table.rows), timeout_s=10)
+        row = next(p for p, _ in table.rows if p.pid == hog.pid)
+        assert row.command.startswith("OOM-killed ") and "bytearray" in row.command, row
+        assert row.cgroup == short_cgroup(f"/{small_memory_cgroup.name}") and row.rss_bytes > 0
+        assert table.row_component(row) == "process-table--killed"
+        assert table.rows[0][0] is row  # first, whatever the sort
+    collector.stop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import time
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -13,18 +15,46 @@ from textual.widgets import Input
 
 from probes.contract import ProbeSpec
 from probes.host.signals import NotThatProcess, send_signal
-from probes.sources.processes import PROCESSES, ProcessesView, ProcessView
+from probes.sources.kmsg import KMSG, KernelEvent
+from probes.sources.processes import PROCESSES, ProcessesView, ProcessView, short_cgroup
 
 from .choice_screen import ChoiceScreen
 from .pane import Pane
 from .process_table import ProcessTable
 from .signal_screen import SignalScreen
 
+# ticks an OOM-killed process stays in the table after its kill
+KILLED_TICKS = 60
+# "Killed process 812 (java) total-vm:..kB, anon-rss:..kB, file-rss:..kB, shmem-rss:..kB"
+_KILLED_RSS = re.compile(r"(anon|file|shmem)-rss:(\d+)kB")
+
+
+def killed_view(event: KernelEvent, last: ProcessView | None, wall_s: float) -> ProcessView:
+    """An OOM kill's victim as a row: what the table last knew of it, state X, its RSS at the kill (at `wall_s`)."""
+    rss_kib = sum(int(kib) for _, kib in _KILLED_RSS.findall(event.message))
+    at = time.strftime("%H:%M:%S", time.localtime(wall_s))
+    what = last.command if last is not None else f"[{event.comm}]"
+    return ProcessView(
+        pid=event.pid or 0,
+        ppid=last.ppid if last is not None else 0,
+        user=last.user if last is not None else "?",
+        state="X",
+        cpu_percent=None,
+        rss_bytes=rss_kib << 10 if rss_kib else (last.rss_bytes if last is not None else 0),
+        num_threads=last.num_threads if last is not None else 0,
+        cpu_time_s=last.cpu_time_s if last is not None else 0.0,
+        cgroup=short_cgroup(event.cgroup) if event.cgroup else (last.cgroup if last is not None else "?"),
+        name=event.comm or (last.name if last is not None else "?"),
+        command=f"OOM-killed {at}: {what}",
+        start_time_ns=last.start_time_ns if last is not None else 0,
+    )
+
 
 class ProcessPane(Pane):
-    """Every process, fed by the "procs" probe."""
+    """Every process, fed by the "procs" probe; an OOM kill's victim (from "kmsg") stays a while, marked."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = PROCESSES
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (KMSG,)
 
     # The filter's and search's keys are priority bindings: the app handles
     # them as they arrive, in order, before handing the next key to the
@@ -74,16 +104,40 @@ class ProcessPane(Pane):
 
     def on_mount(self) -> None:
         self.border_title = "Processes"
+        # pid -> (its row, ticks left) of the processes the OOM killer killed lately
+        self.killed: dict[int, tuple[ProcessView, int]] = {}
 
     @property
     def table(self) -> ProcessTable:
         return self.query_one(ProcessTable)
 
     def show_view(self, view: ProcessesView) -> None:
+        previous: ProcessesView | None = self.view
         self.view = view
         self.unavailable = None
-        self.table.update_processes(view.processes, view.threads)
+        self._note_kills(previous)
+        processes = view.processes
+        if self.killed:
+            alive = {p.pid for p in processes}
+            processes = processes + tuple(row for row, _ in self.killed.values() if row.pid not in alive)
+        self.table.update_processes(processes, view.threads)
         self._update_title()
+
+    def _note_kills(self, previous: ProcessesView | None) -> None:
+        """Keep this tick's OOM victims as rows for KILLED_TICKS ticks; age the others."""
+        self.killed = {pid: (row, ticks - 1) for pid, (row, ticks) in self.killed.items() if ticks > 1}
+        kmsg = self.joined.get(KMSG)
+        if kmsg is None:
+            return
+        # the record's time: the frame's, less its age on the log's clock
+        frame = self.app.frame
+        now_ns = frame.wall_ns if frame is not None else time.time_ns()
+        for event in kmsg.oom_kills:
+            if event.pid is None:
+                continue
+            last = next((p for p in previous.processes if p.pid == event.pid), None) if previous is not None else None
+            wall_s = (now_ns - (kmsg.mono_ns - event.ts_us * 1000)) / 1e9
+            self.killed[event.pid] = (killed_view(event, last, wall_s), KILLED_TICKS)
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
         super().show_unavailable(reason, remedy)

@@ -112,6 +112,7 @@ class ProcessTable(LineTable[ProcessView]):
         "process-table--tagged",
         "process-table--thread",
         "process-table--throttled",
+        "process-table--killed",
     }
 
     DEFAULT_CSS = """
@@ -121,6 +122,7 @@ class ProcessTable(LineTable[ProcessView]):
     ProcessTable > .process-table--throttled { color: $warning; text-style: bold; }
     ProcessTable > .process-table--tagged { color: $warning; text-style: bold underline; }
     ProcessTable > .process-table--thread { color: $foreground-muted; }
+    ProcessTable > .process-table--killed { color: $error; text-style: bold; }
     """
 
     class Selected(Message):
@@ -183,6 +185,8 @@ class ProcessTable(LineTable[ProcessView]):
         self.refresh()
 
     def row_component(self, view: ProcessView) -> str:
+        if view.state == "X":
+            return "process-table--killed"
         if view.pid in self.tagged:
             return "process-table--tagged"
         return "process-table--thread" if view.thread_of is not None else ""
@@ -208,6 +212,8 @@ class ProcessTable(LineTable[ProcessView]):
             if needle or user is not None:
                 procs = [p for p in procs if shown(p)]
             rows = [(p, "") for p in self.ordered(procs, tie_break=attrgetter("pid"))]
+            # An OOM kill's victim (state X, see ProcessPane) leads, whatever the sort: it is the news.
+            rows.sort(key=lambda row: row[0].state != "X")
         self.set_rows(rows)
 
     def set_filter(self, text: str) -> None:
