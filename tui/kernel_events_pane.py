@@ -6,6 +6,7 @@ seconds since boot as `dmesg` prints them.
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -20,14 +21,16 @@ WAITING = "waiting for the second sample..."
 TAIL = 6
 
 
-def event_text(e: KernelEvent) -> str:
+def event_text(e: KernelEvent, wall_s: float) -> str:
+    """The record as `dmesg -T | tail` shows it: its local time of day (`wall_s`), its kind and whom it names."""
     who = ""
     if e.kind == "oom-kill":
         who = f" {e.comm} pid {e.pid}" + (f" in {e.cgroup}" if e.cgroup else "")
     elif e.kind == "xid" and e.xid is not None:
         who = f" {e.xid}"
     tag = f"{KINDS[e.kind]}{who}: " if e.kind else ""
-    return f"[{e.ts_us / 1e6:12.6f}] {'earlier ' if e.earlier else ''}{tag}{e.message}"
+    at = time.strftime("%H:%M:%S", time.localtime(wall_s))
+    return f"[{at}] {'earlier ' if e.earlier else ''}{tag}{e.message}"
 
 
 class KernelEventsPane(Pane):
@@ -91,11 +94,14 @@ class KernelEventsPane(Pane):
         events = list(view.events[-tail:])
         if not events:
             return Text("no kernel log records in the last minutes", styles["muted"])
+        # a record's time: the frame's, less its age on the log's clock (boot time, as dmesg's)
+        frame = getattr(self.app, "frame", None)  # OracApp's; a pane alone in a test app has none
+        now_ns = frame.wall_ns if frame is not None else time.time_ns()
         lines = []
         for e in events:
             if e.kind or e.level <= 3:
                 style = styles["error"] if e.kind in ("oom-kill", "hung-task", "xid", "soft-lockup") or e.level <= 2 else styles["warning"]
             else:
                 style = styles["muted"] if e.earlier else None
-            lines.append(Text(event_text(e), style or ""))
+            lines.append(Text(event_text(e, (now_ns - (view.mono_ns - e.ts_us * 1000)) / 1e9), style or ""))
         return Text("\n").join(lines)

@@ -130,7 +130,7 @@ class ProcessPane(Pane):
         if kmsg is None:
             return
         # the record's time: the frame's, less its age on the log's clock
-        frame = self.app.frame
+        frame = getattr(self.app, "frame", None)  # OracApp's; a pane alone in a test app has none
         now_ns = frame.wall_ns if frame is not None else time.time_ns()
         for event in kmsg.oom_kills:
             if event.pid is None:

@@ -74,7 +74,8 @@ def kmsg_sample(t: int) -> KmsgSample:
                         "Memory cgroup out of memory: Killed process 1200 (nginx) total-vm:204800kB, anon-rss:49152kB",
                         "oom-kill", pid=1200, comm="nginx", cgroup="/system.slice/nginx"),
         ]
-    return KmsgSample(tuple(events), events[-1].seq, 0, 0, (1000 + t) * S)
+    # read on the records' clock (time since boot): the box is up 3 days, 04:05, as its uptime says
+    return KmsgSample(tuple(events), events[-1].seq, 0, 0, (3 * 86400 + 14_700 + t) * S)
 
 
 def _hist(**slots: int) -> tuple[int, ...]:
