@@ -88,6 +88,23 @@ def test_200x60_with_every_pane(snap_compare) -> None:
     assert snap_compare(make_app(net_frames()), terminal_size=(200, 60), run_before=press_after_drawn())
 
 
+# Every pane with something to say, at each layout's size, in each theme.
+@pytest.mark.parametrize("theme", ["orac-light", "orac-high-contrast"])
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (160, 48), (200, 60)])
+def test_every_pane_at_each_size_in_each_theme(snap_compare, size: tuple[int, int], theme: str) -> None:
+    from support.synthetic_net import net_frames
+
+    assert snap_compare(make_app(net_frames(), theme=theme), terminal_size=size, run_before=press_after_drawn())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (160, 48)])
+def test_every_pane_at_each_size_in_the_dark_theme(snap_compare, size: tuple[int, int]) -> None:
+    # 200x60 dark is test_200x60_with_every_pane
+    from support.synthetic_net import net_frames
+
+    assert snap_compare(make_app(net_frames()), terminal_size=size, run_before=press_after_drawn())
+
+
 @pytest.mark.parametrize("size", [(80, 24), (100, 30)])
 def test_process_screen_on_a_small_terminal(snap_compare, size: tuple[int, int]) -> None:
     # nginx (1200): its state has the longest words

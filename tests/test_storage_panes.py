@@ -103,7 +103,8 @@ async def test_on_a_short_terminal_the_disks_pane_is_one_line_and_filesystems_st
 
 async def test_at_120_columns_the_storage_panes_sit_side_by_side() -> None:
     app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
+    # 48 rows or more: below, the filesystems pane steps aside (-compact)
+    async with app.run_test(size=(120, 50)) as pilot:
         await until_drawn(pilot, app)
         disks, filesystems = app.query_one(DisksPane).region, app.query_one(FilesystemsPane).region
         assert disks.y == filesystems.y and disks.right <= filesystems.x

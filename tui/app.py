@@ -63,6 +63,9 @@ MIN_WIDTH = 80
 MIN_HEIGHT = 24
 # below this many rows only the CPU, memory and process panes are shown
 SHORT_HEIGHT = 40
+# below this many the filesystems pane steps aside and the disks and network panes are a line
+# each: at 120x40 the process table had one row and the eBPF panes none
+COMPACT_HEIGHT = 48
 # below this many the kernel events and CPU quota panes are a line each and the disks
 # pane shows no issuers: at 160x48 they left the process table no row
 MEDIUM_HEIGHT = 56
@@ -269,6 +272,7 @@ class OracApp(App[None]):
         main = self.screen_stack[0]
         main.set_class(too_small, "-too-small")
         main.set_class(height < SHORT_HEIGHT, "-short")
+        main.set_class(height < COMPACT_HEIGHT, "-compact")
         main.set_class(height < MEDIUM_HEIGHT, "-medium")
         main.set_class(width < NARROW_WIDTH, "-narrow")
         # Hiding the panes took focus away from the table; give it back.

@@ -206,7 +206,7 @@ class NetworkPane(Pane):
         view: NetworkView | None = self.view
         if view is None:
             return Text(WAITING)
-        if self.screen.has_class("-short"):
+        if self.screen.has_class("-compact"):
             return self._summary(view, s)
         lines = [self._header(s)]
         for interface in shown_interfaces(view, self.show_all):

@@ -195,7 +195,7 @@ class DisksTable(LineTable[DiskView]):
 
 def _fit_rows(table: LineTable[Any], pane: MessagePane) -> None:
     """Size the table to its rows (a header line at least), up to the rows the screen has room for."""
-    limit = SHORT_MAX_ROWS if pane.screen.has_class("-short") else MAX_ROWS
+    limit = SHORT_MAX_ROWS if pane.screen.has_class("-compact") else MAX_ROWS
     height = 1 + max(1, min(len(table.rows), limit))
     if table.styles.height is None or table.styles.height.value != height:
         table.styles.height = height
