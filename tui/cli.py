@@ -27,7 +27,6 @@ from probes.sources.profile import (
 from probes.sources.profile import (
     MIN_FREQUENCY_HZ as MIN_PROFILE_HZ,
 )
-from probes.store.rotation import DAEMON_DIR, DEFAULT_KEEP_BYTES, DEFAULT_KEEP_S, DEFAULT_ROTATE_BYTES
 
 if TYPE_CHECKING:
     from probes.config import Config
@@ -164,14 +163,15 @@ def record_parser() -> Parser:
         "--daemon", action="store_true",
         help="record on into a directory of files that rotate and expire (--dir; see README), as a service would",
     )
-    parser.add_argument("--dir", type=Path, default=None, help=f"--daemon's directory (default {DAEMON_DIR} as root)")
-    parser.add_argument("--rotate-size", type=size, default=DEFAULT_ROTATE_BYTES,
+    # Defaults (probes.store.rotation's) are filled in by record_daemon: importing
+    # the store here would load what every `orac` run then carries in memory.
+    parser.add_argument("--dir", type=Path, default=None, help="--daemon's directory (default /var/log/orac as root)")
+    parser.add_argument("--rotate-size", type=size, default=None,
                         help="--daemon: begin a new file past this size (default 64M; K, M, G)")
     parser.add_argument("--rotate-every", type=duration, default=None,
                         help="--daemon: begin a new file this often too (1h, 6h; default once a day)")
-    parser.add_argument("--keep", type=duration, default=DEFAULT_KEEP_S,
-                        help="--daemon: delete files older than this (default 7d)")
-    parser.add_argument("--keep-size", type=size, default=DEFAULT_KEEP_BYTES,
+    parser.add_argument("--keep", type=duration, default=None, help="--daemon: delete files older than this (default 7d)")
+    parser.add_argument("--keep-size", type=size, default=None,
                         help="--daemon: delete the oldest files while all exceed this (default 1G)")
     parser.add_argument("--interval", type=interval, default=1.0, help="seconds between samples (0.2 to 60)")
     parser.add_argument("--duration", type=duration, default=None, help="stop after this long (90s, 10m, 2h); default: until Ctrl-C")
@@ -414,7 +414,7 @@ def record_daemon(options: argparse.Namespace, probes: list[Any]) -> int:
 
     from probes.store.format import RecordingError
     from probes.store.headless import record_rotating
-    from probes.store.rotation import Policy
+    from probes.store.rotation import DAEMON_DIR, DEFAULT_KEEP_BYTES, DEFAULT_KEEP_S, DEFAULT_ROTATE_BYTES, Policy
 
     if options.output is not None:
         raise UsageError("--daemon writes files of its own in --dir, not -o FILE")
@@ -423,7 +423,10 @@ def record_daemon(options: argparse.Namespace, probes: list[Any]) -> int:
         if os.geteuid() != 0:
             raise UsageError(f"--daemon needs --dir DIR (the default, {DAEMON_DIR}, is root's)")
         directory = DAEMON_DIR
-    policy = Policy(options.rotate_size, options.rotate_every, options.keep, options.keep_size)
+    policy = Policy(
+        options.rotate_size or DEFAULT_ROTATE_BYTES, options.rotate_every, options.keep or DEFAULT_KEEP_S,
+        options.keep_size or DEFAULT_KEEP_BYTES,
+    )
 
     def switched(path: Path, removed: list[Path]) -> None:
         # A line per file: what a service's log (journalctl) should say.

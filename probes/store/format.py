@@ -59,7 +59,6 @@ import json
 import struct
 import zlib
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 
 from probes.contract import Unavailable
 
@@ -104,6 +103,9 @@ class RecordingError(Exception):
 
 def orac_version() -> str:
     """The installed orac's version; "unknown" when run from a checkout that is not installed."""
+    # Only a recorder asks: importlib.metadata costs every live screen a MiB otherwise.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("orac")
     except PackageNotFoundError:
