@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -122,3 +123,14 @@ async def test_the_key_bundles_the_kept_past_the_screen_and_a_summary(tmp_path: 
     assert SECRET not in every_text(folder)
     screen = next(folder.glob("*.txt")).read_text()
     assert "Processes" in screen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_bundle_on_a_full_disk_is_one_line_and_exit_2(small_disk: Path) -> None:
+    from support.small_disk import fill
+
+    fill(small_disk)
+    folder = small_disk / "bundle"
+    result = orac("incident", "-o", str(folder), "--duration", "2s", "--probes", "cpu,procs", timeout=60)
+    error = one_line_error(result)
+    assert "No space left on device" in error or "full" in error, error
