@@ -134,3 +134,27 @@ def test_a_bundle_on_a_full_disk_is_one_line_and_exit_2(small_disk: Path) -> Non
     result = orac("incident", "-o", str(folder), "--duration", "2s", "--probes", "cpu,procs", timeout=60)
     error = one_line_error(result)
     assert "No space left on device" in error or "full" in error, error
+
+
+def test_a_drill_down_open_in_the_period_leaves_its_stacks_in_the_bundle(tmp_path: Path) -> None:
+    import dataclasses
+
+    from support.recordings import write
+    from support.synthetic import frames
+
+    from probes.sources.profile import ProfileSample, ProfileStack
+    from probes.store.incident import finish_bundle
+
+    # postgres 978's drill-down open over the three seconds: its profile, and the off-CPU stacks the box recorded
+    profile = ProfileSample((ProfileStack(978, 90, ("main", "CheckPointGuts"), ("do_fsync",)),), {978: "postgres"},
+                            90, {}, 99, 978, False)
+    drilled = [dataclasses.replace(f, samples={**f.samples, "profile": profile}) for f in frames(ticks=3)]
+    folder = tmp_path / "bundle"
+    folder.mkdir(mode=0o700)
+    write(folder / RECORDING_NAME, drilled)
+    finish_bundle(folder)
+    assert (folder / "drilldown-978-profile.folded").read_text() == "main;CheckPointGuts;do_fsync 270\n"
+    offcpu = (folder / "drilldown-978-offcpu.folded").read_text().splitlines()
+    assert offcpu and all(line.startswith("[") for line in offcpu)
+    assert "drilldown-978-profile.folded, drilldown-978-offcpu.folded" in (folder / SUMMARY_NAME).read_text()
+    assert not list(folder.glob("drilldown-977-*"))  # no drill-down was open on 977

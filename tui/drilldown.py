@@ -205,8 +205,7 @@ class DrillDown(Vertical):
         for stack in offcpu.stacks:
             if stack.pid != self.pid:
                 continue
-            frames = (*stack.user_frames, *stack.kernel_frames) or (f"[{stack.missing or 'no stack'}]",)
-            self.offcpu_us[(f"[{stack.state}]", *frames)] += stack.off_cpu_ns // 1000
+            self.offcpu_us[stack.folded()] += stack.off_cpu_ns // 1000
 
     def write_folded(self, directory: Path) -> list[Path]:
         """Write the profile and Python stacks (samples) and off-CPU stacks (microseconds) so far as folded stacks.

@@ -176,6 +176,10 @@ class BlockingStack:
     def frames(self) -> tuple[str, ...]:
         return self.user_frames + self.kernel_frames
 
+    def folded(self) -> tuple[str, ...]:
+        """Its folded-stack frames, its state first ([D] ... ), as a drill-down's export writes them."""
+        return (f"[{self.state}]", *(self.frames or (f"[{self.missing or 'no stack'}]",)))
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadOffCpuTime:

@@ -8,7 +8,9 @@ One bundle is a private directory (probes.private_files: mode 0700, files
 - screen-*.svg, .png, .txt: what the live screen showed when the bundle
   began (none for `orac incident`, which has no screen);
 - summary.md: `summarize`'s account of the recording;
-- *.folded: the stacks of every drill-down open during the period.
+- *.folded: the stacks of every drill-down open during the period: its
+  on-CPU profile and Python stacks (samples), and its off-CPU stacks
+  (microseconds), as the drill-down's `f` writes them.
 
 and beside it <folder>.tar.zst, the same files in one archive to attach to
 a ticket. Everything in the summary is read back from the recording, so it
@@ -31,7 +33,7 @@ from probes.contract import Views
 from probes.model.bookmarks import Bookmark, Bookmarker
 from probes.model.verdict import State, verdict
 from probes.model.views import derive_frame
-from probes.sources.offcpu import OFFCPU
+from probes.sources.offcpu import OFFCPU, OffCpuSample
 from probes.sources.process_io import PROCESS_IO
 from probes.sources.processes import PROCESSES
 from probes.sources.profile import PROFILE, FoldedStacks, ProfileSample, folded_lines
@@ -95,6 +97,8 @@ class Period:
     # target pid -> its on-CPU samples per stack, and its Python ones
     profiles: dict[int, FoldedStacks] = field(default_factory=lambda: defaultdict(FoldedStacks))
     python: dict[int, dict[tuple[str, ...], int]] = field(default_factory=dict)
+    # target pid -> microseconds off CPU per stack, while its drill-down was open
+    offcpu: dict[int, dict[tuple[str, ...], int]] = field(default_factory=dict)
     bookmarks: list[Bookmark] = field(default_factory=list)
 
 
@@ -122,14 +126,24 @@ def read_period(path: Path) -> Period:
 
 
 def _add_stacks(period: Period, samples: Mapping[str, Any]) -> None:
+    """The stacks of the drill-downs open in this frame, as the drill-down's `f` writes them."""
+    targets = set()
     profile: ProfileSample | None = samples.get(PROFILE.name)
     if profile is not None:
         period.profiles[profile.target_pid].add(profile)
+        targets.add(profile.target_pid)
     python: PythonStacksSample | None = samples.get(PYTHON_STACKS.name)
     if python is not None:
         stacks = period.python.setdefault(python.target_pid, defaultdict(int))
         for stack in python.stacks:
             stacks[stack.frames] += stack.samples
+        targets.add(python.target_pid)
+    offcpu: OffCpuSample | None = samples.get(OFFCPU.name)
+    if offcpu is None or not targets:
+        return
+    for blocked in offcpu.stacks:
+        if blocked.pid in targets:
+            period.offcpu.setdefault(blocked.pid, defaultdict(int))[blocked.folded()] += blocked.off_cpu_ns // 1000
 
 
 def _add_views(period: Period, views: Views, dt_s: float, wall_ns: int) -> None:
@@ -247,7 +261,8 @@ def summary_markdown(period: Period) -> str:
         for pid in stacked:
             name = period.processes[pid].name if pid in period.processes else "?"
             files = [f"drilldown-{pid}-{kind}.folded" for kind, have in (
-                ("profile", pid in period.profiles), ("python", pid in period.python)) if have]
+                ("profile", pid in period.profiles), ("python", pid in period.python), ("offcpu", pid in period.offcpu),
+            ) if have]
             out.append(f"- {name} (pid {pid}): " + ", ".join(files))
     else:
         out.append("No drill-down was open during the period.")
@@ -258,6 +273,7 @@ def folded_files(period: Period) -> dict[str, list[str]]:
     """name -> folded-stack lines of each drill-down's profile and Python stacks over the period."""
     files = {f"drilldown-{pid}-profile.folded": stacks.lines() for pid, stacks in period.profiles.items()}
     files.update({f"drilldown-{pid}-python.folded": folded_lines(stacks) for pid, stacks in period.python.items()})
+    files.update({f"drilldown-{pid}-offcpu.folded": folded_lines(stacks) for pid, stacks in period.offcpu.items()})
     return {name: lines for name, lines in files.items() if lines}
 
 
