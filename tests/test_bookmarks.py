@@ -58,6 +58,11 @@ def test_a_spike_is_marked_near_its_start(tmp_path: Path) -> None:
     path, started_s, pid = recorded(tmp_path / "spike.orac", 5.0, interval_s, during=2.0)
     assert started_s is not None
     tops = [m for m in scan_bookmarks(path) if m.kind == "top" and f"(pid {pid})" in m.text]
+    if not tops:
+        with Recording(path) as recording:
+            busy = busiest_other_process(recording, also=pid)
+        if busy is not None:
+            pytest.skip(f"another process held the top of the CPU table: {busy}")
     assert len(tops) == 1, scan_bookmarks(path)
     # The first frame whose interval it spent mostly spinning marks it: at
     # most one interval after the start, or half more when it began just
@@ -77,8 +82,8 @@ def test_a_quiet_minute_is_not_marked(tmp_path: Path) -> None:
     assert scan_bookmarks(path) == []
 
 
-def busiest_other_process(recording: Recording) -> str | None:
-    """A process other than this test's that used half a core in some interval of the recording, if any."""
+def busiest_other_process(recording: Recording, also: int | None = None) -> str | None:
+    """A process other than this test's (and `also`) that used half a core in some interval of the recording, if any."""
     from probes.model.views import derive_frame
     from probes.sources.processes import PROCESSES
 
@@ -87,7 +92,7 @@ def busiest_other_process(recording: Recording) -> str | None:
         processes = derive_frame(prev, frame).get(PROCESSES) if prev is not None else None
         prev = frame
         for p in processes.processes if processes is not None else ():
-            if p.pid != os.getpid() and (p.cpu_percent or 0) >= TOP_MIN_CPU_PERCENT:
+            if p.pid not in (os.getpid(), also) and (p.cpu_percent or 0) >= TOP_MIN_CPU_PERCENT:
                 return f"{p.name} (pid {p.pid}) used {p.cpu_percent:.0f} % of a core"
     return None
 
@@ -95,7 +100,11 @@ def busiest_other_process(recording: Recording) -> str | None:
 async def test_replay_goes_to_the_next_and_previous_bookmark(tmp_path: Path) -> None:
     path, _, pid = recorded(tmp_path / "spike.orac", 4.0, 0.5, during=1.5)
     marks = scan_bookmarks(path)
-    assert marks
+    if not any(f"(pid {pid})" in m.text for m in marks):
+        with Recording(path) as recording:
+            busy = busiest_other_process(recording, also=pid)
+        if busy is not None:
+            pytest.skip(f"another process held the top of the CPU table: {busy}")
     recording = Recording(path)
     app = OracApp(ReplaySource(recording, paused=True))
     async with app.run_test(size=(160, 48)) as pilot:
