@@ -94,14 +94,12 @@ class KernelEventsPane(Pane):
         events = list(view.events[-tail:])
         if not events:
             return Text("no kernel log records in the last minutes", styles["muted"])
-        # a record's time: the frame's, less its age on the log's clock (boot time, as dmesg's)
-        frame = getattr(self.app, "frame", None)  # OracApp's; a pane alone in a test app has none
-        now_ns = frame.wall_ns if frame is not None else time.time_ns()
+        now_ns = self.shown_wall_ns()
         lines = []
         for e in events:
             if e.kind or e.level <= 3:
                 style = styles["error"] if e.kind in ("oom-kill", "hung-task", "xid", "soft-lockup") or e.level <= 2 else styles["warning"]
             else:
                 style = styles["muted"] if e.earlier else None
-            lines.append(Text(event_text(e, (now_ns - (view.mono_ns - e.ts_us * 1000)) / 1e9), style or ""))
+            lines.append(Text(event_text(e, view.wall_ns_of(e, now_ns) / 1e9), style or ""))
         return Text("\n").join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -91,6 +92,11 @@ class Pane(Widget):
         self.remove_class("-unavailable")
         if relayout or self.RENDERS_VIEW:
             self.refresh(layout=relayout)
+
+    def shown_wall_ns(self) -> int:
+        """The wall time of the frame shown: OracApp's, or now for a pane alone in a test app."""
+        frame = getattr(self.app, "frame", None)
+        return frame.wall_ns if frame is not None else time.time_ns()
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
         if self.unavailable != (reason, remedy):

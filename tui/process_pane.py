@@ -129,15 +129,12 @@ class ProcessPane(Pane):
         kmsg = self.joined.get(KMSG)
         if kmsg is None:
             return
-        # the record's time: the frame's, less its age on the log's clock
-        frame = getattr(self.app, "frame", None)  # OracApp's; a pane alone in a test app has none
-        now_ns = frame.wall_ns if frame is not None else time.time_ns()
+        now_ns = self.shown_wall_ns()
         for event in kmsg.oom_kills:
             if event.pid is None:
                 continue
             last = next((p for p in previous.processes if p.pid == event.pid), None) if previous is not None else None
-            wall_s = (now_ns - (kmsg.mono_ns - event.ts_us * 1000)) / 1e9
-            self.killed[event.pid] = (killed_view(event, last, wall_s), KILLED_TICKS)
+            self.killed[event.pid] = (killed_view(event, last, kmsg.wall_ns_of(event, now_ns) / 1e9), KILLED_TICKS)
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
         super().show_unavailable(reason, remedy)

@@ -28,7 +28,7 @@ from probes.model.histograms import LatencyBucket
 from probes.sources.cgroups import CGROUPS, CgroupCpuView
 from probes.sources.disks import DISKS, DiskView
 from probes.sources.gpu import GPU, GpuDeviceView
-from probes.sources.kmsg import KINDS, KMSG, KernelEvent
+from probes.sources.kmsg import KINDS, KMSG, KernelEvent, KmsgView
 from probes.sources.network import NETWORK, InterfaceView
 from probes.sources.offcpu import OFFCPU, OffCpuView
 from probes.sources.process_io import PROCESS_IO
@@ -596,7 +596,7 @@ class KernelLogRule:
         if state is State.OK:
             return [Cell("kmsg", "kernel", state, "kernel log ok: no errors", "no errors", pane=KMSG.name)]
         last = errors[-1]
-        figure = f"{KINDS[last.kind]} {self._when(last, kmsg.mono_ns, wall_ns)}{self._who(last)}"
+        figure = f"{KINDS[last.kind]} {self._when(last, kmsg, wall_ns)}{self._who(last)}"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         processes = views.get(PROCESSES)
         alive = processes is not None and last.pid is not None and any(p.pid == last.pid for p in processes.processes)
@@ -607,12 +607,10 @@ class KernelLogRule:
         return [Cell("kmsg", "kernel", state, f"{figure}{more}", figure, contributor, KMSG.name)]
 
     @staticmethod
-    def _when(event: KernelEvent, read_mono_ns: int, wall_ns: int | None) -> str:
+    def _when(event: KernelEvent, kmsg: KmsgView, wall_ns: int | None) -> str:
         if wall_ns is None:
             return f"[{event.ts_us / 1e6:.0f} s]"
-        # The record's timestamp is the monotonic clock's, as dmesg -T converts it.
-        at = wall_ns - (read_mono_ns - event.ts_us * 1000)
-        return time.strftime("%H:%M:%S", time.localtime(at / 1e9))
+        return time.strftime("%H:%M:%S", time.localtime(kmsg.wall_ns_of(event, wall_ns) / 1e9))
 
     @staticmethod
     def _who(event: KernelEvent) -> str:

@@ -146,6 +146,14 @@ class KmsgView:
     def oom_kills(self) -> tuple[KernelEvent, ...]:
         return tuple(e for e in self.new_events if e.kind == "oom-kill")
 
+    def wall_ns_of(self, event: KernelEvent, read_wall_ns: int) -> int:
+        """When `event` was logged, on the wall clock, given the wall time the log was read at.
+
+        A record's timestamp is the monotonic clock's, as `mono_ns` is: its
+        age is their difference, as dmesg -T converts it.
+        """
+        return read_wall_ns - (self.mono_ns - event.ts_us * 1000)
+
 
 def classify(message: str) -> tuple[str, int | None, str | None, int | None]:
     """(kind, pid, comm, xid) of a record's message; ("", None, None, None) when it is of no known kind."""
