@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cgroups import memory_cgroup
 
 from probes.contract import ProbeUnavailable
 from probes.sources.kmsg import KmsgProbe, classify, derive_kmsg, parse_record
@@ -114,7 +115,6 @@ def test_unprivileged_user_is_told_what_is_needed() -> None:
 # --- real: an OOM kill in a small v1 memory cgroup -----------------------------
 
 LIMIT_BYTES = 32 * 1024 * 1024
-MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
 
 
 @pytest.fixture
@@ -122,25 +122,8 @@ def small_memory_cgroup() -> Iterator[Path]:
     """A v1 memory cgroup limited to 32 MiB, removed afterwards (its processes killed first)."""
     if os.geteuid() != 0:
         pytest.skip("needs root: makes a memory cgroup and reads /dev/kmsg")
-    if not (MEMORY_ROOT / "memory.limit_in_bytes").exists():
-        pytest.skip("no v1 memory controller at /sys/fs/cgroup/memory")
-    path = MEMORY_ROOT / f"orac-oom-{os.getpid()}"
-    path.mkdir()
-    try:
-        (path / "memory.limit_in_bytes").write_text(f"{LIMIT_BYTES}\n")
+    with memory_cgroup("orac-oom", LIMIT_BYTES) as path:
         yield path
-    finally:
-        for pid in (path / "cgroup.procs").read_text().split():
-            try:
-                os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
-        for _ in range(50):
-            try:
-                path.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
 
 
 def test_oom_kill_in_a_memory_cgroup_names_the_victim(small_memory_cgroup: Path) -> None:

@@ -16,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from support.cgroups import memory_cgroup
 from support.loop_device import direct_io, loop_filesystem
 
 from probes.contract import Views
@@ -155,26 +156,6 @@ while True:
 LIMIT_MIB, ANON_MIB, FILE_MIB = 400, 250, 300
 
 
-@contextmanager
-def memory_cgroup(limit_mib: int) -> Iterator[Path]:
-    """A v1 memory cgroup with a limit, removed afterwards (its processes must be gone by then)."""
-    root = Path("/sys/fs/cgroup/memory")
-    if os.geteuid() != 0 or not (root / "memory.limit_in_bytes").exists():
-        pytest.skip("needs root and the v1 memory controller at /sys/fs/cgroup/memory")
-    group = root / f"orac-test-hog-{os.getpid()}"
-    group.mkdir()
-    try:
-        (group / "memory.limit_in_bytes").write_text(f"{limit_mib << 20}\n")
-        yield group
-    finally:
-        for _ in range(50):
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
-
-
 def test_a_memory_hog_in_a_limited_cgroup_is_memory_pressure_and_is_named(tmp_path: Path) -> None:
     data = tmp_path / "pages"
     with data.open("wb") as f:
@@ -184,7 +165,7 @@ def test_a_memory_hog_in_a_limited_cgroup_is_memory_pressure_and_is_named(tmp_pa
         os.fsync(f.fileno())
         # out of the page cache, which charged them to this test's cgroup: the hog reads them itself
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    with memory_cgroup(LIMIT_MIB) as group:
+    with memory_cgroup("orac-test-hog", LIMIT_MIB << 20) as group:
         hog = subprocess.Popen(
             [sys.executable, "-c", MEMORY_HOG, str(ANON_MIB), str(data)], stdout=subprocess.PIPE, text=True,
             preexec_fn=lambda: (group / "cgroup.procs").write_text(f"{os.getpid()}\n"),

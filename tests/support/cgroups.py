@@ -1,9 +1,11 @@
-"""A real cgroup with a CPU quota in the live v1 cpu tree, for tests that need throttling."""
+"""Real cgroups for tests: one with a CPU quota in the live v1 cpu tree (throttling), one with a memory limit."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,30 @@ def v1_cpu_cgroup() -> Iterator[tuple[CpuHierarchy, str]]:
     finally:
         for directory in reversed(made):
             os.rmdir(directory)
+
+
+MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
+
+
+@contextmanager
+def memory_cgroup(name: str, limit_bytes: int) -> Iterator[Path]:
+    """A v1 memory cgroup `name`-<pid> limited to `limit_bytes`; its processes killed and it removed afterwards."""
+    if os.geteuid() != 0 or not (MEMORY_ROOT / "memory.limit_in_bytes").exists():
+        pytest.skip("needs root and the v1 memory controller at /sys/fs/cgroup/memory")
+    path = MEMORY_ROOT / f"{name}-{os.getpid()}"
+    path.mkdir()
+    try:
+        (path / "memory.limit_in_bytes").write_text(f"{limit_bytes}\n")
+        yield path
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        for _ in range(50):
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
