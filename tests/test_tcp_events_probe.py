@@ -224,14 +224,7 @@ def test_dropped_packets_show_the_connection_and_the_kernels_retransmit_count(
     try:
         port = wait_ready(listener)
         # ~5 % of what reaches the listener's port is dropped, in its namespace only
-        pair.b.exec("nft", "-f", "-", input_text=(
-            f"table inet {table} {{\n"
-            "  chain input {\n"
-            "    type filter hook input priority 0; policy accept;\n"
-            f"    tcp dport {port} numgen random mod 100 < {DROP_PERCENT} counter drop\n"
-            "  }\n"
-            "}\n"
-        ))
+        pair.b.drop_share(table, port, DROP_PERCENT)
         kernel0 = retrans_segs(pair.a)
         before = probe.sample()
         sender = pair.a.peer("send", b_addr, str(port), str(TRANSFER_BYTES))
@@ -241,8 +234,7 @@ def test_dropped_packets_show_the_connection_and_the_kernels_retransmit_count(
         kernel = retrans_segs(pair.a) - kernel0
     finally:
         kill_all(listener, sender)
-        # fails harmlessly when the rule was never added
-        pair.b.exec("nft", "delete", "table", "inet", table, check=False)
+        pair.b.remove_table(table)
     assert sender.returncode == 0, err
     view = derive_tcp_events(before, after, 1.0)
     # Other tests' namespaces may use the same addresses: the port is ours alone.

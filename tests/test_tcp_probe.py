@@ -216,14 +216,7 @@ def test_dropped_packets_raise_retransmits_as_the_namespace_counts_them(pair: Na
     try:
         port = wait_ready(listener)
         # ~5 % of what reaches the listener's port is dropped, in its namespace only
-        pair.b.exec("nft", "-f", "-", input_text=(
-            f"table inet {table} {{\n"
-            "  chain input {\n"
-            "    type filter hook input priority 0; policy accept;\n"
-            f"    tcp dport {port} numgen random mod 100 < {DROP_PERCENT} counter drop\n"
-            "  }\n"
-            "}\n"
-        ))
+        pair.b.drop_share(table, port, DROP_PERCENT)
         quiet0 = sender_side.sample()
         time.sleep(0.3)
         quiet1 = sender_side.sample()
@@ -237,8 +230,7 @@ def test_dropped_packets_raise_retransmits_as_the_namespace_counts_them(pair: Na
         dropped = pair.b.exec("nft", "list", "table", "inet", table)
     finally:
         kill_all(listener, sender)
-        # fails harmlessly when the rule was never added
-        pair.b.exec("nft", "delete", "table", "inet", table, check=False)
+        pair.b.remove_table(table)
     assert sender.returncode == 0, err
     assert int(received.split()[-1]) == TRANSFER_BYTES
     drops = re.search(r"counter packets (\d+)", dropped)

@@ -203,10 +203,7 @@ def test_packet_loss_on_a_test_port_is_tcp_trouble_and_names_the_connection() ->
             try:
                 port = wait_ready(listener)
                 # 5 % of what reaches the listener's port is dropped, in its namespace only
-                pair.b.exec("nft", "-f", "-", input_text=(
-                    f"table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n"
-                    f"    tcp dport {port} numgen random mod 100 < 5 counter drop\n  }}\n}}\n"
-                ))
+                pair.b.drop_share(table, port, 5)
                 before = (tcp.sample(), events.sample(), time.monotonic_ns())
                 sender = pair.a.peer("send", pair.b_addr, str(port), str(16 << 20))
                 _, err = sender.communicate(timeout=60)
@@ -214,7 +211,7 @@ def test_packet_loss_on_a_test_port_is_tcp_trouble_and_names_the_connection() ->
                 after = (tcp.sample(), events.sample(), time.monotonic_ns())
             finally:
                 kill_all(listener, sender)
-                pair.b.exec("nft", "delete", "table", "inet", table, check=False)
+                pair.b.remove_table(table)
             assert sender is not None and sender.returncode == 0, err
     finally:
         events.stop()

@@ -75,6 +75,21 @@ class Namespace:
         """tcp_peer.py run inside the namespace."""
         return self.popen(sys.executable, str(PEER), *args)
 
+    def drop_share(self, table: str, port: int, percent: int) -> None:
+        """nftables table `table`: drop `percent` % of the TCP packets reaching `port` in this namespace, at random."""
+        self.exec("nft", "-f", "-", input_text=(
+            f"table inet {table} {{\n"
+            "  chain input {\n"
+            "    type filter hook input priority 0; policy accept;\n"
+            f"    tcp dport {port} numgen random mod 100 < {percent} counter drop\n"
+            "  }\n"
+            "}\n"
+        ))
+
+    def remove_table(self, table: str) -> None:
+        """Delete nftables table `table`; harmless when it was never added."""
+        self.exec("nft", "delete", "table", "inet", table, check=False)
+
 
 @contextmanager
 def namespace(name: str) -> Iterator[Namespace]:
