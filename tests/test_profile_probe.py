@@ -417,36 +417,17 @@ def prog_ids() -> set[int]:
 
 def prog_type_and_maps(prog_id: int) -> tuple[int, set[int]] | None:
     """A program's type and the ids of the maps it uses, or None once it is gone."""
-
-    class ById(ctypes.Structure):
-        _fields_ = [("prog_id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
-
-    class Info(ctypes.Structure):  # the head of struct bpf_prog_info
-        _fields_ = [
-            ("type", ctypes.c_uint32),
-            ("id", ctypes.c_uint32),
-            ("tag", ctypes.c_uint8 * 8),
-            ("jited_prog_len", ctypes.c_uint32),
-            ("xlated_prog_len", ctypes.c_uint32),
-            ("jited_prog_insns", ctypes.c_uint64),
-            ("xlated_prog_insns", ctypes.c_uint64),
-            ("load_time", ctypes.c_uint64),
-            ("created_by_uid", ctypes.c_uint32),
-            ("nr_map_ids", ctypes.c_uint32),
-            ("map_ids", ctypes.c_uint64),
-        ]
-
-    class InfoAttr(ctypes.Structure):
-        _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+    # the kernel's structs as probes.ebpf.bpf declares them, not a second copy
+    from probes.ebpf.bpf import _GetIdAttr, _InfoAttr, _ProgInfo
 
     try:
-        fd = bpf(BPF_PROG_GET_FD_BY_ID, ById(prog_id=prog_id))
+        fd = bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(id=prog_id))
     except FileNotFoundError:
         return None
     try:
         map_ids = array.array("I", [0] * 64)
-        info = Info(nr_map_ids=len(map_ids), map_ids=map_ids.buffer_info()[0])
-        bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)))
+        info = _ProgInfo(nr_map_ids=len(map_ids), map_ids=map_ids.buffer_info()[0])
+        bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)))
         return info.type, set(map_ids[: min(info.nr_map_ids, len(map_ids))])
     finally:
         os.close(fd)
