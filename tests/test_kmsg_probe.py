@@ -126,18 +126,24 @@ def small_memory_cgroup() -> Iterator[Path]:
         yield path
 
 
+def oom_hog(cgroup: Path, after_s: float = 0.0) -> subprocess.Popen[bytes]:
+    """A process that joins `cgroup` itself, waits `after_s`, then allocates until the kernel kills it; waited for."""
+    hog = subprocess.Popen([
+        sys.executable, "-c",
+        f"import os, time; open({str(cgroup / 'cgroup.procs')!r}, 'w').write(str(os.getpid()));"
+        f"time.sleep({after_s}); b = [bytearray(1 << 20) for _ in range(1024)]",
+    ])
+    hog.wait(timeout=30)
+    return hog
+
+
 def test_oom_kill_in_a_memory_cgroup_names_the_victim(small_memory_cgroup: Path) -> None:
     probe = KmsgProbe()
     probe.start()
     try:
         before = probe.sample()
         # the child joins the cgroup itself, then allocates until the kernel kills it
-        hog = subprocess.Popen([
-            sys.executable, "-c",
-            f"import os; open({str(small_memory_cgroup / 'cgroup.procs')!r}, 'w').write(str(os.getpid()));"
-            "b = [bytearray(1 << 20) for _ in range(1024)]",
-        ])
-        hog.wait(timeout=30)
+        hog = oom_hog(small_memory_cgroup)
         assert hog.returncode == -9
         deadline = time.monotonic() + 5
         while True:
@@ -203,13 +209,9 @@ async def test_an_oom_killed_process_stays_in_the_process_table_marked(small_mem
     app = OracApp(collector)
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: app.frame is not None and "kmsg" in app.views, timeout_s=20)
-        # it sleeps a second first, so the table has seen it alive
-        hog = subprocess.Popen([
-            sys.executable, "-c",
-            f"import os, time; open({str(small_memory_cgroup / 'cgroup.procs')!r}, 'w').write(str(os.getpid()));"
-            "time.sleep(1); b = [bytearray(1 << 20) for _ in range(1024)]",
-        ])
-        hog.wait(timeout=30)
+        # it waits first, so the table has seen it alive: the screen draws the
+        # newest frame when it is behind, and may skip those of a shorter life
+        hog = oom_hog(small_memory_cgroup, after_s=2.0)
         assert hog.returncode == -9
         table = app.query_one(ProcessTable)
         await wait_for(pilot, lambda: any(p.pid == hog.pid and p.state == "X" for p, _ in table.rows), timeout_s=10)
