@@ -77,8 +77,16 @@ def test_a_quiet_minute_is_not_marked(tmp_path: Path) -> None:
     with Recording(path) as recording:
         assert len(recording) >= 55
         busy = busiest_other_process(recording)
+        first, second = recording.frame(0), recording.frame(1)
     if busy is not None:
         pytest.skip(f"the box was not quiet: {busy}")
+    from probes.model.verdict import State, verdict
+    from probes.model.views import derive_frame
+
+    # a kernel error of the minutes before (another test's OOM kill) keeps the kernel cell up as the minute begins
+    troubled = [c.summary for c in verdict(derive_frame(first, second), wall_ns=second.wall_ns) if c.state > State.OK]
+    if troubled:
+        pytest.skip(f"the box was not quiet as the minute began: {troubled}")
     assert scan_bookmarks(path) == []
 
 
