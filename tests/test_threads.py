@@ -23,6 +23,7 @@ from support.synthetic_threads import PID, drill_frames
 
 from probes.contract import ProbeUnavailable
 from probes.model.collector import Collector
+from probes.model.frame import Frame
 from probes.model.joins import join_threads
 from probes.model.views import derive_frame
 from probes.sources.offcpu import OffCpuProbe, derive_offcpu, parse_thread_blocks
@@ -260,9 +261,13 @@ class FocusProbe:
 
 
 def test_collector_focus_reaches_running_probes_and_those_that_start_later() -> None:
-    running = FocusProbe("syscalls")
+    # Names no probe spec has: a spec's derive would take these samples for
+    # its own, fail on the second tick, and end the collector thread (which
+    # stops every probe, the late one with them).
+    running = FocusProbe("focus-running")
     collector = Collector([running], interval_s=0.2)
-    collector.start(lambda frame, views: None)
+    frames: list[Frame] = []
+    collector.start(lambda frame, views: frames.append(frame))
     try:
         deadline = time.monotonic() + 5
         while running not in collector.running:
@@ -270,12 +275,16 @@ def test_collector_focus_reaches_running_probes_and_those_that_start_later() -> 
             time.sleep(0.01)
         collector.focus(42)
         assert running.focus_pid == 42
-        late = FocusProbe("offcpu", slow=True)
+        late = FocusProbe("focus-late", slow=True)
         collector.add_probes([late])
         while late not in collector.running:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert late.focus_pid == 42
+        # and the collector still ticks, the late probe in its frames
+        while not any(late.name in f.samples for f in frames[-3:]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         collector.focus(None)
         assert running.focus_pid is None and late.focus_pid is None
     finally:
