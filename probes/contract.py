@@ -95,8 +95,11 @@ class Views(Mapping[str, Any]):
     alike (dump, feeding panes).
     """
 
-    def __init__(self, views: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, views: Mapping[str, Any] | None = None, failed: Mapping[str, Unavailable] | None = None) -> None:
         self._views: dict[str, Any] = dict(views or {})
+        # probes whose view could not be derived from their samples (a bug
+        # in orac, said on their pane rather than ending the collector)
+        self.failed: Mapping[str, Unavailable] = dict(failed or {})
 
     def get(self, spec: ProbeSpec[Any, V]) -> V | None:  # type: ignore[override]
         view = self._views.get(spec.name)

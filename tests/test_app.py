@@ -14,6 +14,7 @@ from tui.process_pane import ProcessPane
 from tui.process_screen import ProcessScreen, ProcessSummary
 from tui.process_table import ProcessTable
 from tui.screenshot import capture
+from tui.system_panes import CpuPane
 
 SIZE = (160, 48)
 
@@ -149,6 +150,20 @@ async def test_unavailable_probe_shows_reason_and_remedy() -> None:
         pane = app.query_one(ProcessPane)
         assert pane.unavailable == ("cannot read /proc", "mount -t proc proc /proc")
         assert "cannot read /proc" in str(pane.border_subtitle)
+
+
+async def test_a_view_that_fails_to_derive_says_so_on_its_pane() -> None:
+    # Process samples the process view cannot be made from: a bug in orac,
+    # said on the pane while the other panes go on.
+    frame_list = [type(f)(f.wall_ns, f.mono_ns, {**f.samples, "procs": 0}) for f in synthetic.frames()]
+    app = OracApp(FrameSequence(frame_list))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app, frame_list)
+        pane = app.query_one(ProcessPane)
+        assert pane.unavailable is not None
+        assert pane.unavailable.reason.startswith("procs view failed: ")
+        assert pane.unavailable.remedy == "please report this as a bug"
+        assert app.query_one(CpuPane).view is not None
 
 
 async def test_help_lists_every_binding() -> None:

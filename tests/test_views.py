@@ -314,6 +314,14 @@ def test_every_rate_probe_says_when_it_read_its_counters() -> None:
         assert before <= sample.mono_ns <= time.monotonic_ns()
 
 
+def test_derive_frame_a_failing_derive_is_said_and_spares_the_others(frames: tuple[Frame, Frame]) -> None:
+    f0, f1 = (replace(f, samples={**f.samples, "syscalls": 0}) for f in frames)
+    views = derive_frame(f0, f1)
+    assert set(views) == {"cpu", "procs"}
+    reason, remedy = views.failed["syscalls"]
+    assert reason.startswith("syscalls view failed: AttributeError(") and remedy == "please report this as a bug"
+
+
 def test_derive_frame_first_frame_is_empty(frames: tuple[Frame, Frame]) -> None:
     assert derive_frame(None, frames[0]) == {}
 

@@ -163,6 +163,8 @@ def feed(panes: Iterable[Pane], frame: Frame, views: Views) -> None:
             pane.show_view(view)
         elif name in frame.unavailable:
             pane.show_unavailable(*frame.unavailable[name])
+        elif name in views.failed:
+            pane.show_unavailable(*views.failed[name])
         elif name not in frame.samples:
             # A recording made without this probe, or fixed frames.
             pane.show_absent(f"no {name} data in what is shown")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from probes.contract import Views
+from probes.contract import Unavailable, Views
 from probes.model.frame import Frame
 from probes.registry import spec_named
 
@@ -35,7 +35,8 @@ def derive_frame(prev: Frame | None, curr: Frame) -> Views:
 
     A probe's first frame has nothing to compare with, so it has no view
     yet. Each probe's rates divide by the time its own counters cover
-    (covered_s).
+    (covered_s). A derive that fails leaves its probe in `failed`, the
+    others' views unharmed: a live screen keeps ticking.
     """
     if prev is None:
         return Views()
@@ -43,9 +44,13 @@ def derive_frame(prev: Frame | None, curr: Frame) -> Views:
     if dt_s <= 0:
         return Views()
     views: dict[str, Any] = {}
+    failed: dict[str, Unavailable] = {}
     for name, sample in curr.samples.items():
         spec = spec_named(name)
         before = prev.samples.get(name)
         if spec is not None and before is not None:
-            views[name] = spec.derive(before, sample, covered_s(before, sample, dt_s))
-    return Views(views)
+            try:
+                views[name] = spec.derive(before, sample, covered_s(before, sample, dt_s))
+            except Exception as exc:
+                failed[name] = Unavailable(f"{name} view failed: {exc!r}", "please report this as a bug")
+    return Views(views, failed)

@@ -282,7 +282,9 @@ def dump(
                 data[DISKS.name] = _plain(disks.disks)
             if filesystems is not None:
                 data[FILESYSTEMS.name] = _plain(filesystems.filesystems)
-            data["unavailable"] = {name: {"reason": r, "remedy": f} for name, (r, f) in frame.unavailable.items()}
+            data["unavailable"] = {
+                name: {"reason": r, "remedy": f} for name, (r, f) in {**frame.unavailable, **views.failed}.items()
+            }
             data["verdict"] = as_json(verdict(views, wall_ns=frame.wall_ns))
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
             rows += 1
