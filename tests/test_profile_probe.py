@@ -15,6 +15,7 @@ import ctypes
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -172,6 +173,28 @@ def test_derive_ranks_functions_by_self_and_total_and_stacks_by_samples() -> Non
 
     assert view.on_cpu_percent == pytest.approx(110 / 200 * 100)
     assert (view.target_pid, view.frequency_hz, view.exited) == (101, 100, False)
+
+
+def test_derive_says_how_often_the_user_stack_was_cut_short() -> None:
+    curr = sample_of(
+        [
+            # walked to the thread's start: whole
+            stack(101, 40, ("start_thread", "worker", "burn")),
+            # ended at a frame with no name: cut short, whatever the frames under it
+            stack(101, 30, ("[unknown]", "[unknown]", "_PyEval_EvalFrameDefault")),
+            stack(101, 20, ("python3.11+0x5a85ed", "PyObject_Free")),
+            stack(102, 6, ("[anon]", "jit_loop")),
+            # named, but not where a thread begins: a libc function without frame pointers
+            stack(102, 4, ("read",)),
+            # not counted either way: no user stack (a kernel thread's moment), or one not taken
+            stack(102, 7, (), ("worker_thread", "schedule")),
+            stack(102, 3, (missing_stack_frame("user", -17),), ("schedule",)),
+        ]
+    )
+    view = derive_profile(curr, curr, 1.0)
+    assert view.cut_short_percent == pytest.approx(60 / 100 * 100)
+    whole = sample_of([stack(101, 5, ("__libc_start_call_main", "main")), stack(102, 5, ("start_thread", "worker"))])
+    assert derive_profile(whole, whole, 1.0).cut_short_percent == 0.0
 
 
 def test_derive_of_an_empty_interval_after_exit() -> None:
@@ -361,6 +384,8 @@ def test_burn_cpu_is_at_the_top_of_self_percent(busy_trace: BusyTrace) -> None:
     burner = next(f for f in view.top_total if f.name == "burner")
     assert burner.total_percent >= 95 and burner.self_percent < 5
     assert any(s.frames[-2:] == ("burner", "burn_cpu") for s in view.stacks)
+    # built with frame pointers: every stack walked to the thread's start
+    assert view.cut_short_percent < 5, [s.frames for s in view.stacks[:5]]
     assert all(sample.lost == NO_LOSS for sample in busy_trace.samples), [s.lost for s in busy_trace.samples]
     ticks_ms = sorted(cpu_s * 1000 for cpu_s in busy_trace.tick_cpu_s)
     # Shown with -s: orac's own CPU per tick (maps read and cleared, stacks
@@ -413,6 +438,30 @@ def prog_ids() -> set[int]:
             return ids
         ids.add(attr.next_id)
         attr.start_id = attr.next_id
+
+
+@pytest.mark.root
+def test_an_interpreter_without_frame_pointers_is_said_to_lose_its_callers() -> None:
+    # Debian's python3 is built without frame pointers: every user stack the
+    # kernel walks ends early (frame-pointer builds are the busy_trace test's).
+    python = shutil.which("python3")
+    if python is None:
+        pytest.skip("no system python3")
+    target = subprocess.Popen([python, str(WORKLOADS / "python_70_30.py")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
+        probe = start(ProfileProbe(target.pid))
+        try:
+            probe.sample()
+            time.sleep(1.0)
+            sample = probe.sample()
+        finally:
+            probe.stop()
+    finally:
+        target.kill()
+        target.wait()
+    view = derive_profile(sample, sample, 1.0)
+    assert view.samples > 50 and view.cut_short_percent > 90, [s.frames for s in view.stacks[:5]]
 
 
 def prog_type_and_maps(prog_id: int) -> tuple[int, set[int]] | None:

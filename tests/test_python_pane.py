@@ -127,6 +127,28 @@ async def test_the_native_profile_points_to_the_python_tab_and_the_perf_map() ->
         assert "Python functions: tab 6; start it with PYTHONPERFSUPPORT=1" in str(pane.border_subtitle)
 
 
+async def test_the_native_profile_says_how_often_its_stacks_were_cut_short() -> None:
+    from probes.sources.profile import ProfileSample, ProfileStack, derive_profile
+    from tui.profile_pane import ProfilePane
+
+    class ProfileApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ProfilePane(7)
+
+    stacks = (ProfileStack(7, 3, ("[unknown]", "_PyEval_EvalFrameDefault"), ()), ProfileStack(7, 1, ("start_thread", "run"), ()))
+    profile = ProfileSample(stacks, {}, 4, {}, 99, 7, False)
+    app = ProfileApp()
+    async with app.run_test(size=(160, 20)) as pilot:
+        pane = app.query_one(ProfilePane)
+        pane.show_view(derive_profile(profile, profile, 1.0))
+        await pilot.pause()
+        assert "75% of stacks cut short: callers unknown" in str(pane.border_title)
+        whole = ProfileSample(stacks[1:], {}, 1, {}, 99, 7, False)
+        pane.show_view(derive_profile(whole, whole, 1.0))
+        await pilot.pause()
+        assert "cut short" not in str(pane.border_title)
+
+
 async def test_the_threads_tab_gives_threading_names_beside_the_kernels() -> None:
     from support.synthetic_threads import PID, drill_frames
 

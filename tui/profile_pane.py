@@ -82,7 +82,13 @@ class ProfilePane(FunctionsAndStacksPane):
             title += f"; Python functions: tab 6{'; ' + python.note if python.note else ''}"
         self.border_subtitle = title
         lost = sum(view.lost.values())
-        self.border_title = "On-CPU profile" + (f"  lost {lost}" if lost else "")
+        heading = "On-CPU profile"
+        if view.cut_short_percent:
+            # Code without frame pointers (Debian's own binaries) loses its callers:
+            # say how often, so that nobody reads a truncated stack as the whole.
+            share = f"{view.cut_short_percent:.0f}%" if view.cut_short_percent >= 1 else "<1%"
+            heading += f"  {share} of stacks cut short: callers unknown"
+        self.border_title = heading + (f"  lost {lost}" if lost else "")
         super().show_view(view)
 
     def draw(self, view: ProfileView) -> None:

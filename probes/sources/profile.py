@@ -42,7 +42,7 @@ from probes.ebpf.programs import BpfProgram, LoadedProgram, build_program
 from probes.host.procfs import PROC, read_bytes, read_text
 from probes.symbols.elf import UNKNOWN
 from probes.symbols.kallsyms import KernelSymbols
-from probes.symbols.symbolizer import Symbolizer, folded
+from probes.symbols.symbolizer import Symbolizer, cut_short, folded
 
 SOURCE = "profile.bpf.c"
 FUNCTION = "profile_sample"
@@ -169,10 +169,13 @@ def parse_counts(keys: bytes, values: bytes, n: int) -> list[CountEntry]:
     return out
 
 
+_STACK_LOST = " stack lost: "
+
+
 def missing_stack_frame(kind: str, stack_id: int) -> str:
     """The one frame that stands for a stack that was not taken: `kind` "user" or "kernel", the id's -errno."""
     reason = _STACK_ERRORS.get(-stack_id, f"error {-stack_id}")
-    return f"[{kind} stack lost: {reason}]"
+    return f"[{kind}{_STACK_LOST}{reason}]"
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -410,6 +413,9 @@ class ProfileView:
     frequency_hz: int
     target_pid: int
     exited: bool
+    # samples whose user stack does not begin where threads begin (probes.symbols.symbolizer.cut_short):
+    # their callers are lost; in percent of the samples with a user stack
+    cut_short_percent: float = 0.0
 
 
 def _percent(part: int, whole: int) -> float:
@@ -428,12 +434,17 @@ def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> Pro
     self_samples: dict[str, int] = defaultdict(int)
     total_samples: dict[str, int] = defaultdict(int)
     per_stack: dict[tuple[str, ...], int] = defaultdict(int)
+    with_user = short = 0
     for stack in curr.stacks:
         frames = stack.frames
         self_samples[frames[-1]] += stack.samples
         for name in set(frames):
             total_samples[name] += stack.samples
         per_stack[frames] += stack.samples
+        root = stack.user_frames[0] if stack.user_frames else ""
+        if root and _STACK_LOST not in root:
+            with_user += stack.samples
+            short += stack.samples if cut_short(stack.user_frames) else 0
 
     functions = [
         FunctionShare(name, self_samples[name], n, _percent(self_samples[name], total), _percent(n, total))
@@ -454,6 +465,7 @@ def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> Pro
         frequency_hz=curr.frequency_hz,
         target_pid=curr.target_pid,
         exited=curr.exited,
+        cut_short_percent=_percent(short, with_user),
     )
 
 
