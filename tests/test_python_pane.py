@@ -8,12 +8,20 @@ import subprocess
 import sys
 import time
 
+import pytest
 from support import WORKLOADS, cannot_run
 from textual.app import App, ComposeResult
 
 from probes.model.collector import Collector
 from probes.sources.processes import ProcessProbe
-from probes.sources.python_stacks import PythonStacksSample, derive_python_stacks, parse_raw, py_spy_path
+from probes.sources.python_stacks import (
+    PythonStacksSample,
+    WaitingThread,
+    derive_python_stacks,
+    parse_dump,
+    parse_raw,
+    py_spy_path,
+)
 from probes.sources.system import SystemProbe
 from tui.app import OracApp
 from tui.line_table import LineTable
@@ -67,6 +75,29 @@ async def test_no_frames_says_why_in_one_line() -> None:
         assert "no Python stacks of process 7" in pane.unavailable.reason
 
 
+def dump_thread(tid: int, name: str, active: bool, frames: list[tuple[str, str, int]]) -> dict:
+    return {
+        "pid": 7, "thread_id": tid * 1000, "thread_name": name, "os_thread_id": tid, "active": active, "owns_gil": False,
+        "frames": [{"name": n, "filename": f"/srv/{f}", "short_filename": f, "line": line} for n, f, line in frames],
+    }
+
+
+def test_a_dump_gives_the_waiting_threads_innermost_frame_last() -> None:
+    import json
+
+    text = json.dumps([
+        dump_thread(11, "crunch", True, [("hot_f", "a.py", 6), ("main", "a.py", 2)]),
+        dump_thread(12, "waiter", False, [("wait_for_data", "b.py", 21), ("Thread.run", "threading.py", 975)]),
+        dump_thread(13, "", False, []),
+    ])
+    waiting, names = parse_dump(text)
+    assert waiting == [WaitingThread(12, ("Thread.run (threading.py:975)", "wait_for_data (b.py:21)"))]
+    assert names == {11: "crunch", 12: "waiter"}
+    # what py-spy writes when it fails, or half a dump: nothing, no exception
+    for bad in ("", "Error: Failed to find python version", text[: len(text) // 2], '{"a": 1}', '[{"active": false}]'):
+        assert parse_dump(bad) == ([], {}), bad
+
+
 async def wait_for(pilot, predicate, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -106,6 +137,48 @@ async def test_the_live_drilldown_names_python_functions_and_says_when_a_process
         for proc in (target, sleeper):
             proc.kill()
             proc.wait()
+
+
+async def test_a_thread_blocked_in_recv_shows_its_python_line_and_its_off_cpu_time() -> None:
+    import os
+
+    from tui.python_pane import WaitingRow
+
+    if py_spy_path() is None:
+        cannot_run("py-spy is not installed")
+    workload = WORKLOADS / "python_recv_wait.py"
+    recv_line = next(i for i, line in enumerate(workload.read_text().splitlines(), 1) if "sock.recv(" in line)
+    target = subprocess.Popen([SYSTEM_PYTHON, str(workload)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
+        app = OracApp(Collector([SystemProbe(), ProcessProbe()], interval_s=1.0))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: "procs" in app.views)
+            app.post_message(ProcessTable.Selected(target.pid))
+            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+            await pilot.press("6")
+            table = app.screen.query_one("#python-waiting", LineTable)
+            # as root the off-CPU probe measures the thread's time; without eBPF the column says "-"
+            measured = os.geteuid() == 0
+
+            def waiter() -> WaitingRow | None:
+                rows = [r for r, _ in table.rows if r.name == "waiter"]
+                if rows and (rows[0].off_cpu_s_per_s is not None or not measured):
+                    return rows[0]
+                return None
+
+            await wait_for(pilot, lambda: waiter() is not None)
+            await pilot.pause(2.5)  # a whole interval of the off-CPU probe's, past its first short one
+            row = waiter()
+            assert row is not None
+            assert row.frames[-1] == f"wait_for_data (python_recv_wait.py:{recv_line})", row.frames
+            if measured:
+                # blocked but for the moments it takes each byte: 1 s off CPU a second, within 10 %
+                assert row.off_cpu_s_per_s == pytest.approx(1.0, rel=0.1)
+    finally:
+        assert target.stdin is not None
+        target.stdin.close()
+        target.wait(timeout=10)
 
 
 async def test_the_native_profile_points_to_the_python_tab_and_the_perf_map() -> None:

@@ -1,23 +1,66 @@
-"""The drill-down's Python tab: the process's Python functions and stacks, from py-spy."""
+"""The drill-down's Python tab: the process's Python functions and stacks, and where its threads wait, from py-spy."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from rich.markup import escape
+from textual.app import ComposeResult
+from textual.widgets import Static
 
 from probes.contract import ProbeSpec
+from probes.sources.offcpu import OFFCPU
 from probes.sources.python_stacks import CHUNK_S, PYTHON_STACKS, PythonStacksView
 
-from .line_table import LineTable
+from .line_table import Column, LineTable
 from .profile_pane import FunctionsAndStacksPane
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRow:
+    """A thread not running Python code at py-spy's last dump: where it waited, and its off-CPU time."""
+
+    tid: int
+    name: str
+    # seconds off CPU per second in the interval (eBPF, the off-CPU probe); None where not measured
+    off_cpu_s_per_s: float | None
+    frames: tuple[str, ...]  # outermost first
+
+
+def _waits_at(row: WaitingRow) -> str:
+    return " ← ".join(reversed(row.frames))
+
+
+WAITING_COLUMNS: list[Column[WaitingRow]] = [
+    Column("tid", "TID", 7, lambda r: str(r.tid), attrgetter("tid"), right=True),
+    Column("name", "THREAD", 15, attrgetter("name"), attrgetter("name")),
+    Column(
+        "off_cpu", "OFF-CPU", 8, lambda r: "-" if r.off_cpu_s_per_s is None else f"{r.off_cpu_s_per_s:.2f}s",
+        lambda r: -1.0 if r.off_cpu_s_per_s is None else r.off_cpu_s_per_s, True, True,
+    ),
+    Column("stack", "WAITS AT (leaf first)", 0, _waits_at, _waits_at),
+]
 
 
 class PythonPane(FunctionsAndStacksPane):
     """Fed by the drill-down's "python" probe."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = PYTHON_STACKS
+    # the off-CPU time of each waiting thread, measured by eBPF where it runs
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (OFFCPU,)
     TABLES: ClassVar[str] = "python"
+
+    DEFAULT_CSS = """
+    PythonPane > .waiting-title { height: 1; margin-top: 1; text-style: bold; }
+    PythonPane > #python-waiting { height: auto; max-height: 8; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        yield Static("Where threads wait (not running Python at py-spy's last dump, once a tick)", classes="waiting-title")
+        yield LineTable(WAITING_COLUMNS, "off_cpu", attrgetter("tid"), id="python-waiting")
 
     def show_view(self, view: PythonStacksView) -> None:
         if view.target_pid != self.pid:
@@ -50,3 +93,11 @@ class PythonPane(FunctionsAndStacksPane):
         functions.set_rows([(f, "") for f in functions.ordered(view.top_self)])
         stacks = self.query_one("#python-stacks", LineTable)
         stacks.set_rows([(s, "") for s in stacks.ordered(view.stacks)])
+        offcpu = self.joined.get(OFFCPU)
+        off_s = {t.tid: t.off_cpu_s_per_s for t in offcpu.threads} if offcpu is not None and offcpu.focus_pid == self.pid else None
+        rows = [
+            WaitingRow(w.tid, view.thread_names.get(w.tid, ""), None if off_s is None else off_s.get(w.tid), w.frames)
+            for w in view.waiting
+        ]
+        waiting = self.query_one("#python-waiting", LineTable)
+        waiting.set_rows([(r, "") for r in waiting.ordered(rows)])
