@@ -30,8 +30,9 @@ Where threads wait: py-spy's folded output leaves idle threads out (with
 --idle it keeps them, unmarked), so each sample also takes one `py-spy dump
 --nonblocking --json`, which marks each thread active or not, and keeps the
 stacks of the threads that were not running: the Python line a thread
-blocked in `recv` or `queue.get` waits on. A dump took 10 to 20 ms of wall
-time and about 10 ms of CPU on the development VM; it is started at one
+blocked in `recv` or `queue.get` waits on. A dump of a one-thread loop took
+6.3 ms of CPU and 7.5 ms of wall time (30 dumps, the development VM): 0.6 %
+of a CPU at one a second. It is started at one
 sample and read at the next, so the collector never waits for it. It sees
 one moment a tick: a thread that waits in several places shows the one it
 was in then.
