@@ -197,6 +197,21 @@ def test_derive_says_how_often_the_user_stack_was_cut_short() -> None:
     assert derive_profile(whole, whole, 1.0).cut_short_percent == 0.0
 
 
+def test_code_without_symbols_counts_by_file_in_the_functions_and_by_address_in_the_stacks() -> None:
+    curr = sample_of(
+        [
+            stack(101, 30, ("[unknown]", "compress", "libz.so.1.2.13+0x5f77")),
+            stack(101, 20, ("[unknown]", "compress", "libz.so.1.2.13+0x5f7f")),
+            stack(101, 10, ("[unknown]", "compress", "adler32_z")),
+        ]
+    )
+    view = derive_profile(curr, curr, 1.0)
+    top = view.top_self[0]
+    assert (top.name, top.self_samples) == ("libz.so.1.2.13 (no symbol)", 50)
+    assert [f.name for f in view.top_self[1:]][:1] == ["adler32_z"]
+    assert {s.frames[-1] for s in view.stacks} == {"libz.so.1.2.13+0x5f77", "libz.so.1.2.13+0x5f7f", "adler32_z"}
+
+
 def test_derive_of_an_empty_interval_after_exit() -> None:
     view = derive_profile(sample_of([]), sample_of([], exited=True), 1.0)
     assert view.exited

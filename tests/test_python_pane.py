@@ -181,6 +181,41 @@ async def test_a_thread_blocked_in_recv_shows_its_python_line_and_its_off_cpu_ti
         target.wait(timeout=10)
 
 
+async def test_a_c_extensions_hot_loop_shows_its_python_caller_and_its_native_code() -> None:
+    import os
+
+    from tui.profile_pane import ProfilePane
+
+    if py_spy_path() is None:
+        cannot_run("py-spy is not installed")
+    target = subprocess.Popen([SYSTEM_PYTHON, str(WORKLOADS / "python_zlib_loop.py")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
+        app = OracApp(Collector([SystemProbe(), ProcessProbe()], interval_s=1.0))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: "procs" in app.views)
+            app.post_message(ProcessTable.Selected(target.pid))
+            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+            await pilot.press("6")
+            python = app.screen.query_one(PythonPane)
+            await wait_for(pilot, lambda: python.view is not None and python.view.samples > 50)
+            # py-spy sees the Python caller running (it reads the interpreter's frames, not zlib's)
+            caller = next(f for f in python.view.top_total if f.name.startswith("compress_forever ("))
+            assert caller.total_percent > 90, python.view.top_total[:3]
+            if os.geteuid() != 0:
+                return  # the native profile needs root: its own tests say so
+            await pilot.press("1")
+            profile = app.screen.query_one(ProfilePane)
+            await wait_for(pilot, lambda: profile.view is not None and profile.view.samples > 50)
+            # and the native profile sees where that time goes: zlib's own code, most of it without
+            # symbols in Debian's libz, counted under the library's name
+            in_libz = sum(f.self_percent for f in profile.view.top_self if f.name.startswith("libz.so") or "adler32" in f.name)
+            assert in_libz > 50, profile.view.top_self[:5]
+    finally:
+        target.kill()
+        target.wait()
+
+
 async def test_the_native_profile_points_to_the_python_tab_and_the_perf_map() -> None:
     from probes.contract import Views
     from probes.sources.profile import ProfileSample, derive_profile

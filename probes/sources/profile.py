@@ -26,6 +26,7 @@ flamegraph.pl and speedscope.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import time
 from collections import defaultdict
@@ -418,6 +419,22 @@ class ProfileView:
     cut_short_percent: float = 0.0
 
 
+_NO_SYMBOL = re.compile(r"(?P<module>[^\[\s;]+)\+0x[0-9a-f]+")
+
+
+def function_of(frame: str) -> str:
+    """The name a frame counts under in the functions table.
+
+    Code with no symbol shows as its file and address (libz.so.1.2.13+0x5f77),
+    one address a frame: counted by address, a stripped library's hot loop
+    would be ten rows of a few percent. Its addresses count together, as
+    "libz.so.1.2.13 (no symbol)"; the stacks keep each address (what
+    addr2line takes).
+    """
+    match = _NO_SYMBOL.fullmatch(frame)
+    return f"{match['module']} (no symbol)" if match else frame
+
+
 def _percent(part: int, whole: int) -> float:
     return part / whole * 100 if whole else 0.0
 
@@ -437,8 +454,8 @@ def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> Pro
     with_user = short = 0
     for stack in curr.stacks:
         frames = stack.frames
-        self_samples[frames[-1]] += stack.samples
-        for name in set(frames):
+        self_samples[function_of(frames[-1])] += stack.samples
+        for name in {function_of(frame) for frame in frames}:
             total_samples[name] += stack.samples
         per_stack[frames] += stack.samples
         root = stack.user_frames[0] if stack.user_frames else ""
