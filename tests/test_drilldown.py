@@ -201,3 +201,22 @@ async def test_the_block_io_tab_shows_the_process_requests_beside_its_d_state() 
         assert "off-CPU in D state:" in summary and "p99 1.0-2.1ms" in summary, summary
         histogram = str(pane.query_one("#blockio-histogram").text)
         assert histogram.count("\n") >= 5, histogram
+
+
+async def test_a_tab_key_pressed_as_the_screen_opens_shows_that_tab() -> None:
+    # The first tab's table takes focus as the screen opens, and a widget taking
+    # focus shows its tab: a late focus undid the key (seen in half the openings).
+    from support.harness import make_app, until_drawn
+    from textual.widgets import TabbedContent
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        for _ in range(4):
+            app.post_message(ProcessTable.Selected(978))
+            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+            await pilot.press("6")
+            await pilot.pause(0.5)
+            assert app.screen.query_one(TabbedContent).active == "python"
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, ProcessScreen))

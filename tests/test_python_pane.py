@@ -82,6 +82,18 @@ def dump_thread(tid: int, name: str, active: bool, frames: list[tuple[str, str, 
     }
 
 
+def test_native_frames_without_a_symbol_count_under_their_file() -> None:
+    raw = (
+        "thread (7): MainThread;<module> (z.py:1);compress_forever (z.py:15);deflate (libz.so.1.2.13);"
+        "0x7ff0c23c7f77 (libz.so.1.2.13) 40\n"
+        "thread (7): MainThread;<module> (z.py:1);compress_forever (z.py:15);deflate (libz.so.1.2.13);"
+        "0x7ff0c23c7f7f (libz.so.1.2.13) 10\n"
+    )
+    stacks, _ = parse_raw(raw)
+    frames = ("<module> (z.py:1)", "compress_forever (z.py:15)", "deflate (libz.so.1.2.13)", "libz.so.1.2.13 (no symbol)")
+    assert [(s.frames, s.samples) for s in stacks] == [(frames, 40), (frames, 10)]
+
+
 def test_a_dump_gives_the_waiting_threads_innermost_frame_last() -> None:
     import json
 
@@ -203,7 +215,15 @@ async def test_a_c_extensions_hot_loop_shows_its_python_caller_and_its_native_co
             caller = next(f for f in python.view.top_total if f.name.startswith("compress_forever ("))
             assert caller.total_percent > 90, python.view.top_total[:3]
             if os.geteuid() != 0:
-                return  # the native profile needs root: its own tests say so
+                return  # the native profile and py-spy --native need root: their own tests say so
+            # n: py-spy's native frames too, in one stack with the Python caller
+            await pilot.press("n")
+            await wait_for(pilot, lambda: python.view is not None and python.view.native and python.view.samples > 50)
+            both = [s for s in python.view.stacks
+                    if any(f.startswith("compress_forever (") for f in s.frames) and "libz.so" in s.frames[-1]]
+            assert sum(s.percent for s in both) > 50, python.view.stacks[:3]
+            assert "native frames too" in str(python.border_title)
+            await pilot.press("n")
             await pilot.press("1")
             profile = app.screen.query_one(ProfilePane)
             await wait_for(pilot, lambda: profile.view is not None and profile.view.samples > 50)

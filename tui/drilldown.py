@@ -43,7 +43,7 @@ from probes.sources.profile import (
     FoldedStacks,
     folded_lines,
 )
-from probes.sources.python_stacks import PYTHON_STACKS
+from probes.sources.python_stacks import PYTHON_STACKS, PythonStacksProbe
 from probes.store.private_files import PrivateDirectory
 
 from .drill_block_io_pane import DrillBlockIoPane
@@ -132,6 +132,8 @@ class DrillDown(Vertical):
         self.offcpu_us: dict[tuple[str, ...], int] = defaultdict(int)
         # py-spy's samples per Python stack (root first)
         self.python_samples: dict[tuple[str, ...], int] = defaultdict(int)
+        # the Python probe this drill-down started, for `n` (its native frames)
+        self.python_probe: PythonStacksProbe | None = None
 
     def compose(self) -> ComposeResult:
         with TabbedContent():
@@ -168,16 +170,39 @@ class DrillDown(Vertical):
             return
         probes = drill_probes(self.pid, self.shared, self.profile_hz)
         self.added = [p.name for p in probes]
+        self.python_probe = next((p for p in probes if isinstance(p, PythonStacksProbe)), None)
         # To the app itself: an unmounting widget's own messages go nowhere.
         self.app.post_message(self.Tracing(probes, self.pid))
 
+    def toggle_native_python(self) -> bool | None:
+        """Have py-spy take native frames too from its next chunk (it then pauses the process), or stop; None when not live."""
+        if self.python_probe is None:
+            return None
+        self.python_probe.native = not self.python_probe.native
+        return self.python_probe.native
+
     def show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        # Again after any focus still pending (the first tab's table's, as the
+        # screen opens): the widget last focused shows its tab.
+        self.call_after_refresh(self._show_again, tab)
+
+    def _show_again(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         # The tab's first table takes the keys: arrows move its cursor at once.
         # (The block I/O tab has none.)
-        for table in event.pane.query(LineTable).results():
+        self.call_after_refresh(self._focus_table, event.pane.id)
+
+    def _focus_table(self, tab: str | None) -> None:
+        # Only if that tab is still shown: a widget taking focus shows its tab, so a
+        # late focus of the first tab's table, as the screen opens, would undo a
+        # tab key pressed meanwhile.
+        tabs = self.query_one(TabbedContent)
+        if tab is None or tabs.active != tab:
+            return
+        for table in tabs.get_pane(tab).query(LineTable).results():
             table.focus()
             break
 

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Sparkline, Static
+from textual.widgets import Footer, Label, Sparkline, Static, TabbedContent
 
 from probes.contract import ProbeSpec
 from probes.host.process_details import ProcessDetails, ProcessGone, read_details
@@ -194,6 +194,11 @@ class ProcessScreen(Screen[None]):
                 tooltip="The block I/O tab: its requests, bytes and latency, and its time in D state"),
         Binding("6", "tab('python')", "Python", show=False,
                 tooltip="The Python tab: a Python process's functions and stacks, sampled by py-spy"),
+        Binding(
+            "n", "native_python", "Native frames",
+            tooltip="Python tab: py-spy takes the native frames too (C extensions' code under their Python callers); "
+            "it then stops the process for each sample",
+        ),
     ]
 
     DEFAULT_CSS = """
@@ -222,6 +227,25 @@ class ProcessScreen(Screen[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(DrillDown).show_tab(tab)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "native_python":
+            # Only on the Python tab of a live drill-down (one that runs py-spy).
+            drill = self.query(DrillDown)
+            return self.live and bool(drill) and drill.first().query_one(TabbedContent).active == "python"
+        return True
+
+    def on_tabbed_content_tab_activated(self) -> None:
+        self.refresh_bindings()
+
+    def action_native_python(self) -> None:
+        native = self.query_one(DrillDown).toggle_native_python()
+        if native is None:
+            return
+        if native:
+            self.notify("Python tab: native frames from the next py-spy chunk; py-spy stops the process for each sample")
+        else:
+            self.notify("Python tab: Python frames only, without stopping the process")
 
     def action_write_folded(self) -> None:
         try:

@@ -17,6 +17,8 @@ from probes.sources.python_stacks import CHUNK_S, PYTHON_STACKS, PythonStacksVie
 from .line_table import Column, LineTable
 from .profile_pane import FunctionsAndStacksPane
 
+WAITING_TITLE = "Where threads wait (not running Python at py-spy's last dump, once a tick)"
+
 
 @dataclass(frozen=True, slots=True)
 class WaitingRow:
@@ -59,7 +61,7 @@ class PythonPane(FunctionsAndStacksPane):
 
     def compose(self) -> ComposeResult:
         yield from super().compose()
-        yield Static("Where threads wait (not running Python at py-spy's last dump, once a tick)", classes="waiting-title")
+        yield Static(WAITING_TITLE, classes="waiting-title")
         yield LineTable(WAITING_COLUMNS, "off_cpu", attrgetter("tid"), id="python-waiting")
 
     def show_view(self, view: PythonStacksView) -> None:
@@ -77,7 +79,7 @@ class PythonPane(FunctionsAndStacksPane):
         super().show_view(view)
 
     def draw(self, view: PythonStacksView) -> None:
-        title = f"Python {view.python_version} (py-spy)"
+        title = f"Python {view.python_version} (py-spy{', native frames too: it stops the process each sample' if view.native else ''})"
         if view.exited:
             title += "  [$error]exited: last data[/]"
         self.border_title = title
@@ -101,3 +103,7 @@ class PythonPane(FunctionsAndStacksPane):
         ]
         waiting = self.query_one("#python-waiting", LineTable)
         waiting.set_rows([(r, "") for r in waiting.ordered(rows)])
+        self.query_one(".waiting-title", Static).update(
+            "Where threads wait: not read while py-spy stops the process for native frames (n)" if view.native
+            else WAITING_TITLE
+        )
