@@ -98,6 +98,19 @@ def test_gpu_pane_unavailable(snap_compare) -> None:
     assert snap_compare(app, terminal_size=(110, 8))
 
 
+async def test_gpm_held_by_another_profiler_is_said_and_busy_leads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from support import fake_nvml
+
+    gpus = default_gpus()
+    gpus[1].gpm_error = fake_nvml.NVML_ERROR_IN_USE
+    app = GpuApp(gpu_view(monkeypatch, tmp_path, FakeNvml(gpus)), host_view())
+    async with mounted(app, (160, 24)):
+        text = str(app.query_one(GpuPane).devices.render())
+        assert "GPM counters held by another profiler (DCGM, Nsight): no figures rather than wrong ones" in text
+        # without GPM's figures, the H100 leads with NVML's, named for what they are
+        assert "TENSOR[" not in text and text.count("BUSY[") == 2
+
+
 async def test_enter_on_a_process_row_asks_for_the_process_screen(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -29,6 +29,8 @@ from support.fake_nvml import (
 )
 
 from probes.contract import ProbeUnavailable
+from probes.host import gpm
+from probes.host.gpm import GpmSample
 from probes.sources.gpu import (
     CLOCKS_EVENT_REASONS,
     DRIVER_REMEDY,
@@ -165,19 +167,22 @@ def test_every_field_of_both_gpus(probe: GpuProbe) -> None:
         gpu=default_gpus()[0],
         fan_percent=45,
         processes=(fake_process(2002, 10 * GIB, sm=72.0),),
+        gpm=GpmSample(problem=gpm.NOT_SUPPORTED),  # an Ampere card
     )
     assert dataclasses.replace(h100, nvml_time_ns=0) == fake_device_sample(
         index=1,
         gpu=default_gpus()[1],
         fan_percent=None,  # the unsupported field: None, not 0
         processes=(fake_process(4242, 29 * GIB, sm=95.0),),
+        gpm=GpmSample(),  # the first GPM sample: nothing to compare with yet
     )
     assert a6000.nvml_time_ns > 0 and h100.nvml_time_ns > 0
     assert sample.nvml_time_ns == a6000.nvml_time_ns + h100.nvml_time_ns
 
 
 def fake_device_sample(
-    index: int, gpu: FakeGpu, fan_percent: int | None, processes: tuple[GpuProcessSample, ...]
+    index: int, gpu: FakeGpu, fan_percent: int | None, processes: tuple[GpuProcessSample, ...],
+    gpm: GpmSample | None = None,
 ) -> GpuDeviceSample:
     """The sample the probe should make of a fake GPU (with MIG off)."""
     return GpuDeviceSample(
@@ -203,7 +208,71 @@ def fake_device_sample(
         mig_instances=(),
         processes=processes,
         nvml_time_ns=0,
+        gpm=gpm,
     )
+
+
+# ---- GPM ------------------------------------------------------------------------------------
+
+
+def test_gpm_figures_come_from_two_samples_and_each_metric_says_if_it_was_measured(fake: FakeNvml, probe: GpuProbe) -> None:
+    probe.sample()
+    h100 = probe.sample().devices[1].gpm
+    assert h100 == GpmSample(
+        sm_activity_percent=41.5, sm_occupancy_percent=22.0, tensor_activity_percent=12.25, dram_bw_percent=63.0,
+        fp64_percent=0.0, fp32_percent=8.0, fp16_percent=1.5, pcie_tx_mib_per_s=0.5, pcie_rx_mib_per_s=2.0,
+        nvlink_rx_mib_per_s=51_200.0, nvlink_tx_mib_per_s=50_176.0,
+    )
+    # a metric this GPU does not measure is None, the others stay
+    del fake.gpus[1].gpm[fake_nvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL]
+    h100 = probe.sample().devices[1].gpm
+    assert h100 is not None and h100.tensor_activity_percent is None and h100.sm_activity_percent == 41.5
+    # the samples are the driver's: stop gives them back
+    assert len(fake.gpm_samples) == 2
+    probe.stop()
+    assert fake.gpm_samples == []
+
+
+def test_gpm_counters_held_by_another_profiler_are_said_not_shown(fake: FakeNvml, probe: GpuProbe) -> None:
+    probe.sample()
+    fake.gpus[1].gpm_error = fake_nvml.NVML_ERROR_IN_USE
+    held = probe.sample().devices[1].gpm
+    assert held == GpmSample(problem=gpm.IN_USE)
+    # released: a sample to start from again, then figures
+    fake.gpus[1].gpm_error = None
+    assert probe.sample().devices[1].gpm == GpmSample()
+    again = probe.sample().devices[1].gpm
+    assert again is not None and again.sm_activity_percent == 41.5
+
+
+def test_gpm_figures_are_recorded_and_read_back(probe: GpuProbe) -> None:
+    import probes.registry  # noqa: F401  (the probes' types, as a recording knows them)
+    from probes.store.codec import Decoder, Encoder, Schema, TypeTable
+
+    probe.sample()
+    sample = probe.sample()
+    assert sample.devices[1].gpm is not None and sample.devices[1].gpm.sm_activity_percent == 41.5
+    table = TypeTable()
+    payload = Encoder(table).encode_frame({"gpu": sample}, {}, None)
+    samples, _ = Decoder(Schema(*table.unsaved())).decode_frame(payload, None)
+    assert samples["gpu"] == sample
+
+
+def test_gpm_on_a_driver_without_it(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    fake = FakeNvml()
+
+    def no_function(device: object) -> None:
+        # what nvidia-ml-py raises when libnvidia-ml has no such symbol
+        raise fake.NVMLError(fake_nvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+    monkeypatch.setattr(fake, "nvmlGpmQueryDeviceSupport", no_function)
+    install(monkeypatch, fake)
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    try:
+        assert all(d.gpm == GpmSample(problem=gpm.OLD_DRIVER) for d in probe.sample().devices)
+    finally:
+        probe.stop()
 
 
 def fake_process(pid: int, memory: int | None, sm: float | None, type: str = "compute") -> GpuProcessSample:

@@ -20,6 +20,7 @@ from probes.sources.python_stacks import (
     PERF_MAP_HINT,
     PythonStacksProbe,
     PythonStacksSample,
+    WaitingThread,
     derive_python_stacks,
     parse_raw,
     perf_map_note,
@@ -166,7 +167,10 @@ def test_a_sample_is_recorded_and_read_back() -> None:
     from probes.store.codec import Decoder, Encoder, Schema, TypeTable
 
     stacks, names = parse_raw("thread (1): m;main (a.py:1);f (a.py:5) 70\n")
-    sample = PythonStacksSample(1, "3.11", tuple(stacks), names, 70, 1, 2 * 10**9, 99, True, "", PERF_MAP_HINT)
+    waiting = (WaitingThread(2, ("run (b.py:3)", "wait_for_data (b.py:21)")),)
+    sample = PythonStacksSample(
+        1, "3.11", tuple(stacks), names, 70, 1, 2 * 10**9, 99, True, "", PERF_MAP_HINT, waiting=waiting, native=True
+    )
     table = TypeTable()
     payload = Encoder(table).encode_frame({"python": sample}, {}, None)
     samples, _ = Decoder(Schema(*table.unsaved())).decode_frame(payload, None)

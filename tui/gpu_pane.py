@@ -17,6 +17,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 from probes.contract import ProbeSpec, Unavailable
+from probes.host.gpm import IN_USE
 from probes.sources.gpu import (
     GPU,
     GpuDeviceView,
@@ -61,6 +62,10 @@ def _used_of_total(used: int | None, total: int | None) -> str:
 def _shape(view: GpuView) -> tuple[int, ...]:
     """What the height of the device cards depends on."""
     return (len(view.devices), *(len(d.mig_instances) for d in view.devices), not view.processes)
+
+
+def _mib(mib_per_s: float | None) -> str:
+    return human_bytes(None if mib_per_s is None else int(mib_per_s * 1024 * 1024))
 
 
 def _share(used: int | None, total: int | None) -> float | None:
@@ -137,17 +142,25 @@ class GpuDevices(Widget):
         if d.mig_enabled:
             title.append("  MIG", s["warning"])
         vram = _used_of_total(d.memory_used_bytes, d.memory_total_bytes)
-        # Three bars share the line: labels, brackets and values are fixed, the bars take the rest.
-        fixed = len("SM[] 100%  MEM[] 100%  VRAM[] ") + len(vram)
-        bar_width = max(4, (width - fixed) // 3)
+        gpm = d.gpm if d.gpm is not None and d.gpm.sm_activity_percent is not None else None
+        if gpm is not None:
+            # GPM's own figures lead: how much of the SMs, tensor cores and DRAM bandwidth the work used.
+            shares = [
+                ("SM", gpm.sm_activity_percent, s["sm"]),
+                ("TENSOR", gpm.tensor_activity_percent, s["sm"]),
+                ("DRAM", gpm.dram_bw_percent, s["memory-busy"]),
+            ]
+        else:
+            # NVML's "utilization": the share of time some kernel ran, however little of the GPU it used.
+            shares = [("BUSY", d.sm_util_percent, s["sm"]), ("MEM", d.memory_util_percent, s["memory-busy"])]
+        # The bars share the line: labels, brackets and values are fixed, the bars take the rest.
+        fixed = sum(len(f"{label}[] 100%  ") for label, _, _ in shares) + len("VRAM[] ") + len(vram)
+        bar_width = max(4, (width - fixed) // (len(shares) + 1))
+        parts: list[Any] = []
+        for label, value, style in shares:
+            parts += [*self._bar(label, value, f"{_value(value, '%'):>4}", bar_width, style, s), "  "]
         bars = Text.assemble(
-            *self._bar("SM", d.sm_util_percent, f"{_value(d.sm_util_percent, '%'):>4}", bar_width, s["sm"], s),
-            "  ",
-            *self._bar(
-                "MEM", d.memory_util_percent, f"{_value(d.memory_util_percent, '%'):>4}", bar_width, s["memory-busy"], s
-            ),
-            "  ",
-            *self._bar("VRAM", _share(d.memory_used_bytes, d.memory_total_bytes), vram, bar_width, s["vram"], s),
+            *parts, *self._bar("VRAM", _share(d.memory_used_bytes, d.memory_total_bytes), vram, bar_width, s["vram"], s)
         )
         # ECC first: on a narrow screen the line is cut at the right, and an
         # uncorrected error matters more than the PCIe figures.
@@ -157,7 +170,7 @@ class GpuDevices(Widget):
             ("  PCIe ", s["label"]),
             f"rx {human_bytes(d.pcie_rx_bytes_per_s)}/s tx {human_bytes(d.pcie_tx_bytes_per_s)}/s",
         )
-        lines = [title, bars, details, self._throttle(d, s)]
+        lines = [title, bars, self._gpm_line(d, s), details, self._throttle(d, s)]
         lines.extend(self._mig_line(m, bar_width, s) for m in d.mig_instances)
         return lines
 
@@ -165,6 +178,26 @@ class GpuDevices(Widget):
     def _bar(label: str, value: float | None, text: str, width: int, fill: Style, s: dict[str, Style]) -> list[Any]:
         parts = [] if value is None else [(value, fill)]
         return [(label, s["label"]), "[", bar(width, parts, s["empty"]), "] ", text]
+
+    @staticmethod
+    def _gpm_line(d: GpuDeviceView, s: dict[str, Style]) -> Text:
+        gpm = d.gpm
+        if gpm is None or gpm.sm_activity_percent is None:
+            line = Text("GPM ", s["label"])
+            if gpm is not None and gpm.problem:
+                line.append(gpm.problem, s["warning"] if gpm.problem == IN_USE else s["muted"])
+            else:
+                line.append("waiting for a second sample" if gpm is not None else "not read", s["muted"])
+            return line.append("; BUSY: time any kernel ran", s["muted"])
+        # BUSY is NVML's figure (a kernel ran), beside GPM's: far apart, the work is small or stuck.
+        return Text.assemble(
+            ("occupancy ", s["label"]), _value(gpm.sm_occupancy_percent, "%"),
+            ("  FP16 ", s["label"]), _value(gpm.fp16_percent, "%"),
+            (" FP32 ", s["label"]), _value(gpm.fp32_percent, "%"),
+            (" FP64 ", s["label"]), _value(gpm.fp64_percent, "%"),
+            ("  BUSY ", s["label"]), _value(d.sm_util_percent, "%"),
+            ("  NVLink ", s["label"]), f"rx {_mib(gpm.nvlink_rx_mib_per_s)}/s tx {_mib(gpm.nvlink_tx_mib_per_s)}/s",
+        )
 
     @staticmethod
     def _ecc(d: GpuDeviceView, s: dict[str, Style]) -> Text:

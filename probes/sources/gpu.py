@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
+from probes.host.gpm import GpmReader, GpmSample
 from probes.host.procfs import read_text
 
 if TYPE_CHECKING:
@@ -146,6 +147,8 @@ class GpuDeviceSample:
     processes: tuple[GpuProcessSample, ...]
     # time this device's NVML queries took this tick
     nvml_time_ns: int
+    # GPM's figures over the interval (Hopper and newer); None in recordings made before orac read GPM
+    gpm: GpmSample | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,7 @@ class GpuDeviceView:
     mig_enabled: bool | None
     mig_instances: tuple[MigInstanceSample, ...]
     nvml_time_ns: int
+    gpm: GpmSample | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +277,7 @@ def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
                 mig_enabled=d.mig_enabled,
                 mig_instances=d.mig_instances,
                 nvml_time_ns=d.nvml_time_ns,
+                gpm=d.gpm,
             )
         )
         ordered = sorted(d.processes, key=lambda p: (-(p.gpu_memory_bytes or -1), p.pid))
@@ -352,9 +357,10 @@ class NvmlPidMap:
 class _Device:
     """What the probe keeps per GPU between ticks (never in a sample)."""
 
-    __slots__ = ("handle", "index", "last_seen_us", "name", "unsupported", "uuid")
+    __slots__ = ("gpm", "handle", "index", "last_seen_us", "name", "unsupported", "uuid")
 
     def __init__(self, index: int, handle: Any, name: str, uuid: str) -> None:
+        self.gpm: GpmReader | None = None
         self.index = index
         self.handle = handle
         self.name = name
@@ -414,6 +420,8 @@ class GpuProbe:
             raise (missing_driver and self._absent()) or _unavailable(pynvml, exc) from None
         try:
             self._devices = self._open_devices(pynvml)
+            for dev in self._devices:
+                dev.gpm = GpmReader(pynvml, dev.handle)
             self._driver_version = self._driver(pynvml)
             self._process_queries = self._choose_process_queries(pynvml, self._devices[0].handle)
         except BaseException:
@@ -494,6 +502,9 @@ class GpuProbe:
         if self._nvml is None:
             return
         nvml, self._nvml = self._nvml, None
+        for dev in self._devices:
+            if dev.gpm is not None:
+                dev.gpm.close()
         self._devices = []
         try:
             nvml.nvmlShutdown()
@@ -545,6 +556,7 @@ class GpuProbe:
         else:
             self._running(dev, h, "", running)
         sm_by_pid = self._process_sm(nvml, dev)
+        gpm = dev.gpm.read() if dev.gpm is not None else None
         elapsed_ns = time.perf_counter_ns() - start_ns
         return GpuDeviceSample(
             index=dev.index,
@@ -570,6 +582,7 @@ class GpuProbe:
             # Mapped after the clock stopped: reading /proc is not NVML's time.
             processes=self._processes(running, sm_by_pid),
             nvml_time_ns=elapsed_ns,
+            gpm=gpm,
         )
 
     def _get(self, dev: _Device, key: str, query: Callable[..., Any], *args: Any) -> Any:

@@ -186,6 +186,55 @@ class c_nvmlProcessUtilizationSample_t:
     decUtil: int = 0
 
 
+NVML_GPM_METRIC_MAX = 477
+NVML_GPM_METRICS_GET_VERSION = 1
+NVML_GPM_SUPPORT_VERSION = 1
+NVML_GPM_METRIC_SM_UTIL = 2
+NVML_GPM_METRIC_SM_OCCUPANCY = 3
+NVML_GPM_METRIC_ANY_TENSOR_UTIL = 5
+NVML_GPM_METRIC_DRAM_BW_UTIL = 10
+NVML_GPM_METRIC_FP64_UTIL = 11
+NVML_GPM_METRIC_FP32_UTIL = 12
+NVML_GPM_METRIC_FP16_UTIL = 13
+NVML_GPM_METRIC_PCIE_TX_PER_SEC = 20
+NVML_GPM_METRIC_PCIE_RX_PER_SEC = 21
+NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC = 60
+NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC = 61
+
+
+@dataclass
+class c_nvmlGpmSupport_t:
+    version: int = 0
+    isSupportedDevice: int = 0
+
+
+class c_nvmlGpmSample_t:
+    """An opaque GPM sample; the fake notes which GPU took it, and when (a count of samples taken)."""
+
+    def __init__(self) -> None:
+        self.gpu: int | None = None
+        self.taken = 0
+        self.freed = False
+
+
+@dataclass
+class c_nvmlGpmMetric_t:
+    metricId: int = 0
+    nvmlReturn: int = 0
+    value: float = 0.0
+
+
+class c_nvmlGpmMetricsGet_t:
+    """As pynvml's struct: a version, the metric count, two samples and a fixed array of metrics."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.numMetrics = 0
+        self.sample1: c_nvmlGpmSample_t | None = None
+        self.sample2: c_nvmlGpmSample_t | None = None
+        self.metrics = [c_nvmlGpmMetric_t() for _ in range(NVML_GPM_METRIC_MAX)]
+
+
 # what the fake GPUs hold
 
 
@@ -234,6 +283,10 @@ class FakeGpu:
     mig_max_count: int = 7
     # pynvml function names that raise NVMLError_NotSupported on this GPU
     unsupported: set[str] = field(default_factory=set)
+    # GPM (Hopper and newer): metric id -> its value over any interval; None: a GPU without GPM
+    gpm: dict[int, float] | None = None
+    # the NVML error code nvmlGpmSampleGet raises (NVML_ERROR_IN_USE: another profiler holds the counters)
+    gpm_error: int | None = None
 
 
 SAMPLE_T0_US = 1_764_000_000_000_000
@@ -283,6 +336,14 @@ def default_gpus() -> list[FakeGpu]:
             compute_processes=[FakeProcess(4242, 29 * GIB)],
             process_samples=[(4242, SAMPLE_T0_US + 200_000, 95)],
             unsupported={"nvmlDeviceGetFanSpeed"},
+            # NVML's "utilization" says 95 % (a kernel ran); the SMs tell more
+            gpm={
+                NVML_GPM_METRIC_SM_UTIL: 41.5, NVML_GPM_METRIC_SM_OCCUPANCY: 22.0,
+                NVML_GPM_METRIC_ANY_TENSOR_UTIL: 12.25, NVML_GPM_METRIC_DRAM_BW_UTIL: 63.0,
+                NVML_GPM_METRIC_FP64_UTIL: 0.0, NVML_GPM_METRIC_FP32_UTIL: 8.0, NVML_GPM_METRIC_FP16_UTIL: 1.5,
+                NVML_GPM_METRIC_PCIE_TX_PER_SEC: 0.5, NVML_GPM_METRIC_PCIE_RX_PER_SEC: 2.0,
+                NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC: 51_200.0, NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC: 50_176.0,
+            },
         ),
     ]
 
@@ -299,6 +360,10 @@ class FakeNvml(ModuleType):
             setattr(self, name, cls)
         self.NVMLError = NVMLError
         self.NVMLLibraryMismatchError = NVMLLibraryMismatchError
+        self.c_nvmlGpmMetricsGet_t = c_nvmlGpmMetricsGet_t
+        # GPM samples taken, across GPUs, and those not yet freed
+        self.gpm_samples_taken = 0
+        self.gpm_samples: list[c_nvmlGpmSample_t] = []
         # Functions live in a module's namespace, where dir() and setattr see them.
         for name in dir(FakeNvml):
             if name.startswith("nvml"):
@@ -433,6 +498,50 @@ class FakeNvml(ModuleType):
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: c_nvmlDevice_t) -> int:
         return self._check(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").clocks_event_reasons
+
+    # GPM
+
+    def nvmlGpmQueryDeviceSupport(self, device: c_nvmlDevice_t) -> c_nvmlGpmSupport_t:
+        gpu = self._check(device, "nvmlGpmQueryDeviceSupport")
+        return c_nvmlGpmSupport_t(NVML_GPM_SUPPORT_VERSION, int(gpu.gpm is not None))
+
+    def nvmlGpmSampleAlloc(self) -> c_nvmlGpmSample_t:
+        sample = c_nvmlGpmSample_t()
+        self.gpm_samples.append(sample)
+        return sample
+
+    def nvmlGpmSampleFree(self, gpmSample: c_nvmlGpmSample_t) -> None:
+        if gpmSample.freed or gpmSample not in self.gpm_samples:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        gpmSample.freed = True
+        self.gpm_samples.remove(gpmSample)
+
+    def nvmlGpmSampleGet(self, device: c_nvmlDevice_t, gpmSample: c_nvmlGpmSample_t) -> c_nvmlGpmSample_t:
+        gpu = self._check(device, "nvmlGpmSampleGet")
+        if gpu.gpm is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        if gpu.gpm_error is not None:
+            raise NVMLError(gpu.gpm_error)
+        if gpmSample.freed:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        self.gpm_samples_taken += 1
+        gpmSample.gpu, gpmSample.taken = device.gpu, self.gpm_samples_taken
+        return gpmSample
+
+    def nvmlGpmMetricsGet(self, metricsGet: c_nvmlGpmMetricsGet_t) -> c_nvmlGpmMetricsGet_t:
+        first, second = metricsGet.sample1, metricsGet.sample2
+        if metricsGet.version != NVML_GPM_METRICS_GET_VERSION or first is None or second is None:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        # two samples of one GPU, the second taken after the first
+        if first.gpu is None or first.gpu != second.gpu or not first.taken < second.taken:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        gpm = self.gpus[first.gpu].gpm or {}
+        for metric in metricsGet.metrics[: metricsGet.numMetrics]:
+            if metric.metricId in gpm:
+                metric.nvmlReturn, metric.value = NVML_SUCCESS, gpm[metric.metricId]
+            else:
+                metric.nvmlReturn, metric.value = NVML_ERROR_NOT_SUPPORTED, 0.0
+        return metricsGet
 
     # MIG
 
