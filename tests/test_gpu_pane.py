@@ -8,6 +8,7 @@ Update them with `--snapshot-update` after an intended change.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,24 @@ async def test_gpm_held_by_another_profiler_is_said_and_busy_leads(monkeypatch: 
         assert "GPM counters held by another profiler (DCGM, Nsight): no figures rather than wrong ones" in text
         # without GPM's figures, the H100 leads with NVML's, named for what they are
         assert "TENSOR[" not in text and text.count("BUSY[") == 2
+
+
+async def test_events_show_newest_first_and_stay_after_their_interval(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from probes.host.nvml_events import GpuEvent
+
+    view = gpu_view(monkeypatch, tmp_path)
+    app = GpuApp(view, host_view())
+    async with mounted(app, (160, 30)) as pilot:
+        pane = app.query_one(GpuPane)
+        assert "events none since orac started" in str(pane.devices.render())
+        t = 1_764_000_000 * 10**9
+        pane.show_view(dataclasses.replace(view, events=(GpuEvent(t, 0, "clock change", 0), GpuEvent(t + 10**9, 1, "Xid", 79))))
+        await pilot.pause()
+        pane.show_view(view)  # the next interval has none: the pane keeps the last ones
+        await pilot.pause()
+        text = str(pane.devices.render())
+        xid = time.strftime("%H:%M:%S", time.localtime(t / 1e9 + 1))
+        assert f"events {xid} GPU 1 Xid 79  " in text and "GPU 0 clock change" in text
 
 
 async def test_enter_on_a_process_row_asks_for_the_process_screen(

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,6 +244,48 @@ def test_gpm_counters_held_by_another_profiler_are_said_not_shown(fake: FakeNvml
     assert probe.sample().devices[1].gpm == GpmSample()
     again = probe.sample().devices[1].gpm
     assert again is not None and again.sm_activity_percent == 41.5
+
+
+def wait_for_events(probe: GpuProbe, count: int) -> tuple:
+    deadline = time.monotonic() + 5
+    events: tuple = ()
+    while len(events) < count:
+        assert time.monotonic() < deadline, events
+        time.sleep(0.01)
+        events += probe.sample().events
+    return events
+
+
+def test_events_come_as_they_happen_with_their_gpu_and_xid(fake: FakeNvml, probe: GpuProbe) -> None:
+    from probes.host.nvml_events import GpuEvent
+
+    assert probe.sample().events == ()
+    before = time.time_ns()
+    fake.fire(1, fake_nvml.nvmlEventTypeXidCriticalError, 79)
+    fake.fire(0, fake_nvml.nvmlEventTypeClock)
+    xid, clock = wait_for_events(probe, 2)
+    assert dataclasses.replace(xid, wall_ns=0) == GpuEvent(0, 1, "Xid", 79)
+    assert dataclasses.replace(clock, wall_ns=0) == GpuEvent(0, 0, "clock change", 0)
+    assert before <= xid.wall_ns <= clock.wall_ns <= time.time_ns()
+    # each once
+    assert probe.sample().events == ()
+    probe.stop()
+    assert fake.event_sets == []
+
+
+def test_a_gpu_without_events_is_said_and_the_others_still_send(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    gpus = default_gpus()
+    gpus[0].supported_events = 0
+    fake = install(monkeypatch, FakeNvml(gpus))
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    try:
+        assert probe.sample().events_unavailable == {0: "this GPU reports none of the events"}
+        fake.fire(1, fake_nvml.nvmlEventTypeDoubleBitEccError)
+        (event,) = wait_for_events(probe, 1)
+        assert (event.gpu_index, event.kind) == (1, "ECC double-bit error")
+    finally:
+        probe.stop()
 
 
 def test_gpm_figures_are_recorded_and_read_back(probe: GpuProbe) -> None:

@@ -8,6 +8,8 @@ message the process table posts.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import Any, ClassVar
 
 from rich.style import Style
@@ -18,6 +20,7 @@ from textual.widgets import DataTable
 
 from probes.contract import ProbeSpec, Unavailable
 from probes.host.gpm import IN_USE
+from probes.host.nvml_events import ALL_GPUS, GpuEvent
 from probes.sources.gpu import (
     GPU,
     GpuDeviceView,
@@ -32,6 +35,10 @@ from .line_table import fit
 from .pane import Pane
 from .process_table import ProcessTable
 from .system_panes import WAITING, bar
+
+# NVML events in the error colour: the GPU or its memory failed
+SERIOUS_EVENTS = frozenset({"Xid", "ECC double-bit error"})
+RECENT_EVENTS = 4
 
 # Throttle reasons that say nothing is wrong: an idle GPU, or clocks someone set.
 BENIGN_REASONS = frozenset({"GPU idle", "applications clocks setting", "display clocks setting"})
@@ -109,6 +116,8 @@ class GpuDevices(Widget):
         self.view: GpuView | None = None
         # (reason, remedy) when the probe cannot run
         self.unavailable: Unavailable | None = None
+        # the last NVML events shown, oldest first; views carry only their interval's
+        self.recent_events: deque[GpuEvent] = deque(maxlen=RECENT_EVENTS)
 
     def render(self) -> Text:
         s = {
@@ -128,9 +137,33 @@ class GpuDevices(Widget):
         lines = []
         for device in self.view.devices:
             lines.extend(self._card(device, width, s))
+        lines.append(self._events_line(s))
         if not self.view.processes:
             lines.append(Text("no processes are using the GPUs", s["muted"]))
         return Text("\n").join(lines)
+
+    def add_events(self, events: tuple[GpuEvent, ...]) -> None:
+        self.recent_events.extend(events)
+
+    def _events_line(self, s: dict[str, Style]) -> Text:
+        assert self.view is not None
+        line = Text("events ", s["label"])
+        whole = self.view.events_unavailable.get(ALL_GPUS)
+        if whole:
+            return line.append(whole, s["muted"])
+        if not self.recent_events:
+            line.append("none since orac started", s["muted"])
+        # newest first: a narrow screen cuts the oldest
+        for i, event in enumerate(reversed(self.recent_events)):
+            when = time.strftime("%H:%M:%S", time.localtime(event.wall_ns / 1e9))
+            what = f"Xid {event.data}" if event.kind == "Xid" else event.kind
+            gpu = MISSING if event.gpu_index is None else str(event.gpu_index)
+            style = s["error"] if event.kind in SERIOUS_EVENTS else s["warning"] if "ECC" in event.kind else s["muted"]
+            line.append_text(Text.assemble("  " if i else "", f"{when} GPU {gpu} ", (what, style)))
+        silent = sorted(i for i in self.view.events_unavailable if i != ALL_GPUS)
+        if silent:
+            line.append(f"  (GPU {', '.join(map(str, silent))}: {self.view.events_unavailable[silent[0]]})", s["muted"])
+        return line
 
     def _card(self, d: GpuDeviceView, width: int, s: dict[str, Style]) -> list[Text]:
         title = Text.assemble(
@@ -187,7 +220,7 @@ class GpuDevices(Widget):
             if gpm is not None and gpm.problem:
                 line.append(gpm.problem, s["warning"] if gpm.problem == IN_USE else s["muted"])
             else:
-                line.append("waiting for a second sample" if gpm is not None else "not read", s["muted"])
+                line.append("waiting for a second sample" if gpm is not None else "not in this recording", s["muted"])
             return line.append("; BUSY: time any kernel ran", s["muted"])
         # BUSY is NVML's figure (a kernel ran), beside GPM's: far apart, the work is small or stuck.
         return Text.assemble(
@@ -289,6 +322,7 @@ class GpuPane(Pane):
         self.unavailable = None
         self.remove_class("-unavailable")
         devices.view, devices.unavailable = view, None
+        devices.add_events(view.events)
         devices.refresh(layout=relayout)
         count = len(view.devices)
         driver = f", driver {view.driver_version}" if view.driver_version else ""

@@ -40,11 +40,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.gpm import GpmReader, GpmSample
+from probes.host.nvml_events import GpuEvent, NvmlEventWatcher
 from probes.host.procfs import read_text
 
 if TYPE_CHECKING:
@@ -157,6 +158,10 @@ class GpuSample:
     devices: tuple[GpuDeviceSample, ...]
     # time all NVML queries of the tick took together
     nvml_time_ns: int
+    # NVML's events (Xid, ECC, clock and power-state changes) since the previous sample
+    events: tuple[GpuEvent, ...] = ()
+    # GPU index (ALL_GPUS: every GPU) -> why it sends no events
+    events_unavailable: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +214,8 @@ class GpuView:
     # by GPU, then most GPU memory first
     processes: tuple[GpuProcessView, ...]
     nvml_time_ns: int
+    events: tuple[GpuEvent, ...] = ()  # those of the interval, oldest first
+    events_unavailable: dict[int, str] = field(default_factory=dict)
 
     def memory_by_pid(self) -> dict[int, int]:
         """GPU memory each process holds on all GPUs together (for the process table)."""
@@ -293,7 +300,9 @@ def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
             )
             for p in ordered
         )
-    return GpuView(curr.driver_version, tuple(devices), tuple(processes), curr.nvml_time_ns)
+    return GpuView(
+        curr.driver_version, tuple(devices), tuple(processes), curr.nvml_time_ns, curr.events, curr.events_unavailable
+    )
 
 
 def parse_nspid(status_text: str) -> tuple[int, ...]:
@@ -401,6 +410,7 @@ class GpuProbe:
         self._clocks_event_reasons: Callable[[Any], int] | None = None
         self._process_queries: list[tuple[str, Callable[[Any], Any]]] = []
         self._pids = NvmlPidMap(proc)
+        self._events: NvmlEventWatcher | None = None
 
     # lifecycle
 
@@ -420,10 +430,12 @@ class GpuProbe:
             raise (missing_driver and self._absent()) or _unavailable(pynvml, exc) from None
         try:
             self._devices = self._open_devices(pynvml)
-            for dev in self._devices:
-                dev.gpm = GpmReader(pynvml, dev.handle)
             self._driver_version = self._driver(pynvml)
             self._process_queries = self._choose_process_queries(pynvml, self._devices[0].handle)
+            for dev in self._devices:
+                dev.gpm = GpmReader(pynvml, dev.handle)
+            self._events = NvmlEventWatcher(pynvml, [dev.handle for dev in self._devices])
+            self._events.start()
         except BaseException:
             pynvml.nvmlShutdown()
             raise
@@ -502,6 +514,9 @@ class GpuProbe:
         if self._nvml is None:
             return
         nvml, self._nvml = self._nvml, None
+        if self._events is not None:
+            self._events.stop()
+            self._events = None
         for dev in self._devices:
             if dev.gpm is not None:
                 dev.gpm.close()
@@ -518,7 +533,11 @@ class GpuProbe:
         if self._nvml is None:
             raise ProbeUnavailable("the gpu probe was not started", "please report this as a bug")
         devices = tuple(self._sample_device(self._nvml, dev) for dev in self._devices)
-        return GpuSample(self._driver_version, devices, sum(d.nvml_time_ns for d in devices))
+        events = self._events
+        return GpuSample(
+            self._driver_version, devices, sum(d.nvml_time_ns for d in devices),
+            events.take() if events is not None else (), dict(events.unavailable) if events is not None else {},
+        )
 
     def _sample_device(self, nvml: ModuleType, dev: _Device) -> GpuDeviceSample:
         h = dev.handle

@@ -17,6 +17,7 @@ Install it with `install(monkeypatch, FakeNvml())`: the probe's
 
 from __future__ import annotations
 
+import queue
 import string
 import sys
 from dataclasses import dataclass, field
@@ -235,6 +236,31 @@ class c_nvmlGpmMetricsGet_t:
         self.metrics = [c_nvmlGpmMetric_t() for _ in range(NVML_GPM_METRIC_MAX)]
 
 
+nvmlEventTypeSingleBitEccError = 0x0000000000000001
+nvmlEventTypeDoubleBitEccError = 0x0000000000000002
+nvmlEventTypePState = 0x0000000000000004
+nvmlEventTypeXidCriticalError = 0x0000000000000008
+nvmlEventTypeClock = 0x0000000000000010
+
+
+@dataclass
+class c_nvmlEventData_t:
+    device: c_nvmlDevice_t
+    eventType: int
+    eventData: int
+    gpuInstanceId: int = 0xFFFFFFFF
+    computeInstanceId: int = 0xFFFFFFFF
+
+
+class c_nvmlEventSet_t:
+    """An event set: the GPUs and event types registered in it, and the events waiting."""
+
+    def __init__(self) -> None:
+        self.registered: dict[int, int] = {}  # gpu index -> event type mask
+        self.pending: queue.Queue[c_nvmlEventData_t] = queue.Queue()
+        self.freed = False
+
+
 # what the fake GPUs hold
 
 
@@ -287,6 +313,11 @@ class FakeGpu:
     gpm: dict[int, float] | None = None
     # the NVML error code nvmlGpmSampleGet raises (NVML_ERROR_IN_USE: another profiler holds the counters)
     gpm_error: int | None = None
+    # the nvmlEventType* bits this GPU can send
+    supported_events: int = (
+        nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError | nvmlEventTypePState
+        | nvmlEventTypeXidCriticalError | nvmlEventTypeClock
+    )
 
 
 SAMPLE_T0_US = 1_764_000_000_000_000
@@ -354,13 +385,14 @@ class FakeNvml(ModuleType):
     def __init__(self, gpus: list[FakeGpu] | None = None, init_error: int | None = None) -> None:
         super().__init__("pynvml")
         for name, value in globals().items():
-            if name.startswith(("NVML_", "nvmlClocksEventReason")):
+            if name.startswith(("NVML_", "nvmlClocksEventReason", "nvmlEventType")):
                 setattr(self, name, value)
         for name, cls in ERROR_CLASSES.items():
             setattr(self, name, cls)
         self.NVMLError = NVMLError
         self.NVMLLibraryMismatchError = NVMLLibraryMismatchError
         self.c_nvmlGpmMetricsGet_t = c_nvmlGpmMetricsGet_t
+        self.event_sets: list[c_nvmlEventSet_t] = []
         # GPM samples taken, across GPUs, and those not yet freed
         self.gpm_samples_taken = 0
         self.gpm_samples: list[c_nvmlGpmSample_t] = []
@@ -542,6 +574,48 @@ class FakeNvml(ModuleType):
             else:
                 metric.nvmlReturn, metric.value = NVML_ERROR_NOT_SUPPORTED, 0.0
         return metricsGet
+
+    # events
+
+    def fire(self, gpu: int, eventType: int, eventData: int = 0) -> None:
+        """The driver sends an event of `gpu`: every set that registered its type gets it."""
+        for event_set in self.event_sets:
+            if event_set.registered.get(gpu, 0) & eventType:
+                event_set.pending.put(c_nvmlEventData_t(c_nvmlDevice_t(gpu), eventType, eventData))
+
+    def nvmlDeviceGetIndex(self, handle: c_nvmlDevice_t) -> int:
+        self._check(handle, "nvmlDeviceGetIndex")
+        return handle.gpu
+
+    def nvmlEventSetCreate(self) -> c_nvmlEventSet_t:
+        if self.init_count <= self.shutdown_count:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        event_set = c_nvmlEventSet_t()
+        self.event_sets.append(event_set)
+        return event_set
+
+    def nvmlDeviceGetSupportedEventTypes(self, handle: c_nvmlDevice_t) -> int:
+        return self._check(handle, "nvmlDeviceGetSupportedEventTypes").supported_events
+
+    def nvmlDeviceRegisterEvents(self, handle: c_nvmlDevice_t, eventTypes: int, eventSet: c_nvmlEventSet_t) -> None:
+        gpu = self._check(handle, "nvmlDeviceRegisterEvents")
+        if eventTypes & ~gpu.supported_events:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        eventSet.registered[handle.gpu] = eventSet.registered.get(handle.gpu, 0) | eventTypes
+
+    def nvmlEventSetWait_v2(self, eventSet: c_nvmlEventSet_t, timeoutms: int) -> c_nvmlEventData_t:
+        if eventSet.freed:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        try:
+            return eventSet.pending.get(timeout=timeoutms / 1000)
+        except queue.Empty:
+            raise NVMLError(NVML_ERROR_TIMEOUT) from None
+
+    def nvmlEventSetFree(self, eventSet: c_nvmlEventSet_t) -> None:
+        if eventSet.freed:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        eventSet.freed = True
+        self.event_sets.remove(eventSet)
 
     # MIG
 
