@@ -35,12 +35,14 @@ from probes.host.gpm import GpmSample
 from probes.sources.gpu import (
     CLOCKS_EVENT_REASONS,
     DRIVER_REMEDY,
+    PERF_POLICIES,
     GpuDeviceSample,
     GpuProbe,
     GpuProcessSample,
     GpuSample,
     MigInstanceSample,
     NvmlPidMap,
+    ViolationCounter,
     decode_throttle_reasons,
     derive_gpu,
     parse_nspid,
@@ -210,6 +212,15 @@ def fake_device_sample(
         processes=processes,
         nvml_time_ns=0,
         gpm=gpm,
+        pcie_link_gen=gpu.pcie_link[0],
+        pcie_link_gen_max=gpu.pcie_link_max[0],
+        pcie_link_width=gpu.pcie_link[1],
+        pcie_link_width_max=gpu.pcie_link_max[1],
+        # the first reading of each policy NVML counts
+        violations=tuple(
+            ViolationCounter(policy, SAMPLE_T0_US + 1_000_000, gpu.held_back_ns_per_s.get(policy, 0))
+            for policy in PERF_POLICIES
+        ),
     )
 
 
@@ -286,6 +297,21 @@ def test_a_gpu_without_events_is_said_and_the_others_still_send(monkeypatch: pyt
         assert (event.gpu_index, event.kind) == (1, "ECC double-bit error")
     finally:
         probe.stop()
+
+
+def test_time_held_back_per_policy_is_a_share_of_nvmls_own_clock(probe: GpuProbe) -> None:
+    prev = probe.sample()
+    view = derive_gpu(prev, probe.sample(), 1.0)
+    a6000, h100 = view.devices
+    # 350 ms a second power-capped, 50 ms thermal; the other policies counted, at zero
+    assert a6000.held_back_percent["power"] == pytest.approx(35.0)
+    assert a6000.held_back_percent["thermal"] == pytest.approx(5.0)
+    assert a6000.held_back_percent["sync boost"] == 0.0 and len(a6000.held_back_percent) == len(PERF_POLICIES)
+    assert set(h100.held_back_percent.values()) == {0.0}
+    # a link trained narrower than it can be
+    assert (a6000.pcie_link_gen, a6000.pcie_link_width, a6000.pcie_link_width_max) == (4, 8, 16)
+    # the first sample has nothing to compare with
+    assert derive_gpu(prev, prev, 1.0).devices[0].held_back_percent == {}
 
 
 def test_gpm_figures_are_recorded_and_read_back(probe: GpuProbe) -> None:

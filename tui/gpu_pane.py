@@ -200,7 +200,7 @@ class GpuDevices(Widget):
         details = Text.assemble(
             ("ECC ", s["label"]), self._ecc(d, s),
             ("  clock ", s["label"]), f"SM {_value(d.sm_clock_mhz, '')} mem {_value(d.memory_clock_mhz, ' MHz')}",
-            ("  PCIe ", s["label"]),
+            ("  PCIe ", s["label"]), self._link(d, s),
             f"rx {human_bytes(d.pcie_rx_bytes_per_s)}/s tx {human_bytes(d.pcie_tx_bytes_per_s)}/s",
         )
         lines = [title, bars, self._gpm_line(d, s), details, self._throttle(d, s)]
@@ -242,6 +242,18 @@ class GpuDevices(Widget):
         return text
 
     @staticmethod
+    def _link(d: GpuDeviceView, s: dict[str, Style]) -> Text:
+        if d.pcie_link_gen is None and d.pcie_link_width is None:
+            return Text()
+        link = Text(f"Gen{_value(d.pcie_link_gen, '')} x{_value(d.pcie_link_width, '')}")
+        if d.pcie_link_width is not None and d.pcie_link_width_max and d.pcie_link_width < d.pcie_link_width_max:
+            # Width does not drop to save power as the generation does: a narrower link is a fault.
+            link.append(f" of x{d.pcie_link_width_max}", s["error"])
+        elif d.pcie_link_gen is not None and d.pcie_link_gen_max and d.pcie_link_gen < d.pcie_link_gen_max:
+            link.append(f" of Gen{d.pcie_link_gen_max}", s["muted"])
+        return link.append(" ")
+
+    @staticmethod
     def _throttle(d: GpuDeviceView, s: dict[str, Style]) -> Text:
         line = Text("throttle ", s["label"])
         if d.throttle_reasons is None:
@@ -253,6 +265,11 @@ class GpuDevices(Widget):
                 if i:
                     line.append(", ")
                 line.append(reason, s["muted"] if reason in BENIGN_REASONS else s["warning"])
+        held = {policy: share for policy, share in d.held_back_percent.items() if share >= 0.5}
+        if held:
+            # The driver's own count of the interval's time at a lower clock, by cause.
+            line.append("  held back ", s["label"])
+            line.append(" ".join(f"{policy} {share:.0f}%" for policy, share in sorted(held.items(), key=lambda i: -i[1])))
         return line
 
     def _mig_line(self, m: MigInstanceSample, bar_width: int, s: dict[str, Style]) -> Text:

@@ -83,6 +83,17 @@ _NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
 _NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
 _NVML_VOLATILE_ECC = 0
 _NVML_DEVICE_MIG_ENABLE = 1
+# nvidia-ml-py's NVML_PERF_POLICY_*: what nvmlDeviceGetViolationStatus counts time held back by
+PERF_POLICIES: dict[int, str] = {
+    0: "power",
+    1: "thermal",
+    2: "sync boost",
+    3: "board limit",
+    4: "low utilization",
+    5: "reliability",
+    10: "application clocks",
+    11: "base clocks",
+}
 
 DRIVER_REMEDY = "install the NVIDIA driver, which provides libnvidia-ml.so.1 (check with `nvidia-smi`)"
 
@@ -118,6 +129,15 @@ class GpuProcessSample:
 
 
 @dataclass(frozen=True, slots=True)
+class ViolationCounter:
+    """nvmlDeviceGetViolationStatus for one policy: time the clocks were held back, since the driver loaded."""
+
+    policy: int  # PERF_POLICIES' key
+    reference_us: int  # NVML's timestamp of the reading
+    violation_ns: int  # cumulative
+
+
+@dataclass(frozen=True, slots=True)
 class GpuDeviceSample:
     """One GPU at one tick. None: NVML cannot give that field for this GPU."""
 
@@ -150,6 +170,12 @@ class GpuDeviceSample:
     nvml_time_ns: int
     # GPM's figures over the interval (Hopper and newer); None in recordings made before orac read GPM
     gpm: GpmSample | None = None
+    # the PCIe link now and at most (a GPU lowers its generation when idle; a narrower link is a fault)
+    pcie_link_gen: int | None = None
+    pcie_link_gen_max: int | None = None
+    pcie_link_width: int | None = None
+    pcie_link_width_max: int | None = None
+    violations: tuple[ViolationCounter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +218,12 @@ class GpuDeviceView:
     mig_instances: tuple[MigInstanceSample, ...]
     nvml_time_ns: int
     gpm: GpmSample | None = None
+    pcie_link_gen: int | None = None
+    pcie_link_gen_max: int | None = None
+    pcie_link_width: int | None = None
+    pcie_link_width_max: int | None = None
+    # policy words -> percent of the interval the clocks were held back for it (those the driver counts)
+    held_back_percent: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +278,19 @@ def _new_count(prev: int | None, curr: int | None) -> int | None:
     return curr - prev if curr >= prev else curr
 
 
+def _held_back(prev: tuple[ViolationCounter, ...], curr: tuple[ViolationCounter, ...]) -> dict[str, float]:
+    """Percent of the time between two readings each policy held the clocks back, over NVML's own clock."""
+    before = {v.policy: v for v in prev}
+    held = {}
+    for v in curr:
+        old = before.get(v.policy)
+        if old is None or v.reference_us <= old.reference_us or v.violation_ns < old.violation_ns:
+            continue  # the first reading, or the driver reloaded
+        share = (v.violation_ns - old.violation_ns) / ((v.reference_us - old.reference_us) * 1000) * 100
+        held[PERF_POLICIES.get(v.policy, f"policy {v.policy}")] = min(share, 100.0)
+    return held
+
+
 def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
     """Units for people, throttle words, ECC errors of the interval.
 
@@ -285,6 +330,11 @@ def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
                 mig_instances=d.mig_instances,
                 nvml_time_ns=d.nvml_time_ns,
                 gpm=d.gpm,
+                pcie_link_gen=d.pcie_link_gen,
+                pcie_link_gen_max=d.pcie_link_gen_max,
+                pcie_link_width=d.pcie_link_width,
+                pcie_link_width_max=d.pcie_link_width_max,
+                held_back_percent=_held_back(old.violations if old else (), d.violations),
             )
         )
         ordered = sorted(d.processes, key=lambda p: (-(p.gpu_memory_bytes or -1), p.pid))
@@ -576,6 +626,20 @@ class GpuProbe:
             self._running(dev, h, "", running)
         sm_by_pid = self._process_sm(nvml, dev)
         gpm = dev.gpm.read() if dev.gpm is not None else None
+        link = [
+            get(dev, key, query, h)
+            for key, query in (
+                ("pcie_gen", nvml.nvmlDeviceGetCurrPcieLinkGeneration),
+                ("pcie_gen_max", nvml.nvmlDeviceGetGpuMaxPcieLinkGeneration),
+                ("pcie_width", nvml.nvmlDeviceGetCurrPcieLinkWidth),
+                ("pcie_width_max", nvml.nvmlDeviceGetMaxPcieLinkWidth),
+            )
+        ]
+        violations = []
+        for policy in PERF_POLICIES:
+            counter = get(dev, f"violation.{policy}", nvml.nvmlDeviceGetViolationStatus, h, policy)
+            if counter is not None:
+                violations.append(ViolationCounter(policy, counter.referenceTime, counter.violationTime))
         elapsed_ns = time.perf_counter_ns() - start_ns
         return GpuDeviceSample(
             index=dev.index,
@@ -602,6 +666,11 @@ class GpuProbe:
             processes=self._processes(running, sm_by_pid),
             nvml_time_ns=elapsed_ns,
             gpm=gpm,
+            pcie_link_gen=link[0],
+            pcie_link_gen_max=link[1],
+            pcie_link_width=link[2],
+            pcie_link_width_max=link[3],
+            violations=tuple(violations),
         )
 
     def _get(self, dev: _Device, key: str, query: Callable[..., Any], *args: Any) -> Any:

@@ -261,6 +261,22 @@ class c_nvmlEventSet_t:
         self.freed = False
 
 
+NVML_PERF_POLICY_POWER = 0
+NVML_PERF_POLICY_THERMAL = 1
+NVML_PERF_POLICY_SYNC_BOOST = 2
+NVML_PERF_POLICY_BOARD_LIMIT = 3
+NVML_PERF_POLICY_LOW_UTILIZATION = 4
+NVML_PERF_POLICY_RELIABILITY = 5
+NVML_PERF_POLICY_TOTAL_APP_CLOCKS = 10
+NVML_PERF_POLICY_TOTAL_BASE_CLOCKS = 11
+
+
+@dataclass
+class c_nvmlViolationTime_t:
+    referenceTime: int  # µs
+    violationTime: int  # ns
+
+
 # what the fake GPUs hold
 
 
@@ -313,6 +329,12 @@ class FakeGpu:
     gpm: dict[int, float] | None = None
     # the NVML error code nvmlGpmSampleGet raises (NVML_ERROR_IN_USE: another profiler holds the counters)
     gpm_error: int | None = None
+    # PCIe link: (generation, width) now and at most
+    pcie_link: tuple[int, int] = (4, 16)
+    pcie_link_max: tuple[int, int] = (4, 16)
+    # perf policy -> ns its clocks are held back per second of NVML's clock; each reading is a second later
+    held_back_ns_per_s: dict[int, int] = field(default_factory=dict)
+    violation_readings: int = 0
     # the nvmlEventType* bits this GPU can send
     supported_events: int = (
         nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError | nvmlEventTypePState
@@ -343,6 +365,9 @@ def default_gpus() -> list[FakeGpu]:
             ecc_corrected=0,
             ecc_uncorrected=0,
             clocks_event_reasons=nvmlClocksEventReasonSwPowerCap | nvmlClocksEventReasonSwThermalSlowdown,
+            # power-capped a third of the time; a link trained to x8 of x16
+            held_back_ns_per_s={NVML_PERF_POLICY_POWER: 350_000_000, NVML_PERF_POLICY_THERMAL: 50_000_000},
+            pcie_link=(4, 8),
             compute_processes=[FakeProcess(2002, 10 * GIB)],
             process_samples=[(2002, SAMPLE_T0_US + 100_000, 70), (2002, SAMPLE_T0_US + 300_000, 74)],
         ),
@@ -530,6 +555,33 @@ class FakeNvml(ModuleType):
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: c_nvmlDevice_t) -> int:
         return self._check(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").clocks_event_reasons
+
+    # PCIe link and clocks held back
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: c_nvmlDevice_t) -> int:
+        return self._check(handle, "nvmlDeviceGetCurrPcieLinkGeneration").pcie_link[0]
+
+    def nvmlDeviceGetGpuMaxPcieLinkGeneration(self, handle: c_nvmlDevice_t) -> int:
+        return self._check(handle, "nvmlDeviceGetGpuMaxPcieLinkGeneration").pcie_link_max[0]
+
+    def nvmlDeviceGetCurrPcieLinkWidth(self, handle: c_nvmlDevice_t) -> int:
+        return self._check(handle, "nvmlDeviceGetCurrPcieLinkWidth").pcie_link[1]
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, handle: c_nvmlDevice_t) -> int:
+        return self._check(handle, "nvmlDeviceGetMaxPcieLinkWidth").pcie_link_max[1]
+
+    def nvmlDeviceGetViolationStatus(self, device: c_nvmlDevice_t, perfPolicyType: int) -> c_nvmlViolationTime_t:
+        gpu = self._check(device, "nvmlDeviceGetViolationStatus")
+        if perfPolicyType not in (0, 1, 2, 3, 4, 5, 10, 11):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        if perfPolicyType == NVML_PERF_POLICY_POWER:
+            # one reading of the power policy per tick moves NVML's clock on a second
+            gpu.violation_readings += 1
+        seconds = gpu.violation_readings
+        return c_nvmlViolationTime_t(
+            referenceTime=SAMPLE_T0_US + seconds * 1_000_000,
+            violationTime=gpu.held_back_ns_per_s.get(perfPolicyType, 0) * seconds,
+        )
 
     # GPM
 
