@@ -130,6 +130,26 @@ async def test_events_show_newest_first_and_stay_after_their_interval(monkeypatc
         assert f"events {xid} GPU 1 Xid 79  " in text and "GPU 0 clock change" in text
 
 
+async def test_each_gpu_process_shows_its_threads_time_off_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from support.synthetic_offcpu import offcpu_sample
+
+    from probes.contract import Views
+    from probes.sources.offcpu import derive_offcpu
+
+    offcpu = derive_offcpu(offcpu_sample(0), offcpu_sample(1), 1.0)
+    trainer = next(p for p in offcpu.processes if p.pid == 2002)
+    app = GpuApp(gpu_view(monkeypatch, tmp_path), host_view())
+    async with mounted(app, (160, 24)) as pilot:
+        pane = app.query_one(GpuPane)
+        pane.joined = Views({"offcpu": offcpu})
+        pane.set_host_processes(host_view())
+        await settle(pilot)
+        table = app.query_one(DataTable)
+        # the trainer's threads waited (futexes: S, not D); the other GPU process blocked in nothing that ended
+        assert str(table.get_row("0/2002")[7]) == f"{trainer.off_cpu_s_per_s:.1f}s" and trainer.off_cpu_s_per_s > 5
+        assert str(table.get_row("1/4242")[7]) == "0.0s"
+
+
 async def test_enter_on_a_process_row_asks_for_the_process_screen(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -152,7 +172,7 @@ async def test_rows_join_the_host_processes_and_keep_the_cursor(
         pane = app.query_one(GpuPane)
         table = app.query_one(DataTable)
         assert [str(c) for c in table.get_row("0/2002")] == [
-            "0", "2002", "alice", "C", "10.0G", "72", "99.0", "python3 train.py --epochs 10",
+            "0", "2002", "alice", "C", "10.0G", "72", "99.0", "-", "python3 train.py --epochs 10",
         ]
         await pilot.press("down")
         # the next tick: same rows, and a host view without 4242 (it is in another container)
@@ -161,4 +181,4 @@ async def test_rows_join_the_host_processes_and_keep_the_cursor(
         pane.set_host_processes(derive_processes(processes_sample(0, without), processes_sample(1, without), 1.0))
         await settle(pilot)
         assert pane.selected_pid == 4242
-        assert [str(c) for c in table.get_row("1/4242")][2:] == ["-", "C", "29.0G", "95", "-", "-"]
+        assert [str(c) for c in table.get_row("1/4242")][2:] == ["-", "C", "29.0G", "95", "-", "-", "-"]

@@ -28,6 +28,7 @@ from probes.sources.gpu import (
     GpuView,
     MigInstanceSample,
 )
+from probes.sources.offcpu import OFFCPU
 from probes.sources.processes import ProcessesView, ProcessView
 
 from .format import MISSING, human_bytes, percent
@@ -52,6 +53,9 @@ COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("memory", "GPU MEM", 7, True),
     ("sm", "SM%", 5, True),
     ("cpu", "CPU%", 5, True),
+    # its threads' time off CPU (eBPF), "D" when most is uninterruptible (I/O): a GPU idle
+    # beside a busy CPU% waits on its host code, beside an OFFCPU on what its threads wait for
+    ("offcpu", "OFFCPU", 6, True),
     ("command", "COMMAND", 0, False),
 )
 TYPE_LETTERS = {"compute": "C", "graphics": "G", "compute+graphics": "C+G"}
@@ -288,6 +292,8 @@ class GpuPane(Pane):
     """NVIDIA GPUs: a card per device, then the processes using them."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = GPU
+    # each GPU process's threads' time off CPU, beside its SM share
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (OFFCPU,)
 
     DEFAULT_CSS = """
     GpuPane {
@@ -427,8 +433,19 @@ class GpuPane(Pane):
             Text(memory, justify="right"),
             Text(percent(p.sm_util_percent, 0), justify="right"),
             Text(MISSING if host is None else percent(host.cpu_percent), justify="right"),
+            Text(self._off_cpu(p.pid), justify="right"),
             Text(command),
         ]
+
+    def _off_cpu(self, pid: int) -> str:
+        offcpu = self.joined.get(OFFCPU)
+        if offcpu is None:
+            return MISSING
+        process = next((p for p in offcpu.processes if p.pid == pid), None)
+        if process is None:
+            return "0.0s"
+        io = process.state_s_per_s.get("D", 0.0)
+        return f"{process.off_cpu_s_per_s:.1f}s" + ("D" if io > process.off_cpu_s_per_s / 2 else "")
 
     @property
     def selected_pid(self) -> int | None:
