@@ -150,6 +150,35 @@ async def test_each_gpu_process_shows_its_threads_time_off_cpu(monkeypatch: pyte
         assert str(table.get_row("1/4242")[7]) == "0.0s"
 
 
+async def test_the_process_screen_says_what_a_process_holds_on_each_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from textual.widgets import Static
+
+    from probes.contract import Views
+    from tui.process_screen import ProcessSummary
+
+    gpus = Views({"gpu": gpu_view(monkeypatch, tmp_path)})
+
+    def summary_of(pid: int) -> PaneApp[ProcessSummary]:
+        def join(pane: ProcessSummary) -> None:
+            pane.joined = gpus
+            pane._draw()
+
+        return PaneApp(ProcessSummary(pid, ([], []), False, None), host_view(), then=join)
+
+    for pid, expected in (
+        (2002, "gpu  0: 10.0G SM 72%"),
+        # on a GPU with GPM, the GPU's own SM activity beside the process's NVML share
+        (4242, "gpu  1: 29.0G SM 95% (GPU SM activity 42%)"),
+    ):
+        app = summary_of(pid)
+        async with mounted(app, (160, 30)):
+            details = str(app.query_one("#details", Static).render())
+            assert expected in details, details
+    app = summary_of(1)  # on no GPU: no line
+    async with mounted(app, (160, 30)):
+        assert "gpu" not in str(app.query_one("#details", Static).render())
+
+
 async def test_enter_on_a_process_row_asks_for_the_process_screen(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ from probes.contract import ProbeSpec
 from probes.host.process_details import ProcessDetails, ProcessGone, read_details
 from probes.host.procfs import shown
 from probes.model.redaction import redact_cmdline
+from probes.sources.gpu import GPU
 from probes.sources.processes import PROCESSES, ProcessesView, ProcessView
 from probes.sources.profile import DEFAULT_FREQUENCY_HZ
 
@@ -44,6 +45,8 @@ class ProcessSummary(Pane):
     """The chosen process's row of the "procs" view, its details and history."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = PROCESSES
+    # what it holds on each GPU, beside its profile and off-CPU stacks below
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (GPU,)
 
     DEFAULT_CSS = """
     ProcessSummary { height: auto; padding: 0 1; }
@@ -139,6 +142,21 @@ class ProcessSummary(Pane):
         self.details = details
         self._draw()
 
+    def _gpus(self) -> str:
+        """Its memory and SM share on each GPU it uses, with the GPU's own SM activity where GPM gives it."""
+        gpu = self.joined.get(GPU)
+        if gpu is None:
+            return ""
+        devices = {d.index: d for d in gpu.devices}
+        parts = []
+        for used in (p for p in gpu.processes if p.pid == self.pid):
+            part = f"{used.gpu_index}: {human_bytes(used.gpu_memory_bytes)} SM {percent(used.sm_util_percent, 0)}%"
+            device = devices.get(used.gpu_index)
+            if device is not None and device.gpm is not None and device.gpm.sm_activity_percent is not None:
+                part += f" (GPU SM activity {device.gpm.sm_activity_percent:.0f}%)"
+            parts.append(part)
+        return "; ".join(parts)
+
     def _command(self, cmdline: str) -> str:
         return shown(redact_cmdline(cmdline) if self.redact else cmdline)
 
@@ -158,6 +176,9 @@ class ProcessSummary(Pane):
         if d:
             rows.append(("started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.started))))
         rows.append(("cpu time", cpu_time(p.cpu_time_s) if p else MISSING))
+        gpus = self._gpus()
+        if gpus:
+            rows.append(("gpu", gpus))
         self.query_one("#details", Static).update("\n".join(f"[b]{name:>9}[/b]  {escape(value)}" for name, value in rows))
         head = f"[b]{'command':>9}[/b]  {escape(command)}"
         if self.gone:
