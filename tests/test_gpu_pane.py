@@ -179,6 +179,22 @@ async def test_the_process_screen_says_what_a_process_holds_on_each_gpu(monkeypa
         assert "gpu" not in str(app.query_one("#details", Static).render())
 
 
+async def test_a_lost_gpu_and_a_link_down_are_said(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    view = gpu_view(monkeypatch, tmp_path)
+    a6000, h100 = view.devices
+    links = tuple(dataclasses.replace(link, active=link.link != 5) for link in h100.nvlinks)
+    view = dataclasses.replace(
+        view, devices=(dataclasses.replace(a6000, lost=True), dataclasses.replace(h100, nvlinks=links, remap_pending=True))
+    )
+    app = GpuApp(view, host_view())
+    async with mounted(app, (160, 30)):
+        text = str(app.query_one(GpuPane).devices.render())
+        assert "NVIDIA RTX A6000  71°C  fan 45%  power 182/300 W  LOST" in text
+        assert "NVML says this GPU is lost (it fell off the bus)" in text
+        assert "rows remapped corr 2 uncorr 0 pending: reset the GPU  NVLink 17/18 up (down: 5)" in text
+        assert "errors replay 12 recovery 0 CRC 3" in text
+
+
 async def test_enter_on_a_process_row_asks_for_the_process_screen(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -41,6 +41,7 @@ from probes.sources.gpu import (
     GpuProcessSample,
     GpuSample,
     MigInstanceSample,
+    NvLinkSample,
     NvmlPidMap,
     ViolationCounter,
     decode_throttle_reasons,
@@ -221,6 +222,17 @@ def fake_device_sample(
             ViolationCounter(policy, SAMPLE_T0_US + 1_000_000, gpu.held_back_ns_per_s.get(policy, 0))
             for policy in PERF_POLICIES
         ),
+        remapped_rows_correctable=gpu.remapped_rows[0],
+        remapped_rows_uncorrectable=gpu.remapped_rows[1],
+        remap_pending=bool(gpu.remapped_rows[2]),
+        remap_failed=bool(gpu.remapped_rows[3]),
+        nvlinks=tuple(
+            NvLinkSample(
+                link, link not in gpu.nvlinks_down, gpu.nvlink_errors.get((link, 0), 0),
+                gpu.nvlink_errors.get((link, 1), 0), gpu.nvlink_errors.get((link, 2), 0) + gpu.nvlink_errors.get((link, 3), 0),
+            )
+            for link in range(gpu.nvlink_count)
+        ),
     )
 
 
@@ -312,6 +324,29 @@ def test_time_held_back_per_policy_is_a_share_of_nvmls_own_clock(probe: GpuProbe
     assert (a6000.pcie_link_gen, a6000.pcie_link_width, a6000.pcie_link_width_max) == (4, 8, 16)
     # the first sample has nothing to compare with
     assert derive_gpu(prev, prev, 1.0).devices[0].held_back_percent == {}
+
+
+def test_nvlinks_are_read_every_few_ticks_and_a_link_down_is_seen(fake: FakeNvml, probe: GpuProbe) -> None:
+    from probes.sources.gpu import NVLINK_EVERY
+
+    first = probe.sample().devices[1].nvlinks
+    assert len(first) == 18 and first[3] == NvLinkSample(3, True, 12, 0, 3)
+    fake.gpus[1].nvlinks_down = {5}
+    between = [probe.sample().devices[1].nvlinks for _ in range(NVLINK_EVERY - 1)]
+    # the same reading in between: no calls for 18 links every tick
+    assert all(links is first for links in between)
+    again = probe.sample().devices[1].nvlinks
+    assert again[5].active is False and again[4].active is True
+    # a GPU without NVLink has none, and is not asked again
+    assert probe.sample().devices[0].nvlinks == ()
+
+
+def test_a_gpu_that_fell_off_the_bus_says_so_and_the_other_goes_on(fake: FakeNvml, probe: GpuProbe) -> None:
+    probe.sample()
+    fake.gpus[0].lost = True
+    a6000, h100 = probe.sample().devices
+    assert a6000.lost and a6000.sm_util_percent is None and a6000.memory_used_bytes is None
+    assert not h100.lost and h100.sm_util_percent == 95
 
 
 def test_gpm_figures_are_recorded_and_read_back(probe: GpuProbe) -> None:

@@ -178,6 +178,8 @@ class GpuDevices(Widget):
         )
         if d.mig_enabled:
             title.append("  MIG", s["warning"])
+        if d.lost:
+            title.append("  LOST", s["error"])
         vram = _used_of_total(d.memory_used_bytes, d.memory_total_bytes)
         gpm = d.gpm if d.gpm is not None and d.gpm.sm_activity_percent is not None else None
         if gpm is not None:
@@ -199,6 +201,8 @@ class GpuDevices(Widget):
         bars = Text.assemble(
             *parts, *self._bar("VRAM", _share(d.memory_used_bytes, d.memory_total_bytes), vram, bar_width, s["vram"], s)
         )
+        if d.lost:
+            bars = Text("NVML says this GPU is lost (it fell off the bus): no figures until a GPU reset or reboot", s["error"])
         # ECC first: on a narrow screen the line is cut at the right, and an
         # uncorrected error matters more than the PCIe figures.
         details = Text.assemble(
@@ -207,7 +211,7 @@ class GpuDevices(Widget):
             ("  PCIe ", s["label"]), self._link(d, s),
             f"rx {human_bytes(d.pcie_rx_bytes_per_s)}/s tx {human_bytes(d.pcie_tx_bytes_per_s)}/s",
         )
-        lines = [title, bars, self._gpm_line(d, s), details, self._throttle(d, s)]
+        lines = [title, bars, self._gpm_line(d, s), details, self._throttle(d, s), self._health(d, s)]
         lines.extend(self._mig_line(m, bar_width, s) for m in d.mig_instances)
         return lines
 
@@ -244,6 +248,37 @@ class GpuDevices(Widget):
         if new:
             text.append(f" (+{new})", s["warning"])
         return text
+
+    @staticmethod
+    def _health(d: GpuDeviceView, s: dict[str, Style]) -> Text:
+        """Memory rows remapped to spares, and the NVLinks: up, and their error counters."""
+        line = Text("rows remapped ", s["label"])
+        line.append(f"corr {_value(d.remapped_rows_correctable, '')} uncorr ")
+        line.append(_value(d.remapped_rows_uncorrectable, ""), s["error"] if d.remapped_rows_uncorrectable else Style())
+        if d.remap_failed:
+            line.append(" remapping failed", s["error"])
+        elif d.remap_pending:
+            line.append(" pending: reset the GPU", s["warning"])
+        line.append("  NVLink ", s["label"])
+        if not d.nvlinks:
+            return line.append("none", s["muted"])
+        up = sum(1 for link in d.nvlinks if link.active)
+        down = [str(link.link) for link in d.nvlinks if link.active is False]
+        line.append(f"{up}/{len(d.nvlinks)} up", s["error"] if down else Style())
+        if down:
+            line.append(f" (down: {', '.join(down)})", s["error"])
+
+        def total(values: list[int | None]) -> str:
+            known = [v for v in values if v is not None]
+            return str(sum(known)) if known else MISSING
+
+        errors = (
+            ("replay", total([link.replay_errors for link in d.nvlinks])),
+            ("recovery", total([link.recovery_errors for link in d.nvlinks])),
+            ("CRC", total([link.crc_errors for link in d.nvlinks])),
+        )
+        line.append("  errors ", s["label"])
+        return line.append(" ".join(f"{name} {n}" for name, n in errors))
 
     @staticmethod
     def _link(d: GpuDeviceView, s: dict[str, Style]) -> Text:

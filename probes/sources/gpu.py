@@ -83,6 +83,11 @@ _NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
 _NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
 _NVML_VOLATILE_ECC = 0
 _NVML_DEVICE_MIG_ENABLE = 1
+_NVML_NVLINK_MAX_LINKS = 36
+# NVML_NVLINK_ERROR_DL_REPLAY, _RECOVERY, _CRC_FLIT, _CRC_DATA
+_NVLINK_ERROR_COUNTERS = (0, 1, 2, 3)
+# NVLink state and errors change slowly and cost 5 NVML calls a link (18 links on an H100): every 5th tick.
+NVLINK_EVERY = 5
 # nvidia-ml-py's NVML_PERF_POLICY_*: what nvmlDeviceGetViolationStatus counts time held back by
 PERF_POLICIES: dict[int, str] = {
     0: "power",
@@ -138,6 +143,17 @@ class ViolationCounter:
 
 
 @dataclass(frozen=True, slots=True)
+class NvLinkSample:
+    """One NVLink of a GPU: up or not, and its error counters since the driver loaded."""
+
+    link: int
+    active: bool | None
+    replay_errors: int | None  # NVML_NVLINK_ERROR_DL_REPLAY
+    recovery_errors: int | None  # NVML_NVLINK_ERROR_DL_RECOVERY
+    crc_errors: int | None  # flit and data CRC errors together
+
+
+@dataclass(frozen=True, slots=True)
 class GpuDeviceSample:
     """One GPU at one tick. None: NVML cannot give that field for this GPU."""
 
@@ -176,6 +192,15 @@ class GpuDeviceSample:
     pcie_link_width: int | None = None
     pcie_link_width_max: int | None = None
     violations: tuple[ViolationCounter, ...] = ()
+    # memory rows the GPU remapped to spares (Ampere and newer); a pending remap needs a GPU reset
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remap_pending: bool | None = None
+    remap_failed: bool | None = None
+    # its NVLinks (none without NVLink), read every NVLINK_EVERY ticks: the same tuple in between
+    nvlinks: tuple[NvLinkSample, ...] = ()
+    # NVML said the GPU is lost (fell off the bus): the None fields are that, not "not supported"
+    lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +249,12 @@ class GpuDeviceView:
     pcie_link_width_max: int | None = None
     # policy words -> percent of the interval the clocks were held back for it (those the driver counts)
     held_back_percent: dict[str, float] = field(default_factory=dict)
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remap_pending: bool | None = None
+    remap_failed: bool | None = None
+    nvlinks: tuple[NvLinkSample, ...] = ()
+    lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +366,12 @@ def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
                 pcie_link_width=d.pcie_link_width,
                 pcie_link_width_max=d.pcie_link_width_max,
                 held_back_percent=_held_back(old.violations if old else (), d.violations),
+                remapped_rows_correctable=d.remapped_rows_correctable,
+                remapped_rows_uncorrectable=d.remapped_rows_uncorrectable,
+                remap_pending=d.remap_pending,
+                remap_failed=d.remap_failed,
+                nvlinks=d.nvlinks,
+                lost=d.lost,
             )
         )
         ordered = sorted(d.processes, key=lambda p: (-(p.gpu_memory_bytes or -1), p.pid))
@@ -416,10 +453,14 @@ class NvmlPidMap:
 class _Device:
     """What the probe keeps per GPU between ticks (never in a sample)."""
 
-    __slots__ = ("gpm", "handle", "index", "last_seen_us", "name", "unsupported", "uuid")
+    __slots__ = ("gpm", "handle", "index", "last_seen_us", "lost", "name", "nvlinks", "ticks", "unsupported", "uuid")
 
     def __init__(self, index: int, handle: Any, name: str, uuid: str) -> None:
         self.gpm: GpmReader | None = None
+        self.lost = False
+        # the last NVLink reading, and the ticks sampled (NVLinks are read every NVLINK_EVERY)
+        self.nvlinks: tuple[NvLinkSample, ...] = ()
+        self.ticks = 0
         self.index = index
         self.handle = handle
         self.name = name
@@ -635,6 +676,10 @@ class GpuProbe:
                 ("pcie_width_max", nvml.nvmlDeviceGetMaxPcieLinkWidth),
             )
         ]
+        remapped = get(dev, "remapped_rows", nvml.nvmlDeviceGetRemappedRows, h)
+        if dev.ticks % NVLINK_EVERY == 0:
+            dev.nvlinks = self._nvlinks(nvml, dev)
+        dev.ticks += 1
         violations = []
         for policy in PERF_POLICIES:
             counter = get(dev, f"violation.{policy}", nvml.nvmlDeviceGetViolationStatus, h, policy)
@@ -671,7 +716,36 @@ class GpuProbe:
             pcie_link_width=link[2],
             pcie_link_width_max=link[3],
             violations=tuple(violations),
+            remapped_rows_correctable=None if remapped is None else remapped[0],
+            remapped_rows_uncorrectable=None if remapped is None else remapped[1],
+            remap_pending=None if remapped is None else bool(remapped[2]),
+            remap_failed=None if remapped is None else bool(remapped[3]),
+            nvlinks=dev.nvlinks,
+            lost=dev.lost,
         )
+
+    def _nvlinks(self, nvml: ModuleType, dev: _Device) -> tuple[NvLinkSample, ...]:
+        """Each NVLink's state and error counters; () on a GPU without NVLink."""
+        links = []
+        for link in range(_NVML_NVLINK_MAX_LINKS):
+            key = f"nvlink.{link}"
+            if key in dev.unsupported:
+                break
+            try:
+                active: bool | None = bool(nvml.nvmlDeviceGetNvLinkState(dev.handle, link))
+            except (nvml.NVMLError_NotSupported, nvml.NVMLError_InvalidArgument, nvml.NVMLError_FunctionNotFound):
+                # No NVLink, or past the GPU's last link: asked no further, now or later.
+                dev.unsupported.add(key)
+                break
+            except nvml.NVMLError:
+                active = None
+            counters = [
+                self._get(dev, f"{key}.{counter}", nvml.nvmlDeviceGetNvLinkErrorCounter, dev.handle, link, counter)
+                for counter in _NVLINK_ERROR_COUNTERS
+            ]
+            crc = None if counters[2] is None or counters[3] is None else counters[2] + counters[3]
+            links.append(NvLinkSample(link, active, counters[0], counters[1], crc))
+        return tuple(links)
 
     def _get(self, dev: _Device, key: str, query: Callable[..., Any], *args: Any) -> Any:
         """One NVML query; None when this GPU cannot answer it now.
@@ -689,6 +763,9 @@ class GpuProbe:
             return query(*args)
         except (nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound):
             dev.unsupported.add(key)
+            return None
+        except nvml.NVMLError_GpuIsLost:
+            dev.lost = True
             return None
         except nvml.NVMLError:
             return None

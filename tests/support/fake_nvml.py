@@ -335,6 +335,14 @@ class FakeGpu:
     # perf policy -> ns its clocks are held back per second of NVML's clock; each reading is a second later
     held_back_ns_per_s: dict[int, int] = field(default_factory=dict)
     violation_readings: int = 0
+    # nvmlDeviceGetRemappedRows: correctable, uncorrectable, pending, failure occurred
+    remapped_rows: tuple[int, int, int, int] = (0, 0, 0, 0)
+    # NVLinks: how many, those down, and (link, NVML_NVLINK_ERROR_DL_*) -> count
+    nvlink_count: int = 0
+    nvlinks_down: set[int] = field(default_factory=set)
+    nvlink_errors: dict[tuple[int, int], int] = field(default_factory=dict)
+    # fell off the bus: every call about it raises NVMLError_GpuIsLost
+    lost: bool = False
     # the nvmlEventType* bits this GPU can send
     supported_events: int = (
         nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError | nvmlEventTypePState
@@ -392,6 +400,9 @@ def default_gpus() -> list[FakeGpu]:
             compute_processes=[FakeProcess(4242, 29 * GIB)],
             process_samples=[(4242, SAMPLE_T0_US + 200_000, 95)],
             unsupported={"nvmlDeviceGetFanSpeed"},
+            nvlink_count=18,
+            nvlink_errors={(3, 0): 12, (3, 2): 2, (3, 3): 1},  # link 3: replays, and CRC errors of both kinds
+            remapped_rows=(2, 0, 0, 0),
             # NVML's "utilization" says 95 % (a kernel ran); the SMs tell more
             gpm={
                 NVML_GPM_METRIC_SM_UTIL: 41.5, NVML_GPM_METRIC_SM_OCCUPANCY: 22.0,
@@ -441,6 +452,8 @@ class FakeNvml(ModuleType):
         if not isinstance(handle, c_nvmlDevice_t) or handle.gpu >= len(self.gpus):
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         gpu = self.gpus[handle.gpu]
+        if gpu.lost:
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
         if function in gpu.unsupported:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return gpu
@@ -555,6 +568,29 @@ class FakeNvml(ModuleType):
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: c_nvmlDevice_t) -> int:
         return self._check(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").clocks_event_reasons
+
+    # memory rows and NVLink
+
+    def nvmlDeviceGetRemappedRows(self, device: c_nvmlDevice_t) -> tuple[int, int, int, int]:
+        return self._check(device, "nvmlDeviceGetRemappedRows").remapped_rows
+
+    def _nvlink(self, device: c_nvmlDevice_t, link: int, function: str) -> FakeGpu:
+        gpu = self._check(device, function)
+        if not gpu.nvlink_count:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        if not 0 <= link < gpu.nvlink_count:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return gpu
+
+    def nvmlDeviceGetNvLinkState(self, device: c_nvmlDevice_t, link: int) -> int:
+        gpu = self._nvlink(device, link, "nvmlDeviceGetNvLinkState")
+        return int(link not in gpu.nvlinks_down)
+
+    def nvmlDeviceGetNvLinkErrorCounter(self, device: c_nvmlDevice_t, link: int, counter: int) -> int:
+        gpu = self._nvlink(device, link, "nvmlDeviceGetNvLinkErrorCounter")
+        if counter not in (0, 1, 2, 3):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.nvlink_errors.get((link, counter), 0)
 
     # PCIe link and clocks held back
 
