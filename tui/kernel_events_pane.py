@@ -1,22 +1,30 @@
 """Kernel events: `dmesg | tail` made live, the records that matter in triage named and highlighted.
 
-The kmsg probe classifies (probes.sources.kmsg); times are the kernel's,
-seconds since boot as `dmesg` prints them.
+The kmsg probe classifies (probes.sources.kmsg); each record shows at its
+time of day, as `dmesg -T` prints it. NVML's Xid and ECC events (the gpu
+probe) join them.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any, ClassVar
 
 from rich.text import Text
 
 from probes.contract import ProbeSpec
+from probes.host.nvml_events import GpuEvent
+from probes.sources.gpu import GPU
 from probes.sources.kmsg import KINDS, KMSG, KernelEvent, KmsgView
 
 from .pane import Pane
 
 WAITING = "waiting for the second sample..."
+# NVML's events that belong beside the kernel's errors (clock and power-state changes do not)
+GPU_ERROR_EVENTS = frozenset({"Xid", "ECC double-bit error", "ECC single-bit error"})
+# An NVML Xid and the kernel's line for it are one event when this close (their clocks differ).
+XID_SAME_S = 5.0
 # lines shown: the newest, as dmesg | tail
 TAIL = 6
 
@@ -33,10 +41,28 @@ def event_text(e: KernelEvent, wall_s: float) -> str:
     return f"[{at}] {'earlier ' if e.earlier else ''}{tag}{e.message}"
 
 
+def gpu_event_text(e: GpuEvent) -> str:
+    what = f"Xid {e.data}" if e.kind == "Xid" else e.kind
+    gpu = "?" if e.gpu_index is None else str(e.gpu_index)
+    return f"[{time.strftime('%H:%M:%S', time.localtime(e.wall_ns / 1e9))}] GPU {gpu} {what} (NVML event)"
+
+
+def said_by_the_kernel(e: GpuEvent, kernel: list[tuple[float, KernelEvent]]) -> bool:
+    """An NVML Xid the kernel log also has (its NVRM: Xid line, with the subcodes NVML's event lacks)."""
+    return e.kind == "Xid" and any(
+        k.kind == "xid" and k.xid == e.data and abs(wall_s - e.wall_ns / 1e9) <= XID_SAME_S for wall_s, k in kernel
+    )
+
+
 class KernelEventsPane(Pane):
-    """The newest kernel log records; OOM kills, hung tasks, I/O errors and the like stand out."""
+    """The newest kernel log records; OOM kills, hung tasks, I/O errors and the like stand out.
+
+    NVML's own error events (Xid, ECC) join them in time order, but for an
+    Xid the kernel logged too.
+    """
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = KMSG
+    JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (GPU,)
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "kernel-events-pane--error", "kernel-events-pane--warning", "kernel-events-pane--muted",
@@ -61,12 +87,17 @@ class KernelEventsPane(Pane):
         # OOM kills and lost records seen since orac started showing this source
         self.oom_kills = 0
         self.lost_lines = 0
+        # NVML's error events seen: frames carry only their interval's
+        self.gpu_events: deque[GpuEvent] = deque(maxlen=TAIL)
 
     def on_mount(self) -> None:
         self.border_title = "Kernel events"
 
     def show_view(self, view: KmsgView) -> None:
         self.remove_class("-absent")
+        gpu = self.joined.get(GPU)
+        if gpu is not None:
+            self.gpu_events.extend(e for e in gpu.events if e.kind in GPU_ERROR_EVENTS)
         super().show_view(view)
         self.oom_kills += len(view.oom_kills)
         self.lost_lines += view.lost_lines or 0
@@ -91,15 +122,20 @@ class KernelEventsPane(Pane):
             return Text(WAITING)
         styles = {n: self.get_component_rich_style(f"kernel-events-pane--{n}") for n in ("error", "warning", "muted")}
         tail = 1 if self.screen.has_class("-medium") else TAIL
-        events = list(view.events[-tail:])
-        if not events:
-            return Text("no kernel log records in the last minutes", styles["muted"])
         now_ns = self.shown_wall_ns()
-        lines = []
-        for e in events:
+        kernel = [(view.wall_ns_of(e, now_ns) / 1e9, e) for e in view.events[-tail:]]
+        lines: list[tuple[float, Text]] = []
+        for wall_s, e in kernel:
             if e.kind or e.level <= 3:
                 style = styles["error"] if e.kind in ("oom-kill", "hung-task", "xid", "soft-lockup") or e.level <= 2 else styles["warning"]
             else:
                 style = styles["muted"] if e.earlier else None
-            lines.append(Text(event_text(e, view.wall_ns_of(e, now_ns) / 1e9), style or ""))
-        return Text("\n").join(lines)
+            lines.append((wall_s, Text(event_text(e, wall_s), style or "")))
+        for g in self.gpu_events:
+            if not said_by_the_kernel(g, kernel):
+                style = styles["warning"] if g.kind == "ECC single-bit error" else styles["error"]
+                lines.append((g.wall_ns / 1e9, Text(gpu_event_text(g), style)))
+        if not lines:
+            return Text("no kernel log records in the last minutes", styles["muted"])
+        lines.sort(key=lambda line: line[0])
+        return Text("\n").join(text for _, text in lines[-tail:])
