@@ -82,8 +82,9 @@ def test_gpu_pane_with_mig(snap_compare, monkeypatch: pytest.MonkeyPatch, tmp_pa
     gpus = default_gpus()
     gpus[1].mig_enabled = True
     gpus[1].mig_slots = {
-        0: FakeMig(1, 0, 40 * 1024**3, 12 * 1024**3, [FakeProcess(4242, 11 * 1024**3)]),
-        1: FakeMig(2, 0, 20 * 1024**3, 0),
+        # GPU instance 1 busy (GPM's figures of its own), 2 idle
+        0: FakeMig(1, 0, 40 * 1024**3, 12 * 1024**3, [FakeProcess(4242, 11 * 1024**3)], {2: 61.0, 5: 30.5, 10: 44.0}),
+        1: FakeMig(2, 0, 20 * 1024**3, 0, [], {2: 0.0, 5: 0.0, 10: 0.0}),
     }
     app = GpuApp(gpu_view(monkeypatch, tmp_path, FakeNvml(gpus)), host_view())
     assert snap_compare(app, terminal_size=(110, 24), run_before=settle)

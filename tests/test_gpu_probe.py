@@ -479,10 +479,12 @@ def test_mig_instances_and_their_processes(monkeypatch: pytest.MonkeyPatch, proc
     finally:
         probe.stop()
     assert h100.mig_enabled is True
+    # each GPU instance's own GPM, from its second sample on
     assert h100.mig_instances == (
-        MigInstanceSample(1, 0, 12 * GIB, 40 * GIB, None, None),
-        MigInstanceSample(2, 0, 0, 20 * GIB, None, None),
+        MigInstanceSample(1, 0, 12 * GIB, 40 * GIB, None, None, GpmSample()),
+        MigInstanceSample(2, 0, 0, 20 * GIB, None, None, GpmSample()),
     )
+    assert h100.gpm == GpmSample(problem=gpm.MIG_GPM)
     # a GPU in MIG mode has no utilization of its own
     assert (h100.sm_util_percent, h100.memory_util_percent) == (None, None)
     (process,) = h100.processes
@@ -490,6 +492,31 @@ def test_mig_instances_and_their_processes(monkeypatch: pytest.MonkeyPatch, proc
         5000, 11 * GIB, 1, 0,
     )
     assert process.sm_util_percent is None
+
+
+def test_mig_gpu_instances_have_their_own_gpm_and_give_it_back_when_gone(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
+    gpus = default_gpus()
+    gpus[1].mig_enabled = True
+    gpus[1].mig_slots = {
+        0: FakeMig(1, 0, 40 * GIB, 12 * GIB, [], {fake_nvml.NVML_GPM_METRIC_SM_UTIL: 61.0}),
+        3: FakeMig(2, 0, 20 * GIB, 0, [], {fake_nvml.NVML_GPM_METRIC_SM_UTIL: 0.0}),
+    }
+    fake = install(monkeypatch, FakeNvml(gpus))
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    try:
+        probe.sample()
+        busy, idle = probe.sample().devices[1].mig_instances
+        assert busy.gpm is not None and (busy.gpm.sm_activity_percent, busy.gpm.tensor_activity_percent) == (61.0, None)
+        assert idle.gpm is not None and idle.gpm.sm_activity_percent == 0.0
+        held = len(fake.gpm_samples)
+        # MIG reconfigured: GPU instance 2 destroyed
+        del gpus[1].mig_slots[3]
+        (left,) = probe.sample().devices[1].mig_instances
+        assert left.gpu_instance_id == 1 and len(fake.gpm_samples) == held - 2
+    finally:
+        probe.stop()
+    assert fake.gpm_samples == []
 
 
 def test_start_twice_inits_once_and_stop_shuts_down(fake: FakeNvml, proc: Path) -> None:

@@ -235,6 +235,33 @@ def test_gpu_names_its_busiest_process() -> None:
     assert (c.contributor.pid, c.contributor.name, c.contributor.figure) == (2002, "python3", "95 % SM")
 
 
+def test_gpu_faults_lead_its_cell() -> None:
+    import dataclasses
+
+    from probes.host.gpm import GpmSample
+    from probes.host.nvml_events import GpuEvent
+    from probes.sources.gpu import NvLinkSample
+
+    base = gpu()
+    device = base.devices[0]
+    quiet = cell(views(gpu=base), "gpu 0")
+    # without GPM, NVML's figure is named for what it is
+    assert (quiet.state, quiet.summary) == (State.OK, "GPU0 ok: 97 % busy")
+    active = dataclasses.replace(base, devices=(dataclasses.replace(device, gpm=GpmSample(sm_activity_percent=41.6)),))
+    assert cell(views(gpu=active), "gpu 0").summary == "GPU0 ok: 42 % SM active"
+    links = tuple(NvLinkSample(i, i != 3, 0, 0, 0) for i in range(18))
+    for changed, events, state, summary in (
+        (dict(lost=True), (), State.ERROR, "GPU0 error: fell off the bus (NVML: GPU lost)"),
+        ({}, (GpuEvent(0, 0, "Xid", 79), GpuEvent(0, 1, "Xid", 31)), State.ERROR, "GPU0 error: Xid 79"),
+        (dict(nvlinks=links), (), State.ERROR, "GPU0 error: NVLink 3 down"),
+        (dict(remap_pending=True), (), State.WARNING, "GPU0 warning: memory row remap pending: reset the GPU"),
+        (dict(pcie_link_width=8, pcie_link_width_max=16), (), State.WARNING, "GPU0 warning: PCIe link x8 of x16"),
+    ):
+        view = dataclasses.replace(base, devices=(dataclasses.replace(device, **changed),), events=events)
+        c = cell(views(gpu=view), "gpu 0")
+        assert (c.state, c.summary) == (state, summary)
+
+
 def test_no_gpu_view_is_no_gpu_cell() -> None:
     assert not [c for c in verdict(BASE) if c.resource.startswith("gpu")]
 

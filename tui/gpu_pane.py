@@ -315,12 +315,22 @@ class GpuDevices(Widget):
         # GPU instance.compute instance, as the process rows write it too
         ids = f"{_value(m.gpu_instance_id, '')}.{_value(m.compute_instance_id, '')}"
         memory = _used_of_total(m.memory_used_bytes, m.memory_total_bytes)
-        return Text.assemble(
+        line = Text.assemble(
             ("  MIG GI.CI ", s["label"]), f"{ids:<5} ",
             *self._bar("VRAM", _share(m.memory_used_bytes, m.memory_total_bytes), memory, bar_width, s["vram"], s),
-            ("  SM ", s["label"]), _value(m.sm_util_percent, "%"),
-            ("  MEM ", s["label"]), _value(m.memory_util_percent, "%"),
         )
+        gpm = m.gpm
+        if gpm is not None and gpm.sm_activity_percent is not None:
+            # its GPU instance's own counters
+            return line.append_text(Text.assemble(
+                ("  SM ", s["label"]), _value(gpm.sm_activity_percent, "%"),
+                ("  TENSOR ", s["label"]), _value(gpm.tensor_activity_percent, "%"),
+                ("  DRAM ", s["label"]), _value(gpm.dram_bw_percent, "%"),
+            ))
+        return line.append_text(Text.assemble(
+            ("  BUSY ", s["label"]), _value(m.sm_util_percent, "%"),
+            ("  MEM ", s["label"]), _value(m.memory_util_percent, "%"),
+        ))
 
 
 class GpuPane(Pane):

@@ -44,6 +44,7 @@ NOT_SUPPORTED = "not on this GPU (Hopper or newer)"
 OLD_DRIVER = "not in this driver or nvidia-ml-py (driver 520 or newer)"
 IN_USE = "counters held by another profiler (DCGM, Nsight): no figures rather than wrong ones"
 NO_PERMISSION = "needs root"
+MIG_GPM = "by MIG instance, on the MIG lines"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +84,13 @@ def _problem(nvml: ModuleType, exc: Exception) -> str:
 
 
 class GpmReader:
-    """GPM metrics of one GPU (`handle`), from the previous read to this one."""
+    """GPM metrics of one GPU (`handle`), or of one of its MIG GPU instances, from the previous read to this one."""
 
-    def __init__(self, nvml: ModuleType, handle: Any) -> None:
+    def __init__(self, nvml: ModuleType, handle: Any, gpu_instance_id: int | None = None) -> None:
         self._nvml = nvml
         self._handle = handle
+        # a MIG GPU instance's own counters (nvmlGpmMigSampleGet) rather than the whole GPU's
+        self._gpu_instance_id = gpu_instance_id
         self._samples: list[Any] = []
         self._have_previous = False
         # why this GPU gives no GPM figures at all; "" while it does
@@ -111,7 +114,10 @@ class GpmReader:
         nvml = self._nvml
         previous, current = self._samples
         try:
-            nvml.nvmlGpmSampleGet(self._handle, current)
+            if self._gpu_instance_id is None:
+                nvml.nvmlGpmSampleGet(self._handle, current)
+            else:
+                nvml.nvmlGpmMigSampleGet(self._handle, self._gpu_instance_id, current)
         except nvml.NVMLError as exc:
             # A held counter or a lost GPU may pass: asked again next tick, from scratch.
             self._have_previous = False

@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from probes.contract import Views
+from probes.host.nvml_events import GpuEvent
 from probes.model.histograms import LatencyBucket
 from probes.sources.cgroups import CGROUPS, CgroupCpuView
 from probes.sources.disks import DISKS, DiskView
@@ -425,7 +426,8 @@ class DisksRule:
 
 
 class GpusRule:
-    """Each GPU: throttle reasons and ECC errors, with SM utilisation; its busiest process.
+    """Each GPU: faults (lost, Xid, NVLink down, PCIe link narrowed, memory rows), throttle reasons and
+    ECC errors, with its SM activity (GPM) or NVML's busy figure; its busiest process.
 
     No GPU view (no NVIDIA GPU or driver here) is no resource, not a grey cell on every box.
     """
@@ -434,11 +436,34 @@ class GpusRule:
         gpu = views.get(GPU)
         if gpu is None:
             return []
-        return [self._cell(d, views, thresholds) for d in gpu.devices]
+        return [self._cell(d, views, thresholds, gpu.events) for d in gpu.devices]
 
-    def _cell(self, device: GpuDeviceView, views: Views, thresholds: Mapping[str, Threshold]) -> Cell:
+    @staticmethod
+    def _faults(device: GpuDeviceView, events: Sequence[GpuEvent]) -> list[tuple[State, str]]:
+        """What is broken, not slow: a GPU off the bus, an Xid, a link down or narrowed, memory rows."""
+        faults: list[tuple[State, str]] = []
+        if device.lost:
+            faults.append((State.ERROR, "fell off the bus (NVML: GPU lost)"))
+        faults.extend(
+            (State.ERROR, f"Xid {e.data}") for e in events if e.kind == "Xid" and e.gpu_index == device.index
+        )
+        down = [link.link for link in device.nvlinks if link.active is False]
+        if down:
+            faults.append((State.ERROR, f"NVLink {', '.join(map(str, down))} down"))
+        if device.remap_failed:
+            faults.append((State.ERROR, "memory row remapping failed"))
+        elif device.remap_pending:
+            faults.append((State.WARNING, "memory row remap pending: reset the GPU"))
+        width, widest = device.pcie_link_width, device.pcie_link_width_max
+        if width is not None and widest and width < widest:
+            faults.append((State.WARNING, f"PCIe link x{width} of x{widest}"))
+        return faults
+
+    def _cell(
+        self, device: GpuDeviceView, views: Views, thresholds: Mapping[str, Threshold], events: Sequence[GpuEvent]
+    ) -> Cell:
         label = f"GPU{device.index}"
-        signals: list[tuple[State, str]] = []
+        signals: list[tuple[State, str]] = self._faults(device, events)
         if device.throttle_reasons is not None:
             held = [(GPU_THROTTLE_STATES[r], r) for r in device.throttle_reasons if r in GPU_THROTTLE_STATES]
             signals.extend(held or [(State.OK, "not throttled")])
@@ -449,7 +474,12 @@ class GpusRule:
             if count is not None:
                 signals.append((thresholds[key].state(count), f"{count} {words}"))
         state, figures = _worst(signals)
-        sm = f"{device.sm_util_percent} % SM" if device.sm_util_percent is not None else "SM unknown"
+        gpm = device.gpm.sm_activity_percent if device.gpm is not None else None
+        if gpm is not None:
+            sm = f"{gpm:.0f} % SM active"
+        else:
+            # NVML's figure: the share of time a kernel ran, not how much of the SMs it used
+            sm = f"{device.sm_util_percent} % busy" if device.sm_util_percent is not None else "SM unknown"
         if state is State.NO_DATA:
             return Cell(f"gpu {device.index}", label, state, f"{label}: {sm}, NVML reports no throttle or ECC state", "no data")
         shown = figures[:2] if state > State.OK else [sm]

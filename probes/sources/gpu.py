@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
-from probes.host.gpm import GpmReader, GpmSample
+from probes.host.gpm import MIG_GPM, GpmReader, GpmSample
 from probes.host.nvml_events import GpuEvent, NvmlEventWatcher
 from probes.host.procfs import read_text
 
@@ -114,6 +114,8 @@ class MigInstanceSample:
     # NVML's utilization of this instance's own handle; most GPUs refuse it
     sm_util_percent: int | None
     memory_util_percent: int | None
+    # GPM's figures for its GPU instance (compute instances of one GPU instance share them)
+    gpm: GpmSample | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,10 +455,14 @@ class NvmlPidMap:
 class _Device:
     """What the probe keeps per GPU between ticks (never in a sample)."""
 
-    __slots__ = ("gpm", "handle", "index", "last_seen_us", "lost", "name", "nvlinks", "ticks", "unsupported", "uuid")
+    __slots__ = (
+        "gpm", "handle", "index", "last_seen_us", "lost", "mig_gpm", "name", "nvlinks", "ticks", "unsupported", "uuid",
+    )
 
     def __init__(self, index: int, handle: Any, name: str, uuid: str) -> None:
         self.gpm: GpmReader | None = None
+        # GPU instance id -> its GPM reader, while that instance exists
+        self.mig_gpm: dict[int, GpmReader] = {}
         self.lost = False
         # the last NVLink reading, and the ticks sampled (NVLinks are read every NVLINK_EVERY)
         self.nvlinks: tuple[NvLinkSample, ...] = ()
@@ -609,8 +615,9 @@ class GpuProbe:
             self._events.stop()
             self._events = None
         for dev in self._devices:
-            if dev.gpm is not None:
-                dev.gpm.close()
+            for reader in (dev.gpm, *dev.mig_gpm.values()):
+                if reader is not None:
+                    reader.close()
         self._devices = []
         try:
             nvml.nvmlShutdown()
@@ -666,7 +673,11 @@ class GpuProbe:
         else:
             self._running(dev, h, "", running)
         sm_by_pid = self._process_sm(nvml, dev)
-        gpm = dev.gpm.read() if dev.gpm is not None else None
+        if dev.gpm is not None and mig_enabled and not dev.gpm.unavailable:
+            # A GPU in MIG mode is measured by GPU instance (on its MIG lines), not as a whole.
+            gpm: GpmSample | None = GpmSample(problem=MIG_GPM)
+        else:
+            gpm = dev.gpm.read() if dev.gpm is not None else None
         link = [
             get(dev, key, query, h)
             for key, query in (
@@ -783,6 +794,7 @@ class GpuProbe:
         get = self._get
         instances = []
         handles = []
+        gpm_now: dict[int, GpmSample] = {}
         for slot in range(get(dev, "mig_count", nvml.nvmlDeviceGetMaxMigDeviceCount, dev.handle) or 0):
             try:
                 h = nvml.nvmlDeviceGetMigDeviceHandleByIndex(dev.handle, slot)
@@ -792,16 +804,28 @@ class GpuProbe:
             handles.append(h)
             memory = get(dev, "mig.memory", nvml.nvmlDeviceGetMemoryInfo, h)
             util = get(dev, "mig.utilization", nvml.nvmlDeviceGetUtilizationRates, h)
+            gpu_instance = get(dev, "mig.gpu_instance", nvml.nvmlDeviceGetGpuInstanceId, h)
+            if gpu_instance is not None and gpu_instance not in gpm_now and dev.gpm is not None and not (
+                dev.gpm.unavailable
+            ):
+                reader = dev.mig_gpm.get(gpu_instance)
+                if reader is None:
+                    reader = dev.mig_gpm[gpu_instance] = GpmReader(nvml, dev.handle, gpu_instance)
+                gpm_now[gpu_instance] = reader.read()
             instances.append(
                 MigInstanceSample(
-                    gpu_instance_id=get(dev, "mig.gpu_instance", nvml.nvmlDeviceGetGpuInstanceId, h),
+                    gpu_instance_id=gpu_instance,
                     compute_instance_id=get(dev, "mig.compute_instance", nvml.nvmlDeviceGetComputeInstanceId, h),
                     memory_used_bytes=None if memory is None else memory.used,
                     memory_total_bytes=None if memory is None else memory.total,
                     sm_util_percent=None if util is None else util.gpu,
                     memory_util_percent=None if util is None else util.memory,
+                    gpm=gpm_now.get(gpu_instance) if gpu_instance is not None else None,
                 )
             )
+        # An instance gone (MIG reconfigured): its GPM samples go back to the driver.
+        for gone in set(dev.mig_gpm) - set(gpm_now):
+            dev.mig_gpm.pop(gone).close()
         return tuple(instances), handles
 
     def _running(self, dev: _Device, handle: Any, key: str, out: dict[int, _ProcessAcc]) -> None:

@@ -214,6 +214,7 @@ class c_nvmlGpmSample_t:
 
     def __init__(self) -> None:
         self.gpu: int | None = None
+        self.gpu_instance: int | None = None  # taken by nvmlGpmMigSampleGet for this GPU instance
         self.taken = 0
         self.freed = False
 
@@ -294,6 +295,8 @@ class FakeMig:
     memory_total_bytes: int
     memory_used_bytes: int
     compute_processes: list[FakeProcess] = field(default_factory=list)
+    # GPM of its GPU instance (nvmlGpmMigSampleGet): metric id -> value
+    gpm: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -645,7 +648,21 @@ class FakeNvml(ModuleType):
         if gpmSample.freed:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         self.gpm_samples_taken += 1
-        gpmSample.gpu, gpmSample.taken = device.gpu, self.gpm_samples_taken
+        gpmSample.gpu, gpmSample.gpu_instance, gpmSample.taken = device.gpu, None, self.gpm_samples_taken
+        return gpmSample
+
+    def nvmlGpmMigSampleGet(
+        self, device: c_nvmlDevice_t, gpuInstanceId: int, gpmSample: c_nvmlGpmSample_t
+    ) -> c_nvmlGpmSample_t:
+        gpu = self._check(device, "nvmlGpmMigSampleGet")
+        if gpu.gpm is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        if not gpu.mig_enabled or not any(m.gpu_instance_id == gpuInstanceId for m in gpu.mig_slots.values()):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        if gpmSample.freed:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        self.gpm_samples_taken += 1
+        gpmSample.gpu, gpmSample.gpu_instance, gpmSample.taken = device.gpu, gpuInstanceId, self.gpm_samples_taken
         return gpmSample
 
     def nvmlGpmMetricsGet(self, metricsGet: c_nvmlGpmMetricsGet_t) -> c_nvmlGpmMetricsGet_t:
@@ -653,9 +670,15 @@ class FakeNvml(ModuleType):
         if metricsGet.version != NVML_GPM_METRICS_GET_VERSION or first is None or second is None:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         # two samples of one GPU, the second taken after the first
-        if first.gpu is None or first.gpu != second.gpu or not first.taken < second.taken:
+        if first.gpu is None or (first.gpu, first.gpu_instance) != (second.gpu, second.gpu_instance):
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-        gpm = self.gpus[first.gpu].gpm or {}
+        if not first.taken < second.taken:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        gpu = self.gpus[first.gpu]
+        if first.gpu_instance is None:
+            gpm = gpu.gpm or {}
+        else:
+            gpm = next(m.gpm for m in gpu.mig_slots.values() if m.gpu_instance_id == first.gpu_instance)
         for metric in metricsGet.metrics[: metricsGet.numMetrics]:
             if metric.metricId in gpm:
                 metric.nvmlReturn, metric.value = NVML_SUCCESS, gpm[metric.metricId]
