@@ -194,6 +194,14 @@ async def test_a_lost_gpu_and_a_link_down_are_said(monkeypatch: pytest.MonkeyPat
         assert "NVML says this GPU is lost (it fell off the bus)" in text
         assert "rows remapped corr 2 uncorr 0 pending: reset the GPU  NVLink 17/18 up (down: 5)" in text
         assert "errors replay 12 recovery 0 CRC 3" in text
+    old = dataclasses.replace(a6000, remapped_rows_correctable=None, retired_pages_single_bit=2, retired_pages_double_bit=1,
+                              retire_pending=True)
+    app = GpuApp(dataclasses.replace(view, devices=(old, h100)), host_view())
+    async with mounted(app, (160, 30)):
+        text = str(app.query_one(GpuPane).devices.render())
+        assert "pages retired single-bit 2 double-bit 1 pending: reset the GPU" in text
+        # the tensor pipes, where tensor work ran
+        assert "HMMA 12% IMMA 0% DFMA 0%" in text
 
 
 async def test_enter_on_a_process_row_asks_for_the_process_screen(

@@ -243,7 +243,8 @@ def test_gpm_figures_come_from_two_samples_and_each_metric_says_if_it_was_measur
     probe.sample()
     h100 = probe.sample().devices[1].gpm
     assert h100 == GpmSample(
-        sm_activity_percent=41.5, sm_occupancy_percent=22.0, tensor_activity_percent=12.25, dram_bw_percent=63.0,
+        sm_activity_percent=41.5, sm_occupancy_percent=22.0, tensor_activity_percent=12.25,
+        dfma_tensor_percent=0.0, hmma_tensor_percent=12.0, imma_tensor_percent=0.25, dram_bw_percent=63.0,
         fp64_percent=0.0, fp32_percent=8.0, fp16_percent=1.5, pcie_tx_mib_per_s=0.5, pcie_rx_mib_per_s=2.0,
         nvlink_rx_mib_per_s=51_200.0, nvlink_tx_mib_per_s=50_176.0,
     )
@@ -339,6 +340,26 @@ def test_nvlinks_are_read_every_few_ticks_and_a_link_down_is_seen(fake: FakeNvml
     assert again[5].active is False and again[4].active is True
     # a GPU without NVLink has none, and is not asked again
     assert probe.sample().devices[0].nvlinks == ()
+
+
+def test_a_gpu_before_ampere_counts_retired_pages_instead_of_remapped_rows(
+    monkeypatch: pytest.MonkeyPatch, proc: Path
+) -> None:
+    gpus = default_gpus()
+    gpus[0].unsupported.add("nvmlDeviceGetRemappedRows")
+    gpus[0].retired_pages = {0: [0x1000, 0x2000], 1: [0x3000]}
+    gpus[0].retire_pending = 1
+    install(monkeypatch, FakeNvml(gpus))
+    probe = GpuProbe(proc=str(proc))
+    probe.start()
+    try:
+        old, ampere = probe.sample().devices
+    finally:
+        probe.stop()
+    assert (old.remapped_rows_correctable, old.retired_pages_single_bit, old.retired_pages_double_bit) == (None, 2, 1)
+    assert old.retire_pending is True
+    # a GPU that remaps rows is not asked for retired pages
+    assert (ampere.remapped_rows_correctable, ampere.retired_pages_single_bit) == (2, None)
 
 
 def test_a_gpu_that_fell_off_the_bus_says_so_and_the_other_goes_on(fake: FakeNvml, probe: GpuProbe) -> None:

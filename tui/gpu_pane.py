@@ -231,14 +231,23 @@ class GpuDevices(Widget):
                 line.append("waiting for a second sample" if gpm is not None else "not in this recording", s["muted"])
             return line.append("; BUSY: time any kernel ran", s["muted"])
         # BUSY is NVML's figure (a kernel ran), beside GPM's: far apart, the work is small or stuck.
-        return Text.assemble(
+        line = Text.assemble(
             ("occupancy ", s["label"]), _value(gpm.sm_occupancy_percent, "%"),
             ("  FP16 ", s["label"]), _value(gpm.fp16_percent, "%"),
             (" FP32 ", s["label"]), _value(gpm.fp32_percent, "%"),
             (" FP64 ", s["label"]), _value(gpm.fp64_percent, "%"),
             ("  BUSY ", s["label"]), _value(d.sm_util_percent, "%"),
-            ("  NVLink ", s["label"]), f"rx {_mib(gpm.nvlink_rx_mib_per_s)}/s tx {_mib(gpm.nvlink_tx_mib_per_s)}/s",
         )
+        if gpm.tensor_activity_percent:
+            # which tensor pipes: half precision (HMMA), integer (IMMA), double (DFMA)
+            line.append_text(Text.assemble(
+                ("  HMMA ", s["label"]), _value(gpm.hmma_tensor_percent, "%"),
+                (" IMMA ", s["label"]), _value(gpm.imma_tensor_percent, "%"),
+                (" DFMA ", s["label"]), _value(gpm.dfma_tensor_percent, "%"),
+            ))
+        return line.append_text(Text.assemble(
+            ("  NVLink ", s["label"]), f"rx {_mib(gpm.nvlink_rx_mib_per_s)}/s tx {_mib(gpm.nvlink_tx_mib_per_s)}/s",
+        ))
 
     @staticmethod
     def _ecc(d: GpuDeviceView, s: dict[str, Style]) -> Text:
@@ -252,13 +261,21 @@ class GpuDevices(Widget):
     @staticmethod
     def _health(d: GpuDeviceView, s: dict[str, Style]) -> Text:
         """Memory rows remapped to spares, and the NVLinks: up, and their error counters."""
-        line = Text("rows remapped ", s["label"])
-        line.append(f"corr {_value(d.remapped_rows_correctable, '')} uncorr ")
-        line.append(_value(d.remapped_rows_uncorrectable, ""), s["error"] if d.remapped_rows_uncorrectable else Style())
-        if d.remap_failed:
-            line.append(" remapping failed", s["error"])
-        elif d.remap_pending:
-            line.append(" pending: reset the GPU", s["warning"])
+        if d.remapped_rows_correctable is None and d.retired_pages_single_bit is not None:
+            # before Ampere: pages retired, not rows remapped
+            line = Text("pages retired ", s["label"])
+            line.append(f"single-bit {d.retired_pages_single_bit} double-bit ")
+            line.append(str(d.retired_pages_double_bit), s["error"] if d.retired_pages_double_bit else Style())
+            if d.retire_pending:
+                line.append(" pending: reset the GPU", s["warning"])
+        else:
+            line = Text("rows remapped ", s["label"])
+            line.append(f"corr {_value(d.remapped_rows_correctable, '')} uncorr ")
+            line.append(_value(d.remapped_rows_uncorrectable, ""), s["error"] if d.remapped_rows_uncorrectable else Style())
+            if d.remap_failed:
+                line.append(" remapping failed", s["error"])
+            elif d.remap_pending:
+                line.append(" pending: reset the GPU", s["warning"])
         line.append("  NVLink ", s["label"])
         if not d.nvlinks:
             return line.append("none", s["muted"])

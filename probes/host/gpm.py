@@ -28,6 +28,9 @@ METRIC_IDS: dict[str, int] = {
     "sm_activity_percent": 2,  # NVML_GPM_METRIC_SM_UTIL: share of SMs busy
     "sm_occupancy_percent": 3,  # NVML_GPM_METRIC_SM_OCCUPANCY: warps resident of the maximum
     "tensor_activity_percent": 5,  # NVML_GPM_METRIC_ANY_TENSOR_UTIL
+    "dfma_tensor_percent": 6,  # NVML_GPM_METRIC_DFMA_TENSOR_UTIL: FP64 tensor
+    "hmma_tensor_percent": 7,  # NVML_GPM_METRIC_HMMA_TENSOR_UTIL: FP16/BF16 tensor
+    "imma_tensor_percent": 9,  # NVML_GPM_METRIC_IMMA_TENSOR_UTIL: integer tensor
     "dram_bw_percent": 10,  # NVML_GPM_METRIC_DRAM_BW_UTIL
     "fp64_percent": 11,  # NVML_GPM_METRIC_FP64_UTIL (non-tensor)
     "fp32_percent": 12,  # NVML_GPM_METRIC_FP32_UTIL
@@ -59,6 +62,9 @@ class GpmSample:
     sm_activity_percent: float | None = None
     sm_occupancy_percent: float | None = None
     tensor_activity_percent: float | None = None
+    dfma_tensor_percent: float | None = None
+    hmma_tensor_percent: float | None = None
+    imma_tensor_percent: float | None = None
     dram_bw_percent: float | None = None
     fp64_percent: float | None = None
     fp32_percent: float | None = None

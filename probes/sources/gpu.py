@@ -86,6 +86,8 @@ _NVML_DEVICE_MIG_ENABLE = 1
 _NVML_NVLINK_MAX_LINKS = 36
 # NVML_NVLINK_ERROR_DL_REPLAY, _RECOVERY, _CRC_FLIT, _CRC_DATA
 _NVLINK_ERROR_COUNTERS = (0, 1, 2, 3)
+# NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, _DOUBLE_BIT_ECC_ERROR
+_PAGE_RETIREMENT_CAUSES = (0, 1)
 # NVLink state and errors change slowly and cost 5 NVML calls a link (18 links on an H100): every 5th tick.
 NVLINK_EVERY = 5
 # nvidia-ml-py's NVML_PERF_POLICY_*: what nvmlDeviceGetViolationStatus counts time held back by
@@ -199,6 +201,11 @@ class GpuDeviceSample:
     remapped_rows_uncorrectable: int | None = None
     remap_pending: bool | None = None
     remap_failed: bool | None = None
+    # before Ampere, pages retired instead (nvmlDeviceGetRetiredPages): for many single-bit errors,
+    # for a double-bit one; a pending retirement needs a reboot or GPU reset
+    retired_pages_single_bit: int | None = None
+    retired_pages_double_bit: int | None = None
+    retire_pending: bool | None = None
     # its NVLinks (none without NVLink), read every NVLINK_EVERY ticks: the same tuple in between
     nvlinks: tuple[NvLinkSample, ...] = ()
     # NVML said the GPU is lost (fell off the bus): the None fields are that, not "not supported"
@@ -255,6 +262,9 @@ class GpuDeviceView:
     remapped_rows_uncorrectable: int | None = None
     remap_pending: bool | None = None
     remap_failed: bool | None = None
+    retired_pages_single_bit: int | None = None
+    retired_pages_double_bit: int | None = None
+    retire_pending: bool | None = None
     nvlinks: tuple[NvLinkSample, ...] = ()
     lost: bool = False
 
@@ -372,6 +382,9 @@ def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
                 remapped_rows_uncorrectable=d.remapped_rows_uncorrectable,
                 remap_pending=d.remap_pending,
                 remap_failed=d.remap_failed,
+                retired_pages_single_bit=d.retired_pages_single_bit,
+                retired_pages_double_bit=d.retired_pages_double_bit,
+                retire_pending=d.retire_pending,
                 nvlinks=d.nvlinks,
                 lost=d.lost,
             )
@@ -688,6 +701,15 @@ class GpuProbe:
             )
         ]
         remapped = get(dev, "remapped_rows", nvml.nvmlDeviceGetRemappedRows, h)
+        retired: list[int | None] = [None, None]
+        retire_pending = None
+        if remapped is None and "remapped_rows" in dev.unsupported:
+            # a GPU before Ampere retires whole pages instead of remapping rows
+            for i, cause in enumerate(_PAGE_RETIREMENT_CAUSES):
+                pages = get(dev, f"retired_pages.{cause}", nvml.nvmlDeviceGetRetiredPages, h, cause)
+                retired[i] = None if pages is None else len(pages)
+            pending = get(dev, "retired_pending", nvml.nvmlDeviceGetRetiredPagesPendingStatus, h)
+            retire_pending = None if pending is None else bool(pending)
         if dev.ticks % NVLINK_EVERY == 0:
             dev.nvlinks = self._nvlinks(nvml, dev)
         dev.ticks += 1
@@ -731,6 +753,9 @@ class GpuProbe:
             remapped_rows_uncorrectable=None if remapped is None else remapped[1],
             remap_pending=None if remapped is None else bool(remapped[2]),
             remap_failed=None if remapped is None else bool(remapped[3]),
+            retired_pages_single_bit=retired[0],
+            retired_pages_double_bit=retired[1],
+            retire_pending=retire_pending,
             nvlinks=dev.nvlinks,
             lost=dev.lost,
         )

@@ -193,6 +193,9 @@ NVML_GPM_SUPPORT_VERSION = 1
 NVML_GPM_METRIC_SM_UTIL = 2
 NVML_GPM_METRIC_SM_OCCUPANCY = 3
 NVML_GPM_METRIC_ANY_TENSOR_UTIL = 5
+NVML_GPM_METRIC_DFMA_TENSOR_UTIL = 6
+NVML_GPM_METRIC_HMMA_TENSOR_UTIL = 7
+NVML_GPM_METRIC_IMMA_TENSOR_UTIL = 9
 NVML_GPM_METRIC_DRAM_BW_UTIL = 10
 NVML_GPM_METRIC_FP64_UTIL = 11
 NVML_GPM_METRIC_FP32_UTIL = 12
@@ -262,6 +265,8 @@ class c_nvmlEventSet_t:
         self.freed = False
 
 
+NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS = 0
+NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = 1
 NVML_PERF_POLICY_POWER = 0
 NVML_PERF_POLICY_THERMAL = 1
 NVML_PERF_POLICY_SYNC_BOOST = 2
@@ -340,6 +345,9 @@ class FakeGpu:
     violation_readings: int = 0
     # nvmlDeviceGetRemappedRows: correctable, uncorrectable, pending, failure occurred
     remapped_rows: tuple[int, int, int, int] = (0, 0, 0, 0)
+    # before Ampere (nvmlDeviceGetRemappedRows unsupported): page addresses retired, by cause; pending
+    retired_pages: dict[int, list[int]] = field(default_factory=dict)
+    retire_pending: int = 0
     # NVLinks: how many, those down, and (link, NVML_NVLINK_ERROR_DL_*) -> count
     nvlink_count: int = 0
     nvlinks_down: set[int] = field(default_factory=set)
@@ -409,7 +417,9 @@ def default_gpus() -> list[FakeGpu]:
             # NVML's "utilization" says 95 % (a kernel ran); the SMs tell more
             gpm={
                 NVML_GPM_METRIC_SM_UTIL: 41.5, NVML_GPM_METRIC_SM_OCCUPANCY: 22.0,
-                NVML_GPM_METRIC_ANY_TENSOR_UTIL: 12.25, NVML_GPM_METRIC_DRAM_BW_UTIL: 63.0,
+                NVML_GPM_METRIC_ANY_TENSOR_UTIL: 12.25, NVML_GPM_METRIC_HMMA_TENSOR_UTIL: 12.0,
+                NVML_GPM_METRIC_IMMA_TENSOR_UTIL: 0.25, NVML_GPM_METRIC_DFMA_TENSOR_UTIL: 0.0,
+                NVML_GPM_METRIC_DRAM_BW_UTIL: 63.0,
                 NVML_GPM_METRIC_FP64_UTIL: 0.0, NVML_GPM_METRIC_FP32_UTIL: 8.0, NVML_GPM_METRIC_FP16_UTIL: 1.5,
                 NVML_GPM_METRIC_PCIE_TX_PER_SEC: 0.5, NVML_GPM_METRIC_PCIE_RX_PER_SEC: 2.0,
                 NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC: 51_200.0, NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC: 50_176.0,
@@ -576,6 +586,15 @@ class FakeNvml(ModuleType):
 
     def nvmlDeviceGetRemappedRows(self, device: c_nvmlDevice_t) -> tuple[int, int, int, int]:
         return self._check(device, "nvmlDeviceGetRemappedRows").remapped_rows
+
+    def nvmlDeviceGetRetiredPages(self, device: c_nvmlDevice_t, sourceFilter: int) -> list[int]:
+        gpu = self._check(device, "nvmlDeviceGetRetiredPages")
+        if sourceFilter not in (NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return list(gpu.retired_pages.get(sourceFilter, []))
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, device: c_nvmlDevice_t) -> int:
+        return self._check(device, "nvmlDeviceGetRetiredPagesPendingStatus").retire_pending
 
     def _nvlink(self, device: c_nvmlDevice_t, link: int, function: str) -> FakeGpu:
         gpu = self._check(device, function)
