@@ -68,6 +68,8 @@ def test_a_run_on_the_fake_records_reads_back_checks_and_screenshots(
             phases.append(check.Phase(name, start, time.time_ns()))
         return phases
 
+    # ticks a second apart: a settling time of the script's 2 s would leave a loaded machine one tick a phase
+    monkeypatch.setattr(check, "SETTLE_S", 0.5)
     monkeypatch.setattr(check, "run_workload", workload)
     monkeypatch.setattr(check, "step", lambda title, command, env=None: 0)
     monkeypatch.setattr("sys.argv", ["gpu_hardware_check", "--out", str(tmp_path)])

@@ -297,6 +297,19 @@ def test_events_come_as_they_happen_with_their_gpu_and_xid(fake: FakeNvml, probe
     assert fake.event_sets == []
 
 
+def test_a_lost_gpu_is_an_event_and_the_others_still_send(fake: FakeNvml, probe: GpuProbe) -> None:
+    fake.fire(1, fake_nvml.nvmlEventTypeXidCriticalError, 79)
+    fake.gpus[0].lost = True
+    events = wait_for_events(probe, 2)
+    assert [(e.gpu_index, e.kind) for e in events] == [(1, "Xid"), (None, "GPU lost")]
+    fake.fire(1, fake_nvml.nvmlEventTypeDoubleBitEccError)
+    (ecc,) = wait_for_events(probe, 1)
+    assert (ecc.gpu_index, ecc.kind) == (1, "ECC double-bit error")
+    # the lost GPU is said once, not every wait
+    time.sleep(0.6)
+    assert probe.sample().events == ()
+
+
 def test_a_gpu_without_events_is_said_and_the_others_still_send(monkeypatch: pytest.MonkeyPatch, proc: Path) -> None:
     gpus = default_gpus()
     gpus[0].supported_events = 0
@@ -535,6 +548,10 @@ def test_mig_gpu_instances_have_their_own_gpm_and_give_it_back_when_gone(monkeyp
         del gpus[1].mig_slots[3]
         (left,) = probe.sample().devices[1].mig_instances
         assert left.gpu_instance_id == 1 and len(fake.gpm_samples) == held - 2
+        # MIG turned off: the instance's samples go back, and the GPU starts an interval of its own
+        gpus[1].mig_enabled = False
+        whole = probe.sample().devices[1]
+        assert whole.gpm == GpmSample() and len(fake.gpm_samples) == 2
     finally:
         probe.stop()
     assert fake.gpm_samples == []

@@ -20,7 +20,7 @@ from textual.widgets import DataTable
 
 from probes.contract import ProbeSpec, Unavailable
 from probes.host.gpm import IN_USE
-from probes.host.nvml_events import ALL_GPUS, GpuEvent
+from probes.host.nvml_events import ALL_GPUS, SERIOUS, GpuEvent
 from probes.sources.gpu import (
     GPU,
     GpuDeviceView,
@@ -37,8 +37,6 @@ from .pane import Pane
 from .process_table import ProcessTable
 from .system_panes import WAITING, bar
 
-# NVML events in the error colour: the GPU or its memory failed
-SERIOUS_EVENTS = frozenset({"Xid", "ECC double-bit error"})
 RECENT_EVENTS = 4
 
 # Throttle reasons that say nothing is wrong: an idle GPU, or clocks someone set.
@@ -120,8 +118,11 @@ class GpuDevices(Widget):
         self.view: GpuView | None = None
         # (reason, remedy) when the probe cannot run
         self.unavailable: Unavailable | None = None
-        # the last NVML events shown, oldest first; views carry only their interval's
+        # the last NVML events shown, oldest first (views carry only their interval's): faults
+        # apart, so that clock and power-state changes never push an Xid out of sight
         self.recent_events: deque[GpuEvent] = deque(maxlen=RECENT_EVENTS)
+        self.faults: deque[GpuEvent] = deque(maxlen=RECENT_EVENTS)
+        self._shown_wall_ns = 0
 
     def render(self) -> Text:
         s = {
@@ -146,24 +147,32 @@ class GpuDevices(Widget):
             lines.append(Text("no processes are using the GPUs", s["muted"]))
         return Text("\n").join(lines)
 
-    def add_events(self, events: tuple[GpuEvent, ...]) -> None:
-        self.recent_events.extend(events)
+    def add_events(self, events: tuple[GpuEvent, ...], shown_wall_ns: int) -> None:
+        """The events of a frame shown at `shown_wall_ns`; a step back in time (a replay's seek) starts the lists again."""
+        if shown_wall_ns < self._shown_wall_ns:
+            self.recent_events.clear()
+            self.faults.clear()
+        self._shown_wall_ns = shown_wall_ns
+        self.recent_events.extend(e for e in events if e.kind not in SERIOUS)
+        self.faults.extend(e for e in events if e.kind in SERIOUS)
 
     def _events_line(self, s: dict[str, Style]) -> Text:
         assert self.view is not None
         line = Text("events ", s["label"])
-        whole = self.view.events_unavailable.get(ALL_GPUS)
-        if whole:
-            return line.append(whole, s["muted"])
-        if not self.recent_events:
-            line.append("none since orac started", s["muted"])
-        # newest first: a narrow screen cuts the oldest
-        for i, event in enumerate(reversed(self.recent_events)):
+        shown = sorted((*self.faults, *self.recent_events), key=lambda e: e.wall_ns)
+        if not shown:
+            line.append("none seen", s["muted"])
+        # faults first, then the rest, newest first in each: a narrow screen cuts the oldest changes
+        ordered = [e for e in reversed(shown) if e.kind in SERIOUS] + [e for e in reversed(shown) if e.kind not in SERIOUS]
+        for i, event in enumerate(ordered):
             when = time.strftime("%H:%M:%S", time.localtime(event.wall_ns / 1e9))
             what = f"Xid {event.data}" if event.kind == "Xid" else event.kind
-            gpu = MISSING if event.gpu_index is None else str(event.gpu_index)
-            style = s["error"] if event.kind in SERIOUS_EVENTS else s["warning"] if "ECC" in event.kind else s["muted"]
+            gpu = "?" if event.gpu_index is None else str(event.gpu_index)
+            style = s["error"] if event.kind in SERIOUS else s["warning"] if "ECC" in event.kind else s["muted"]
             line.append_text(Text.assemble("  " if i else "", f"{when} GPU {gpu} ", (what, style)))
+        whole = self.view.events_unavailable.get(ALL_GPUS)
+        if whole:
+            line.append(f"  ({whole})", s["muted"])
         silent = sorted(i for i in self.view.events_unavailable if i != ALL_GPUS)
         if silent:
             line.append(f"  (GPU {', '.join(map(str, silent))}: {self.view.events_unavailable[silent[0]]})", s["muted"])
@@ -407,7 +416,7 @@ class GpuPane(Pane):
         self.unavailable = None
         self.remove_class("-unavailable")
         devices.view, devices.unavailable = view, None
-        devices.add_events(view.events)
+        devices.add_events(view.events, self.shown_wall_ns())
         devices.refresh(layout=relayout)
         count = len(view.devices)
         driver = f", driver {view.driver_version}" if view.driver_version else ""
@@ -503,11 +512,12 @@ class GpuPane(Pane):
         offcpu = self.joined.get(OFFCPU)
         if offcpu is None:
             return MISSING
+        # thread-seconds per second, of blocks that ended in the interval, as the process table's OFFCPU
         process = next((p for p in offcpu.processes if p.pid == pid), None)
         if process is None:
-            return "0.0s"
+            return "0.00"
         io = process.state_s_per_s.get("D", 0.0)
-        return f"{process.off_cpu_s_per_s:.1f}s" + ("D" if io > process.off_cpu_s_per_s / 2 else "")
+        return f"{process.off_cpu_s_per_s:.2f}" + ("D" if io > process.off_cpu_s_per_s / 2 else "")
 
     @property
     def selected_pid(self) -> int | None:

@@ -22,7 +22,7 @@ from .pane import Pane
 
 WAITING = "waiting for the second sample..."
 # NVML's events that belong beside the kernel's errors (clock and power-state changes do not)
-GPU_ERROR_EVENTS = frozenset({"Xid", "ECC double-bit error", "ECC single-bit error"})
+GPU_ERROR_EVENTS = frozenset({"Xid", "ECC double-bit error", "ECC single-bit error", "GPU lost"})
 # An NVML Xid and the kernel's line for it are one event when this close (their clocks differ).
 XID_SAME_S = 5.0
 # lines shown: the newest, as dmesg | tail
@@ -43,8 +43,8 @@ def event_text(e: KernelEvent, wall_s: float) -> str:
 
 def gpu_event_text(e: GpuEvent) -> str:
     what = f"Xid {e.data}" if e.kind == "Xid" else e.kind
-    gpu = "?" if e.gpu_index is None else str(e.gpu_index)
-    return f"[{time.strftime('%H:%M:%S', time.localtime(e.wall_ns / 1e9))}] GPU {gpu} {what} (NVML event)"
+    gpu = "a GPU" if e.gpu_index is None else f"GPU {e.gpu_index}"
+    return f"[{time.strftime('%H:%M:%S', time.localtime(e.wall_ns / 1e9))}] {gpu} {what} (NVML event)"
 
 
 def said_by_the_kernel(e: GpuEvent, kernel: list[tuple[float, KernelEvent]]) -> bool:
@@ -89,6 +89,7 @@ class KernelEventsPane(Pane):
         self.lost_lines = 0
         # NVML's error events seen: frames carry only their interval's
         self.gpu_events: deque[GpuEvent] = deque(maxlen=TAIL)
+        self._shown_wall_ns = 0
 
     def on_mount(self) -> None:
         self.border_title = "Kernel events"
@@ -96,6 +97,11 @@ class KernelEventsPane(Pane):
     def show_view(self, view: KmsgView) -> None:
         self.remove_class("-absent")
         gpu = self.joined.get(GPU)
+        shown_ns = self.shown_wall_ns()
+        if shown_ns < self._shown_wall_ns:
+            # a step back in time (a replay's seek): the events kept are of later frames
+            self.gpu_events.clear()
+        self._shown_wall_ns = shown_ns
         if gpu is not None:
             self.gpu_events.extend(e for e in gpu.events if e.kind in GPU_ERROR_EVENTS)
         super().show_view(view)
@@ -131,8 +137,9 @@ class KernelEventsPane(Pane):
             else:
                 style = styles["muted"] if e.earlier else None
             lines.append((wall_s, Text(event_text(e, wall_s), style or "")))
+        logged = [(view.wall_ns_of(e, now_ns) / 1e9, e) for e in view.events if e.kind == "xid"]
         for g in self.gpu_events:
-            if not said_by_the_kernel(g, kernel):
+            if not said_by_the_kernel(g, logged):
                 style = styles["warning"] if g.kind == "ECC single-bit error" else styles["error"]
                 lines.append((g.wall_ns / 1e9, Text(gpu_event_text(g), style)))
         if not lines:

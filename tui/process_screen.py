@@ -150,7 +150,8 @@ class ProcessSummary(Pane):
         devices = {d.index: d for d in gpu.devices}
         parts = []
         for used in (p for p in gpu.processes if p.pid == self.pid):
-            part = f"{used.gpu_index}: {human_bytes(used.gpu_memory_bytes)} SM {percent(used.sm_util_percent, 0)}%"
+            sm = MISSING if used.sm_util_percent is None else f"{used.sm_util_percent:.0f}%"
+            part = f"{used.gpu_index}: {human_bytes(used.gpu_memory_bytes)} SM {sm}"
             device = devices.get(used.gpu_index)
             if device is not None and device.gpm is not None and device.gpm.sm_activity_percent is not None:
                 part += f" (GPU SM activity {device.gpm.sm_activity_percent:.0f}%)"

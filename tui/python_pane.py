@@ -39,7 +39,8 @@ WAITING_COLUMNS: list[Column[WaitingRow]] = [
     Column("tid", "TID", 7, lambda r: str(r.tid), attrgetter("tid"), right=True),
     Column("name", "THREAD", 15, attrgetter("name"), attrgetter("name")),
     Column(
-        "off_cpu", "OFF-CPU", 8, lambda r: "-" if r.off_cpu_s_per_s is None else f"{r.off_cpu_s_per_s:.2f}s",
+        # seconds a second, of blocks that ended in the interval ("-": none ended, or no eBPF)
+        "off_cpu", "OFF-CPU", 8, lambda r: "-" if r.off_cpu_s_per_s is None else f"{r.off_cpu_s_per_s:.2f}",
         lambda r: -1.0 if r.off_cpu_s_per_s is None else r.off_cpu_s_per_s, True, True,
     ),
     Column("stack", "WAITS AT (leaf first)", 0, _waits_at, _waits_at),
@@ -72,9 +73,13 @@ class PythonPane(FunctionsAndStacksPane):
             self.show_unavailable(f"no Python frames: {view.problem}", "")
             return
         if not view.sampled_s and not view.exited:
-            # py-spy's chunks end every CHUNK_S seconds, not every tick: keep the last one's figures.
+            # py-spy's chunks end every CHUNK_S seconds, not every tick: keep the last one's figures,
+            # but where threads wait comes from a dump each tick.
             if self.view is None:
                 self.show_unavailable(f"waiting for py-spy's first {CHUNK_S} s of samples", "")
+            else:
+                # no chunk ended: its stacks, native or not, are the last view's
+                self._draw_waiting(view, self.view.native)
             return
         super().show_view(view)
 
@@ -95,6 +100,9 @@ class PythonPane(FunctionsAndStacksPane):
         functions.set_rows([(f, "") for f in functions.ordered(view.top_self)])
         stacks = self.query_one("#python-stacks", LineTable)
         stacks.set_rows([(s, "") for s in stacks.ordered(view.stacks)])
+        self._draw_waiting(view, view.native)
+
+    def _draw_waiting(self, view: PythonStacksView, native: bool) -> None:
         offcpu = self.joined.get(OFFCPU)
         off_s = {t.tid: t.off_cpu_s_per_s for t in offcpu.threads} if offcpu is not None and offcpu.focus_pid == self.pid else None
         rows = [
@@ -104,6 +112,6 @@ class PythonPane(FunctionsAndStacksPane):
         waiting = self.query_one("#python-waiting", LineTable)
         waiting.set_rows([(r, "") for r in waiting.ordered(rows)])
         self.query_one(".waiting-title", Static).update(
-            "Where threads wait: not read while py-spy stops the process for native frames (n)" if view.native
+            "Where threads wait: not read while py-spy stops the process for native frames (n)" if native
             else WAITING_TITLE
         )

@@ -108,10 +108,16 @@ class GpmReader:
             if not nvml.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice:
                 self.unavailable = NOT_SUPPORTED
                 return
-            self._samples = [nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()]
+            for _ in range(2):
+                # one at a time, so that close() frees the first should the second fail
+                self._samples.append(nvml.nvmlGpmSampleAlloc())
         except nvml.NVMLError as exc:
             self.close()
             self.unavailable = _problem(nvml, exc)
+
+    def restart(self) -> None:
+        """Forget the previous sample: the next read starts an interval (after MIG mode changed, say)."""
+        self._have_previous = False
 
     def read(self) -> GpmSample:
         """Take a GPM sample now; the metrics between it and the previous one."""

@@ -29,6 +29,8 @@ EVENT_KINDS: dict[int, str] = {
     0x04: "power state change",  # nvmlEventTypePState
 }
 WANTED_MASK = sum(EVENT_KINDS)
+# kinds that mean a fault, never dropped for the cap ("GPU lost": the wait said a GPU fell off the bus)
+SERIOUS = frozenset({"Xid", "ECC double-bit error", "GPU lost"})
 # How long one wait may sleep: a stop waits at most this long for the thread.
 WAIT_MS = 250
 # Events kept between two samples: clock changes can come in bursts.
@@ -91,21 +93,33 @@ class NvmlEventWatcher:
 
     def _run(self) -> None:
         nvml = self._nvml
+        lost_said = False
         while not self._stop.is_set():
             try:
                 data = nvml.nvmlEventSetWait_v2(self._set, WAIT_MS)
             except nvml.NVMLError_Timeout:
                 continue
+            except nvml.NVMLError_GpuIsLost:
+                # One GPU off the bus: the others' events still come. Said once; the
+                # wait may answer so at once from now on, so it pauses between tries.
+                if not lost_said:
+                    lost_said = True
+                    self._keep(GpuEvent(time.time_ns(), None, "GPU lost", 0))
+                self._stop.wait(WAIT_MS / 1000)
+                continue
             except nvml.NVMLError as exc:
-                # A lost GPU, a driver going away: say so once, stop waiting.
+                # NVML shut down, the driver going away: say so once, stop waiting.
                 self.unavailable[ALL_GPUS] = f"GPU events stopped: {exc}"
                 return
-            event = self._event(data)
-            with self._lock:
-                if len(self._events) < MAX_KEPT:
-                    self._events.append(event)
-                else:
-                    self.dropped += 1
+            self._keep(self._event(data))
+
+    def _keep(self, event: GpuEvent) -> None:
+        with self._lock:
+            # Past the cap, clock and power-state changes go; a fault is always kept.
+            if len(self._events) < MAX_KEPT or event.kind in SERIOUS:
+                self._events.append(event)
+            else:
+                self.dropped += 1
 
     def _event(self, data: Any) -> GpuEvent:
         nvml = self._nvml
@@ -132,6 +146,10 @@ class NvmlEventWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=WAIT_MS / 1000 * 2 + 1)
+            if self._thread.is_alive():
+                # Still inside NVML (a sick GPU can hold a call for seconds): freeing
+                # the set under it could crash the process; left to the process's end.
+                self._set = None
             self._thread = None
         self._free()
 

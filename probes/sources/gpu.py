@@ -98,9 +98,9 @@ PERF_POLICIES: dict[int, str] = {
     3: "board limit",
     4: "low utilization",
     5: "reliability",
-    10: "application clocks",
-    11: "base clocks",
 }
+# (NVML_PERF_POLICY_TOTAL_APP_CLOCKS and _TOTAL_BASE_CLOCKS are totals of the time below those
+# clocks for any reason, not causes: left out, as they would read as more causes beside these.)
 
 DRIVER_REMEDY = "install the NVIDIA driver, which provides libnvidia-ml.so.1 (check with `nvidia-smi`)"
 
@@ -469,13 +469,15 @@ class _Device:
     """What the probe keeps per GPU between ticks (never in a sample)."""
 
     __slots__ = (
-        "gpm", "handle", "index", "last_seen_us", "lost", "mig_gpm", "name", "nvlinks", "ticks", "unsupported", "uuid",
+        "gpm", "handle", "index", "last_seen_us", "lost", "mig_gpm", "mig_was", "name", "nvlinks", "ticks",
+        "unsupported", "uuid",
     )
 
     def __init__(self, index: int, handle: Any, name: str, uuid: str) -> None:
         self.gpm: GpmReader | None = None
         # GPU instance id -> its GPM reader, while that instance exists
         self.mig_gpm: dict[int, GpmReader] = {}
+        self.mig_was: bool | None = None  # MIG mode at the previous tick
         self.lost = False
         # the last NVLink reading, and the ticks sampled (NVLinks are read every NVLINK_EVERY)
         self.nvlinks: tuple[NvLinkSample, ...] = ()
@@ -686,6 +688,16 @@ class GpuProbe:
         else:
             self._running(dev, h, "", running)
         sm_by_pid = self._process_sm(nvml, dev)
+        if mig_enabled != dev.mig_was:
+            # MIG mode changed: the whole-GPU reader's last sample is of the other mode,
+            # and instances of a GPU no longer in MIG mode give their samples back.
+            dev.mig_was = mig_enabled
+            if dev.gpm is not None:
+                dev.gpm.restart()
+            if not mig_enabled:
+                for reader in dev.mig_gpm.values():
+                    reader.close()
+                dev.mig_gpm.clear()
         if dev.gpm is not None and mig_enabled and not dev.gpm.unavailable:
             # A GPU in MIG mode is measured by GPU instance (on its MIG lines), not as a whole.
             gpm: GpmSample | None = GpmSample(problem=MIG_GPM)

@@ -72,6 +72,8 @@ DEFAULT_RATE_HZ = 99
 # Long enough that py-spy's start (0.1 to 0.3 s measured) leaves most of the time
 # sampled, short enough that the view follows the process within a tick or two.
 CHUNK_S = 2
+# A dump takes milliseconds; one still running after this is stuck and is killed.
+DUMP_TIMEOUT_S = 5.0
 PERF_MAP_HINT = "start it with PYTHONPERFSUPPORT=1 or -X perf for Python frames in the native profile"
 
 _EXE_VERSION = re.compile(r"python(\d)\.(\d+)")
@@ -252,6 +254,7 @@ class PythonStacksProbe:
         self._exited = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
         self._dump_child: subprocess.Popen[bytes] | None = None
+        self._dump_started = 0.0
         self._waiting: tuple[WaitingThread, ...] = ()
         self._dump_names: dict[int, str] = {}
         self._thread: threading.Thread | None = None
@@ -345,7 +348,14 @@ class PythonStacksProbe:
         child = self._dump_child
         if child is not None:
             if child.poll() is None:
-                return  # still reading (a slow box): its result comes next tick
+                if time.monotonic() - self._dump_started < DUMP_TIMEOUT_S:
+                    return  # still reading (a slow box): its result comes next tick
+                # stuck (a process py-spy cannot read): what it waited at is no longer known
+                child.kill()
+                child.wait()
+                self._waiting = ()
+                self._dump_child = None
+                return
             try:
                 with open(out, encoding="utf-8", errors="replace") as f:
                     waiting, names = parse_dump(f.read())
@@ -361,6 +371,7 @@ class PythonStacksProbe:
                 self._waiting = ()
             return
         try:
+            self._dump_started = time.monotonic()
             with open(out, "wb") as f:
                 self._dump_child = subprocess.Popen(
                     [self._py_spy, "dump", "--nonblocking", "--json", "--pid", str(self.target_pid)],

@@ -648,6 +648,8 @@ class FakeNvml(ModuleType):
         return c_nvmlGpmSupport_t(NVML_GPM_SUPPORT_VERSION, int(gpu.gpm is not None))
 
     def nvmlGpmSampleAlloc(self) -> c_nvmlGpmSample_t:
+        if self.init_count <= self.shutdown_count:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
         sample = c_nvmlGpmSample_t()
         self.gpm_samples.append(sample)
         return sample
@@ -736,6 +738,15 @@ class FakeNvml(ModuleType):
     def nvmlEventSetWait_v2(self, eventSet: c_nvmlEventSet_t, timeoutms: int) -> c_nvmlEventData_t:
         if eventSet.freed:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        if self.init_count <= self.shutdown_count:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        try:
+            return eventSet.pending.get_nowait()
+        except queue.Empty:
+            pass
+        # NVML documents the wait answering GPU_IS_LOST for a GPU of the set that fell off the bus.
+        if any(self.gpus[gpu].lost for gpu in eventSet.registered):
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
         try:
             return eventSet.pending.get(timeout=timeoutms / 1000)
         except queue.Empty:

@@ -14,8 +14,6 @@ import sys
 import threading
 import time
 
-RECV_LINE = 21  # the line of the recv() call below, which the tests look for
-
 
 def wait_for_data(sock: socket.socket) -> None:
     while True:
