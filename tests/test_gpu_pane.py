@@ -122,9 +122,13 @@ async def test_events_show_newest_first_and_stay_after_their_interval(monkeypatc
         pane = app.query_one(GpuPane)
         assert "events none seen" in str(pane.devices.render())
         t = 1_764_000_000 * 10**9
-        pane.show_view(dataclasses.replace(view, events=(GpuEvent(t, 0, "clock change", 0), GpuEvent(t + 10**9, 1, "Xid", 79))))
+        xid_event = GpuEvent(t + 10**9, 1, "Xid", 79)
+        pane.show_view(dataclasses.replace(view, events=(GpuEvent(t, 0, "clock change", 0), xid_event),
+                                           recent_faults=(xid_event,)))
         await pilot.pause()
-        pane.show_view(view)  # the next interval has none: the pane keeps the last ones
+        # the next interval has none: the pane keeps the last changes, the sample its faults
+        view = dataclasses.replace(view, recent_faults=(xid_event,))
+        pane.show_view(view)
         await pilot.pause()
         text = str(pane.devices.render())
         xid = time.strftime("%H:%M:%S", time.localtime(t / 1e9 + 1))

@@ -291,8 +291,10 @@ def test_events_come_as_they_happen_with_their_gpu_and_xid(fake: FakeNvml, probe
     assert dataclasses.replace(xid, wall_ns=0) == GpuEvent(0, 1, "Xid", 79)
     assert dataclasses.replace(clock, wall_ns=0) == GpuEvent(0, 0, "clock change", 0)
     assert before <= xid.wall_ns <= clock.wall_ns <= time.time_ns()
-    # each once
-    assert probe.sample().events == ()
+    # each once; the Xid stays in every sample's recent faults (the same tuple while none comes)
+    later = probe.sample()
+    assert later.events == () and [e.data for e in later.recent_faults] == [79]
+    assert probe.sample().recent_faults is later.recent_faults
     probe.stop()
     assert fake.event_sets == []
 

@@ -8,6 +8,7 @@ changed a test at a time.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -250,14 +251,18 @@ def test_gpu_faults_lead_its_cell() -> None:
     active = dataclasses.replace(base, devices=(dataclasses.replace(device, gpm=GpmSample(sm_activity_percent=41.6)),))
     assert cell(views(gpu=active), "gpu 0").summary == "GPU0 ok: 42 % SM active"
     links = tuple(NvLinkSample(i, i != 3, 0, 0, 0) for i in range(18))
+    now = time.time_ns()
     for changed, events, state, summary in (
         (dict(lost=True), (), State.ERROR, "GPU0 error: fell off the bus (NVML: GPU lost)"),
-        ({}, (GpuEvent(0, 0, "Xid", 79), GpuEvent(0, 1, "Xid", 31)), State.ERROR, "GPU0 error: Xid 79"),
+        # an Xid of this GPU minutes ago is still said (another GPU's is not this cell's)
+        ({}, (GpuEvent(now - 200 * 10**9, 0, "Xid", 79), GpuEvent(now, 1, "Xid", 31)), State.ERROR, "GPU0 error: Xid 79"),
+        # older than the kernel log's cell keeps them: gone
+        ({}, (GpuEvent(now - 400 * 10**9, 0, "Xid", 79),), State.OK, "GPU0 ok: 97 % busy"),
         (dict(nvlinks=links), (), State.ERROR, "GPU0 error: NVLink 3 down"),
         (dict(remap_pending=True), (), State.WARNING, "GPU0 warning: memory row remap pending: reset the GPU"),
         (dict(pcie_link_width=8, pcie_link_width_max=16), (), State.WARNING, "GPU0 warning: PCIe link x8 of x16"),
     ):
-        view = dataclasses.replace(base, devices=(dataclasses.replace(device, **changed),), events=events)
+        view = dataclasses.replace(base, devices=(dataclasses.replace(device, **changed),), recent_faults=events)
         c = cell(views(gpu=view), "gpu 0")
         assert (c.state, c.summary) == (state, summary)
 

@@ -118,10 +118,8 @@ class GpuDevices(Widget):
         self.view: GpuView | None = None
         # (reason, remedy) when the probe cannot run
         self.unavailable: Unavailable | None = None
-        # the last NVML events shown, oldest first (views carry only their interval's): faults
-        # apart, so that clock and power-state changes never push an Xid out of sight
+        # the last clock and power-state changes shown, oldest first (views carry only their interval's)
         self.recent_events: deque[GpuEvent] = deque(maxlen=RECENT_EVENTS)
-        self.faults: deque[GpuEvent] = deque(maxlen=RECENT_EVENTS)
         self._shown_wall_ns = 0
 
     def render(self) -> Text:
@@ -148,18 +146,20 @@ class GpuDevices(Widget):
         return Text("\n").join(lines)
 
     def add_events(self, events: tuple[GpuEvent, ...], shown_wall_ns: int) -> None:
-        """The events of a frame shown at `shown_wall_ns`; a step back in time (a replay's seek) starts the lists again."""
+        """The events of a frame shown at `shown_wall_ns`; a step back in time (a replay's seek) starts the list again.
+
+        Faults need no list here: every sample carries the last minutes' (`recent_faults`).
+        """
         if shown_wall_ns < self._shown_wall_ns:
             self.recent_events.clear()
-            self.faults.clear()
         self._shown_wall_ns = shown_wall_ns
         self.recent_events.extend(e for e in events if e.kind not in SERIOUS)
-        self.faults.extend(e for e in events if e.kind in SERIOUS)
 
     def _events_line(self, s: dict[str, Style]) -> Text:
         assert self.view is not None
         line = Text("events ", s["label"])
-        shown = sorted((*self.faults, *self.recent_events), key=lambda e: e.wall_ns)
+        faults = self.view.recent_faults[-RECENT_EVENTS:]
+        shown = sorted((*faults, *self.recent_events), key=lambda e: e.wall_ns)
         if not shown:
             line.append("none seen", s["muted"])
         # faults first, then the rest, newest first in each: a narrow screen cuts the oldest changes

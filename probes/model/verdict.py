@@ -436,7 +436,10 @@ class GpusRule:
         gpu = views.get(GPU)
         if gpu is None:
             return []
-        return [self._cell(d, views, thresholds, gpu.events) for d in gpu.devices]
+        # faults of the last KMSG_RECENT_S, as the kernel log's cell keeps them: a person who looks late still sees them
+        now_ns = wall_ns if wall_ns is not None else time.time_ns()
+        faults = [e for e in gpu.recent_faults if now_ns - e.wall_ns <= KMSG_RECENT_S * 1e9]
+        return [self._cell(d, views, thresholds, faults) for d in gpu.devices]
 
     @staticmethod
     def _faults(device: GpuDeviceView, events: Sequence[GpuEvent]) -> list[tuple[State, str]]:

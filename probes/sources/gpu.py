@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
 from probes.host.gpm import MIG_GPM, GpmReader, GpmSample
-from probes.host.nvml_events import GpuEvent, NvmlEventWatcher
+from probes.host.nvml_events import SERIOUS, GpuEvent, NvmlEventWatcher
 from probes.host.procfs import read_text
 
 if TYPE_CHECKING:
@@ -88,6 +88,9 @@ _NVML_NVLINK_MAX_LINKS = 36
 _NVLINK_ERROR_COUNTERS = (0, 1, 2, 3)
 # NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, _DOUBLE_BIT_ECC_ERROR
 _PAGE_RETIREMENT_CAUSES = (0, 1)
+# How long a GPU fault stays in the samples, and how many at most.
+FAULTS_KEPT_S = 600
+MAX_FAULTS = 16
 # NVLink state and errors change slowly and cost 5 NVML calls a link (18 links on an H100): every 5th tick.
 NVLINK_EVERY = 5
 # nvidia-ml-py's NVML_PERF_POLICY_*: what nvmlDeviceGetViolationStatus counts time held back by
@@ -222,6 +225,9 @@ class GpuSample:
     events: tuple[GpuEvent, ...] = ()
     # GPU index (ALL_GPUS: every GPU) -> why it sends no events
     events_unavailable: dict[int, str] = field(default_factory=dict)
+    # the faults among them (Xid, double-bit ECC, GPU lost) of the last FAULTS_KEPT_S, oldest first:
+    # carried by every sample, so that a screen, a replay and the verdict show them for minutes
+    recent_faults: tuple[GpuEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +297,7 @@ class GpuView:
     nvml_time_ns: int
     events: tuple[GpuEvent, ...] = ()  # those of the interval, oldest first
     events_unavailable: dict[int, str] = field(default_factory=dict)
+    recent_faults: tuple[GpuEvent, ...] = ()
 
     def memory_by_pid(self) -> dict[int, int]:
         """GPU memory each process holds on all GPUs together (for the process table)."""
@@ -403,7 +410,8 @@ def derive_gpu(prev: GpuSample, curr: GpuSample, dt_s: float) -> GpuView:
             for p in ordered
         )
     return GpuView(
-        curr.driver_version, tuple(devices), tuple(processes), curr.nvml_time_ns, curr.events, curr.events_unavailable
+        curr.driver_version, tuple(devices), tuple(processes), curr.nvml_time_ns, curr.events, curr.events_unavailable,
+        curr.recent_faults,
     )
 
 
@@ -523,6 +531,8 @@ class GpuProbe:
         self._process_queries: list[tuple[str, Callable[[Any], Any]]] = []
         self._pids = NvmlPidMap(proc)
         self._events: NvmlEventWatcher | None = None
+        # the same tuple from one sample to the next while it does not change (a recording stores it once)
+        self._faults: tuple[GpuEvent, ...] = ()
 
     # lifecycle
 
@@ -646,10 +656,16 @@ class GpuProbe:
         if self._nvml is None:
             raise ProbeUnavailable("the gpu probe was not started", "please report this as a bug")
         devices = tuple(self._sample_device(self._nvml, dev) for dev in self._devices)
-        events = self._events
+        watcher = self._events
+        events = watcher.take() if watcher is not None else ()
+        now_ns = time.time_ns()
+        faults = [e for e in self._faults if now_ns - e.wall_ns <= FAULTS_KEPT_S * 1e9]
+        faults.extend(e for e in events if e.kind in SERIOUS)
+        if len(faults) != len(self._faults) or events:
+            self._faults = tuple(faults[-MAX_FAULTS:])
         return GpuSample(
             self._driver_version, devices, sum(d.nvml_time_ns for d in devices),
-            events.take() if events is not None else (), dict(events.unavailable) if events is not None else {},
+            events, dict(watcher.unavailable) if watcher is not None else {}, self._faults,
         )
 
     def _sample_device(self, nvml: ModuleType, dev: _Device) -> GpuDeviceSample:
