@@ -110,6 +110,14 @@ def test_a_dump_gives_the_waiting_threads_innermost_frame_last() -> None:
         assert parse_dump(bad) == ([], {}), bad
 
 
+async def open_python_tab(pilot, app: OracApp, pid: int) -> None:
+    """Open `pid`'s process screen once the process table has a view, and its Python tab."""
+    await wait_for(pilot, lambda: "procs" in app.views)
+    app.post_message(ProcessTable.Selected(pid))
+    await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
+    await pilot.press("6")
+
+
 async def wait_for(pilot, predicate, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -127,10 +135,7 @@ async def test_the_live_drilldown_names_python_functions_and_says_when_a_process
         assert target.stdout is not None and target.stdout.readline().strip() == "ready"
         app = OracApp(Collector([SystemProbe(), ProcessProbe()], interval_s=0.5))
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: "procs" in app.views)
-            app.post_message(ProcessTable.Selected(target.pid))
-            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
-            await pilot.press("6")
+            await open_python_tab(pilot, app, target.pid)
             pane = app.screen.query_one(PythonPane)
             await wait_for(pilot, lambda: pane.view is not None and pane.view.samples > 0)
             names = [f.name.split(" ")[0] for f in pane.view.top_total]
@@ -165,10 +170,7 @@ async def test_a_thread_blocked_in_recv_shows_its_python_line_and_its_off_cpu_ti
         assert target.stdout is not None and target.stdout.readline().strip() == "ready"
         app = OracApp(Collector([SystemProbe(), ProcessProbe()], interval_s=1.0))
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: "procs" in app.views)
-            app.post_message(ProcessTable.Selected(target.pid))
-            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
-            await pilot.press("6")
+            await open_python_tab(pilot, app, target.pid)
             table = app.screen.query_one("#python-waiting", LineTable)
             # as root the off-CPU probe measures the thread's time; without eBPF the column says "-"
             measured = os.geteuid() == 0
@@ -205,10 +207,7 @@ async def test_a_c_extensions_hot_loop_shows_its_python_caller_and_its_native_co
         assert target.stdout is not None and target.stdout.readline().strip() == "ready"
         app = OracApp(Collector([SystemProbe(), ProcessProbe()], interval_s=1.0))
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: "procs" in app.views)
-            app.post_message(ProcessTable.Selected(target.pid))
-            await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen))
-            await pilot.press("6")
+            await open_python_tab(pilot, app, target.pid)
             python = app.screen.query_one(PythonPane)
             await wait_for(pilot, lambda: python.view is not None and python.view.samples > 50)
             # py-spy sees the Python caller running (it reads the interpreter's frames, not zlib's)

@@ -459,9 +459,12 @@ class FakeNvml(ModuleType):
 
     # helpers
 
-    def _check(self, handle: c_nvmlDevice_t, function: str) -> FakeGpu:
+    def _require_init(self) -> None:
         if self.init_count <= self.shutdown_count:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
+
+    def _check(self, handle: c_nvmlDevice_t, function: str) -> FakeGpu:
+        self._require_init()
         if not isinstance(handle, c_nvmlDevice_t) or handle.gpu >= len(self.gpus):
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         gpu = self.gpus[handle.gpu]
@@ -499,16 +502,14 @@ class FakeNvml(ModuleType):
         self.init_count += 1
 
     def nvmlShutdown(self) -> None:
-        if self.init_count <= self.shutdown_count:
-            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        self._require_init()
         self.shutdown_count += 1
 
     def nvmlSystemGetDriverVersion(self) -> str:
         return "550.54.15"
 
     def nvmlDeviceGetCount(self) -> int:
-        if self.init_count <= self.shutdown_count:
-            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        self._require_init()
         return len(self.gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> c_nvmlDevice_t:
@@ -648,8 +649,7 @@ class FakeNvml(ModuleType):
         return c_nvmlGpmSupport_t(NVML_GPM_SUPPORT_VERSION, int(gpu.gpm is not None))
 
     def nvmlGpmSampleAlloc(self) -> c_nvmlGpmSample_t:
-        if self.init_count <= self.shutdown_count:
-            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        self._require_init()
         sample = c_nvmlGpmSample_t()
         self.gpm_samples.append(sample)
         return sample
@@ -720,8 +720,7 @@ class FakeNvml(ModuleType):
         return handle.gpu
 
     def nvmlEventSetCreate(self) -> c_nvmlEventSet_t:
-        if self.init_count <= self.shutdown_count:
-            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        self._require_init()
         event_set = c_nvmlEventSet_t()
         self.event_sets.append(event_set)
         return event_set
@@ -738,8 +737,7 @@ class FakeNvml(ModuleType):
     def nvmlEventSetWait_v2(self, eventSet: c_nvmlEventSet_t, timeoutms: int) -> c_nvmlEventData_t:
         if eventSet.freed:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-        if self.init_count <= self.shutdown_count:
-            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        self._require_init()
         try:
             return eventSet.pending.get_nowait()
         except queue.Empty:
