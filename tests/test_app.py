@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 from support import synthetic
@@ -28,6 +29,16 @@ async def test_default_sort_is_cpu_descending() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await until_drawn(pilot, app)
         assert pids(app)[:3] == [2002, 978, 1200]
+
+
+async def test_the_heap_at_the_first_frame_is_left_out_of_collections_until_exit() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_drawn(pilot, app)
+        await pilot.pause()
+        assert gc.get_freeze_count() > 0
+    # back for the next app in this process: its widgets are garbage now
+    assert gc.get_freeze_count() == 0
 
 
 async def test_sort_keys_and_reverse() -> None:
