@@ -23,6 +23,7 @@ from textual.widgets import Footer, Static
 from probes.config import Config, default_path, save
 from probes.contract import Views
 from probes.model.bookmarks import Bookmark
+from probes.model.collector import STARTING
 from probes.model.frame import Frame
 from probes.model.frame_source import FrameSource, LiveSource, SeekableSource
 from probes.model.history import ProcessHistory
@@ -153,7 +154,8 @@ class OracApp(App[None]):
         self._stop_scan = threading.Event()
         # only a live screen can fall behind: a replay's frames come as fast as it is asked
         self.cadence = Cadence.from_env(source.interval_s) if source.live else None
-        self._heap_frozen = False
+        # None until the heap is frozen; then whether eBPF probes were still starting (it is frozen again once they run)
+        self._frozen_while_starting: bool | None = None
 
     @property
     def live_source(self) -> LiveSource | None:
@@ -245,7 +247,7 @@ class OracApp(App[None]):
         self._stop_source()
         if self.cadence is not None:
             self.cadence.close()
-        if self._heap_frozen:
+        if self._frozen_while_starting is not None:
             gc.unfreeze()
 
     def _finish_recording(self) -> Text | None:
@@ -321,13 +323,15 @@ class OracApp(App[None]):
             self._feed(screen, frame, views)
             for drill in screen.query(DrillDown):
                 drill.take_frame(frame)
-        if not self._heap_frozen:
-            self._heap_frozen = True
+        starting = any(why.reason == STARTING for why in frame.unavailable.values())
+        if self._frozen_while_starting is None or (self._frozen_while_starting and not starting):
+            self._frozen_while_starting = starting
             self.call_after_refresh(self._freeze_heap)
 
     @staticmethod
     def _freeze_heap() -> None:
-        """Leave what exists once the first frame is drawn (modules, widgets, styles) out of every later collection.
+        """Leave what exists once the first frame is drawn (modules, widgets, styles), and again once the eBPF
+        probes run (their programs' tables), out of every later collection.
 
         A full collection of that heap (some 125,000 objects) took about 100 ms
         every 25 s with every pane, holding the GIL throughout: the collector
