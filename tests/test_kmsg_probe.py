@@ -126,13 +126,18 @@ def small_memory_cgroup() -> Iterator[Path]:
         yield path
 
 
-def oom_hog(cgroup: Path, after_s: float = 0.0) -> subprocess.Popen[bytes]:
-    """A process that joins `cgroup` itself, waits `after_s`, then allocates until the kernel kills it; waited for."""
-    hog = subprocess.Popen([
+def start_oom_hog(cgroup: Path, after_s: float = 0.0) -> subprocess.Popen[bytes]:
+    """A process that joins `cgroup` itself, waits `after_s`, then allocates until the kernel kills it."""
+    return subprocess.Popen([
         sys.executable, "-c",
         f"import os, time; open({str(cgroup / 'cgroup.procs')!r}, 'w').write(str(os.getpid()));"
         f"time.sleep({after_s}); b = [bytearray(1 << 20) for _ in range(1024)]",
     ])
+
+
+def oom_hog(cgroup: Path) -> subprocess.Popen[bytes]:
+    """start_oom_hog's process, waited for."""
+    hog = start_oom_hog(cgroup)
     hog.wait(timeout=30)
     return hog
 
@@ -209,11 +214,18 @@ async def test_an_oom_killed_process_stays_in_the_process_table_marked(small_mem
     app = OracApp(collector)
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: app.frame is not None and "kmsg" in app.views, timeout_s=20)
-        # it waits first, so the table has seen it alive: the screen draws the
-        # newest frame when it is behind, and may skip those of a shorter life
-        hog = oom_hog(small_memory_cgroup, after_s=2.0)
+        # It waits first, and is waited for without blocking the app, so the
+        # table sees it alive: a blocked app draws only the newest frame after.
+        hog = start_oom_hog(small_memory_cgroup, after_s=2.0)
+        try:
+            table = app.query_one(ProcessTable)
+            await wait_for(pilot, lambda: any(p.pid == hog.pid and p.state != "X" for p, _ in table.rows))
+            await wait_for(pilot, lambda: hog.poll() is not None, timeout_s=30)
+        finally:
+            if hog.poll() is None:
+                hog.kill()
+                hog.wait()
         assert hog.returncode == -9
-        table = app.query_one(ProcessTable)
         await wait_for(pilot, lambda: any(p.pid == hog.pid and p.state == "X" for p, _ in table.rows), timeout_s=10)
         row = next(p for p, _ in table.rows if p.pid == hog.pid)
         assert row.command.startswith("OOM-killed ") and "bytearray" in row.command, row
