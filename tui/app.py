@@ -323,10 +323,12 @@ class OracApp(App[None]):
             self._feed(screen, frame, views)
             for drill in screen.query(DrillDown):
                 drill.take_frame(frame)
-        starting = any(why.reason == STARTING for why in frame.unavailable.values())
-        if self._frozen_while_starting is None or (self._frozen_while_starting and not starting):
-            self._frozen_while_starting = starting
-            self.call_after_refresh(self._freeze_heap)
+        if self._frozen_while_starting is not False:
+            # once frozen with every probe running, nothing more to do on any frame
+            starting = any(why.reason == STARTING for why in frame.unavailable.values())
+            if self._frozen_while_starting is None or not starting:
+                self._frozen_while_starting = starting
+                self.call_after_refresh(self._freeze_heap)
 
     @staticmethod
     def _freeze_heap() -> None:
