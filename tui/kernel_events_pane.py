@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from rich.text import Text
 
 from probes.contract import ProbeSpec
-from probes.host.nvml_events import GpuEvent
+from probes.host.nvml_events import SERIOUS, GpuEvent
 from probes.sources.gpu import GPU
 from probes.sources.kmsg import KINDS, KMSG, KernelEvent, KmsgView
 
@@ -22,7 +22,7 @@ from .pane import Pane
 
 WAITING = "waiting for the second sample..."
 # NVML's events that belong beside the kernel's errors (clock and power-state changes do not)
-GPU_ERROR_EVENTS = frozenset({"Xid", "ECC double-bit error", "ECC single-bit error", "GPU lost"})
+GPU_ERROR_EVENTS = SERIOUS | {"ECC single-bit error"}
 # An NVML Xid and the kernel's line for it are one event when this close (their clocks differ).
 XID_SAME_S = 5.0
 # lines shown: the newest, as dmesg | tail
