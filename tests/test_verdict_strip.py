@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from support import synthetic
 from support.harness import make_app, until_drawn, wait_for
+from textual.app import App, ComposeResult
 
 from probes.model.frame import Frame
 from probes.store.reader import Recording
@@ -99,3 +102,26 @@ async def test_replay_shows_the_verdict_that_was_true_then(tmp_path: Path) -> No
             assert clock(base[0].wall_ns / 1e9 + 11) in capture(app)[1]
     finally:
         recording.close()
+
+
+async def test_the_live_clock_moves_with_the_frames_and_keeps_going_between_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Strip(App[None]):
+        def compose(self) -> ComposeResult:
+            yield VerdictStrip(live=True)
+
+    ticks = []
+    monkeypatch.setattr(VerdictStrip, "_tick_clock", lambda self: ticks.append(time.monotonic()))
+    app = Strip()
+    async with app.run_test(size=(80, 3)) as pilot:
+        strip = app.query_one(VerdictStrip)
+        # Frames every 0.5 s: the clock is drawn with them and its timer stays put.
+        for _ in range(6):
+            strip.show((), time.time_ns())
+            await pilot.pause(0.5)
+        assert ticks == []
+        # No frame for 2.5 s: it keeps the time itself, no more than the timer's period apart.
+        await pilot.pause(2.5)
+        assert len(ticks) >= 2
+        # A screenshot shows when it was taken, whatever the strip last drew.
+        monkeypatch.setattr("tui.verdict_strip.time.time", lambda: time.mktime((2030, 1, 2, 3, 4, 5, 0, 0, -1)))
+        assert capture(app)[1].splitlines()[0].rstrip().endswith(clock(time.time()))

@@ -12,6 +12,8 @@ from textual.app import App
 
 from probes.store.private_files import PrivateDirectory
 
+from .verdict_strip import VerdictStrip
+
 SUFFIXES = (".svg", ".png", ".txt")
 
 
@@ -21,6 +23,9 @@ def capture(app: App[object]) -> tuple[str, str]:
     This is App.export_screenshot's recipe; doing it here yields the text
     export from the same render, so the two files show the same instant.
     """
+    # The strip's clock moves with the frames: a screenshot shows when it was taken.
+    for strip in app.screen.query(VerdictStrip):
+        strip.refresh()
     width, height = app.size
     console = Console(
         width=width,
