@@ -336,3 +336,43 @@ async def test_a_new_border_title_and_subtitle_are_drawn() -> None:
         text = "\n".join(lines_of(app))
         assert "Syscalls TITLE-2" in text and "Syscalls TITLE-1" not in text and "SUBTITLE-1" in text
         assert pane.border_title == "Syscalls TITLE-2"
+
+
+async def test_processes_issuing_block_io_that_come_and_go_lay_nothing_out_where_they_are_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Below 56 rows the issuers table steps aside; it laid the screen out
+    # each time their number changed (4 to 6 times a minute on an idle box).
+    from dataclasses import replace
+
+    from support.synthetic import frames
+    from textual.screen import Screen
+
+    from probes.model.views import derive_frame
+    from tui.messages import FrameReady
+    from tui.storage_panes import DisksPane
+
+    frame_list = frames(ticks=7)
+    for i in range(2, 7, 2):
+        io = frame_list[i].samples["blockio"]
+        frame_list[i] = replace(frame_list[i], samples={**frame_list[i].samples, "blockio": replace(
+            io, processes=tuple(p for p in io.processes if p.pid != 131))})
+    layouts: list[Screen] = []
+    refresh_layout = Screen._refresh_layout
+
+    def counted(screen: Screen, *args, **kwargs) -> None:
+        if screen._layout_required:
+            layouts.append(screen)
+        refresh_layout(screen, *args, **kwargs)
+
+    app = make_app(frame_list[:2])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until_drawn(pilot, app)
+        assert not app.query_one(DisksPane).has_class("-issuers")
+        await pilot.pause(0.2)
+        monkeypatch.setattr(Screen, "_refresh_layout", counted)
+        for prev, frame in pairwise(frame_list[1:]):
+            app.post_message(FrameReady(frame, derive_frame(prev, frame)))
+            await pilot.pause(0.1)
+        assert app.frame is frame_list[-1]
+    assert layouts == []

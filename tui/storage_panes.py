@@ -277,7 +277,9 @@ class DisksPane(MessagePane):
         # Under the devices where the screen has room for both.
         show_issuers = latency is not None and bool(latency.processes) and not self.screen.has_class("-medium")
         self.set_class(show_issuers, "-issuers")
-        if latency is not None:
+        # Not while hidden: with no height, every change in its number of
+        # rows was a new scrollable size, and so a layout of the screen.
+        if show_issuers:
             issuers.update_processes(latency)
             _fit_rows(issuers, self)
         active = len(view.active)
