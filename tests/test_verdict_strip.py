@@ -12,6 +12,7 @@ from support.harness import make_app, until_drawn, wait_for
 from textual.app import App, ComposeResult
 
 from probes.model.frame import Frame
+from probes.model.verdict import Cell, State
 from probes.store.reader import Recording
 from probes.store.replay import ReplaySource
 from probes.store.writer import Recorder
@@ -125,3 +126,45 @@ async def test_the_live_clock_moves_with_the_frames_and_keeps_going_between_them
         # A screenshot shows when it was taken, whatever the strip last drew.
         monkeypatch.setattr("tui.verdict_strip.time.time", lambda: time.mktime((2030, 1, 2, 3, 4, 5, 0, 0, -1)))
         assert capture(app)[1].splitlines()[0].rstrip().endswith(clock(time.time()))
+
+
+async def test_a_label_that_changes_length_each_tick_does_not_switch_the_strips_form_each_tick() -> None:
+    class Strip(App[None]):
+        def compose(self) -> ComposeResult:
+            yield VerdictStrip(live=False)
+
+    def cells(disk: str) -> list[Cell]:
+        return [
+            Cell("cpu", "CPU", State.OK, "CPU: 3 % busy, run queue p99 12 us", "3 % busy"),
+            Cell("memory", "mem", State.OK, "memory: 3 % used", "3 % used"),
+            Cell("disks", disk, State.OK, f"{disk} ok: idle", "idle"),
+            Cell("net", "net", State.OK, "net ok: idle", "idle"),
+        ]
+
+    now = [1000.0]
+    app = Strip()
+    # Room for every cell named with the short disk label, not with the long one.
+    width = 2 + len(clock(0)) + len(" CPU ok: 3 % busy │ mem ok │ vda ok │ net ok ")
+    async with app.run_test(size=(width, 3)) as pilot:
+        strip = app.query_one(VerdictStrip)
+        strip.monotonic = lambda: now[0]
+
+        def line(disk: str) -> str:
+            strip.show(cells(disk), 0)
+            return strip.render().plain
+
+        assert "+3 ok" in line("a-disk-with-a-long-name")
+        # Named in full once the short label has fitted for SETTLE_S, not at the first tick it fits.
+        for _ in range(5):
+            now[0] += 1
+            assert "+3 ok" in line("vda")
+            now[0] += 1
+            assert "+3 ok" in line("a-disk-with-a-long-name")
+        for _ in range(10):
+            now[0] += 1
+            assert "+3 ok" in line("vda")
+        now[0] += 1
+        assert "mem ok │ vda ok │ net ok" in line("vda")
+        # Back to the compact form at once when the full one no longer fits.
+        assert "+3 ok" in line("a-disk-with-a-long-name")
+        await pilot.pause()

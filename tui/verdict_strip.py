@@ -39,6 +39,7 @@ STATE_CLASSES = {
 # every second drew the screen a second time each second: 0.25 % of a core
 # with every pane at 500 processes.
 CLOCK_S = 1.1
+SETTLE_S = 10.0
 
 
 def clock(wall_s: float) -> str:
@@ -84,6 +85,12 @@ class VerdictStrip(Widget, can_focus=True):
         # (first column, column after, cell index) of each cell as last drawn, for clicks
         self._spans: list[tuple[int, int, int]] = []
         self._clock: Timer | None = None
+        # The form _fit chose (an index of its choices), for the room it had,
+        # and since when a roomier one has fitted
+        self._form: int | None = None
+        self._form_room = 0
+        self._roomier_since: float | None = None
+        self.monotonic = time.monotonic
 
     def on_mount(self) -> None:
         if self.live:
@@ -171,12 +178,27 @@ class VerdictStrip(Widget, can_focus=True):
             ([(i, self._label(c, 1 if i == key else 2)) for i, c in enumerate(cells)], ""),
             ([(i, self._label(cells[i], 1 if i == key else 2)) for i in loud], rest),
         ]
-        for labels, more in choices:
-            shown = [label for _, label in labels] + ([more] if more else [])
-            if sum(map(len, shown)) + len(SEPARATOR) * max(0, len(shown) - 1) + 1 <= room:
-                return labels, more
         worst_first = sorted(loud, key=lambda i: (-cells[i].state, i))
-        return [(i, self._label(cells[i], 2)) for i in worst_first], rest
+        choices.append(([(i, self._label(cells[i], 2)) for i in worst_first], rest))
+
+        def fits(choice: tuple[list[tuple[int, str]], str]) -> bool:
+            labels, more = choice
+            shown = [label for _, label in labels] + ([more] if more else [])
+            return sum(map(len, shown)) + len(SEPARATOR) * max(0, len(shown) - 1) + 1 <= room
+
+        best = next((i for i, choice in enumerate(choices[:-1]) if fits(choice)), len(choices) - 1)
+        # A label that changes length from tick to tick (a disk named when
+        # busy, "disks" when idle) would switch the strip between two forms
+        # as often: a roomier form waits until it has fitted for SETTLE_S.
+        now = self.monotonic()
+        kept = self._form
+        if kept is None or room != self._form_room or best >= kept or not fits(choices[kept]):
+            self._form, self._form_room, self._roomier_since = best, room, None
+        elif self._roomier_since is None:
+            self._roomier_since = now
+        elif now - self._roomier_since >= SETTLE_S:
+            self._form, self._roomier_since = best, None
+        return choices[self._form]
 
     def render(self) -> Text:
         now = clock(time.time() if self.live or self.wall_s is None else self.wall_s)
