@@ -266,16 +266,16 @@ async def test_a_theme_chosen_in_the_ui_is_saved_and_the_starting_one_is_not(tmp
         assert load(path).theme == "orac-light"
 
 
-async def test_frames_that_change_figures_but_not_shapes_lay_nothing_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A layout re-renders every widget on the screen: at one a tick it was a
-    # third of orac's drawing cost. New figures repaint their own widget.
-    from support.synthetic import frames
+async def layouts_while_fed(monkeypatch: pytest.MonkeyPatch, frame_list: list, before=None) -> list:
+    """The screens laid out while the app at 160x48, drawn from the first two frames, is fed the rest.
+
+    `before(app)` runs once the first frames are drawn, before counting starts.
+    """
     from textual.screen import Screen
 
     from probes.model.views import derive_frame
     from tui.messages import FrameReady
 
-    frame_list = frames(ticks=7)
     layouts: list[Screen] = []
     refresh_layout = Screen._refresh_layout
 
@@ -287,13 +287,23 @@ async def test_frames_that_change_figures_but_not_shapes_lay_nothing_out(monkeyp
     app = make_app(frame_list[:2])
     async with app.run_test(size=(160, 48)) as pilot:
         await until_drawn(pilot, app)
+        if before is not None:
+            before(app)
         await pilot.pause(0.2)
         monkeypatch.setattr(Screen, "_refresh_layout", counted)
         for prev, frame in pairwise(frame_list[1:]):
             app.post_message(FrameReady(frame, derive_frame(prev, frame)))
             await pilot.pause(0.1)
         assert app.frame is frame_list[-1]
-    assert layouts == []
+    return layouts
+
+
+async def test_frames_that_change_figures_but_not_shapes_lay_nothing_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A layout re-renders every widget on the screen: at one a tick it was a
+    # third of orac's drawing cost. New figures repaint their own widget.
+    from support.synthetic import frames
+
+    assert await layouts_while_fed(monkeypatch, frames(ticks=7)) == []
 
 
 async def test_lines_that_keep_their_height_shrink_only_when_told() -> None:
@@ -346,10 +356,7 @@ async def test_processes_issuing_block_io_that_come_and_go_lay_nothing_out_where
     from dataclasses import replace
 
     from support.synthetic import frames
-    from textual.screen import Screen
 
-    from probes.model.views import derive_frame
-    from tui.messages import FrameReady
     from tui.storage_panes import DisksPane
 
     frame_list = frames(ticks=7)
@@ -357,22 +364,8 @@ async def test_processes_issuing_block_io_that_come_and_go_lay_nothing_out_where
         io = frame_list[i].samples["blockio"]
         frame_list[i] = replace(frame_list[i], samples={**frame_list[i].samples, "blockio": replace(
             io, processes=tuple(p for p in io.processes if p.pid != 131))})
-    layouts: list[Screen] = []
-    refresh_layout = Screen._refresh_layout
 
-    def counted(screen: Screen, *args, **kwargs) -> None:
-        if screen._layout_required:
-            layouts.append(screen)
-        refresh_layout(screen, *args, **kwargs)
-
-    app = make_app(frame_list[:2])
-    async with app.run_test(size=(160, 48)) as pilot:
-        await until_drawn(pilot, app)
+    def hidden(app) -> None:
         assert not app.query_one(DisksPane).has_class("-issuers")
-        await pilot.pause(0.2)
-        monkeypatch.setattr(Screen, "_refresh_layout", counted)
-        for prev, frame in pairwise(frame_list[1:]):
-            app.post_message(FrameReady(frame, derive_frame(prev, frame)))
-            await pilot.pause(0.1)
-        assert app.frame is frame_list[-1]
-    assert layouts == []
+
+    assert await layouts_while_fed(monkeypatch, frame_list, hidden) == []

@@ -39,6 +39,7 @@ STATE_CLASSES = {
 # every second drew the screen a second time each second: 0.25 % of a core
 # with every pane at 500 processes.
 CLOCK_S = 1.1
+# How long a roomier form of the strip must have fitted before it is shown (see _fit).
 SETTLE_S = 10.0
 
 
@@ -162,7 +163,7 @@ class VerdictStrip(Widget, can_focus=True):
         return f"{cell.label} {cell.state.word}"
 
     def _fit(self, room: int) -> tuple[list[tuple[int, str]], str]:
-        """The widest labels that fit, as (cell index, label), and what stands for the cells left out.
+        """The widest labels that fit (or the form kept, see SETTLE_S), as (cell index, label), and what stands for the cells left out.
 
         Every cell in full, then in short, then the selected (or worst) cell in short and the
         others by state only, then the same with the ok cells counted rather than named, and last
