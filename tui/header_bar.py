@@ -10,9 +10,10 @@ from probes.sources.processes import ProcessesView
 from probes.sources.system import SystemView
 
 from .format import human_bytes, uptime
+from .text_lines import TextLines
 
 
-class HeaderBar(Widget):
+class HeaderBar(TextLines, Widget):
     DEFAULT_CSS = """
     HeaderBar { dock: top; height: 1; background: $panel; color: $foreground; }
     HeaderBar > .header-bar--name { color: $primary; text-style: bold; }
@@ -37,7 +38,7 @@ class HeaderBar(Widget):
         self.system = system or self.system
         self.processes = processes or self.processes
         self.own_cost = own_cost or self.own_cost
-        self.refresh()
+        self.refresh_lines()
 
     def set_flags(self, flags: list[str]) -> None:
         self.flags = flags

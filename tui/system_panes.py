@@ -13,6 +13,7 @@ from probes.sources.system import SYSTEM, CpuUsage, SystemView
 
 from .format import MISSING, human_bytes, human_rate, percent
 from .pane import Pane
+from .text_lines import TextLines
 
 WAITING = "waiting for the second sample..."
 
@@ -33,10 +34,11 @@ def bar(width: int, parts: list[tuple[float, Style]], empty: Style) -> Text:
     return text
 
 
-class CpuPane(Pane):
+class CpuPane(TextLines, Pane):
     """Per-CPU busy bars split by mode, switch and interrupt rates, PSI."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = SYSTEM
+    RENDERS_VIEW = False
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "cpu-pane--user",
@@ -74,6 +76,7 @@ class CpuPane(Pane):
     def show_view(self, view: SystemView) -> None:
         super().show_view(view)
         self.border_title = f"CPU {view.cpu_total.busy_percent:.1f}%"
+        self.refresh_lines()
 
     def _styles(self) -> dict[str, Style]:
         return {
@@ -94,11 +97,14 @@ class CpuPane(Pane):
         return Text.assemble((label, s["label"]), "[", bar(bar_width, parts, s["empty"]), "]", value)
 
     def render(self) -> Text:
+        return Text("\n").join(self.text_lines())
+
+    def text_lines(self) -> list[Text]:
         if self.unavailable:
-            return Text(self.unavailable_text())
+            return Text(self.unavailable_text()).split("\n", allow_blank=True)
         view: SystemView | None = self.view
         if view is None:
-            return Text(WAITING)
+            return [Text(WAITING)]
         s = self._styles()
         width = self.content_size.width or 60
         n = len(view.cpus)
@@ -142,10 +148,10 @@ class CpuPane(Pane):
             psi.append(f" {resource[:3]} ", s["label"])
             psi.append(value)
         lines.append(psi)
-        return Text("\n").join(lines)
+        return lines
 
 
-class MemoryPane(Pane):
+class MemoryPane(TextLines, Pane):
     """Memory and swap bars with the numbers behind them, page fault rates.
 
     The bar is used (MemTotal - MemAvailable, as free and top count it), then
@@ -155,6 +161,7 @@ class MemoryPane(Pane):
     """
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = SYSTEM
+    RENDERS_VIEW = False
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "memory-pane--used",
@@ -187,13 +194,17 @@ class MemoryPane(Pane):
     def show_view(self, view: SystemView) -> None:
         super().show_view(view)
         self.border_title = f"Memory {100 * view.memory_used_bytes / (view.memory_total_bytes or 1):.0f}%"
+        self.refresh_lines()
 
     def render(self) -> Text:
+        return Text("\n").join(self.text_lines())
+
+    def text_lines(self) -> list[Text]:
         if self.unavailable:
-            return Text(self.unavailable_text())
+            return Text(self.unavailable_text()).split("\n", allow_blank=True)
         view: SystemView | None = self.view
         if view is None:
-            return Text(WAITING)
+            return [Text(WAITING)]
         s = {
             name: self.get_component_rich_style(f"memory-pane--{name}")
             for name in ("used", "cached", "swap", "label", "empty")
@@ -211,21 +222,19 @@ class MemoryPane(Pane):
         swap_value = f" {human_bytes(view.swap_used_bytes)}/{human_bytes(swap_total)}"
         swap_pct = 100 * view.swap_used_bytes / swap_total if swap_total else 0.0
         swap_bar = bar(max(1, width - 5 - len(swap_value)), [(swap_pct, s["swap"])], s["empty"])
-        return Text("\n").join(
-            [
-                Text.assemble(("Mem", s["label"]), "[", mem_bar, "]", mem_value),
-                Text.assemble(("Swp", s["label"]), "[", swap_bar, "]", swap_value),
-                Text.assemble(
-                    ("used ", s["used"]), human_bytes(view.memory_used_bytes),
-                    ("  avail ", s["label"]), human_bytes(view.memory_available_bytes),
-                ),
-                Text.assemble(
-                    ("cache ", s["cached"]), human_bytes(view.memory_buffers_bytes + view.memory_cached_bytes),
-                    ("  shm ", s["label"]), human_bytes(view.memory_shmem_bytes),
-                ),
-                Text.assemble(
-                    ("faults ", s["label"]), f"{human_rate(view.page_faults_per_s)}/s",
-                    ("  major ", s["label"]), f"{human_rate(view.major_page_faults_per_s)}/s",
-                ),
-            ]
-        )
+        return [
+            Text.assemble(("Mem", s["label"]), "[", mem_bar, "]", mem_value),
+            Text.assemble(("Swp", s["label"]), "[", swap_bar, "]", swap_value),
+            Text.assemble(
+                ("used ", s["used"]), human_bytes(view.memory_used_bytes),
+                ("  avail ", s["label"]), human_bytes(view.memory_available_bytes),
+            ),
+            Text.assemble(
+                ("cache ", s["cached"]), human_bytes(view.memory_buffers_bytes + view.memory_cached_bytes),
+                ("  shm ", s["label"]), human_bytes(view.memory_shmem_bytes),
+            ),
+            Text.assemble(
+                ("faults ", s["label"]), f"{human_rate(view.page_faults_per_s)}/s",
+                ("  major ", s["label"]), f"{human_rate(view.major_page_faults_per_s)}/s",
+            ),
+        ]

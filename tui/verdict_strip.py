@@ -22,6 +22,7 @@ from textual.widget import Widget
 from probes.model.verdict import Cell, State
 
 from .process_table import ProcessTable
+from .text_lines import TextLines
 
 SEPARATOR = " │ "
 STATE_CLASSES = {
@@ -48,7 +49,7 @@ def clock(wall_s: float) -> str:
     return time.strftime("%H:%M:%S %Z", time.localtime(wall_s))
 
 
-class VerdictStrip(Widget, can_focus=True):
+class VerdictStrip(TextLines, Widget, can_focus=True):
     DEFAULT_CSS = """
     VerdictStrip { height: 1; background: $panel; }
     VerdictStrip > .verdict-strip--ok { color: $success; }
@@ -99,7 +100,7 @@ class VerdictStrip(Widget, can_focus=True):
 
     def _tick_clock(self) -> None:
         if self.live:
-            self.refresh()
+            self.refresh_lines()
 
     def on_focus(self) -> None:
         self.refresh()
@@ -111,7 +112,7 @@ class VerdictStrip(Widget, can_focus=True):
         self.cells = tuple(cells)
         self.wall_s = wall_ns / 1e9
         self.selected = min(self.selected, max(0, len(self.cells) - 1))
-        self.refresh()
+        self.refresh_lines()
         if self._clock is not None:
             self._clock.reset()
 

@@ -1,0 +1,71 @@
+"""Widgets drawn a line of Rich Text at a time, redrawing only the lines that change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.geometry import Region
+from textual.strip import Strip
+
+
+class TextLines:
+    """A mixin for a Widget whose render() gives Rich Text fitted to its width, a line per row.
+
+    Textual turns a render() into strips through its Visual and Content
+    machinery, for every line, at each refresh: for the CPU and memory
+    panes that was two thirds of their drawing time, more than working out
+    what to show. Here each line of Text becomes a strip directly, and
+    `refresh_lines` redraws only the lines whose text changed (a memory
+    pane's swap line, a CPU pane's PSI line, most ticks). A full refresh
+    (a resize, a theme, a new height) draws every line again from render().
+    """
+
+    _text_lines: list[Text] | None = None
+    _line_strips: list[Strip | None]
+
+    def text_lines(self) -> list[Text]:
+        """The lines to show: by default render()'s text split at its newlines."""
+        return self.render().split("\n", allow_blank=True)
+
+    def refresh(self, *regions: Region, **kwargs: Any) -> Any:
+        if not regions:
+            self._text_lines = None
+        return super().refresh(*regions, **kwargs)
+
+    def refresh_lines(self) -> None:
+        """Redraw the lines whose text changed since drawn; all of them, laid out, when their number did."""
+        old = self._text_lines
+        if old is None:
+            self.refresh()
+            return
+        new = self.text_lines()
+        if len(new) != len(old):
+            self.refresh(layout=True)
+            return
+        self._text_lines = new
+        width = self.size.width
+        for y, (was, now) in enumerate(zip(old, new)):
+            if was != now:
+                self._line_strips[y] = None
+                super().refresh(Region(0, y, width, 1))
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if self._text_lines is None:
+            self._text_lines = self.text_lines()
+            self._line_strips = [None] * len(self._text_lines)
+        if y >= len(self._text_lines):
+            return Strip.blank(width, self.visual_style.rich_style)
+        strip = self._line_strips[y]
+        if strip is None:
+            strip = self._line_strips[y] = self._strip(self._text_lines[y], width)
+        return strip
+
+    def _strip(self, text: Text, width: int) -> Strip:
+        if text.cell_len > width:
+            text = text.copy()
+            text.truncate(width, overflow="ellipsis")
+        console = self.app.console
+        base = self.visual_style.rich_style
+        return Strip(list(text.render(console)), text.cell_len).apply_style(base)
