@@ -19,6 +19,7 @@ from probes.sources.gpu import GPU
 from probes.sources.kmsg import KINDS, KMSG, KernelEvent, KmsgView
 
 from .pane import Pane
+from .text_lines import TextLines
 
 WAITING = "waiting for the second sample..."
 # NVML's events that belong beside the kernel's errors (clock and power-state changes do not)
@@ -54,7 +55,7 @@ def said_by_the_kernel(e: GpuEvent, kernel: list[tuple[float, KernelEvent]]) -> 
     )
 
 
-class KernelEventsPane(Pane):
+class KernelEventsPane(TextLines, Pane):
     """The newest kernel log records; OOM kills, hung tasks, I/O errors and the like stand out.
 
     NVML's own error events (Xid, ECC) join them in time order, but for an
@@ -62,6 +63,7 @@ class KernelEventsPane(Pane):
     """
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = KMSG
+    RENDERS_VIEW = False
     JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (GPU,)
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -111,6 +113,7 @@ class KernelEventsPane(Pane):
         if self.lost_lines:
             parts.append(f"{self.lost_lines} lines lost (ring buffer overrun)")
         self.border_title = "Kernel events" + (", " + ", ".join(parts) if parts else "")
+        self.refresh_lines()
 
     def show_absent(self, reason: str) -> None:
         self.add_class("-absent")

@@ -25,6 +25,9 @@ from .choice_screen import ChoiceScreen
 
 T = TypeVar("T")
 
+# A cell without a style of its own: shared, as Style() is built anew at each call.
+PLAIN = Style()
+
 
 @dataclass(frozen=True)
 class Column(Generic[T]):
@@ -232,26 +235,25 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
         processes); a line redrawn costs Textual's compositor as much as our
         formatting, so the unchanged ones are left as they are.
         """
-        height = self.view_size.height
+        width, height = self.view_size
         drawn = self._drawn
-        changed = [y for y in range(height) if drawn.get(y) != self._line_key(y)]
+        changed = [y for y in range(height) if drawn.get(y) != self._line_key(y, width)]
         if len(changed) > height // 2:
             self.refresh()
             return
-        width = self.view_size.width
         for y in changed:
             self.refresh(Region(0, y, width, 1))
 
-    def _line_key(self, y: int) -> tuple[Any, ...] | None:
-        """What line `y` of the view shows; equal keys draw equal lines."""
+    def _line_key(self, y: int, width: int) -> tuple[Any, ...] | None:
+        """What line `y` of the view `width` wide shows; equal keys draw equal lines."""
         if y == 0:
-            return (self.view_size.width, self.sort_key, self.sort_descending, *(c.key for c in self.columns))
+            return (width, self.sort_key, self.sort_descending, *(c.key for c in self.columns))
         index = self.scroll_offset.y + y - 1
         if index >= len(self.rows):
             return None
         item, prefix = self.rows[index]
         return (
-            self.view_size.width, index == self.cursor, prefix, self.row_component(item),
+            width, index == self.cursor, prefix, self.row_component(item),
             *(c.text(item) for c in self.columns),
         )
 
@@ -415,15 +417,15 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
 
     def cell_style(self, key: str, item: T) -> Style:
         """A style for one cell on top of the row's (subclasses colour states)."""
-        return Style()
+        return PLAIN
 
     def row_component(self, item: T) -> str:
         """The component class that styles a whole row, "" for none (subclasses mark rows)."""
         return ""
 
     def render_line(self, y: int) -> Strip:
-        key = self._drawn[y] = self._line_key(y)
         width = self.view_size.width
+        key = self._drawn[y] = self._line_key(y, width)
         layout = self._layout(width)
         base = self.style("")
         if y == 0:
@@ -464,6 +466,7 @@ class LineTable(ScrollView, Generic[T], can_focus=True):
                     w = max(0, w - len(shown_prefix))
             elif column.narrow is not None and len(text) > w:
                 text = column.narrow(item)
-            segments.append(Segment(fit(text, w, column.right), row_style + self.cell_style(column.key, item)))
+            cell = self.cell_style(column.key, item)
+            segments.append(Segment(fit(text, w, column.right), row_style + cell if cell else row_style))
             segments.append(Segment(" ", row_style))
         return Strip(segments).crop_extend(0, width, row_style)

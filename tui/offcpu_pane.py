@@ -182,6 +182,12 @@ class OffCpuPane(DetailPane):
         self.border_title = "Off-CPU"
         # (first, last) run-queue buckets shown for the highlighted process
         self.rq_span: tuple[int, int] | None = None
+        # Lines scrolled out of view are left as they are (see Lines.set_text).
+        self.watch(self.query_one("#offcpu-detail", VerticalScroll), "scroll_y", self._detail_scrolled, init=False)
+
+    def _detail_scrolled(self) -> None:
+        if self.view is not None:
+            self.draw_detail()
 
     def draw(self, view: OffCpuView) -> None:
         table = self.query_one("#offcpu-processes", LineTable)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from rich.markup import escape
+from textual.containers import ScrollableContainer
 from textual.geometry import Region
 from textual.message import Message
 from textual.widget import Widget
@@ -218,6 +219,14 @@ class Lines(Static):
         self._lines = 0
         self._width = 0
 
+    def _scrolled_out(self) -> bool:
+        """Laid out, where its scrolling parent's view does not reach."""
+        parent = self.parent
+        if not isinstance(parent, ScrollableContainer):
+            return False
+        region = self.region
+        return bool(region) and not region.overlaps(parent.region)
+
     def reset_height(self) -> None:
         self._lines = 0
 
@@ -231,6 +240,12 @@ class Lines(Static):
             text += "\n" * (self._lines - lines)
             lines = self._lines
         if text == self.text:
+            return
+        if self.text is not None and self._scrolled_out():
+            # Refreshing a widget out of the screen's view makes Textual work
+            # out every widget's place again at the next frame (about 2 ms
+            # with every pane): the owner sets the text again when it scrolls
+            # into view.
             return
         layout = self.text is None or lines != self._lines
         self.text = text

@@ -20,7 +20,7 @@ from textual.message import Message
 from probes.sources.processes import ProcessView, cpu_sort_key
 
 from .format import cpu_time, human_bytes, percent
-from .line_table import Column, LineTable
+from .line_table import PLAIN, Column, LineTable
 
 
 def program_first(view: ProcessView) -> str:
@@ -283,4 +283,4 @@ class ProcessTable(LineTable[ProcessView]):
             return self.style("process-table--busy")
         elif key == "cgroup" and view.cgroup in self.throttled_cgroups:
             return self.style("process-table--throttled")
-        return Style()
+        return PLAIN

@@ -37,7 +37,7 @@ from probes.sources.filesystems import (
 )
 
 from .format import MISSING, human_bytes, human_duration_ns, human_rate, latency_bucket
-from .line_table import Column, LineTable
+from .line_table import PLAIN, Column, LineTable
 from .pane import Lines, MessagePane
 
 # Rows a storage table shows before it scrolls; fewer on a short terminal,
@@ -190,7 +190,7 @@ class DisksTable(LineTable[DiskView]):
         rates: DiskRates | None = disk.rates
         if key == "util" and rates is not None and rates.util_percent >= SATURATED_UTIL_PERCENT and not disk.saturated:
             return self.style("disks-table--busy")
-        return Style()
+        return PLAIN
 
 
 def _fit_rows(table: LineTable[Any], pane: MessagePane) -> None:
