@@ -176,3 +176,23 @@ async def test_o_is_offered_only_where_orac_is_among_the_processes() -> None:
     app = OffCpuApp(with_orac(offcpu_view()))
     async with mounted(app, SIZE):
         assert "o" in app.active_bindings
+
+
+async def test_the_run_queue_histogram_scrolled_out_of_view_shows_the_newest_figures_once_scrolled_in() -> None:
+    from textual.containers import VerticalScroll
+
+    from tui.pane import Lines
+
+    app = OffCpuApp(offcpu_view())
+    async with mounted(app, (120, 10)) as pilot:
+        pane = app.query_one(OffCpuPane)
+        rq = app.query_one("#offcpu-rq", Lines)
+        assert rq._scrolled_out(), "the pane is meant to be too short to show the run queue"
+        pane.show_view(dataclasses.replace(offcpu_view(), rq_waits_per_s=777.0))
+        await pilot.pause()
+        # left alone while out of view: refreshing it would lay out every widget's place
+        assert "777 waits/s" not in (rq.text or "")
+        app.query_one("#offcpu-detail", VerticalScroll).scroll_end(animate=False, immediate=True)
+        await pilot.pause()
+        await pilot.pause()
+        assert "777 waits/s" in (rq.text or "")

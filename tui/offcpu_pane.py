@@ -186,8 +186,9 @@ class OffCpuPane(DetailPane):
         self.watch(self.query_one("#offcpu-detail", VerticalScroll), "scroll_y", self._detail_scrolled, init=False)
 
     def _detail_scrolled(self) -> None:
+        # After the screen has moved the lines: until then they are where they were.
         if self.view is not None:
-            self.draw_detail()
+            self.call_after_refresh(self.draw_detail)
 
     def draw(self, view: OffCpuView) -> None:
         table = self.query_one("#offcpu-processes", LineTable)
