@@ -50,8 +50,8 @@ class HeaderBar(TextLines, Widget):
             self.refresh()
 
     def render(self) -> Text:
-        name = self.get_component_rich_style("header-bar--name")
-        flag = self.get_component_rich_style("header-bar--flag")
+        name = self.component_style("header-bar--name")
+        flag = self.component_style("header-bar--flag")
         text = Text.assemble((" orac ", name))
         s = self.system
         if s is not None:
@@ -65,7 +65,7 @@ class HeaderBar(TextLines, Widget):
             cost = f"  orac {c.cpu_percent:.1f}% {human_bytes(c.rss_bytes)}"
             if c.bpf_cpu_percent is not None:
                 cost += f" bpf {c.bpf_cpu_percent:.1f}%"
-            text.append(cost, self.get_component_rich_style("header-bar--cost"))
+            text.append(cost, self.component_style("header-bar--cost"))
         for f in ([f"behind: {self.behind}"] if self.behind else []) + self.flags:
             text.append("  ")
             text.append(f" {f} ", flag)

@@ -125,11 +125,11 @@ class KernelEventsPane(TextLines, Pane):
 
     def render(self) -> Text:
         if self.unavailable:
-            return Text(self.unavailable_text(), self.get_component_rich_style("kernel-events-pane--muted"))
+            return Text(self.unavailable_text(), self.component_style("kernel-events-pane--muted"))
         view: KmsgView | None = self.view
         if view is None:
             return Text(WAITING)
-        styles = {n: self.get_component_rich_style(f"kernel-events-pane--{n}") for n in ("error", "warning", "muted")}
+        styles = {n: self.component_style(f"kernel-events-pane--{n}") for n in ("error", "warning", "muted")}
         tail = 1 if self.screen.has_class("-medium") else TAIL
         now_ns = self.shown_wall_ns()
         kernel = [(view.wall_ns_of(e, now_ns) / 1e9, e) for e in view.events[-tail:]]

@@ -203,7 +203,7 @@ class NetworkPane(TextLines, Pane):
         self.refresh(layout=True)
 
     def render(self) -> Text:
-        s = {name: self.get_component_rich_style(f"network-pane--{name}") for name in ("label", "warning", "muted")}
+        s = {name: self.component_style(f"network-pane--{name}") for name in ("label", "warning", "muted")}
         if self.unavailable:
             return Text(self.unavailable_text())
         view: NetworkView | None = self.view

@@ -80,7 +80,7 @@ class CpuPane(TextLines, Pane):
 
     def _styles(self) -> dict[str, Style]:
         return {
-            name: self.get_component_rich_style(f"cpu-pane--{name}")
+            name: self.component_style(f"cpu-pane--{name}")
             for name in ("user", "system", "irq", "steal", "iowait", "label", "empty")
         }
 
@@ -206,7 +206,7 @@ class MemoryPane(TextLines, Pane):
         if view is None:
             return [Text(WAITING)]
         s = {
-            name: self.get_component_rich_style(f"memory-pane--{name}")
+            name: self.component_style(f"memory-pane--{name}")
             for name in ("used", "cached", "swap", "label", "empty")
         }
         width = self.content_size.width or 40

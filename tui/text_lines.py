@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.style import Style
 from rich.text import Text
 from textual.geometry import Region
 from textual.strip import Strip
@@ -23,6 +24,27 @@ class TextLines:
 
     _text_lines: list[Text] | None = None
     _line_strips: list[Strip | None]
+    _kept_component_styles: dict[str, Style] | None = None
+
+    def component_style(self, name: str) -> Style:
+        """The Rich style of a component class, kept until the styles change.
+
+        Textual's get_component_rich_style forgets its cache at every
+        refresh, a line's too, and works each style out again from the CSS.
+        """
+        styles = self._kept_component_styles
+        if styles is None:
+            styles = self._kept_component_styles = {}
+        style = styles.get(name)
+        if style is None:
+            style = styles[name] = self.get_component_rich_style(name)
+        return style
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._kept_component_styles = None
+        # The lines kept are drawn in the old styles.
+        self.refresh()
 
     def text_lines(self) -> list[Text]:
         """The lines to show: by default render()'s text split at its newlines."""

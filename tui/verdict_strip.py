@@ -208,20 +208,20 @@ class VerdictStrip(TextLines, Widget, can_focus=True):
         labels, more = self._fit(room)
         text = Text(" ")
         self._spans = []
-        selected = self.get_component_rich_style("verdict-strip--selected") if self.has_focus else None
+        selected = self.component_style("verdict-strip--selected") if self.has_focus else None
         for index, label in labels:
             cell = self.cells[index]
             if self._spans:
                 text.append(SEPARATOR)
             start = text.cell_len
-            style = self.get_component_rich_style(STATE_CLASSES[cell.state])
+            style = self.component_style(STATE_CLASSES[cell.state])
             text.append(label, style + selected if selected is not None and index == self.selected else style)
             self._spans.append((start, text.cell_len, index))
         if more:
             text.append(SEPARATOR)
-            text.append(more, self.get_component_rich_style(STATE_CLASSES[State.OK]))
+            text.append(more, self.component_style(STATE_CLASSES[State.OK]))
         text.truncate(room, overflow="ellipsis")
         pad = max(1, self.size.width - text.cell_len - len(now) - 1)
         text.append(" " * pad)
-        text.append(now, self.get_component_rich_style("verdict-strip--clock"))
+        text.append(now, self.component_style("verdict-strip--clock"))
         return text
