@@ -369,3 +369,24 @@ async def test_processes_issuing_block_io_that_come_and_go_lay_nothing_out_where
         assert not app.query_one(DisksPane).has_class("-issuers")
 
     assert await layouts_while_fed(monkeypatch, frame_list, hidden) == []
+
+
+async def test_panes_hidden_on_a_short_terminal_show_the_newest_frame_when_it_grows() -> None:
+    from tui.line_table import LineTable
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_drawn(pilot, app)
+        assert not any(shown(app).values())
+        # Hidden panes are not drawn (their tables would lay the screen out)...
+        offcpu = app.query_one("#offcpu-processes", LineTable)
+        syscalls = app.query_one(SyscallsPane).query_one(LineTable)
+        assert offcpu.rows == [] and syscalls.rows == []
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        await pilot.pause()
+        # ... and drawn from the frame shown once there is room.
+        assert all(shown(app).values())
+        view = app.query_one(OffCpuPane).view
+        assert view is not None and {p.pid for p, _ in offcpu.rows} == {p.pid for p in view.processes}
+        assert syscalls.rows

@@ -132,9 +132,22 @@ class MessagePane(Pane):
     MessagePane.-unavailable > .pane-message { display: block; }
     """
 
+    _undrawn = False
+
     def show_view(self, view: Any) -> None:
         super().show_view(view)
-        self.draw(view)
+        if self.display:
+            self.draw(view)
+        else:
+            # Hidden (a short terminal): drawing its tables would still lay
+            # the screen out as their rows come and go, and a refresh of a
+            # widget off screen makes Textual place every widget again.
+            self._undrawn = True
+
+    def on_show(self) -> None:
+        if self._undrawn and self.view is not None and self.unavailable is None:
+            self._undrawn = False
+            self.draw(self.view)
 
     def show_unavailable(self, reason: str, remedy: str) -> None:
         if self.unavailable == (reason, remedy):
