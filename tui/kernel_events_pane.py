@@ -18,8 +18,7 @@ from probes.host.nvml_events import SERIOUS, GpuEvent
 from probes.sources.gpu import GPU
 from probes.sources.kmsg import KINDS, KMSG, KernelEvent, KmsgView
 
-from .pane import Pane
-from .text_lines import TextLines
+from .text_lines import TextPane
 
 WAITING = "waiting for the second sample..."
 # NVML's events that belong beside the kernel's errors (clock and power-state changes do not)
@@ -55,7 +54,7 @@ def said_by_the_kernel(e: GpuEvent, kernel: list[tuple[float, KernelEvent]]) -> 
     )
 
 
-class KernelEventsPane(TextLines, Pane):
+class KernelEventsPane(TextPane):
     """The newest kernel log records; OOM kills, hung tasks, I/O errors and the like stand out.
 
     NVML's own error events (Xid, ECC) join them in time order, but for an
@@ -63,7 +62,6 @@ class KernelEventsPane(TextLines, Pane):
     """
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = KMSG
-    RENDERS_VIEW = False
     JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (GPU,)
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -113,7 +111,6 @@ class KernelEventsPane(TextLines, Pane):
         if self.lost_lines:
             parts.append(f"{self.lost_lines} lines lost (ring buffer overrun)")
         self.border_title = "Kernel events" + (", " + ", ".join(parts) if parts else "")
-        self.refresh_lines()
 
     def show_absent(self, reason: str) -> None:
         self.add_class("-absent")

@@ -22,8 +22,7 @@ from probes.sources.tcp import TCP, TcpView
 from probes.sources.tcp_events import TCP_EVENTS, ConnectionRetransmitRate, ProcessConnectRate, TcpEventsView
 
 from .format import MISSING, human_rate, latency_bucket, percent
-from .pane import Pane
-from .text_lines import TextLines
+from .text_lines import TextPane
 
 WAITING = "waiting for the second sample..."
 NAME_WIDTH = 12
@@ -143,7 +142,7 @@ def connects_line(events: TcpEventsView) -> str:
     return text + f"  accepted/s {_per_s(accepted)}  closed from ESTAB/s {_per_s(closed)}"
 
 
-class NetworkPane(TextLines, Pane):
+class NetworkPane(TextPane):
     """Interfaces with traffic (all with `a`), TCP rates and socket states.
 
     On a short terminal it is one line: the busiest interface and TCP's
@@ -151,7 +150,6 @@ class NetworkPane(TextLines, Pane):
     """
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = NETWORK
-    RENDERS_VIEW = False
     JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (TCP, TCP_EVENTS)
     # The app's: the pane never has focus, the process table keeps it.
     KEYS: ClassVar[list[Binding]] = [
@@ -190,7 +188,6 @@ class NetworkPane(TextLines, Pane):
         hidden = len(view.interfaces) - len(shown_interfaces(view, self.show_all))
         self.border_title = f"Network, {hidden} idle or down hidden" if hidden else "Network"
         self.border_subtitle = "a: idle too" if hidden else ("a: hide idle" if self.show_all else "")
-        self.refresh_lines()
 
     def show_absent(self, reason: str) -> None:
         # a recording made without the probe: nothing to say, no room taken

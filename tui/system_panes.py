@@ -12,8 +12,7 @@ from probes.contract import ProbeSpec
 from probes.sources.system import SYSTEM, CpuUsage, SystemView
 
 from .format import MISSING, human_bytes, human_rate, percent
-from .pane import Pane
-from .text_lines import TextLines
+from .text_lines import TextPane
 
 WAITING = "waiting for the second sample..."
 
@@ -34,11 +33,10 @@ def bar(width: int, parts: list[tuple[float, Style]], empty: Style) -> Text:
     return text
 
 
-class CpuPane(TextLines, Pane):
+class CpuPane(TextPane):
     """Per-CPU busy bars split by mode, switch and interrupt rates, PSI."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = SYSTEM
-    RENDERS_VIEW = False
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "cpu-pane--user",
@@ -76,7 +74,6 @@ class CpuPane(TextLines, Pane):
     def show_view(self, view: SystemView) -> None:
         super().show_view(view)
         self.border_title = f"CPU {view.cpu_total.busy_percent:.1f}%"
-        self.refresh_lines()
 
     def _styles(self) -> dict[str, Style]:
         return {
@@ -95,9 +92,6 @@ class CpuPane(TextLines, Pane):
             (usage.iowait_percent, s["iowait"]),
         ]
         return Text.assemble((label, s["label"]), "[", bar(bar_width, parts, s["empty"]), "]", value)
-
-    def render(self) -> Text:
-        return Text("\n").join(self.text_lines())
 
     def text_lines(self) -> list[Text]:
         if self.unavailable:
@@ -151,7 +145,7 @@ class CpuPane(TextLines, Pane):
         return lines
 
 
-class MemoryPane(TextLines, Pane):
+class MemoryPane(TextPane):
     """Memory and swap bars with the numbers behind them, page fault rates.
 
     The bar is used (MemTotal - MemAvailable, as free and top count it), then
@@ -161,7 +155,6 @@ class MemoryPane(TextLines, Pane):
     """
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = SYSTEM
-    RENDERS_VIEW = False
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "memory-pane--used",
@@ -194,10 +187,6 @@ class MemoryPane(TextLines, Pane):
     def show_view(self, view: SystemView) -> None:
         super().show_view(view)
         self.border_title = f"Memory {100 * view.memory_used_bytes / (view.memory_total_bytes or 1):.0f}%"
-        self.refresh_lines()
-
-    def render(self) -> Text:
-        return Text("\n").join(self.text_lines())
 
     def text_lines(self) -> list[Text]:
         if self.unavailable:

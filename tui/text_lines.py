@@ -9,6 +9,8 @@ from rich.text import Text
 from textual.geometry import Region
 from textual.strip import Strip
 
+from .pane import Pane
+
 
 class TextLines:
     """A mixin for a Widget whose render() gives Rich Text fitted to its width, a line per row.
@@ -47,8 +49,14 @@ class TextLines:
         self.refresh()
 
     def text_lines(self) -> list[Text]:
-        """The lines to show: by default render()'s text split at its newlines."""
+        """The lines to show: by default render()'s text split at its newlines.
+
+        A widget gives either render() or text_lines(); each defaults to the other.
+        """
         return self.render().split("\n", allow_blank=True)
+
+    def render(self) -> Text:
+        return Text("\n").join(self.text_lines())
 
     def refresh(self, *regions: Region, **kwargs: Any) -> Any:
         if not regions:
@@ -91,3 +99,13 @@ class TextLines:
         console = self.app.console
         base = self.visual_style.rich_style
         return Strip(list(text.render(console)), text.cell_len).apply_style(base)
+
+
+class TextPane(TextLines, Pane):
+    """A pane drawn through TextLines: each view redraws the lines it changed."""
+
+    RENDERS_VIEW = False
+
+    def show_view(self, view: Any) -> None:
+        super().show_view(view)
+        self.refresh_lines()
