@@ -67,7 +67,7 @@ async def test_no_frames_says_why_in_one_line() -> None:
     async with app.run_test(size=(120, 20)) as pilot:
         pane = app.query_one(PythonPane)
         pane.show_view(view(raw="", sampled_ns=0))
-        assert pane.unavailable is not None and "waiting for py-spy" in pane.unavailable.reason
+        assert pane.unavailable is not None and "waiting for the first samples (py-spy's" in pane.unavailable.reason
         pane.show_view(view(raw="", problem="Permission denied (os error 13)"))
         await pilot.pause()
         assert pane.unavailable.reason == "no Python frames: Permission denied (os error 13)"

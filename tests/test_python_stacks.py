@@ -125,6 +125,8 @@ def test_a_70_30_program_shows_both_functions_beside_py_spy(target: subprocess.P
     assert abs(share(totals, "hot_f") - 70) <= 10, figures
     assert abs(share(totals, "hot_g") - 30) <= 10, figures
     assert view.python_version and not view.problem, figures
+    # 3.11+ is read by orac itself, not py-spy (whose figures it is checked against)
+    assert view.sampled_by == "orac", view.python_version
     # started without -X perf: a 3.12+ process is told how to get Python frames in the native profile
     newer = tuple(int(part) for part in view.python_version.split(".")) >= (3, 12)
     assert view.note == (PERF_MAP_HINT if newer else ""), view.python_version
@@ -169,7 +171,8 @@ def test_a_sample_is_recorded_and_read_back() -> None:
     stacks, names = parse_raw("thread (1): m;main (a.py:1);f (a.py:5) 70\n")
     waiting = (WaitingThread(2, ("run (b.py:3)", "wait_for_data (b.py:21)")),)
     sample = PythonStacksSample(
-        1, "3.11", tuple(stacks), names, 70, 1, 2 * 10**9, 99, True, "", PERF_MAP_HINT, waiting=waiting, native=True
+        1, "3.11", tuple(stacks), names, 70, 1, 2 * 10**9, 99, True, "", PERF_MAP_HINT, waiting=waiting, native=True,
+        sampled_by="orac",
     )
     table = TypeTable()
     payload = Encoder(table).encode_frame({"python": sample}, {}, None)

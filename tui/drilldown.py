@@ -130,7 +130,7 @@ class DrillDown(Vertical):
         self.folded = FoldedStacks()
         # off-CPU time per stack (root first), in microseconds
         self.offcpu_us: dict[tuple[str, ...], int] = defaultdict(int)
-        # py-spy's samples per Python stack (root first)
+        # the Python probe's samples per Python stack (root first)
         self.python_samples: dict[tuple[str, ...], int] = defaultdict(int)
         # the Python probe this drill-down started, for `n` (its native frames)
         self.python_probe: PythonStacksProbe | None = None
@@ -235,8 +235,8 @@ class DrillDown(Vertical):
     def write_folded(self, directory: Path) -> list[Path]:
         """Write the profile and Python stacks (samples) and off-CPU stacks (microseconds) so far as folded stacks.
 
-        The Python stacks are a file of their own: py-spy samples at other
-        moments than the eBPF profile, so its samples do not add to those.
+        The Python stacks are a file of their own: they are sampled at other
+        moments than the eBPF profile, so their samples do not add to those.
 
         Files are created as probes.private_files creates them (mode 0600,
         never through a planted link), since orac often runs as root.

@@ -215,7 +215,7 @@ class ProcessScreen(Screen[None]):
         Binding("5", "tab('blockio')", "Block I/O", show=False,
                 tooltip="The block I/O tab: its requests, bytes and latency, and its time in D state"),
         Binding("6", "tab('python')", "Python", show=False,
-                tooltip="The Python tab: a Python process's functions and stacks, sampled by py-spy"),
+                tooltip="The Python tab: a Python process's functions and stacks, read from its memory"),
         Binding(
             "n", "native_python", "Native frames",
             tooltip="Python tab: py-spy takes the native frames too (C extensions' code under their Python callers); "

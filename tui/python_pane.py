@@ -1,4 +1,7 @@
-"""The drill-down's Python tab: the process's Python functions and stacks, and where its threads wait, from py-spy."""
+"""The drill-down's Python tab: the process's Python functions and stacks, and where its threads wait.
+
+The frames are read from the interpreter's memory by orac itself (3.11+) or by py-spy (older versions, native frames).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +20,12 @@ from probes.sources.python_stacks import CHUNK_S, PYTHON_STACKS, PythonStacksVie
 from .line_table import Column, LineTable
 from .profile_pane import FunctionsAndStacksPane
 
-WAITING_TITLE = "Where threads wait (not running Python at py-spy's last dump, once a tick)"
+WAITING_TITLE = "Where threads wait (not running when last read, once a tick)"
 
 
 @dataclass(frozen=True, slots=True)
 class WaitingRow:
-    """A thread not running Python code at py-spy's last dump: where it waited, and its off-CPU time."""
+    """A thread not running when its frames were last read: where it waited, and its off-CPU time."""
 
     tid: int
     name: str
@@ -74,9 +77,10 @@ class PythonPane(FunctionsAndStacksPane):
             return
         if not view.sampled_s and not view.exited:
             # py-spy's chunks end every CHUNK_S seconds, not every tick: keep the last one's figures,
-            # but where threads wait comes from a dump each tick.
+            # but where threads wait is read each tick.
             if self.view is None:
-                self.show_unavailable(f"waiting for py-spy's first {CHUNK_S} s of samples", "")
+                chunk = f" (py-spy's first {CHUNK_S} s)" if view.sampled_by == "py-spy" else ""
+                self.show_unavailable(f"waiting for the first samples{chunk}", "")
             else:
                 # no chunk ended: its stacks, native or not, are the last view's
                 self._draw_waiting(view, self.view.native)
@@ -84,7 +88,11 @@ class PythonPane(FunctionsAndStacksPane):
         super().show_view(view)
 
     def draw(self, view: PythonStacksView) -> None:
-        title = f"Python {view.python_version} (py-spy{', native frames too: it stops the process each sample' if view.native else ''})"
+        if view.native:
+            source = "py-spy, native frames too: it stops the process each sample"
+        else:
+            source = "read from its memory, not stopping it" if view.sampled_by == "orac" else "py-spy"
+        title = f"Python {view.python_version} ({source})"
         if view.exited:
             title += "  [$error]exited: last data[/]"
         self.border_title = title

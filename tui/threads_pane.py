@@ -88,7 +88,7 @@ class ThreadsPane(MessagePane):
         self.pid = pid
         # the title's thread counts, kept when the process exits
         self.counts = "Threads"
-        # tid -> threading's name: py-spy names only the threads that ran in its last chunk
+        # tid -> threading's name, kept: a py-spy dump names them now and then
         self.python_names: dict[int, str] = {}
 
     def compose(self) -> ComposeResult:

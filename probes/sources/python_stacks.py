@@ -1,4 +1,4 @@
-"""The "python" probe: a Python process's own stacks (function, file:line), sampled by py-spy.
+"""The "python" probe: a Python process's own stacks (function, file:line), read from its memory.
 
 The eBPF profile of a CPython process names interpreter functions
 (`_PyEval_EvalFrameDefault`, `PyObject_Free`), never the Python functions
@@ -7,24 +7,31 @@ tell them apart. Python 3.12+ can write a perf map of trampolines
 (`-X perf`, PYTHONPERFSUPPORT=1) that the native profile reads already, but
 only when the process was started with it, and Debian 12's 3.11 has none.
 
-So this probe reads the interpreter's own frames from the process's memory,
-with py-spy (PyPI, a dependency of orac): it knows the frame layouts of
-CPython 2.7 to 3.13 and reads them with process_vm_readv, where writing
-that reader here would mean following every version's layout by hand.
-`--nonblocking` reads without stopping the target. Measured with
-benchmarks/python_stacks on a CPU-bound 3.11 loop, at 99 Hz, on the loaded
-2-CPU development VM: py-spy used 3.5 to 5.2 % of a CPU, and the target's
-throughput traced was -1.8 % to +8 % of untraced in three rounds, i.e. within
-that machine's noise; a quiet machine is needed to resolve the issue's 2 %.
+So this probe reads the interpreter's own frames from the process's memory.
+For 3.11 and newer it does so itself (probes/host/cpython_frames.py), on a
+thread of its own at the rate asked: each sample reads the state of each
+thread (/proc/PID/task/TID/stat: only running threads are counted, as
+py-spy's record leaves idle ones out) and the running threads' frames,
+without stopping the process; `sample()` takes what was counted since the
+last one, and reads the thread list again. py-spy (PyPI, a dependency of
+orac), which knows the layouts of CPython 2.7 to 3.13, reads older
+versions, the native frames (below) and threading's thread names. Measured
+with benchmarks/python_stacks (CPU-bound 3.11 loop, 99 Hz, 15 s windows,
+the development VM): the probe with py-spy cost 3.5 to 5.3 % of a CPU (its
+2 s chunks restarting and a dump each second); with its own reader 1.5 to
+2.1 %, beside py-spy's bare record at 1.5 to 1.9 % in the same run. Most of
+it is waking a thread 99 times a second: a Python thread doing nothing but
+that used 0.6 to 0.8 % there, and the first reads after each wake-up take
+ten times what they take warm.
 
-py-spy writes its folded stacks ("raw" format) only when a recording ends,
-so a thread here runs it in chunks of CHUNK_S seconds back to back and
-`sample()` takes the chunks that ended since the previous tick: Python
-stacks lag the native profile by up to a chunk. Starting py-spy (it reads
-the interpreter's symbols) is time in which nothing is sampled: a 2 s chunk
-took 1.99 to 2.10 s of wall time, a 1 s one 1.34 s on the loaded VM. The
-shares are of the time sampled, which is all they claim, and `sampled_ns`
-says how much time the chunks took.
+Chunks (py-spy only): py-spy writes its folded stacks ("raw" format) only
+when a recording ends, so the thread runs it in chunks of CHUNK_S seconds
+back to back and `sample()` takes the chunks that ended since the previous
+tick: Python stacks then lag the native profile by up to a chunk. Starting
+py-spy (it reads the interpreter's symbols) is time in which nothing is
+sampled: a 2 s chunk took 1.99 to 2.10 s of wall time, a 1 s one 1.34 s on
+the loaded VM. The shares are of the time sampled, which is all they
+claim, and `sampled_ns` says how much time was sampled.
 
 Native frames: with `native` set (the drill-down's `n`), chunks run
 `py-spy --native` instead, whose stacks interleave the native frames
@@ -36,16 +43,14 @@ development VM): py-spy 6.3 to 6.8 % of a CPU, against 2.8 % without; the
 loop's rate varied by 25 % between untraced windows there, too much to
 resolve what the stops cost it.
 
-Where threads wait: py-spy's folded output leaves idle threads out (with
---idle it keeps them, unmarked), so each sample also takes one `py-spy dump
---nonblocking --json`, which marks each thread active or not, and keeps the
-stacks of the threads that were not running: the Python line a thread
-blocked in `recv` or `queue.get` waits on. A dump of a one-thread loop took
-6.3 ms of CPU and 7.5 ms of wall time (30 dumps, the development VM): 0.6 %
-of a CPU at one a second. It is started at one
-sample and read at the next, so the collector never waits for it. It sees
-one moment a tick: a thread that waits in several places shows the one it
-was in then.
+Where threads wait: each sample reads the frames of the threads not running
+then, with the line each is on (orac's reader), or takes a `py-spy dump
+--nonblocking --json` (older versions), started at one sample and read at
+the next so the collector never waits for it (6.3 ms of CPU a dump). It is
+the Python line a thread blocked in `recv` or `queue.get` waits on, one
+moment a tick: a thread that waits in several places shows the one it was
+in then. With orac's reader the dump is taken only for threading's names,
+when threads come or go and every NAMES_S seconds.
 """
 
 from __future__ import annotations
@@ -60,11 +65,12 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
+from probes.host.cpython_frames import CPythonProcess, FramesUnreadable
 from probes.host.procfs import PROC, read_text
 from probes.sources.profile import FunctionShare, HotStack, process_start_ticks
 
@@ -72,6 +78,13 @@ DEFAULT_RATE_HZ = 99
 # Long enough that py-spy's start (0.1 to 0.3 s measured) leaves most of the time
 # sampled, short enough that the view follows the process within a tick or two.
 CHUNK_S = 2
+# The first version orac's own reader knows (probes/host/cpython_frames.py); py-spy reads older ones.
+READER_SINCE = (3, 11)
+# Where orac's reader takes the stacks, threading's names come from a py-spy dump when threads
+# come or go, and this often besides (a thread renamed after it started).
+NAMES_S = 60.0
+# Code objects are read again this often (a freed one's address may hold another by then).
+CODE_CACHE_S = 10.0
 # A dump takes milliseconds; one still running after this is stuck and is killed.
 DUMP_TIMEOUT_S = 5.0
 PERF_MAP_HINT = "start it with PYTHONPERFSUPPORT=1 or -X perf for Python frames in the native profile"
@@ -124,6 +137,8 @@ class PythonStacksSample:
     waiting: tuple[WaitingThread, ...] = ()
     # the stacks hold native frames too ("deflate (libz.so.1.2.13)"): py-spy --native, which pauses the process
     native: bool = False
+    # who read the frames: "orac" (its own reader of the interpreter's memory, 3.11+) or "py-spy"
+    sampled_by: str = "py-spy"
 
 
 def python_version(pid: int) -> str | None:
@@ -215,6 +230,16 @@ def parse_dump(text: str) -> tuple[list[WaitingThread], dict[int, str]]:
     return waiting, names
 
 
+@dataclass(slots=True)
+class _Live:
+    """What orac's reader has counted since the last sample()."""
+
+    begin_ns: int
+    counts: defaultdict[tuple[int, tuple[str, ...]], int] = field(default_factory=lambda: defaultdict(int))
+    samples: int = 0
+    errors: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Chunk:
     stacks: list[PythonStack]
@@ -227,11 +252,11 @@ class _Chunk:
 
 
 class PythonStacksProbe:
-    """Samples one Python process's stacks with py-spy, in chunks on a thread of its own.
+    """Samples one Python process's stacks on a thread of its own: orac's reader for 3.11+, else py-spy in chunks.
 
     Args:
         target_pid: the process (all its threads).
-        rate_hz: py-spy's samples per second.
+        rate_hz: samples per second.
     """
 
     name: ClassVar[str] = "python"
@@ -241,13 +266,21 @@ class PythonStacksProbe:
             raise ValueError(f"target_pid must be a process id, not {target_pid}")
         self.target_pid = target_pid
         self.rate_hz = rate_hz
-        # py-spy --native instead of --nonblocking, from the next chunk on (set by the drill-down's key)
+        # py-spy --native from the next chunk on (set by the drill-down's key)
         self.native = False
         self._native_chunk = False  # the chunk running now was started with --native
         self._version = ""
         self._note = ""
         self._start_ticks: int | None = None
         self._py_spy = ""
+        # orac's own reader of the interpreter (3.11+), None where py-spy samples instead
+        self._reader: CPythonProcess | None = None
+        self._reader_lock = threading.Lock()
+        self._task_stats: dict[int, int] = {}  # tid -> open /proc/PID/task/TID/stat
+        # (tid, thread state address) per thread, read again at each sample(): new threads count from then
+        self._threads: list[tuple[int, int]] = []
+        self._code_read = 0.0
+        self._live = _Live(time.monotonic_ns())
         self._chunks: list[_Chunk] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -257,6 +290,7 @@ class PythonStacksProbe:
         self._dump_started = 0.0
         self._waiting: tuple[WaitingThread, ...] = ()
         self._dump_names: dict[int, str] = {}
+        self._named_tids: frozenset[int] = frozenset()  # the threads there were when the last dump started
         self._thread: threading.Thread | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -277,17 +311,30 @@ class PythonStacksProbe:
                 "is named python3.N or libpython3.N",
                 absent=True,
             )
+        major, minor = (int(part) for part in version.split("."))
+        unreadable = ""
+        if (major, minor) >= READER_SINCE:
+            try:
+                self._reader = CPythonProcess(self.target_pid, (major, minor))
+                self._threads = self._reader.threads()
+            except (FramesUnreadable, OSError) as e:
+                unreadable = f"cannot read the frames of Python process {self.target_pid}: {e}"
         py_spy = py_spy_path()
-        if py_spy is None:
+        if py_spy is None and self._reader is None:
+            if unreadable:
+                raise ProbeUnavailable(unreadable)
             raise ProbeUnavailable("py-spy is not installed: no Python frames", "pip install py-spy")
-        self._version, self._py_spy = version, py_spy
+        self._version, self._py_spy = version, py_spy or ""
         self._note = perf_map_note(self.target_pid, version)
         self._stopping.clear()
         self._exited.clear()
         # py-spy writes its output where we say; orac often runs as root, so in a directory of its own (0700).
         self._dir = tempfile.TemporaryDirectory(prefix="orac-pyspy-")
-        self._thread = threading.Thread(target=self._run, name=f"orac-py-spy-{self.target_pid}", daemon=True)
+        self._live = _Live(time.monotonic_ns())
+        self._thread = threading.Thread(target=self._run, name=f"orac-python-{self.target_pid}", daemon=True)
         self._thread.start()
+        if self._reader is not None:
+            self._dump()  # threading's names, read by the first sample
 
     def _run(self) -> None:
         assert self._dir is not None
@@ -296,6 +343,9 @@ class PythonStacksProbe:
             if process_start_ticks(self.target_pid) != self._start_ticks:
                 self._exited.set()
                 return
+            if self._reader is not None and not (self.native and self._py_spy):
+                self._read_frames()
+                continue
             chunk = self._chunk(out)
             with self._lock:
                 self._chunks.append(chunk)
@@ -303,6 +353,79 @@ class PythonStacksProbe:
                 # py-spy could not read the process (gone, no permission): once a
                 # chunk, not in a tight loop.
                 self._stopping.wait(CHUNK_S)
+
+    def _read_frames(self) -> None:
+        """Sample with orac's reader at rate_hz for about a second, or until stopped or asked for native frames."""
+        assert self._reader is not None
+        period = 1 / self.rate_hz
+        due = time.monotonic()
+        end = due + 1.0
+        while due < end and not self._stopping.is_set() and not (self.native and self._py_spy):
+            counts: dict[tuple[int, tuple[str, ...]], int] = {}
+            errors = 0
+            with self._reader_lock:
+                for tid, tstate in self._threads:
+                    if not self._running(tid):
+                        continue
+                    try:
+                        frames = self._reader.stack(tstate)
+                    except OSError:
+                        errors += 1
+                        continue
+                    if frames:
+                        counts[tid, frames] = counts.get((tid, frames), 0) + 1
+            with self._lock:
+                live = self._live
+                for key, n in counts.items():
+                    live.counts[key] += n
+                live.samples += sum(counts.values())
+                live.errors += errors
+            due += period
+            # behind (the box held this thread back): go on from now, not in a burst
+            due = max(due, time.monotonic())
+            # time.sleep, not the stop event's wait: at 99 Hz waking from it cost 1.06 % of a CPU
+            # against 0.79 % (the development VM); stop() waits a period at most.
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    def _running(self, tid: int) -> bool:
+        """Whether the thread is running or runnable (state R): the threads py-spy's record counts."""
+        fd = self._task_stats.get(tid)
+        try:
+            if fd is None:
+                fd = self._task_stats[tid] = os.open(f"{PROC}/{self.target_pid}/task/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            stat = os.pread(fd, 512, 0)
+        except OSError:
+            if fd is not None:
+                os.close(self._task_stats.pop(tid))
+            return False
+        return stat[stat.rfind(b")") + 2: stat.rfind(b")") + 3] == b"R"
+
+    def _waiting_threads(self) -> tuple[WaitingThread, ...]:
+        """Where each thread not running now waits, with the line it is on; the code objects read again now and then."""
+        assert self._reader is not None
+        waiting = []
+        with self._reader_lock:
+            now = time.monotonic()
+            if now - self._code_read >= CODE_CACHE_S:
+                self._reader.forget_code()
+                self._code_read = now
+            try:
+                threads = self._threads = self._reader.threads()
+            except OSError:
+                return ()
+            for tid, tstate in threads:
+                if self._running(tid):
+                    continue
+                try:
+                    frames = self._reader.stack(tstate, lines=True)
+                except OSError:
+                    continue
+                if frames:
+                    waiting.append(WaitingThread(tid, frames))
+            alive = {tid for tid, _ in threads}
+            for tid in [t for t in self._task_stats if t not in alive]:
+                os.close(self._task_stats.pop(tid))
+        return tuple(sorted(waiting, key=lambda w: w.tid))
 
     def _chunk(self, out: str) -> _Chunk:
         begin = time.monotonic_ns()
@@ -324,6 +447,8 @@ class PythonStacksProbe:
             said = child.communicate()[0].decode("utf-8", "replace")
         except OSError as e:
             return _Chunk([], {}, native, 0, 0, 0, f"py-spy could not run: {e}")
+        finally:
+            self._native_chunk = False
         sampled_ns = time.monotonic_ns() - begin
         try:
             with open(out, encoding="utf-8", errors="replace") as f:
@@ -342,7 +467,7 @@ class PythonStacksProbe:
         return _Chunk(stacks, names, native, samples, errors, sampled_ns, problem)
 
     def _dump(self) -> None:
-        """Read the dump started at the previous sample, if it ended, and start the next one."""
+        """Read the dump started at an earlier sample, if it ended, and start the next one when due."""
         assert self._dir is not None
         out = os.path.join(self._dir.name, "dump.json")
         child = self._dump_child
@@ -361,15 +486,20 @@ class PythonStacksProbe:
                     waiting, names = parse_dump(f.read())
             except OSError:
                 waiting, names = [], {}
-            self._waiting = tuple(waiting)
+            if self._reader is None:
+                self._waiting = tuple(waiting)
             self._dump_names = names
-        if self._exited.is_set() or self.native or self._native_chunk:
+            self._dump_child = None
+        if not self._py_spy or self._exited.is_set() or self.native or self._native_chunk:
             # py-spy --native stops the threads to sample them: a dump then would
             # see a running thread stopped, and call it waiting.
-            self._dump_child = None
             if not self._exited.is_set():
                 self._waiting = ()
             return
+        tids = frozenset(tid for tid, _ in self._threads)
+        if self._reader is not None and tids == self._named_tids and time.monotonic() - self._dump_started < NAMES_S:
+            return  # orac's reader says where threads wait; the dump is only for names, new threads' first
+        self._named_tids = tids
         try:
             self._dump_started = time.monotonic()
             with open(out, "wb") as f:
@@ -382,8 +512,17 @@ class PythonStacksProbe:
 
     def sample(self) -> PythonStacksSample:
         self._dump()
+        reading = self._reader is not None and not self.native and not self._native_chunk
+        if reading and not self._exited.is_set():
+            self._waiting = self._waiting_threads()
+        now = time.monotonic_ns()
         with self._lock:
             chunks, self._chunks = self._chunks, []
+            live, self._live = self._live, _Live(now)
+        if live.samples or live.errors or reading:
+            counted = [PythonStack(tid, n, frames) for (tid, frames), n in live.counts.items()]
+            failed = f"its frames could not be read ({live.errors} samples failed)" if live.errors and not live.samples else ""
+            chunks.append(_Chunk(counted, {}, False, live.samples, live.errors, now - live.begin_ns, failed))
         merged: dict[tuple[int, tuple[str, ...]], int] = defaultdict(int)
         names: dict[int, str] = dict(self._dump_names)
         for chunk in chunks:
@@ -411,6 +550,7 @@ class PythonStacksProbe:
             note=self._note,
             waiting=self._waiting,
             native=any(c.native for c in chunks),
+            sampled_by="orac" if reading else "py-spy",
         )
 
     def stop(self) -> None:
@@ -424,6 +564,13 @@ class PythonStacksProbe:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        with self._reader_lock:
+            for fd in self._task_stats.values():
+                os.close(fd)
+            self._task_stats.clear()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
@@ -449,6 +596,7 @@ class PythonStacksView:
     note: str
     waiting: tuple[WaitingThread, ...] = ()
     native: bool = False
+    sampled_by: str = "py-spy"
 
 
 def derive_python_stacks(prev: PythonStacksSample, curr: PythonStacksSample, dt_s: float) -> PythonStacksView:
@@ -490,6 +638,7 @@ def derive_python_stacks(prev: PythonStacksSample, curr: PythonStacksSample, dt_
         note=curr.note,
         waiting=curr.waiting,
         native=curr.native,
+        sampled_by=curr.sampled_by,
     )
 
 

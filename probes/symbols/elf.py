@@ -430,6 +430,37 @@ class ElfSymbols:
         return name, vaddr - start
 
 
+def data_symbols(path: str, names: Iterable[str]) -> tuple[dict[str, int], ElfSymbols]:
+    """The ELF virtual addresses of named symbols of any kind (variables too), and the file's loads.
+
+    For reading a process's globals from its memory: the loads turn an
+    address into the running one (`ElfSymbols.vaddr` of a mapping's file
+    offset). Names that neither .symtab nor .dynsym defines are left out;
+    raises OSError or ValueError as from_path does.
+    """
+    wanted = {name.encode(): name for name in names}
+    found: dict[str, int] = {}
+    with _mapped(path) as buf:
+        try:
+            elf = _Elf(buf)
+            for section in elf.sections:
+                if section.type not in (_SHT_SYMTAB, _SHT_DYNSYM) or not 0 <= section.link < len(elf.sections):
+                    continue
+                strtab = elf.sections[section.link]
+                end = strtab.offset + strtab.size
+                for name_off, _info, shndx, value, _size in elf.symbols(section):
+                    if shndx == _SHN_UNDEF or not value:
+                        continue
+                    name = wanted.get(elf._cbytes(strtab.offset + name_off, end))
+                    if name is not None:
+                        found.setdefault(name, value)
+                if len(found) == len(wanted):
+                    break
+        except struct.error as exc:
+            raise ValueError(f"malformed ELF file: {exc}") from None
+        return found, ElfSymbols(elf.loads)
+
+
 class _mapped:
     """A read-only mmap of a whole file, unmapped on exit."""
 
