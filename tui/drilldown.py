@@ -76,7 +76,9 @@ def drill_probes(pid: int, shared: Iterable[str], profile_hz: int = DEFAULT_FREQ
     from probes.sources.threads import ThreadsProbe
 
     # The Python probe says itself when the process is not Python.
-    probes: list[Probe[Any]] = [ThreadsProbe(pid), ProfileProbe(pid, profile_hz), PythonStacksProbe(pid)]
+    # The Python tab takes its stacks from the profile's samples where the profile reads them.
+    profile = ProfileProbe(pid, profile_hz)
+    probes: list[Probe[Any]] = [ThreadsProbe(pid), profile, PythonStacksProbe(pid, profile=profile)]
     if "syscalls" not in shared:
         probes.append(SyscallProbe(target_pid=pid))
     if "offcpu" not in shared:

@@ -64,8 +64,8 @@ class ProfilePane(FunctionsAndStacksPane):
     """Fed by the drill-down's "profile" probe; the "python" probe's joined for a line about Python frames."""
 
     PROBE: ClassVar[ProbeSpec[Any, Any]] = PROFILE
-    # A Python process's own frames are not in these stacks (only the interpreter's, unless a
-    # 3.12+ perf map names them): say where they are, and how to get them here.
+    # A CPython 3.11+ process's Python frames are in these stacks; an older one's are not
+    # (only the interpreter's, unless a 3.12+ perf map names them): say where they are.
     JOINS: ClassVar[tuple[ProbeSpec[Any, Any], ...]] = (PYTHON_STACKS,)
     TABLES: ClassVar[str] = "profile"
 
@@ -78,8 +78,13 @@ class ProfilePane(FunctionsAndStacksPane):
         if view.exited:
             title += "  [$error]exited: last data[/]"
         python = self.joined.get(PYTHON_STACKS)
+        if view.python_note:
+            title += f"; no Python frames: {view.python_note}"
         if python is not None and python.target_pid == self.pid:
-            title += f"; Python functions: tab 6{'; ' + python.note if python.note else ''}"
+            if view.python_note or python.sampled_by == "py-spy":
+                title += f"; Python functions: tab 6{'; ' + python.note if python.note else ''}"
+            else:
+                title += "; Python frames read from its memory"
         self.border_subtitle = title
         lost = sum(view.lost.values())
         heading = "On-CPU profile"

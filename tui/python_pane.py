@@ -91,7 +91,10 @@ class PythonPane(FunctionsAndStacksPane):
         if view.native:
             source = "py-spy, native frames too: it stops the process each sample"
         else:
-            source = "read from its memory, not stopping it" if view.sampled_by == "orac" else "py-spy"
+            source = {
+                "ebpf": "read from its memory at the profile's samples, not stopping it",
+                "orac": "read from its memory, not stopping it",
+            }.get(view.sampled_by, "py-spy")
         title = f"Python {view.python_version} ({source})"
         if view.exited:
             title += "  [$error]exited: last data[/]"

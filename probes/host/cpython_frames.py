@@ -51,6 +51,27 @@ _CHUNK_DATA = 24
 # At most this much of a thread's data stack is read at once; frames below it are read one by one.
 _MAX_DATASTACK_READ = 64 << 10
 _STDLIB = re.compile(r"/lib/python\d\.\d+/")
+_EXE_VERSION = re.compile(r"python(\d)\.(\d+)")
+_LIB_VERSION = re.compile(r"libpython(\d)\.(\d+)")
+
+
+def python_version(pid: int) -> str | None:
+    """"3.11" for a CPython process, from its executable or a mapped libpython; None if neither names one.
+
+    Raises PermissionError where this user may not read the process's
+    executable link (another user's process): then nothing can be told.
+    """
+    try:
+        exe = os.path.basename(os.readlink(f"{PROC}/{pid}/exe"))
+    except PermissionError:
+        raise
+    except OSError:
+        exe = ""
+    match = _EXE_VERSION.search(exe)
+    if match is None:
+        match = _LIB_VERSION.search(read_text(f"{PROC}/{pid}/maps") or "")
+    return f"{match[1]}.{match[2]}" if match else None
+
 
 
 class FramesUnreadable(Exception):
@@ -361,6 +382,26 @@ class CPythonProcess:
                 frames.append(code.label(line_of(code.linetable, code.firstlineno, unit) or code.firstlineno))
             else:
                 frames.append(code.label())
+        frames.reverse()
+        return tuple(frames)
+
+    def name_stack(self, codes: list[int]) -> tuple[str, ...]:
+        """Code object addresses (innermost first, as the profile's kernel side keeps them) as frames, outermost first.
+
+        An address with its low bit set is the interpreter's entry shim, not
+        Python code. () where one cannot be read as a code object.
+        """
+        frames = []
+        for addr in codes:
+            if addr & 1:
+                continue
+            if addr in self._codes:
+                code = self._codes[addr]
+            else:
+                code = self._codes[addr] = self._code(addr)
+            if code is None:
+                return ()
+            frames.append(code.label())
         frames.reverse()
         return tuple(frames)
 

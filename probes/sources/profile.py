@@ -11,6 +11,17 @@ gone later, and a recording is replayed elsewhere); thread names come from
 the kernel with the samples, so the drill-down's threads table still names
 a thread that exited within the tick.
 
+Python frames: for a CPython 3.11+ target the kernel side also reads the
+sampled thread's chain of interpreter frames, at the same moment as its
+native stack (profile.bpf.c), and each stack then shows its Python frames
+("hot_f (app.py:12)", the line of the def, as the Python tab) where the
+interpreter's frames were: below the innermost `_PyEval_EvalFrameDefault`
+stays what the Python code called natively (a C extension's loop, libc's
+recv, the kernel), above it the Python callers replace the interpreter's
+own frames, whose callers Debian's python3 (built without frame pointers)
+loses anyway. Where no eval frame is in the native stack the Python frames
+go above all of it. The code objects are named by probes/host/cpython_frames.py.
+
 The CPU clock is a timer interrupt, not an NMI (a VM often has no PMU for
 one): a sample due while interrupts are disabled is taken when they are
 enabled again. With other processes switching on and off the target's CPU at
@@ -40,6 +51,7 @@ from probes.ebpf.loader import PERF_COUNT_SW_CPU_CLOCK, PERF_TYPE_SOFTWARE, Perf
 from probes.ebpf.maps import MapDrain
 from probes.ebpf.probe import EbpfProbe
 from probes.ebpf.programs import BpfProgram, LoadedProgram, build_program
+from probes.host.cpython_frames import CPythonProcess, FramesUnreadable, python_version
 from probes.host.procfs import PROC, read_bytes, read_text
 from probes.symbols.elf import UNKNOWN
 from probes.symbols.kallsyms import KernelSymbols
@@ -62,8 +74,11 @@ KERNEL_LOST_REASONS = (
     "kernel_stack_collision",
     "stack_map_full",
     "stack_other",
+    "python_stack_map_full",
+    "python_read",
 )
-LOST_REASONS = (*KERNEL_LOST_REASONS, "stack_missing")
+# "python_unnamed": user space's own, a sample's Python frames whose code objects it could not read
+LOST_REASONS = (*KERNEL_LOST_REASONS, "stack_missing", "python_unnamed")
 
 # Keys are distinct (thread, user stack, kernel stack) triples of one tick:
 # at most the tick's samples, 99 per busy CPU-second at the default rate.
@@ -76,6 +91,15 @@ COUNT_ENTRIES = 16384
 # its hash buckets rarely collide; collisions are counted in `lost`.
 STACK_ENTRIES = 8192
 STACK_DEPTH = 127
+# Python frames kept per stack, innermost first (a count key holds their hash;
+# 62 x 8 bytes keeps a stack within the 512 bytes a BPF program's own stack has).
+PY_DEPTH = 62
+PY_STACK_ENTRIES = 2048
+PY_THREADS = 4096
+# Python stacks kept for the Python tab between its takes, at most (one is taken every tick).
+_PYTHON_TAKEN_MAX = 100_000
+# The interpreter's frame whose callers the Python frames stand for.
+EVAL_FRAME = "_PyEval_EvalFrameDefault"
 
 # bpf_get_stackid's errors, as the kernel side stores them in a stack id (-errno).
 _EFAULT, _EEXIST, _ENOMEM, _ENOENT = 14, 17, 12, 2
@@ -87,7 +111,11 @@ _STACK_ERRORS = {
 }
 
 # The structs of profile.bpf.c, native byte order. The count key ends with its generation.
-_COUNT_KEY = struct.Struct("=IiiI")  # tid, ustack, kstack, gen
+_COUNT_KEY = struct.Struct("=QIiiI")  # Python stack hash, tid, ustack, kstack, gen
+_PY_HASH = struct.Struct("=Q")
+_PY_STACK = struct.Struct(f"={PY_DEPTH}Q")
+_PY_LAYOUT = struct.Struct("=8I")
+_PY_THREAD = struct.Struct("=I")
 _COUNT_VALUE = struct.Struct("=Q16s")  # samples, comm
 _STACK_ID = struct.Struct("=i")
 _FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
@@ -103,6 +131,8 @@ class ProfileStack:
     # thread was. A stack that could not be taken is one "[... lost: ...]" frame.
     user_frames: tuple[str, ...]
     kernel_frames: tuple[str, ...]
+    # how many of the user frames, from the root, are Python's (read from the interpreter, not unwound)
+    python_frames: int = 0
 
     @property
     def frames(self) -> tuple[str, ...]:
@@ -131,6 +161,8 @@ class ProfileSample:
     # generation, where this sample's interval ends: None in recordings made
     # before orac kept it
     mono_ns: int | None = None
+    # why a Python process's stacks have no Python frames ("" where they have, or it is not Python)
+    python_note: str = ""
 
 
 def profile_program(frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
@@ -144,9 +176,114 @@ def profile_program(frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
             "COUNT_ENTRIES": COUNT_ENTRIES,
             "STACK_ENTRIES": STACK_ENTRIES,
             "STACK_DEPTH": STACK_DEPTH,
+            "PY_DEPTH": PY_DEPTH,
+            "PY_STACK_ENTRIES": PY_STACK_ENTRIES,
+            "PY_THREADS": PY_THREADS,
         },
         perf_events=(PerfEvent(FUNCTION, PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, sample_freq=frequency_hz),),
     )
+
+
+def with_python_frames(user: tuple[str, ...], python: tuple[str, ...]) -> tuple[str, ...]:
+    """A native user stack (root first) with the Python frames (outermost first) in place of the interpreter's.
+
+    What the innermost eval frame ran natively stays below the Python
+    frames; the interpreter's frames from it to the root go. Without an
+    eval frame (a stack cut short, an interpreter without symbols), the
+    Python frames go above the native stack, less its unknown root frames.
+    """
+    native = user
+    for i in range(len(user) - 1, -1, -1):
+        if user[i] == EVAL_FRAME:
+            native = user[i + 1:]
+            break
+    # Frames the unwinder could not place, at the root end of what stays, were the
+    # interpreter's (code without frame pointers): the Python frames say what they ran.
+    while native and native[0] == UNKNOWN:
+        native = native[1:]
+    return python + native
+
+
+class PythonStacks:
+    """The Python side of the profile for one process: the layout and thread states the kernel side reads, and names.
+
+    For anything but a CPython 3.11+ process the kernel side is told to read
+    nothing (`enabled` 0), and `note` says why for a Python process.
+    """
+
+    def __init__(self, pid: int, layout: BpfMap, threads: BpfMap, stacks: tuple[BpfMap, BpfMap]) -> None:
+        self._threads_map, self._stacks = threads, stacks
+        self._reader: CPythonProcess | None = None
+        self._tids: set[int] = set()
+        self.note = ""
+        enabled = (0,) * 8
+        try:
+            version = python_version(pid)
+        except PermissionError:
+            version = None
+        if version is not None:
+            major, minor = (int(part) for part in version.split("."))
+            try:
+                if (major, minor) < (3, 11):
+                    raise FramesUnreadable(f"Python {version}: orac reads the frames of 3.11 and newer")
+                self._reader = CPythonProcess(pid, (major, minor))
+                lay = self._reader.layout
+                cframe = lay.tstate_cframe is not None
+                enabled = (1, int(cframe), lay.tstate_cframe or 0, lay.current_frame, lay.frame_previous,
+                           lay.frame_code, lay.frame_owner, 0)
+            except FramesUnreadable as e:
+                self.note = str(e)
+        # an array is rewritten at each use of the prepared program (probes/ebpf/prepared.py)
+        layout.update(_STACK_ID.pack(0), _PY_LAYOUT.pack(*enabled))
+        if self._reader is not None:
+            self.follow_threads()
+
+    @property
+    def reading(self) -> bool:
+        return self._reader is not None
+
+    def follow_threads(self) -> None:
+        """Tell the kernel side each thread's state address: new threads in, gone ones out."""
+        if self._reader is None:
+            return
+        try:
+            threads = dict(self._reader.threads())
+        except OSError:
+            return  # the process is exiting: its threads stay until the probe stops
+        for tid, tstate in threads.items():
+            self._threads_map.update(_PY_THREAD.pack(tid), _PY_HASH.pack(tstate))
+        for tid in self._tids - threads.keys():
+            self._threads_map.delete(_PY_THREAD.pack(tid))
+        self._tids = set(threads)
+
+    def take(self, parity: int, hashes: set[int]) -> dict[int, tuple[str, ...]]:
+        """The Python frames (outermost first) of each hash of the finished generation; empties its map.
+
+        A stack with a code object that cannot be read (freed since, or read
+        while the thread changed it) is left out: its samples keep their
+        native stack.
+        """
+        table = self._stacks[parity]
+        out: dict[int, tuple[str, ...]] = {}
+        for py in hashes:
+            key = _PY_HASH.pack(py)
+            value = table.lookup(key)
+            if value is None or self._reader is None:
+                continue
+            table.delete(key)
+            named = self._reader.name_stack([c for c in _PY_STACK.unpack(value) if c])
+            if named:
+                out[py] = named
+        for key in list(table.keys()):
+            table.delete(key)
+        if self._reader is not None:
+            self._reader.forget_code()
+        return out
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 class CountEntry(NamedTuple):
@@ -157,16 +294,18 @@ class CountEntry(NamedTuple):
     kstack: int
     samples: int
     comm: str  # the thread's name
+    python: int = 0  # the hash of its Python frames in py_stacks; 0: none
 
 
 def parse_counts(keys: bytes, values: bytes, n: int) -> list[CountEntry]:
     """The counts map's entries with samples."""
     out = []
     for i in range(n):
-        tid, ustack, kstack, _ = _COUNT_KEY.unpack_from(keys, i * _COUNT_KEY.size)
+        python, tid, ustack, kstack, _ = _COUNT_KEY.unpack_from(keys, i * _COUNT_KEY.size)
         samples, comm = _COUNT_VALUE.unpack_from(values, i * _COUNT_VALUE.size)
         if samples:
-            out.append(CountEntry(tid, ustack, kstack, samples, comm.split(b"\0", 1)[0].decode("utf-8", "replace")))
+            name = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+            out.append(CountEntry(tid, ustack, kstack, samples, name, python))
     return out
 
 
@@ -240,6 +379,11 @@ class ProfileProbe(EbpfProbe):
         self._start_ticks: int | None = None
         # Published whole by prepare_kernel_symbols: never one still loading.
         self._symbolizer = Symbolizer(kernel=_kernel_symbols)
+        self._python: PythonStacks | None = None
+        # (tid, Python frames, samples) of the ticks since take_python_stacks, and the time they cover
+        self._python_taken: list[tuple[int, tuple[str, ...], int]] = []
+        self._python_taken_ns = 0
+        self._last_mono_ns: int | None = None
 
     def program(self) -> BpfProgram:
         return profile_program(self.frequency_hz)
@@ -259,7 +403,9 @@ class ProfileProbe(EbpfProbe):
     def open_maps(self, bpf: LoadedProgram) -> None:
         self._counts = MapDrain(bpf["counts"])
         self._stack_tables = (bpf["stacks0"], bpf["stacks1"])
+        self._python = PythonStacks(self.target_pid, bpf["py_layout"], bpf["py_threads"], (bpf["py_stacks0"], bpf["py_stacks1"]))
         self._exited = False
+
 
     def sample(self) -> ProfileSample:
         if not self.running and self._exited:
@@ -277,32 +423,54 @@ class ProfileProbe(EbpfProbe):
         # Every count taken is of the previous generation: older ones were taken before.
         stack_table = self._stack_tables[(self.generation - 1) & 1]
         addresses = self._take_stacks(stack_table, {i for row in rows for i in (row.ustack, row.kstack) if i >= 0})
+        python_side = self._python
+        hashes = {row.python for row in rows if row.python}
+        python = python_side.take((self.generation - 1) & 1, hashes) if python_side is not None else {}
 
         lost = self.lost_in_interval()
         lost["stack_missing"] = 0
+        lost["python_unnamed"] = 0
 
         user_names: dict[int, tuple[str, ...]] = {}
         kernel_names: dict[int, tuple[str, ...]] = {}
-        merged: dict[tuple[int, tuple[str, ...], tuple[str, ...]], int] = defaultdict(int)
+        merged: dict[tuple[int, tuple[str, ...], tuple[str, ...], int], int] = defaultdict(int)
         thread_names: dict[int, str] = {}
-        for tid, ustack, kstack, samples, comm in rows:
+        for tid, ustack, kstack, samples, comm, py in rows:
             user = self._frames("user", ustack, addresses, user_names, lost)
             kernel = self._frames("kernel", kstack, addresses, kernel_names, lost)
+            in_python = 0
+            if py:
+                frames = python.get(py)
+                if frames:
+                    user, in_python = with_python_frames(user, frames), len(frames)
+                else:
+                    lost["python_unnamed"] += samples
             if not user and not kernel:
                 # Neither stack could be walked (a thread exiting, say): the
                 # sample still counts, under a frame of its own.
                 user = (UNKNOWN,)
-            merged[tid, user, kernel] += samples
+            merged[tid, user, kernel, in_python] += samples
             thread_names.setdefault(tid, comm)
         stacks = tuple(
             sorted(
-                (ProfileStack(tid, samples, user, kernel) for (tid, user, kernel), samples in merged.items()),
+                (ProfileStack(tid, samples, user, kernel, py) for (tid, user, kernel, py), samples in merged.items()),
                 key=lambda s: (-s.samples, s.tid, s.frames),
             )
         )
         total = sum(row.samples for row in rows) + lost["count_map_full"]
 
+        if python_side is not None and python_side.reading:
+            if len(self._python_taken) > _PYTHON_TAKEN_MAX:
+                # nobody takes them (no Python tab): keep the newest only
+                self._python_taken, self._python_taken_ns = [], 0
+            self._python_taken += [(st.tid, st.user_frames[: st.python_frames], st.samples) for st in stacks if st.python_frames]
+            if self._last_mono_ns is not None:
+                self._python_taken_ns += mono_ns - self._last_mono_ns
+        self._last_mono_ns = mono_ns
+
         self._symbolizer.tick()
+        if not exited and python_side is not None:
+            python_side.follow_threads()
         if exited:
             # Nothing left to sample, and a new process given the pid must not
             # be profiled as this one: detach now.
@@ -310,6 +478,30 @@ class ProfileProbe(EbpfProbe):
             self.stop()
             self._symbolizer.user.forget(self.target_pid)
         return self._sample(stacks, thread_names, total, lost, mono_ns)
+
+    @property
+    def reads_python(self) -> bool:
+        """Whether the running profile reads its target's Python frames (a CPython 3.11+ process)."""
+        python = self._python
+        return self.running and python is not None and python.reading
+
+    def take_python_stacks(self) -> tuple[list[tuple[int, tuple[str, ...], int]], int] | None:
+        """(tid, Python frames outermost first, samples) per stack since the last call, and the ns they cover.
+
+        For the Python tab, which then reads no stacks of its own: these were
+        read at the profile's samples, in the kernel. None where the profile
+        does not read Python frames (not running, not a CPython 3.11+ process).
+        """
+        if not self.reads_python:
+            return None
+        taken = self._python_taken, self._python_taken_ns
+        self._python_taken, self._python_taken_ns = [], 0
+        return taken
+
+    def stop(self) -> None:
+        if self._python is not None:
+            self._python.close()
+        super().stop()
 
     def _sample(
         self,
@@ -328,6 +520,7 @@ class ProfileProbe(EbpfProbe):
             target_pid=self.target_pid,
             exited=self._exited,
             mono_ns=mono_ns,
+            python_note=self._python.note if self._python is not None else "",
         )
 
     @staticmethod
@@ -417,6 +610,7 @@ class ProfileView:
     # samples whose user stack does not begin where threads begin (probes.symbols.symbolizer.cut_short):
     # their callers are lost; in percent of the samples with a user stack
     cut_short_percent: float = 0.0
+    python_note: str = ""
 
 
 _NO_SYMBOL = re.compile(r"(?P<module>[^\[\s;]+)\+0x[0-9a-f]+")
@@ -461,7 +655,8 @@ def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> Pro
         root = stack.user_frames[0] if stack.user_frames else ""
         if root and _STACK_LOST not in root:
             with_user += stack.samples
-            short += stack.samples if cut_short(stack.user_frames) else 0
+            # Python frames come from the interpreter's own chain, whole to its first frame
+            short += stack.samples if not stack.python_frames and cut_short(stack.user_frames) else 0
 
     functions = [
         FunctionShare(name, self_samples[name], n, _percent(self_samples[name], total), _percent(n, total))
@@ -483,6 +678,7 @@ def derive_profile(prev: ProfileSample, curr: ProfileSample, dt_s: float) -> Pro
         target_pid=curr.target_pid,
         exited=curr.exited,
         cut_short_percent=_percent(short, with_user),
+        python_note=curr.python_note,
     )
 
 

@@ -70,9 +70,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from probes.contract import ProbeSpec, ProbeUnavailable
-from probes.host.cpython_frames import CPythonProcess, FramesUnreadable
-from probes.host.procfs import PROC, read_text
-from probes.sources.profile import FunctionShare, HotStack, process_start_ticks
+from probes.host.cpython_frames import CPythonProcess, FramesUnreadable, python_version
+from probes.host.procfs import PROC
+from probes.sources.profile import FunctionShare, HotStack, ProfileProbe, process_start_ticks
 
 DEFAULT_RATE_HZ = 99
 # Long enough that py-spy's start (0.1 to 0.3 s measured) leaves most of the time
@@ -83,14 +83,14 @@ READER_SINCE = (3, 11)
 # Where orac's reader takes the stacks, threading's names come from a py-spy dump when threads
 # come or go, and this often besides (a thread renamed after it started).
 NAMES_S = 60.0
+# While the eBPF profile feeds the stacks, the sampling thread looks this often whether it still does.
+FED_CHECK_S = 0.5
 # Code objects are read again this often (a freed one's address may hold another by then).
 CODE_CACHE_S = 10.0
 # A dump takes milliseconds; one still running after this is stuck and is killed.
 DUMP_TIMEOUT_S = 5.0
 PERF_MAP_HINT = "start it with PYTHONPERFSUPPORT=1 or -X perf for Python frames in the native profile"
 
-_EXE_VERSION = re.compile(r"python(\d)\.(\d+)")
-_LIB_VERSION = re.compile(r"libpython(\d)\.(\d+)")
 # "thread (1234): name" (or "thread (1234)" for a thread without one): py-spy's root frame with --threads.
 _THREAD_FRAME = re.compile(r"thread \((\d+)\)(?:: (.*))?")
 # With --native, code without a symbol: "0x7ff0c23c7f77 (libz.so.1.2.13)", an address of this run only.
@@ -137,26 +137,9 @@ class PythonStacksSample:
     waiting: tuple[WaitingThread, ...] = ()
     # the stacks hold native frames too ("deflate (libz.so.1.2.13)"): py-spy --native, which pauses the process
     native: bool = False
-    # who read the frames: "orac" (its own reader of the interpreter's memory, 3.11+) or "py-spy"
+    # who read the frames: "ebpf" (the eBPF profile's samples, the interpreter's memory read in the
+    # kernel), "orac" (its own reader of that memory, 3.11+) or "py-spy"
     sampled_by: str = "py-spy"
-
-
-def python_version(pid: int) -> str | None:
-    """"3.11" for a CPython process, from its executable or a mapped libpython; None if neither names one.
-
-    Raises PermissionError where this user may not read the process's
-    executable link (another user's process): then nothing can be told.
-    """
-    try:
-        exe = os.path.basename(os.readlink(f"{PROC}/{pid}/exe"))
-    except PermissionError:
-        raise
-    except OSError:
-        exe = ""
-    match = _EXE_VERSION.search(exe)
-    if match is None:
-        match = _LIB_VERSION.search(read_text(f"{PROC}/{pid}/maps") or "")
-    return f"{match[1]}.{match[2]}" if match else None
 
 
 def perf_map_note(pid: int, version: str) -> str:
@@ -257,15 +240,19 @@ class PythonStacksProbe:
     Args:
         target_pid: the process (all its threads).
         rate_hz: samples per second.
+        profile: the drill-down's eBPF profile of the same process: while it
+            reads the Python frames at its own samples (root, CPython 3.11+),
+            this probe takes its stacks from there and samples none itself.
     """
 
     name: ClassVar[str] = "python"
 
-    def __init__(self, target_pid: int, rate_hz: int = DEFAULT_RATE_HZ) -> None:
+    def __init__(self, target_pid: int, rate_hz: int = DEFAULT_RATE_HZ, profile: ProfileProbe | None = None) -> None:
         if target_pid <= 0:
             raise ValueError(f"target_pid must be a process id, not {target_pid}")
         self.target_pid = target_pid
         self.rate_hz = rate_hz
+        self._profile = profile
         # py-spy --native from the next chunk on (set by the drill-down's key)
         self.native = False
         self._native_chunk = False  # the chunk running now was started with --native
@@ -325,7 +312,8 @@ class PythonStacksProbe:
                 raise ProbeUnavailable(unreadable)
             raise ProbeUnavailable("py-spy is not installed: no Python frames", "pip install py-spy")
         self._version, self._py_spy = version, py_spy or ""
-        self._note = perf_map_note(self.target_pid, version)
+        # the perf map's hint only where orac cannot put Python frames in the native profile itself
+        self._note = perf_map_note(self.target_pid, version) if self._reader is None else ""
         self._stopping.clear()
         self._exited.clear()
         # py-spy writes its output where we say; orac often runs as root, so in a directory of its own (0700).
@@ -361,6 +349,11 @@ class PythonStacksProbe:
         due = time.monotonic()
         end = due + 1.0
         while due < end and not self._stopping.is_set() and not (self.native and self._py_spy):
+            if self._fed():
+                # the profile reads the stacks in the kernel: nothing to wake up for at rate_hz
+                time.sleep(FED_CHECK_S)
+                due = time.monotonic()
+                continue
             counts: dict[tuple[int, tuple[str, ...]], int] = {}
             errors = 0
             with self._reader_lock:
@@ -386,6 +379,10 @@ class PythonStacksProbe:
             # time.sleep, not the stop event's wait: at 99 Hz waking from it cost 1.06 % of a CPU
             # against 0.79 % (the development VM); stop() waits a period at most.
             time.sleep(max(0.0, due - time.monotonic()))
+
+    def _fed(self) -> bool:
+        """Whether the stacks come from the eBPF profile's samples now."""
+        return self._profile is not None and not self.native and self._profile.reads_python
 
     def _running(self, tid: int) -> bool:
         """Whether the thread is running or runnable (state R): the threads py-spy's record counts."""
@@ -515,11 +512,19 @@ class PythonStacksProbe:
         reading = self._reader is not None and not self.native and not self._native_chunk
         if reading and not self._exited.is_set():
             self._waiting = self._waiting_threads()
+        taken = self._profile.take_python_stacks() if self._fed() and self._profile is not None else None
         now = time.monotonic_ns()
         with self._lock:
             chunks, self._chunks = self._chunks, []
             live, self._live = self._live, _Live(now)
-        if live.samples or live.errors or reading:
+        if taken is not None:
+            fed: dict[tuple[int, tuple[str, ...]], int] = defaultdict(int)
+            for tid, frames, n in taken[0]:
+                fed[tid, frames] += n
+            stacks_fed = [PythonStack(tid, n, frames) for (tid, frames), n in fed.items()]
+            chunks.append(_Chunk(stacks_fed, {}, False, sum(fed.values()), 0, taken[1], ""))
+        # the reader's own count: while fed, only what it took before the profile began
+        if live.samples or live.errors or (reading and taken is None):
             counted = [PythonStack(tid, n, frames) for (tid, frames), n in live.counts.items()]
             failed = f"its frames could not be read ({live.errors} samples failed)" if live.errors and not live.samples else ""
             chunks.append(_Chunk(counted, {}, False, live.samples, live.errors, now - live.begin_ns, failed))
@@ -550,7 +555,7 @@ class PythonStacksProbe:
             note=self._note,
             waiting=self._waiting,
             native=any(c.native for c in chunks),
-            sampled_by="orac" if reading else "py-spy",
+            sampled_by="ebpf" if taken is not None else "orac" if reading else "py-spy",
         )
 
     def stop(self) -> None:
