@@ -24,6 +24,14 @@ it is waking a thread 99 times a second: a Python thread doing nothing but
 that used 0.6 to 0.8 % there, and the first reads after each wake-up take
 ten times what they take warm.
 
+Fed by the profile: in a drill-down as root the eBPF profile reads each
+sampled thread's Python frames in the kernel (profile.bpf.c); while it
+does (`profile`), this probe takes its stacks from those samples
+(`sampled_by` "ebpf") and its thread samples nothing, so the Python tab
+costs next to nothing over the native profile (+0.13 and +0.27 % of a CPU
+in benchmarks/python_stacks). Only threads on a CPU are sampled there,
+where the own reader also counts runnable ones waiting for a CPU.
+
 Chunks (py-spy only): py-spy writes its folded stacks ("raw" format) only
 when a recording ends, so the thread runs it in chunks of CHUNK_S seconds
 back to back and `sample()` takes the chunks that ended since the previous
