@@ -350,7 +350,7 @@ class CPythonProcess:
         Raises OSError where a read fails (the thread moved on while read).
         """
         layout = self.layout
-        read, codes, size = self.read, self._codes, layout.frame_size
+        read, size = self.read, layout.frame_size
         raw = read(tstate, layout.tstate_size)
         if layout.tstate_cframe is not None:
             cframe = _Q.unpack_from(raw, layout.tstate_cframe)[0]
@@ -370,10 +370,7 @@ class CPythonProcess:
             if buf[at + layout.frame_owner] == _FRAME_OWNED_BY_CSTACK:
                 continue
             code_addr = _Q.unpack_from(buf, at + layout.frame_code)[0]
-            if code_addr in codes:
-                code = codes[code_addr]
-            else:
-                code = codes[code_addr] = self._code(code_addr)
+            code = self._cached_code(code_addr)
             if code is None:
                 raise OSError(f"no code object at {code_addr:#x}")
             if lines:
@@ -395,10 +392,7 @@ class CPythonProcess:
         for addr in codes:
             if addr & 1:
                 continue
-            if addr in self._codes:
-                code = self._codes[addr]
-            else:
-                code = self._codes[addr] = self._code(addr)
+            code = self._cached_code(addr)
             if code is None:
                 return ()
             frames.append(code.label())
@@ -408,6 +402,11 @@ class CPythonProcess:
     def forget_code(self) -> None:
         """Read code objects again from the next stack on (their addresses may have been reused)."""
         self._codes.clear()
+
+    def _cached_code(self, addr: int) -> Code | None:
+        if addr not in self._codes:
+            self._codes[addr] = self._code(addr)
+        return self._codes[addr]
 
     def _code(self, addr: int) -> Code | None:
         """The code object at `addr`, or None where it is not one (a frame read while it changed)."""
