@@ -459,26 +459,13 @@ def prog_ids() -> set[int]:
 def test_code_without_frame_pointers_is_said_to_lose_its_callers() -> None:
     # Debian's own binaries are built without frame pointers: every user stack
     # the kernel walks ends early (frame-pointer builds are the busy_trace test's).
-    target = subprocess.Popen(["sha256sum", "/dev/zero"])
-    try:
-        probe = start(ProfileProbe(target.pid))
-        try:
-            probe.sample()
-            time.sleep(1.0)
-            sample = probe.sample()
-        finally:
-            probe.stop()
-    finally:
-        target.kill()
-        target.wait()
-    view = derive_profile(sample, sample, 1.0)
+    view = profile_of(subprocess.Popen(["sha256sum", "/dev/zero"]), 1.0)
     assert view.samples > 50 and view.cut_short_percent > 90, [s.frames for s in view.stacks[:5]]
 
 
-def python_profile(python: str, workload: str, seconds: float) -> ProfileView:
-    target = subprocess.Popen([python, str(WORKLOADS / workload)], stdout=subprocess.PIPE, text=True)
+def profile_of(target: subprocess.Popen[str] | subprocess.Popen[bytes], seconds: float) -> ProfileView:
+    """The profile of `seconds` of a running process, which is killed after."""
     try:
-        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
         probe = start(ProfileProbe(target.pid))
         try:
             probe.sample()
@@ -490,6 +477,17 @@ def python_profile(python: str, workload: str, seconds: float) -> ProfileView:
         target.kill()
         target.wait()
     return derive_profile(sample, sample, seconds)
+
+
+def python_profile(python: str, workload: str, seconds: float) -> ProfileView:
+    target = subprocess.Popen([python, str(WORKLOADS / workload)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
+    except BaseException:
+        target.kill()
+        target.wait()
+        raise
+    return profile_of(target, seconds)
 
 
 PYENV = Path.home() / ".pyenv" / "versions"
