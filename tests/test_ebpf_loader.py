@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 import platform
+import re
 import subprocess
 import sys
 import textwrap
@@ -388,20 +389,32 @@ def test_the_loader_child_imports_this_checkout():
 
 
 @pytest.mark.parametrize("source_name", ["syscalls.bpf.c", "offcpu.bpf.c", "profile.bpf.c"])
-def test_the_shared_header_goes_in_with_lines_named_as_in_the_files(source_name: str) -> None:
+def test_the_shared_headers_go_in_with_lines_named_as_in_the_files(source_name: str) -> None:
     import importlib.resources
 
     original = importlib.resources.files("probes.sources").joinpath(source_name).read_text().splitlines()
-    header = importlib.resources.files("probes.ebpf").joinpath(programs.SHARED_HEADER).read_text().splitlines()
     text = programs.program_text(source_name).splitlines()
     assert f'#include "{programs.SHARED_HEADER}"' in original
-    assert not any(line.startswith("#include \"orac") for line in text)
-    start = text.index(f'#line 1 "{programs.SHARED_HEADER}"')
-    assert text[start + 1 : start + 1 + len(header)] == header
-    # After the header, clang counts lines as the source file does: an error
-    # there names the line a reader finds in the file.
-    resume = text[start + 1 + len(header)]
-    line_number = int(resume.split()[1])
-    assert resume == f'#line {line_number} "{source_name}"'
-    assert text[start + 2 + len(header) :] == original[line_number - 1 :]
-    assert text[:start] == original[: line_number - 2]
+    assert not any(line.startswith('#include "') for line in text)
+    # Each header's text where it was included; after it clang counts lines as
+    # the source file does, so an error there names the line a reader finds in the file.
+    rebuilt: list[str] = []
+    headers: list[str] = []
+    i = 0
+    while i < len(text):
+        included = re.fullmatch(r'#line 1 "([a-z_]+\.bpf\.h)"', text[i])
+        if not included:
+            rebuilt.append(text[i])
+            i += 1
+            continue
+        name = included.group(1)
+        header = importlib.resources.files("probes.ebpf").joinpath(name).read_text().splitlines()
+        assert text[i + 1 : i + 1 + len(header)] == header
+        rebuilt.append(f'#include "{name}"')
+        headers.append(name)
+        i += 1 + len(header)
+        assert text[i] == f'#line {len(rebuilt) + 1} "{source_name}"'
+        i += 1
+    assert rebuilt == original
+    expected = [programs.SHARED_HEADER] if source_name == "syscalls.bpf.c" else [programs.SHARED_HEADER, "python_frames.bpf.h"]
+    assert headers == expected

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from support import WORKLOADS
 from support.ebpf import compile_helper, start
+from support.pythons import CPYTHONS, started
 
 from probes.ebpf.maps import parse_comms
 from probes.model.histograms import LatencyBucket, log2_quantile_bucket
@@ -141,12 +142,13 @@ def test_bad_options_are_refused() -> None:
 
 
 def test_parse_blocks_sums_every_cpus_copy() -> None:
-    # ustack, kstack (ids: hashes of the frames, or below 0 why none), tgid, state, stack map, pad, pad, gen
-    keys = struct.pack("=qqIBBHII", 3, 4, 10, 1, 0, 0, 0, 7) + struct.pack("=qqIBBHII", -14, 5, 11, 2, 1, 0, 0, 7)
+    # ustack, kstack (ids: hashes of the frames, or below 0 why none), Python frames' hash, tgid, state,
+    # stack map, pad, pad, gen
+    keys = struct.pack("=qqQIBBHII", 3, 4, 99, 10, 1, 0, 0, 0, 7) + struct.pack("=qqQIBBHII", -14, 5, 0, 11, 2, 1, 0, 0, 7)
     empty = struct.pack("=QQ", 0, 0)
     values = struct.pack("=QQ", 2 * MS, 1) + struct.pack("=QQ", 3 * MS, 2) + empty + empty
     # the second entry has no blocks on any CPU: left out
-    assert parse_blocks(keys, values, 2) == [(10, 1, 3, 4, 0, 5 * MS, 3)]
+    assert parse_blocks(keys, values, 2) == [(10, 1, 3, 4, 0, 5 * MS, 3, 99)]
     assert parse_blocks(b"", b"", 0) == []
 
 
@@ -507,3 +509,81 @@ def test_one_process_probe_sees_only_it(workload: Path) -> None:
 
 def test_not_captured_marker_is_the_programs() -> None:
     assert f"#define STACK_NOT_CAPTURED {STACK_NOT_CAPTURED}" in offcpu_program(cpus=2).text
+
+
+def python_waits(probe: OffCpuProbe, python: str, seconds: float) -> tuple[OffCpuSample, float, int]:
+    """The probe's sample of `seconds` of python_recv_wait.py, focused on it; the interval's length (s); its pid."""
+    target = started(python, "python_recv_wait.py")
+    try:
+        probe.focus(target.pid)
+        probe.sample()  # the probe reads the focus's Python frames from here on
+        time.sleep(0.3)  # the blocks begun before have ended
+        first = probe.sample()
+        time.sleep(seconds)
+        sample = probe.sample()
+    finally:
+        probe.focus(None)
+        target.kill()
+        target.wait()
+    assert first.mono_ns is not None and sample.mono_ns is not None
+    return sample, (sample.mono_ns - first.mono_ns) / 1e9, target.pid
+
+
+def assert_recv_under_its_python_caller(sample: OffCpuSample, interval_s: float, pid: int) -> None:
+    stacks = [s for s in sample.stacks if s.pid == pid]
+    shown = [(round(s.off_cpu_ns / 1e6), s.frames) for s in stacks[:4]]
+    assert sample.lost["python_unnamed"] == 0 and sample.lost["python_read"] == 0, sample.lost
+    # The waiter thread is off its CPU in recv about all the time (blocks of 20 ms).
+    waiting = [s for s in stacks if any(f.startswith("wait_for_data (python_recv_wait.py:") for f in s.frames)]
+    waited_s = sum(s.off_cpu_ns for s in waiting) / 1e9
+    assert abs(waited_s - interval_s) <= 0.1 * interval_s, (waited_s, interval_s, shown)
+    top = max(waiting, key=lambda s: s.off_cpu_ns)
+    # Python callers first (the thread's from threading's bootstrap), then what the
+    # interpreter called natively, then the kernel's wait.
+    assert top.user_frames[0].startswith("Thread._bootstrap (threading.py:"), shown
+    assert any("recv" in f for f in top.kernel_frames), shown
+    assert not any(f == "_PyEval_EvalFrameDefault" for f in top.frames), shown
+    # the main thread's sleep between sends, under main()
+    assert any(
+        any(f.startswith("main (python_recv_wait.py:") for f in s.frames) and "do_nanosleep" in s.kernel_frames
+        for s in stacks
+    ), shown
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("python", CPYTHONS)
+def test_a_python_thread_blocked_in_recv_shows_its_python_caller_and_its_time(probe: OffCpuProbe, python: str) -> None:
+    # The system-wide probe, focused on the drill-down's process (orac's default with every pane).
+    assert_recv_under_its_python_caller(*python_waits(probe, python, 2.0))
+
+
+@pytest.mark.root
+def test_the_drill_down_s_own_off_cpu_probe_reads_python_frames_too() -> None:
+    target = started(CPYTHONS[0], "python_recv_wait.py")
+    own = start(OffCpuProbe(target_pid=target.pid))
+    try:
+        own.sample()
+        time.sleep(0.3)
+        first = own.sample()
+        time.sleep(2.0)
+        sample = own.sample()
+    finally:
+        own.stop()
+        target.kill()
+        target.wait()
+    assert first.mono_ns is not None and sample.mono_ns is not None
+    assert_recv_under_its_python_caller(sample, (sample.mono_ns - first.mono_ns) / 1e9, target.pid)
+
+
+@pytest.mark.root
+def test_python_frames_are_read_for_the_focus_only(probe: OffCpuProbe) -> None:
+    # A Python process that is not the focus keeps its native stacks: nothing is read in it.
+    other = started(CPYTHONS[0], "python_recv_wait.py")
+    try:
+        sample, _, pid = python_waits(probe, CPYTHONS[0], 1.0)
+    finally:
+        other.kill()
+        other.wait()
+    assert any(s.pid == pid and any(f.startswith("wait_for_data (") for f in s.frames) for s in sample.stacks)
+    others = [s for s in sample.stacks if s.pid == other.pid]
+    assert others and not any("(python_recv_wait.py:" in f for s in others for f in s.frames), [s.frames for s in others]

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from support import WORKLOADS
+from support import WORKLOADS, cannot_run
 from support.ebpf import compile_helper, start
+from support.pythons import CPYTHONS, started
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf import loader as ebpf_loader
@@ -46,6 +47,7 @@ from probes.sources.profile import (
     process_start_ticks,
     profile_program,
 )
+from probes.sources.python_stacks import parse_raw, py_spy_path
 
 HELPER_SOURCE = WORKLOADS / "profile_target.c"
 
@@ -480,34 +482,58 @@ def profile_of(target: subprocess.Popen[str] | subprocess.Popen[bytes], seconds:
 
 
 def python_profile(python: str, workload: str, seconds: float) -> ProfileView:
-    target = subprocess.Popen([python, str(WORKLOADS / workload)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
-    except BaseException:
-        target.kill()
-        target.wait()
-        raise
-    return profile_of(target, seconds)
-
-
-PYENV = Path.home() / ".pyenv" / "versions"
-# Each minor version lays its frames out differently: Debian 12's 3.11 and pyenv's 3.12+ where this machine has them.
-CPYTHONS = [exe for exe in ["/usr/bin/python3.11", *map(str, sorted(PYENV.glob("3.1[2-9]*/bin/python3")))] if Path(exe).exists()]
+    return profile_of(started(python, workload), seconds)
 
 
 @pytest.mark.root
 @pytest.mark.parametrize("python", CPYTHONS)
-def test_a_python_process_s_profile_names_its_python_functions_where_the_interpreter_was(python: str) -> None:
+def test_a_python_process_s_profile_names_its_python_functions_where_the_interpreter_was(
+    python: str, tmp_path: Path
+) -> None:
     # Without them the interpreter's frames (no frame pointers, stripped) told
     # hot_f from hot_g not at all: _PyEval_EvalFrameDefault, PyObject_Free, [unknown].
-    view = python_profile(python, "python_70_30.py", 3.0)
+    # py-spy samples the same process over the same seconds, at the same rate.
+    py_spy = py_spy_path()
+    if py_spy is None:
+        cannot_run("py-spy is not installed (scripts/setup installs it)")
+    seconds = 4
+    target = started(python, "python_70_30.py")
+    spy_output = tmp_path / "py-spy.txt"
+    try:
+        probe = start(ProfileProbe(target.pid))
+        try:
+            probe.sample()
+            spy = subprocess.Popen(
+                [py_spy, "record", "--pid", str(target.pid), "--duration", str(seconds), "--rate", str(probe.frequency_hz),
+                 "--format", "raw", "--function", "--nonblocking", "--output", str(spy_output)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+            time.sleep(seconds)
+            sample = probe.sample()
+        finally:
+            probe.stop()
+        _, spy_errors = spy.communicate(timeout=30)
+    finally:
+        target.kill()
+        target.wait()
+    view = derive_profile(sample, sample, seconds)
     totals = {f.name: f.total_percent for f in view.top_total}
     hot_f = sum(v for name, v in totals.items() if name.startswith("hot_f ("))
     hot_g = sum(v for name, v in totals.items() if name.startswith("hot_g ("))
-    figures = f"hot_f {hot_f:.1f} %, hot_g {hot_g:.1f} % of {view.samples}; stacks {[s.frames for s in view.stacks[:3]]}"
+    assert spy.returncode == 0, spy_errors
+    spy_stacks, _ = parse_raw(spy_output.read_text())
+    spy_samples = sum(s.samples for s in spy_stacks)
+    spy_f, spy_g = (
+        100 * sum(s.samples for s in spy_stacks if any(f.startswith(name) for f in s.frames)) / spy_samples
+        for name in ("hot_f (", "hot_g (")
+    )
+    figures = (f"orac hot_f {hot_f:.1f} %, hot_g {hot_g:.1f} % of {view.samples}; py-spy {spy_f:.1f} %, {spy_g:.1f} %"
+               f" of {spy_samples}; stacks {[s.frames for s in view.stacks[:3]]}")
     assert view.python_note == "", view.python_note
-    assert view.samples > 200, figures
-    assert abs(hot_f - 70) <= 7 and abs(hot_g - 30) <= 7, figures
+    assert view.samples > 300 and spy_samples > 300, figures
+    assert abs(hot_f - 70) <= 5 and abs(hot_g - 30) <= 5, figures
+    assert abs(spy_f - 70) <= 5 and abs(spy_g - 30) <= 5, figures
+    assert abs(hot_f - spy_f) <= 5, figures
     # the Python frames begin at the module: the callers are known, nothing cut short
     assert view.cut_short_percent < 5, figures
     assert all(s.frames[0].startswith("<module> (python_70_30.py:") for s in view.stacks if s.percent > 5), figures
@@ -523,7 +549,7 @@ def test_a_c_extension_s_loop_shows_under_its_python_caller_without_stopping_the
 
 
 def test_python_frames_go_where_the_interpreter_s_frames_were() -> None:
-    from probes.sources.profile import with_python_frames
+    from probes.ebpf.python_frames import with_python_frames
 
     python = ("<module> (a.py:1)", "hot (a.py:5)")
     native = ("_start", "Py_RunMain", "_PyEval_EvalFrameDefault", "list_dealloc", "PyObject_Free")
@@ -634,9 +660,8 @@ def test_target_exiting_mid_trace_is_reported_and_its_last_samples_kept(target_b
 def test_the_python_tab_takes_its_stacks_from_the_profile_s_samples() -> None:
     from probes.sources.python_stacks import PythonStacksProbe, derive_python_stacks
 
-    target = subprocess.Popen([CPYTHONS[0], str(WORKLOADS / "python_70_30.py")], stdout=subprocess.PIPE, text=True)
+    target = started(CPYTHONS[0], "python_70_30.py")
     try:
-        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
         profile = start(ProfileProbe(target.pid))
         python = PythonStacksProbe(target.pid, profile=profile)
         python.start()

@@ -15,6 +15,7 @@ import errno
 import importlib.resources
 import importlib.util
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -71,26 +72,30 @@ class BpfProgram:
         return "\n".join(lines) + "\n\n" + self.text
 
 
-# The header every program includes (orac.bpf.h, beside this module).
+# The header every program includes (orac.bpf.h, beside this module); others
+# there (python_frames.bpf.h) go in the same way where a program includes them.
 SHARED_HEADER = "orac.bpf.h"
-_INCLUDE_SHARED = f'#include "{SHARED_HEADER}"'
+_INCLUDE = re.compile(r'#include "([a-z_]+\.bpf\.h)"')
 
 
 def program_text(source_name: str) -> str:
-    """A `.bpf.c` file shipped in this package, with the shared header put where it is included.
+    """A `.bpf.c` file shipped in this package, with orac's headers put where they are included.
 
-    importlib.resources finds both wherever the package is installed; bcc's
-    own `src_file` looks relative to the working directory and argv[0]. The
+    importlib.resources finds them wherever the package is installed; bcc's
+    own `src_file` looks relative to the working directory and argv[0]. A
     header goes in as text, not by clang's include path, so `--print-bpf`
     shows the whole program; #line directives keep clang's messages naming
     the file and line they are about.
     """
     text = importlib.resources.files("probes.sources").joinpath(source_name).read_text(encoding="utf-8")
-    header = importlib.resources.files("probes.ebpf").joinpath(SHARED_HEADER).read_text(encoding="utf-8")
+    headers = importlib.resources.files("probes.ebpf")
     lines = text.splitlines(keepends=True)
     for number, line in enumerate(lines, start=1):
-        if line.strip() == _INCLUDE_SHARED:
-            lines[number - 1] = f'#line 1 "{SHARED_HEADER}"\n{header}#line {number + 1} "{source_name}"\n'
+        included = _INCLUDE.fullmatch(line.strip())
+        if included:
+            name = included.group(1)
+            header = headers.joinpath(name).read_text(encoding="utf-8")
+            lines[number - 1] = f'#line 1 "{name}"\n{header}#line {number + 1} "{source_name}"\n'
     return "".join(lines)
 
 

@@ -64,6 +64,14 @@
  * can still be using the old one (an RCU grace period), then reads and deletes
  * the old generation's entries, so no update races the read and is lost.
  *
+ * Python frames. For the focus process (below), where it is CPython 3.11+,
+ * a switch-out that takes a stack also walks the thread's chain of
+ * interpreter frames (python_frames.bpf.h) into the Python stack map of the
+ * epoch, and the block key carries their hash: a Python call blocked in recv
+ * names its Python callers. Those maps are emptied with the epoch's stacks.
+ * Other processes pay one array lookup and a compare, only at a switch-out
+ * that takes a stack.
+ *
  * Per thread. The drill-down asks for the threads of one process
  * (`control[CONTROL_FOCUS]`, a tgid; 0 for none): their blocks of
  * MIN_BLOCK_NS or more also go to `thread_blocks` by (thread, state). Every
@@ -83,6 +91,7 @@
  *   -DSTACK_DEPTH=N        frames kept per stack
  *   -DSTACK_SAMPLE_MASK=N  2^k - 1: capture stacks on 1 in 2^k of the unlikely switch-outs
  *   -DHIST_SLOTS=N         log2 latency buckets
+ *   -DPY_DEPTH=N, -DPY_STACK_ENTRIES=N, -DPY_THREADS=N  see python_frames.bpf.h
  */
 
 #ifndef MIN_BLOCK_NS
@@ -157,6 +166,8 @@ enum lost_reason {
     LOST_STACK_OTHER,         /* any other bpf_get_stack error */
     LOST_STACK_EXPIRED,       /* block outlived its stacks' epoch */
     LOST_THREAD_MAP_FULL,     /* a focus thread's block counted for its process only */
+    LOST_PYTHON_STACK_MAP_FULL, /* Python frames not kept: the epoch's Python stack map is full */
+    LOST_PYTHON_READ,         /* Python frames not kept: the thread's state could not be read */
     LOST_REASONS,
 };
 
@@ -175,6 +186,7 @@ struct thread {
     u64 runnable_ns;      /* when it became runnable; 0: not yet */
     s64 ustack;           /* stack ids: >= 0 a stack in stacks<epoch & 1>, < 0 why none */
     s64 kstack;
+    u64 py;               /* the hash of its Python frames in py_stacks<epoch & 1>; 0: none */
     u32 epoch;            /* the epoch its stacks are in */
     u8 state;
     u8 recent_long;       /* bit i: its (i+1)th last block lasted MIN_BLOCK_NS or more */
@@ -184,6 +196,7 @@ struct thread {
 struct block_key {
     s64 ustack;
     s64 kstack;
+    u64 py;               /* the hash of its Python frames; 0: none */
     u32 tgid;
     u8 state;
     u8 stack_map;         /* 0: stacks0, 1: stacks1 */
@@ -252,6 +265,7 @@ BPF_PERCPU_ARRAY(rq_wait_ns, u64, 1);     /* the sum of the waits rq_hist counts
 BPF_PERCPU_ARRAY(short_blocks, u64, 2);   /* [0] count, [1] ns, of blocks under MIN_BLOCK_NS */
 
 #include "orac.bpf.h"
+#include "python_frames.bpf.h"
 
 static __always_inline void add_percpu(void *table_lookup_result, u64 v)
 {
@@ -422,6 +436,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
         u64 stacks = control_word(CONTROL_STACKS);
         u32 epoch = stacks >> 1;
         s64 ustack = STACK_NOT_CAPTURED, kstack = STACK_NOT_CAPTURED;
+        u64 py = 0;
         /* The clock's low bits stand in for a random number: they change
          * between any two switches, and bpf_get_prandom_u32 costs a quarter
          * of what the rest of a switch-out does. */
@@ -429,6 +444,8 @@ TRACEPOINT_PROBE(sched, sched_switch)
             (t->tid != prev || t->recent_long || !((now >> 4) & STACK_SAMPLE_MASK))) {
             ustack = checked_stack(capture_stack(args, BPF_F_USER_STACK, epoch & 1), 1);
             kstack = checked_stack(capture_stack(args, 0, epoch & 1), 0);
+            if (tgid == control_word(CONTROL_FOCUS))
+                py = python_stack(prev, epoch & 1);
         }
         if (t->tid != prev) {
             t->tid = prev;
@@ -438,6 +455,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
         t->state = state;
         t->ustack = ustack;
         t->kstack = kstack;
+        t->py = py;
         t->epoch = epoch;
         t->runnable_ns = state == STATE_R ? now : 0;
         t->off_ns = now;
@@ -500,7 +518,7 @@ switch_in:
             add_percpu(short_blocks.lookup(&ns_index), off_ns);
         } else {
             struct block_key key = {
-                .tgid = tgid, .ustack = t->ustack, .kstack = t->kstack, .state = t->state,
+                .tgid = tgid, .ustack = t->ustack, .kstack = t->kstack, .py = t->py, .state = t->state,
                 .stack_map = t->epoch & 1, .gen = gen,
             };
             if (key.ustack >= 0 || key.kstack >= 0) {
@@ -510,6 +528,7 @@ switch_in:
                     /* Its stack map may have been emptied and refilled since. */
                     key.ustack = STACK_EXPIRED;
                     key.kstack = STACK_EXPIRED;
+                    key.py = 0;
                     count_lost(LOST_STACK_EXPIRED);
                 }
             }

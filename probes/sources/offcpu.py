@@ -9,6 +9,12 @@ ended in the interval since the previous sample. Stacks are turned into
 function names at sample time (the process may be gone later, and a
 recording is replayed elsewhere). `derive_offcpu` turns a sample into rates,
 rankings and percentiles.
+
+For the drill-down's process (the focus), where it is CPython 3.11+, a
+stack taken at switch-out also carries the thread's Python frames, read in
+the kernel at that moment (probes/ebpf/python_frames.py): they take the
+interpreter's place in the user stack, so a Python call blocked in recv
+shows as "wait_for_data (app.py:12)" above libc's recv and the kernel's wait.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from probes.ebpf.programs import (
     build_program,
     wait_for_programs,
 )
+from probes.ebpf.python_frames import DEFINES as PYTHON_DEFINES
+from probes.ebpf.python_frames import PythonStacks, with_python_frames
 from probes.model.histograms import LatencyBucket, log2_quantile_bucket
 from probes.symbols.symbolizer import Symbolizer
 
@@ -57,8 +65,11 @@ KERNEL_LOST_REASONS = (
     "stack_other",
     "stack_expired",
     "thread_map_full",
+    "python_stack_map_full",
+    "python_read",
 )
-LOST_REASONS = (*KERNEL_LOST_REASONS, "stack_missing")
+# "python_unnamed": user space's own, blocks whose Python frames it could not name (their native stack stays)
+LOST_REASONS = (*KERNEL_LOST_REASONS, "stack_missing", "python_unnamed")
 
 DEFAULT_MIN_BLOCK_NS = 1_000_000
 # Blocking stacks kept per process in a sample (most time first): a process
@@ -83,7 +94,7 @@ BLOCK_ENTRIES_RANGE = (2048, 16384)
 RQ_ENTRIES_RANGE = (512, 4096)
 # (thread, state) pairs of the focus process that end a block within one tick.
 THREAD_ENTRIES = 2048
-# 2^16 slots of 48 bytes (3 MiB), 4-way: see offcpu.bpf.c.
+# 2^16 slots of 56 bytes (3.5 MiB), 4-way: see offcpu.bpf.c.
 SLOT_BITS = 16
 # Two hash maps of 8192 stacks of 64 frames, about 570 bytes an entry with
 # its key and the map's own: 9 MiB, as the stack trace maps they replace.
@@ -114,7 +125,7 @@ MISSING_REASONS = {
 STACK_GONE = "lost: stack missing"
 
 # The structs of offcpu.bpf.c, native byte order. Keys end with their generation.
-_BLOCK_KEY = struct.Struct("=qqIBBHII")  # ustack, kstack, tgid, state, stack_map, pad, pad2, gen
+_BLOCK_KEY = struct.Struct("=qqQIBBHII")  # ustack, kstack, Python stack hash, tgid, state, stack_map, pad, pad2, gen
 _BLOCK_VALUE = struct.Struct("=QQ")  # total_ns, count
 _TGID_KEY = struct.Struct("=II")  # tgid, gen
 _THREAD_KEY = struct.Struct("=IIB3xI")  # tgid, tid, state, pad, gen
@@ -265,6 +276,7 @@ def offcpu_program(
             "STACK_DEPTH": STACK_DEPTH,
             "STACK_SAMPLE_MASK": stack_sample_mask,
             "HIST_SLOTS": HIST_SLOTS,
+            **PYTHON_DEFINES,
         },
     )
 
@@ -279,13 +291,14 @@ class BlockEntry(NamedTuple):
     stack_map: int  # which of the two stack maps the ids are in
     total_ns: int
     blocks: int
+    python: int = 0  # the hash of its Python frames in the Python stack map of stack_map; 0: none
 
 
 def parse_blocks(keys: bytes, values: bytes, n: int) -> list[BlockEntry]:
     """The blocks map's entries with blocks in the interval."""
     return [
-        BlockEntry(pid, state, ustack, kstack, stack_map, total_ns, count)
-        for (ustack, kstack, pid, state, stack_map, _, _, _), (total_ns, count) in percpu_entries(
+        BlockEntry(pid, state, ustack, kstack, stack_map, total_ns, count, python)
+        for (ustack, kstack, python, pid, state, stack_map, _, _, _), (total_ns, count) in percpu_entries(
             keys, values, n, _BLOCK_KEY, _BLOCK_VALUE
         )
         if count
@@ -391,6 +404,8 @@ class OffCpuProbe(FocusingEbpfProbe):
         self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
         self._symbolizer = Symbolizer()
         self._focus.open(bpf["thread_blocks"], lambda pid: self._write_control(_CONTROL_FOCUS, pid))
+        self._loaded = bpf
+        self._python = PythonStacks(self.focus_pid, bpf)
 
     def target_word(self, bpf: LoadedProgram) -> Callable[[int], None]:
         control = bpf["control"]
@@ -438,12 +453,14 @@ class OffCpuProbe(FocusingEbpfProbe):
             if outcome is not None:
                 stack_blocks += block.blocks
                 stack_lost_blocks += block.blocks if outcome else 0
-        stacks, missing, missing_blocks = self._named_stacks(blocks)
+        stacks, missing, missing_blocks, python_unnamed = self._named_stacks(blocks)
         lost["stack_missing"] = missing
+        lost["python_unnamed"] = python_unnamed
         stack_lost_blocks += missing_blocks
         if new_epoch:
             self._start_epoch()
         self._symbolizer.tick()
+        self._follow_python()
 
         name_the_unnamed(comms, {pid for pid, _ in times} | set(rq_hists))
         return OffCpuSample(
@@ -475,11 +492,25 @@ class OffCpuProbe(FocusingEbpfProbe):
             table.delete(key)
         # Nothing writes it until the control word below names its epoch.
         self._stored_at_empty[stale] = read_percpu_counters(self._stored_table, 2)[stale]
+        self._python.empty(stale)
         self._kernel_names = {k: v for k, v in self._kernel_names.items() if k[0] != stale}
         self._user_names = {k: v for k, v in self._user_names.items() if k[1] != stale}
         self._epoch += 1
         self._write_control(_CONTROL_STACKS, self._epoch << 1 | _ACCEPT_PREVIOUS)
         self._epoch_started = time.monotonic()
+
+    def _follow_python(self) -> None:
+        """Read the focus process's Python frames: a new focus gets its own reader, the same one its new threads."""
+        if self._python.pid == self.focus_pid:
+            self._python.follow_threads()
+            return
+        self._python.close()
+        self._python = PythonStacks(self.focus_pid, self._loaded)
+
+    def stop(self) -> None:
+        if self.running:
+            self._python.close()
+        super().stop()
 
     def _frames(self, stack_map: int, stack_id: int) -> tuple[int, ...] | None:
         raw = self._stack_maps[stack_map].lookup(_STACK_ID.pack(stack_id))
@@ -508,7 +539,7 @@ class OffCpuProbe(FocusingEbpfProbe):
     def _names(
         self, pid: int, stack_map: int, ustack: int, kstack: int
     ) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
-        """(user frames, kernel frames, why there are none) of one block key."""
+        """(user frames, kernel frames, why there are none) of one block key, without its Python frames."""
         # A user stack fails (-EFAULT) only for kernel threads, which have
         # none: their stacks are their kernel frames alone.
         user = self._user_stack(pid, stack_map, ustack) if ustack >= 0 else ()
@@ -519,23 +550,35 @@ class OffCpuProbe(FocusingEbpfProbe):
             return (), (), _missing(kstack) or _missing(ustack)
         return user, kernel, None
 
-    def _named_stacks(self, blocks: list[BlockEntry]) -> tuple[tuple[BlockingStack, ...], int, int]:
-        """Each process's top stacks by time, named; how many stack ids had no stack, and their blocks."""
-        by_pid: dict[int, list[tuple[int, int, int, int, int, int]]] = defaultdict(list)
-        for pid, state, ustack, kstack, stack_map, total_ns, count in blocks:
-            by_pid[pid].append((total_ns, count, state, ustack, kstack, stack_map))
-        missing = missing_blocks = 0
+    def _python_frames(self, pid: int, stack_map: int, python: int) -> tuple[str, ...] | None:
+        """The Python frames of a block key's hash; None where it has none, () where they cannot be named."""
+        if not python:
+            return None
+        # a hash taken for a process that was the focus before this one names nothing here
+        return self._python.name(stack_map, python) if pid == self._python.pid else ()
+
+    def _named_stacks(self, blocks: list[BlockEntry]) -> tuple[tuple[BlockingStack, ...], int, int, int]:
+        """Each process's top stacks by time, named; stack ids without a stack, their blocks, and blocks of Python frames not named."""
+        by_pid: dict[int, list[tuple[int, int, int, int, int, int, int]]] = defaultdict(list)
+        for pid, state, ustack, kstack, stack_map, total_ns, count, python in blocks:
+            by_pid[pid].append((total_ns, count, state, ustack, kstack, stack_map, python))
+        missing = missing_blocks = python_unnamed = 0
         out: list[BlockingStack] = []
         for pid, entries in by_pid.items():
             entries.sort(reverse=True)
             merged: dict[tuple[str, tuple[str, ...], tuple[str, ...], str | None], list[int]] = defaultdict(
                 lambda: [0, 0]
             )
-            for total_ns, count, state, ustack, kstack, stack_map in entries[:IDS_SYMBOLIZED_PER_PROCESS]:
+            for total_ns, count, state, ustack, kstack, stack_map, python in entries[:IDS_SYMBOLIZED_PER_PROCESS]:
                 user, kernel, why = self._names(pid, stack_map, ustack, kstack)
                 if why == STACK_GONE:
                     missing += 1
                     missing_blocks += count
+                frames = self._python_frames(pid, stack_map, python) if why is None else None
+                if frames:
+                    user = with_python_frames(user, frames)
+                elif frames is not None:
+                    python_unnamed += count
                 entry = merged[STATES[state], user, kernel, why]
                 entry[0] += total_ns
                 entry[1] += count
@@ -544,7 +587,7 @@ class OffCpuProbe(FocusingEbpfProbe):
                 BlockingStack(pid, state, total_ns, count, user, kernel, why)
                 for (state, user, kernel, why), (total_ns, count) in ranked[: self.stacks_per_process]
             )
-        return tuple(out), missing, missing_blocks
+        return tuple(out), missing, missing_blocks, python_unnamed
 
 
 # ---- derived view -----------------------------------------------------------

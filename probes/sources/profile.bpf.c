@@ -33,30 +33,17 @@
  * bpf_get_stackid, bpf_probe_read_user), never task_struct fields (see
  * shared/DESIGN.md).
  *
- * Python frames. For a CPython 3.11+ target, user space writes where the
- * interpreter keeps each thread's frames (`py_layout`, offsets of the
- * target's version, from probes/host/cpython_frames.py) and each thread's
- * state address (`py_threads`, tid -> PyThreadState*, kept up to date once
- * a tick). A sample of such a thread then also walks its chain of
- * _PyInterpreterFrames in the process's memory, at the same moment as its
- * native stack, and keeps the code object of each frame (innermost first,
- * 0 after the last; a C-stack shim frame's with its low bit set, code
- * objects being 8-aligned), in `py_stacks` of its parity under a hash of
- * them, which the count key carries (0: no Python stack). User space names
- * the code objects and puts the Python frames where the interpreter's own
- * frames are in the native stack. No thread is stopped: a frame read while
- * the thread changes it gives a stack user space may not be able to name,
- * which it counts. Nothing of this runs for a target that is not Python
- * (`enabled` 0).
+ * Python frames. For a CPython 3.11+ target a sample of one of its threads
+ * also walks the thread's chain of interpreter frames, at the same moment as
+ * its native stack (python_frames.bpf.h), into the Python stack map of its
+ * generation's parity; the count key carries their hash.
  *
  * Options (cflags, set by probes/profile.py):
  *   -DCOUNT_ENTRIES=N    (thread, user stack, kernel stack) keys held per tick
  *   -DSTACK_ENTRIES=N    stacks per parity map (a power of two: the kernel
  *                        rounds its buckets up to one anyway)
  *   -DSTACK_DEPTH=N      frames kept per stack, leaf first
- *   -DPY_DEPTH=N         Python frames kept per stack, innermost first
- *   -DPY_STACK_ENTRIES=N Python stacks per parity map
- *   -DPY_THREADS=N       threads whose Python frames are read
+ *   -DPY_DEPTH=N, -DPY_STACK_ENTRIES=N, -DPY_THREADS=N  see python_frames.bpf.h
  */
 
 #include <uapi/linux/bpf_perf_event.h>
@@ -70,17 +57,6 @@
 #ifndef STACK_DEPTH
 #define STACK_DEPTH 127
 #endif
-#ifndef PY_DEPTH
-#define PY_DEPTH 62
-#endif
-#ifndef PY_STACK_ENTRIES
-#define PY_STACK_ENTRIES 2048
-#endif
-#ifndef PY_THREADS
-#define PY_THREADS 4096
-#endif
-/* _PyInterpreterFrame.owner of the interpreter's entry shim (3.12+: FRAME_OWNED_BY_CSTACK) */
-#define PY_OWNED_BY_CSTACK 3
 
 #define EFAULT 14
 #define EEXIST 17
@@ -95,8 +71,8 @@ enum lost_reason {
     LOST_KERNEL_STACK_COLLISION,   /* kernel stack not kept, the same way */
     LOST_STACK_MAP_FULL,           /* a stack not kept: its map is out of entries */
     LOST_STACK_OTHER,              /* any other bpf_get_stackid error */
-    LOST_PYTHON_STACK_MAP_FULL,        /* Python frames not kept: their map is out of entries */
-    LOST_PYTHON_READ,                  /* Python frames not kept: the thread's state could not be read */
+    LOST_PYTHON_STACK_MAP_FULL,    /* Python frames not kept: their map is out of entries */
+    LOST_PYTHON_READ,              /* Python frames not kept: the thread's state could not be read */
     LOST_REASONS,
 };
 
@@ -121,29 +97,7 @@ struct frames {
     u64 ip[STACK_DEPTH];
 };
 
-/* Offsets into the target's interpreter structures (bytes); enabled 0: not Python. */
-struct py_layout {
-    u32 enabled;
-    u32 use_cframe;      /* 3.11/3.12: tstate->cframe->current_frame; 3.13: tstate->current_frame */
-    u32 tstate_cframe;
-    u32 current_frame;
-    u32 frame_previous;
-    u32 frame_code;
-    u32 frame_owner;
-    u32 pad;
-};
-
-struct py_stack {
-    u64 code[PY_DEPTH];
-};
-
 BPF_HASH(counts, struct count_key, struct count, COUNT_ENTRIES);
-BPF_ARRAY(py_layout, struct py_layout, 1);
-BPF_HASH(py_threads, u32, u64, PY_THREADS);
-BPF_HASH(py_stacks0, u64, struct py_stack, PY_STACK_ENTRIES);
-BPF_HASH(py_stacks1, u64, struct py_stack, PY_STACK_ENTRIES);
-/* Room for one stack as it is read: too big for the BPF stack. */
-BPF_PERCPU_ARRAY(py_scratch, struct py_stack, 1);
 BPF_TABLE("stacktrace", int, struct frames, stacks0, STACK_ENTRIES);
 BPF_TABLE("stacktrace", int, struct frames, stacks1, STACK_ENTRIES);
 BPF_ARRAY(generation, u32, 1);
@@ -151,6 +105,7 @@ BPF_ARRAY(generation, u32, 1);
 BPF_ARRAY(target, u32, 1);
 
 #include "orac.bpf.h"
+#include "python_frames.bpf.h"
 
 static __always_inline s32 checked_stack(s32 id, u32 collision_reason)
 {
@@ -165,65 +120,6 @@ static __always_inline s32 checked_stack(s32 id, u32 collision_reason)
     else
         count_lost(LOST_STACK_OTHER);
     return id;
-}
-
-/* The sampled thread's Python frames into py_stacks of the parity of `gen`; their hash, 0 if none. */
-static __always_inline u64 python_stack(u32 tid, u32 gen)
-{
-    u32 zero_index = 0;
-    struct py_layout *layout = py_layout.lookup(&zero_index);
-    if (!layout || !layout->enabled)
-        return 0;
-    u64 *tstate = py_threads.lookup(&tid);
-    if (!tstate)
-        return 0;
-    u64 frame = 0;
-    if (layout->use_cframe) {
-        u64 cframe = 0;
-        if (bpf_probe_read_user(&cframe, sizeof(cframe), (void *)(*tstate + layout->tstate_cframe)) || !cframe ||
-            bpf_probe_read_user(&frame, sizeof(frame), (void *)(cframe + layout->current_frame))) {
-            count_lost(LOST_PYTHON_READ);
-            return 0;
-        }
-    } else if (bpf_probe_read_user(&frame, sizeof(frame), (void *)(*tstate + layout->current_frame))) {
-        count_lost(LOST_PYTHON_READ);
-        return 0;
-    }
-    if (!frame)
-        return 0;  /* not running Python code now (starting, finishing, a C thread) */
-    struct py_stack *stack = py_scratch.lookup(&zero_index);
-    if (!stack)
-        return 0;
-    /* FNV-1a over the code pointers: the key of this stack among the tick's */
-    u64 hash = 14695981039346656037ULL;
-    for (int i = 0; i < PY_DEPTH; i++) {
-        u64 code = 0;
-        if (frame) {
-            u8 owner = 0;
-            u64 previous = 0;
-            if (bpf_probe_read_user(&code, sizeof(code), (void *)(frame + layout->frame_code)) ||
-                bpf_probe_read_user(&owner, sizeof(owner), (void *)(frame + layout->frame_owner)) ||
-                bpf_probe_read_user(&previous, sizeof(previous), (void *)(frame + layout->frame_previous))) {
-                code = 0;
-                previous = 0;
-            }
-            if (owner == PY_OWNED_BY_CSTACK)
-                code |= 1;
-            frame = previous;
-        }
-        stack->code[i] = code;
-        hash = (hash ^ code) * 1099511628211ULL;
-    }
-    if (!stack->code[0])
-        return 0;
-    if (!hash)
-        hash = 1;
-    int err = (gen & 1) ? py_stacks1.update(&hash, stack) : py_stacks0.update(&hash, stack);
-    if (err) {
-        count_lost(LOST_PYTHON_STACK_MAP_FULL);
-        return 0;
-    }
-    return hash;
 }
 
 int profile_sample(struct bpf_perf_event_data *ctx)
@@ -248,7 +144,7 @@ int profile_sample(struct bpf_perf_event_data *ctx)
     }
     key.ustack = checked_stack(ustack, LOST_USER_STACK_COLLISION);
     key.kstack = checked_stack(kstack, LOST_KERNEL_STACK_COLLISION);
-    key.py = python_stack(key.tid, key.gen);
+    key.py = python_stack(key.tid, key.gen & 1);
 
     struct count *c = counts.lookup(&key);
     if (!c) {

@@ -13,14 +13,9 @@ a thread that exited within the tick.
 
 Python frames: for a CPython 3.11+ target the kernel side also reads the
 sampled thread's chain of interpreter frames, at the same moment as its
-native stack (profile.bpf.c), and each stack then shows its Python frames
-("hot_f (app.py:12)", the line of the def, as the Python tab) where the
-interpreter's frames were: below the innermost `_PyEval_EvalFrameDefault`
-stays what the Python code called natively (a C extension's loop, libc's
-recv, the kernel), above it the Python callers replace the interpreter's
-own frames, whose callers Debian's python3 (built without frame pointers)
-loses anyway. Where no eval frame is in the native stack the Python frames
-go above all of it. The code objects are named by probes/host/cpython_frames.py.
+native stack (probes/ebpf/python_frames.py), and each stack then shows its
+Python frames ("hot_f (app.py:12)", the line of the def, as the Python tab)
+where the interpreter's frames were.
 
 The CPU clock is a timer interrupt, not an NMI (a VM often has no PMU for
 one): a sample due while interrupts are disabled is taken when they are
@@ -51,7 +46,8 @@ from probes.ebpf.loader import PERF_COUNT_SW_CPU_CLOCK, PERF_TYPE_SOFTWARE, Perf
 from probes.ebpf.maps import MapDrain
 from probes.ebpf.probe import EbpfProbe
 from probes.ebpf.programs import BpfProgram, LoadedProgram, build_program
-from probes.host.cpython_frames import CPythonProcess, FramesUnreadable, python_version
+from probes.ebpf.python_frames import DEFINES as PYTHON_DEFINES
+from probes.ebpf.python_frames import PythonStacks, with_python_frames
 from probes.host.procfs import PROC, read_bytes, read_text
 from probes.symbols.elf import UNKNOWN
 from probes.symbols.kallsyms import KernelSymbols
@@ -91,15 +87,8 @@ COUNT_ENTRIES = 16384
 # its hash buckets rarely collide; collisions are counted in `lost`.
 STACK_ENTRIES = 8192
 STACK_DEPTH = 127
-# Python frames kept per stack, innermost first (a count key holds their hash;
-# 62 x 8 bytes keeps a stack within the 512 bytes a BPF program's own stack has).
-PY_DEPTH = 62
-PY_STACK_ENTRIES = 2048
-PY_THREADS = 4096
 # Python stacks kept for the Python tab between its takes, at most (one is taken every tick).
 _PYTHON_TAKEN_MAX = 100_000
-# The interpreter's frame whose callers the Python frames stand for.
-EVAL_FRAME = "_PyEval_EvalFrameDefault"
 
 # bpf_get_stackid's errors, as the kernel side stores them in a stack id (-errno).
 _EFAULT, _EEXIST, _ENOMEM, _ENOENT = 14, 17, 12, 2
@@ -112,10 +101,6 @@ _STACK_ERRORS = {
 
 # The structs of profile.bpf.c, native byte order. The count key ends with its generation.
 _COUNT_KEY = struct.Struct("=QIiiI")  # Python stack hash, tid, ustack, kstack, gen
-_PY_HASH = struct.Struct("=Q")
-_PY_STACK = struct.Struct(f"={PY_DEPTH}Q")
-_PY_LAYOUT = struct.Struct("=8I")
-_PY_THREAD = struct.Struct("=I")
 _COUNT_VALUE = struct.Struct("=Q16s")  # samples, comm
 _STACK_ID = struct.Struct("=i")
 _FRAMES = struct.Struct(f"={STACK_DEPTH}Q")
@@ -176,114 +161,10 @@ def profile_program(frequency_hz: int = DEFAULT_FREQUENCY_HZ) -> BpfProgram:
             "COUNT_ENTRIES": COUNT_ENTRIES,
             "STACK_ENTRIES": STACK_ENTRIES,
             "STACK_DEPTH": STACK_DEPTH,
-            "PY_DEPTH": PY_DEPTH,
-            "PY_STACK_ENTRIES": PY_STACK_ENTRIES,
-            "PY_THREADS": PY_THREADS,
+            **PYTHON_DEFINES,
         },
         perf_events=(PerfEvent(FUNCTION, PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, sample_freq=frequency_hz),),
     )
-
-
-def with_python_frames(user: tuple[str, ...], python: tuple[str, ...]) -> tuple[str, ...]:
-    """A native user stack (root first) with the Python frames (outermost first) in place of the interpreter's.
-
-    What the innermost eval frame ran natively stays below the Python
-    frames; the interpreter's frames from it to the root go. Without an
-    eval frame (a stack cut short, an interpreter without symbols), the
-    Python frames go above the native stack, less its unknown root frames.
-    """
-    native = user
-    for i in range(len(user) - 1, -1, -1):
-        if user[i] == EVAL_FRAME:
-            native = user[i + 1:]
-            break
-    # Frames the unwinder could not place, at the root end of what stays, were the
-    # interpreter's (code without frame pointers): the Python frames say what they ran.
-    while native and native[0] == UNKNOWN:
-        native = native[1:]
-    return python + native
-
-
-class PythonStacks:
-    """The Python side of the profile for one process: the layout and thread states the kernel side reads, and names.
-
-    For anything but a CPython 3.11+ process the kernel side is told to read
-    nothing (`enabled` 0), and `note` says why for a Python process.
-    """
-
-    def __init__(self, pid: int, layout: BpfMap, threads: BpfMap, stacks: tuple[BpfMap, BpfMap]) -> None:
-        self._threads_map, self._stacks = threads, stacks
-        self._reader: CPythonProcess | None = None
-        self._tids: set[int] = set()
-        self.note = ""
-        enabled = (0,) * 8
-        try:
-            version = python_version(pid)
-        except PermissionError:
-            version = None
-        if version is not None:
-            major, minor = (int(part) for part in version.split("."))
-            try:
-                if (major, minor) < (3, 11):
-                    raise FramesUnreadable(f"Python {version}: orac reads the frames of 3.11 and newer")
-                self._reader = CPythonProcess(pid, (major, minor))
-                lay = self._reader.layout
-                cframe = lay.tstate_cframe is not None
-                enabled = (1, int(cframe), lay.tstate_cframe or 0, lay.current_frame, lay.frame_previous,
-                           lay.frame_code, lay.frame_owner, 0)
-            except FramesUnreadable as e:
-                self.note = str(e)
-        # an array is rewritten at each use of the prepared program (probes/ebpf/prepared.py)
-        layout.update(_STACK_ID.pack(0), _PY_LAYOUT.pack(*enabled))
-        if self._reader is not None:
-            self.follow_threads()
-
-    @property
-    def reading(self) -> bool:
-        return self._reader is not None
-
-    def follow_threads(self) -> None:
-        """Tell the kernel side each thread's state address: new threads in, gone ones out."""
-        if self._reader is None:
-            return
-        try:
-            threads = dict(self._reader.threads())
-        except OSError:
-            return  # the process is exiting: its threads stay until the probe stops
-        for tid, tstate in threads.items():
-            self._threads_map.update(_PY_THREAD.pack(tid), _PY_HASH.pack(tstate))
-        for tid in self._tids - threads.keys():
-            self._threads_map.delete(_PY_THREAD.pack(tid))
-        self._tids = set(threads)
-
-    def take(self, parity: int, hashes: set[int]) -> dict[int, tuple[str, ...]]:
-        """The Python frames (outermost first) of each hash of the finished generation; empties its map.
-
-        A stack with a code object that cannot be read (freed since, or read
-        while the thread changed it) is left out: its samples keep their
-        native stack.
-        """
-        table = self._stacks[parity]
-        out: dict[int, tuple[str, ...]] = {}
-        for py in hashes:
-            key = _PY_HASH.pack(py)
-            value = table.lookup(key)
-            if value is None or self._reader is None:
-                continue
-            table.delete(key)
-            named = self._reader.name_stack([c for c in _PY_STACK.unpack(value) if c])
-            if named:
-                out[py] = named
-        for key in list(table.keys()):
-            table.delete(key)
-        if self._reader is not None:
-            self._reader.forget_code()
-        return out
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
 
 class CountEntry(NamedTuple):
@@ -403,7 +284,7 @@ class ProfileProbe(EbpfProbe):
     def open_maps(self, bpf: LoadedProgram) -> None:
         self._counts = MapDrain(bpf["counts"])
         self._stack_tables = (bpf["stacks0"], bpf["stacks1"])
-        self._python = PythonStacks(self.target_pid, bpf["py_layout"], bpf["py_threads"], (bpf["py_stacks0"], bpf["py_stacks1"]))
+        self._python = PythonStacks(self.target_pid, bpf)
         self._exited = False
 
 
