@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from support import WORKLOADS, cannot_run
 from support.ebpf import compile_helper, start
-from support.pythons import CPYTHONS, started
+from support.pythons import CPYTHONS, PYENV, started
 
 from probes.contract import ProbeUnavailable
 from probes.ebpf import loader as ebpf_loader
@@ -681,3 +681,15 @@ def test_the_python_tab_takes_its_stacks_from_the_profile_s_samples() -> None:
     totals = {f.name.split(" (")[0]: f.total_percent for f in view.top_total}
     assert view.sampled_by == "ebpf" and view.samples > 200, (view.sampled_by, view.samples)
     assert abs(totals.get("hot_f", 0) - 70) <= 7 and abs(totals.get("hot_g", 0) - 30) <= 7, totals
+
+
+@pytest.mark.root
+def test_a_python_older_than_3_11_keeps_its_native_profile_and_says_why_in_one_line() -> None:
+    older = PYENV / "3.10.13" / "bin" / "python3"
+    if not older.exists():
+        cannot_run(f"{older} is not installed (pyenv)")
+    view = python_profile(str(older), "python_70_30.py", 1.0)
+    assert view.python_note == "Python 3.10: orac reads the frames of 3.11 and newer", view.python_note
+    assert view.samples > 50 and not any("(python_70_30.py:" in f for s in view.stacks for f in s.frames)
+    # the interpreter's own frames, as before orac read Python frames
+    assert any("_PyEval_EvalFrameDefault" in f for s in view.stacks for f in s.frames), [s.frames for s in view.stacks[:3]]

@@ -70,7 +70,10 @@
  * epoch, and the block key carries their hash: a Python call blocked in recv
  * names its Python callers. Those maps are emptied with the epoch's stacks.
  * Other processes pay one array lookup and a compare, only at a switch-out
- * that takes a stack.
+ * that takes a stack. For the focus, a 22-frame Python stack added 1 to
+ * 2.5 us to each switch-out that took stacks (Debian's python3.11 sleeping
+ * 1 ms in a loop, kernel.bpf_stats_enabled), where its two native stacks
+ * take 2.5 to 4 us: about 0.2 % of a CPU at a thousand long blocks a second.
  *
  * Per thread. The drill-down asks for the threads of one process
  * (`control[CONTROL_FOCUS]`, a tgid; 0 for none): their blocks of
