@@ -97,7 +97,7 @@ def prepare_drill_down(shared: Iterable[str], profile_hz: int = DEFAULT_FREQUENC
     """
     from probes.ebpf.prepared import PROGRAMS
     from probes.ebpf.probe import EbpfProbe
-    from probes.sources.profile import prepare_kernel_symbols
+    from probes.symbols.kallsyms import prepare_kernel_symbols
 
     probes = [p for p in drill_probes(os.getpid(), shared, profile_hz) if isinstance(p, EbpfProbe)]
     return PROGRAMS.prepare(

@@ -46,6 +46,7 @@ from probes.ebpf.programs import (
 from probes.ebpf.python_frames import DEFINES as PYTHON_DEFINES
 from probes.ebpf.python_frames import PythonStacks, with_python_frames
 from probes.model.histograms import LatencyBucket, log2_quantile_bucket
+from probes.symbols.kallsyms import prepared_kernel_symbols
 from probes.symbols.symbolizer import Symbolizer
 
 SOURCE = "offcpu.bpf.c"
@@ -402,7 +403,7 @@ class OffCpuProbe(FocusingEbpfProbe):
         # stack id names the same stack until its map is emptied.
         self._kernel_names: dict[tuple[int, int], tuple[str, ...]] = {}
         self._user_names: dict[tuple[int, int, int], tuple[str, ...]] = {}
-        self._symbolizer = Symbolizer()
+        self._symbolizer = Symbolizer(kernel=prepared_kernel_symbols())
         self._focus.open(bpf["thread_blocks"], lambda pid: self._write_control(_CONTROL_FOCUS, pid))
         self._loaded = bpf
         self._python = PythonStacks(self.focus_pid, bpf)

@@ -50,7 +50,7 @@ from probes.ebpf.python_frames import DEFINES as PYTHON_DEFINES
 from probes.ebpf.python_frames import PythonStacks, with_python_frames
 from probes.host.procfs import PROC, read_bytes, read_text
 from probes.symbols.elf import UNKNOWN
-from probes.symbols.kallsyms import KernelSymbols
+from probes.symbols.kallsyms import prepared_kernel_symbols
 from probes.symbols.symbolizer import Symbolizer, cut_short, folded
 
 SOURCE = "profile.bpf.c"
@@ -221,20 +221,6 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-# Kernel symbols for the drill-downs' profiles: parsing kallsyms takes a
-# child process and up to seconds on a loaded box, so it is done once, aside,
-# as orac starts (prepare_kernel_symbols), not at a drill-down's first sample.
-_kernel_symbols: KernelSymbols | None = None
-
-
-def prepare_kernel_symbols() -> None:
-    """Parse kallsyms now, for every later ProfileProbe (off the collector and UI threads)."""
-    global _kernel_symbols
-    kernel = KernelSymbols()
-    if kernel.available:
-        _kernel_symbols = kernel
-
-
 class ProfileProbe(EbpfProbe):
     """Samples one process's on-CPU stacks with eBPF.
 
@@ -258,8 +244,7 @@ class ProfileProbe(EbpfProbe):
         self.frequency_hz = frequency_hz
         self._exited = False
         self._start_ticks: int | None = None
-        # Published whole by prepare_kernel_symbols: never one still loading.
-        self._symbolizer = Symbolizer(kernel=_kernel_symbols)
+        self._symbolizer = Symbolizer(kernel=prepared_kernel_symbols())
         self._python: PythonStacks | None = None
         # (tid, Python frames, samples) of the ticks since take_python_stacks, and the time they cover
         self._python_taken: list[tuple[int, tuple[str, ...], int]] = []

@@ -143,6 +143,26 @@ class KernelSymbols:
         return f"{found[0]}+0x{found[1]:x}" if found else UNKNOWN
 
 
+# Kernel symbols for every probe that names kernel frames (the drill-down's
+# profile and off-CPU stacks): parsing kallsyms takes a child process, a
+# quarter of a second of CPU and up to seconds on a loaded box, so it is done
+# once, aside, as orac starts, not at a probe's first kernel stack.
+_prepared: KernelSymbols | None = None
+
+
+def prepare_kernel_symbols() -> None:
+    """Parse kallsyms now, for every probe made later (off the collector and UI threads)."""
+    global _prepared
+    kernel = KernelSymbols()
+    if kernel.available:
+        _prepared = kernel
+
+
+def prepared_kernel_symbols() -> KernelSymbols | None:
+    """What prepare_kernel_symbols parsed, published whole (never one still loading); None before, or where hidden."""
+    return _prepared
+
+
 def _hidden_reason() -> str:
     """Why kallsyms shows zeros, as the kernel decides (kallsyms_show_value)."""
     restrict = _read_text(f"{PROC}/sys/kernel/kptr_restrict").strip() or "?"
