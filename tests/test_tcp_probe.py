@@ -23,6 +23,7 @@ from support.netns import (
 
 from probes.contract import ProbeUnavailable
 from probes.sources.tcp import (
+    TCP_STATES,
     SocketSummary,
     SockStat,
     TcpProbe,
@@ -131,6 +132,40 @@ def test_states_are_read_every_few_seconds_and_carry_their_time(tmp_path: Path) 
     assert view.states_age_s == pytest.approx((second.mono_ns - first.mono_ns) / 1e9)
     fresh = TcpProbe(proc=str(tmp_path), states_every_s=0).sample()
     assert fresh.states == {} and fresh.states_mono_ns == fresh.mono_ns
+
+
+def test_sock_diag_counts_the_states_proc_net_tcp_lists() -> None:
+    import socket
+
+    from probes.host.sock_diag import tcp_state_counts
+
+    # Sockets of known states on loopback: a listener, a connection's two ends,
+    # a connection closed by this side first (TIME-WAIT) and one half-closed by the peer.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    opened = []
+    try:
+        for _ in range(3):
+            client = socket.create_connection(("127.0.0.1", port))
+            server, _ = listener.accept()
+            opened += [client, server]
+        opened[0].close()  # active close: TIME-WAIT once the peer closes too
+        opened[1].close()
+        opened[3].close()  # the peer of opened[2] closed: it is in CLOSE-WAIT
+        time.sleep(0.1)
+        for _ in range(5):
+            from_files = count_tcp_states(Path("/proc/net/tcp").read_text(), Path("/proc/net/tcp6").read_text())
+            from_netlink = {TCP_STATES.get(state, "UNKNOWN"): n for state, n in tcp_state_counts().items()}
+            if from_files == from_netlink:
+                break
+            time.sleep(0.2)  # another process's socket changed between the two readings
+        assert from_netlink == from_files
+        assert from_netlink["LISTEN"] >= 1 and from_netlink["ESTAB"] >= 2
+        assert from_netlink["TIME-WAIT"] >= 1 and from_netlink["CLOSE-WAIT"] >= 1, from_netlink
+        assert TcpProbe().sample().states == from_netlink
+    finally:
+        for sock in [listener, *opened]:
+            sock.close()
 
 
 def test_probe_on_real_proc_needs_no_privilege() -> None:
