@@ -118,6 +118,21 @@ def test_numbers_and_stacks_as_text() -> None:
     assert histogram_lines([("system", (0,) * 32, "$primary")], 40, "wait ≥", "no waits") == "[$foreground-muted]no waits[/]"
 
 
+def test_a_python_stack_s_python_frames_are_not_muted() -> None:
+    from probes.sources.offcpu import StackRate
+
+    stack = StackRate(
+        state="S", off_cpu_s_per_s=1.0, blocks_per_s=50, missing=None, python_frames=2,
+        user_frames=("Thread.run (threading.py:964)", "wait_for_data (app.py:18)", "recv"),
+        kernel_frames=("__x64_sys_recvfrom", "sock_recvmsg", "unix_stream_read_generic"),
+    )
+    # the Python caller reads like the kernel's frames; libc's recv below it stays muted
+    assert stack_lines(stack).splitlines()[1] == (
+        "  [b $accent]unix_stream_read_generic[/] ← sock_recvmsg ← __x64_sys_recvfrom [$foreground-muted]← recv[/] "
+        "← wait_for_data (app.py:18) ← Thread.run (threading.py:964)"
+    )
+
+
 def test_frames_wrap_between_frames_at_the_width() -> None:
     frames = [("schedule_hrtimeout_range", "b $accent"), ("ep_poll", ""), ("do_epoll_wait", ""),
               ("epoll_wait", "$foreground-muted"), ("main", "$foreground-muted")]

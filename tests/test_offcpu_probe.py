@@ -541,6 +541,7 @@ def assert_recv_under_its_python_caller(sample: OffCpuSample, interval_s: float,
     # Python callers first (the thread's from threading's bootstrap), then what the
     # interpreter called natively, then the kernel's wait.
     assert top.user_frames[0].startswith("Thread._bootstrap (threading.py:"), shown
+    assert top.python_frames == 4 and top.user_frames[3].startswith("wait_for_data ("), shown
     assert any("recv" in f for f in top.kernel_frames), shown
     assert not any(f == "_PyEval_EvalFrameDefault" for f in top.frames), shown
     # the main thread's sleep between sends, under main()

@@ -94,7 +94,8 @@ def stack_lines(stack: StackRate, width: int = 0) -> str:
     Leaf first, "do_nanosleep ← hrtimer_nanosleep ← ...": where the thread
     waited is what a reader looks for, and a long stack wrapped in a narrow
     pane keeps it on the first line. The user frames follow the kernel's,
-    muted; the syscall entry frames every kernel stack has are left out.
+    muted but for Python frames; the syscall entry frames every kernel stack
+    has are left out.
     Frames are wrapped to `width` cells (0: not wrapped).
     """
     head = (
@@ -104,8 +105,10 @@ def stack_lines(stack: StackRate, width: int = 0) -> str:
     if stack.missing is not None:
         return f"{head}\n  [$foreground-muted]({escape(stack.missing)})[/]"
     kernel = [f for f in reversed(stack.kernel_frames) if f not in SYSCALL_ENTRY_FRAMES]
-    user = list(reversed(stack.user_frames))
-    frames = [(f, "") for f in kernel] + [(f, "$foreground-muted") for f in user]
+    # Python frames (the root end of the user frames) are the code its people wrote: not muted
+    # like the native frames of the interpreter and the libraries below them
+    user = [(f, "" if i < stack.python_frames else "$foreground-muted") for i, f in enumerate(stack.user_frames)]
+    frames = [(f, "") for f in kernel] + user[::-1]
     if not frames:
         return f"{head}\n  [$foreground-muted](no frames)[/]"
     frames[0] = (frames[0][0], "b $accent")

@@ -183,6 +183,8 @@ class BlockingStack:
     kernel_frames: tuple[str, ...]
     # Why there are no frames (MISSING_REASONS' values), or None.
     missing: str | None = None
+    # how many of the user frames, from the root, are Python's (read from the interpreter, not unwound)
+    python_frames: int = 0
 
     @property
     def frames(self) -> tuple[str, ...]:
@@ -567,7 +569,7 @@ class OffCpuProbe(FocusingEbpfProbe):
         out: list[BlockingStack] = []
         for pid, entries in by_pid.items():
             entries.sort(reverse=True)
-            merged: dict[tuple[str, tuple[str, ...], tuple[str, ...], str | None], list[int]] = defaultdict(
+            merged: dict[tuple[str, tuple[str, ...], tuple[str, ...], str | None, int], list[int]] = defaultdict(
                 lambda: [0, 0]
             )
             for total_ns, count, state, ustack, kstack, stack_map, python in entries[:IDS_SYMBOLIZED_PER_PROCESS]:
@@ -580,13 +582,13 @@ class OffCpuProbe(FocusingEbpfProbe):
                     user = with_python_frames(user, frames)
                 elif frames is not None:
                     python_unnamed += count
-                entry = merged[STATES[state], user, kernel, why]
+                entry = merged[STATES[state], user, kernel, why, len(frames or ())]
                 entry[0] += total_ns
                 entry[1] += count
             ranked = sorted(merged.items(), key=lambda item: (-item[1][0], item[0][0]))
             out.extend(
-                BlockingStack(pid, state, total_ns, count, user, kernel, why)
-                for (state, user, kernel, why), (total_ns, count) in ranked[: self.stacks_per_process]
+                BlockingStack(pid, state, total_ns, count, user, kernel, why, in_python)
+                for (state, user, kernel, why, in_python), (total_ns, count) in ranked[: self.stacks_per_process]
             )
         return tuple(out), missing, missing_blocks, python_unnamed
 
@@ -604,6 +606,7 @@ class StackRate:
     user_frames: tuple[str, ...]  # outermost first
     kernel_frames: tuple[str, ...]  # outermost first, ending where the thread blocked
     missing: str | None  # why there are no frames
+    python_frames: int = 0  # how many of the user frames, from the root, are Python's
 
     @property
     def frames(self) -> tuple[str, ...]:
@@ -673,6 +676,7 @@ def _stack_rate(stack: BlockingStack, dt_s: float) -> StackRate:
         user_frames=stack.user_frames,
         kernel_frames=stack.kernel_frames,
         missing=stack.missing,
+        python_frames=stack.python_frames,
     )
 
 
