@@ -511,22 +511,27 @@ def test_not_captured_marker_is_the_programs() -> None:
     assert f"#define STACK_NOT_CAPTURED {STACK_NOT_CAPTURED}" in offcpu_program(cpus=2).text
 
 
+def waits_of(probe: OffCpuProbe, pid: int, seconds: float) -> tuple[OffCpuSample, float, int]:
+    """The probe's sample of `seconds` of process `pid` reading its Python frames; the interval's length (s); the pid."""
+    probe.sample()  # the probe reads the focus's Python frames from here on
+    time.sleep(0.3)  # the blocks begun before have ended
+    first = probe.sample()
+    time.sleep(seconds)
+    sample = probe.sample()
+    assert first.mono_ns is not None and sample.mono_ns is not None
+    return sample, (sample.mono_ns - first.mono_ns) / 1e9, pid
+
+
 def python_waits(probe: OffCpuProbe, python: str, seconds: float) -> tuple[OffCpuSample, float, int]:
-    """The probe's sample of `seconds` of python_recv_wait.py, focused on it; the interval's length (s); its pid."""
+    """waits_of python_recv_wait.py, started on `python`, with the probe focused on it."""
     target = started(python, "python_recv_wait.py")
     try:
         probe.focus(target.pid)
-        probe.sample()  # the probe reads the focus's Python frames from here on
-        time.sleep(0.3)  # the blocks begun before have ended
-        first = probe.sample()
-        time.sleep(seconds)
-        sample = probe.sample()
+        return waits_of(probe, target.pid, seconds)
     finally:
         probe.focus(None)
         target.kill()
         target.wait()
-    assert first.mono_ns is not None and sample.mono_ns is not None
-    return sample, (sample.mono_ns - first.mono_ns) / 1e9, target.pid
 
 
 def assert_recv_under_its_python_caller(sample: OffCpuSample, interval_s: float, pid: int) -> None:
@@ -563,17 +568,12 @@ def test_the_drill_down_s_own_off_cpu_probe_reads_python_frames_too() -> None:
     target = started(CPYTHONS[0], "python_recv_wait.py")
     own = start(OffCpuProbe(target_pid=target.pid))
     try:
-        own.sample()
-        time.sleep(0.3)
-        first = own.sample()
-        time.sleep(2.0)
-        sample = own.sample()
+        waited = waits_of(own, target.pid, 2.0)
     finally:
         own.stop()
         target.kill()
         target.wait()
-    assert first.mono_ns is not None and sample.mono_ns is not None
-    assert_recv_under_its_python_caller(sample, (sample.mono_ns - first.mono_ns) / 1e9, target.pid)
+    assert_recv_under_its_python_caller(*waited)
 
 
 @pytest.mark.root

@@ -459,6 +459,11 @@ class BpfMap:
             return None
         return out.raw
 
+    def clear(self) -> None:
+        """Delete every entry: all keys first, since deleting under a hash map's key walk can restart it."""
+        for key in list(self.keys()):
+            self.delete(key)
+
     def keys(self) -> Iterator[bytes]:
         """Every key, one system call each. A key deleted under the walk may restart it (a hash map's rule)."""
         key = self.next_key(None)

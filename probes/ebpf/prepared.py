@@ -110,8 +110,7 @@ def _empty(loaded: LoadedProgram) -> None:
     wait_for_programs()
     for table in loaded.maps.values():
         if table.info.type in EMPTIED_MAP_TYPES:
-            for key in list(table.keys()):
-                table.delete(key)
+            table.clear()
 
 
 # The drill-down's programs, prepared at orac's start.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 
 from probes.ebpf.bpf import BpfMap
+from probes.ebpf.maps import ARRAY_INDEX
 from probes.ebpf.programs import LoadedProgram
 from probes.host.cpython_frames import CPythonProcess, FramesUnreadable, python_version
 from probes.symbols.elf import UNKNOWN
@@ -37,7 +38,6 @@ PY_HASH = struct.Struct("=Q")
 _PY_STACK = struct.Struct(f"={PY_DEPTH}Q")
 _PY_LAYOUT = struct.Struct("=8I")
 _PY_THREAD = struct.Struct("=I")
-_ARRAY_INDEX = struct.Struct("=I")
 
 
 def with_python_frames(user: tuple[str, ...], python: tuple[str, ...]) -> tuple[str, ...]:
@@ -95,7 +95,7 @@ class PythonStacks:
             except FramesUnreadable as e:
                 self.note = str(e)
         # an array is rewritten at each use of a prepared program (probes/ebpf/prepared.py)
-        self._layout.update(_ARRAY_INDEX.pack(0), _PY_LAYOUT.pack(*enabled))
+        self._layout.update(ARRAY_INDEX.pack(0), _PY_LAYOUT.pack(*enabled))
         if self._reader is not None:
             self.follow_threads()
 
@@ -153,10 +153,7 @@ class PythonStacks:
 
     def empty(self, parity: int) -> None:
         """Empty the map of `parity`: nothing may write it until the program is told it may again."""
-        table = self._stacks[parity]
-        # All keys first: deleting under a map's key walk restarts it.
-        for key in list(table.keys()):
-            table.delete(key)
+        self._stacks[parity].clear()
         self._names = {k: v for k, v in self._names.items() if k[0] != parity}
         if self._reader is not None:
             # code objects may be freed and their addresses reused from here on
@@ -164,7 +161,7 @@ class PythonStacks:
 
     def close(self) -> None:
         """Stop reading: the kernel side reads nobody's frames from now on."""
-        self._layout.update(_ARRAY_INDEX.pack(0), _PY_LAYOUT.pack(*(0,) * 8))
+        self._layout.update(ARRAY_INDEX.pack(0), _PY_LAYOUT.pack(*(0,) * 8))
         for tid in self._tids:
             self._threads_map.delete(_PY_THREAD.pack(tid))
         self._tids = set()

@@ -24,7 +24,7 @@ NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_ALL_STATES = 0xFFF  # bit i: state i, TCP_ESTABLISHED (1) to TCP_NEW_SYN_RECV (12)
+_ALL_STATES = (1 << 13) - 2  # bit i: state i, TCP_ESTABLISHED (1) to TCP_NEW_SYN_RECV (12)
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 # inet_diag_req_v2: family, protocol, ext, pad, states; then a zeroed inet_diag_sockid (48 bytes)
 _REQUEST = struct.Struct("=BBBBI48x")

@@ -489,10 +489,7 @@ class OffCpuProbe(FocusingEbpfProbe):
     def _start_epoch(self) -> None:
         """Empty the map of the epoch before last and let new stacks go there."""
         stale = (self._epoch + 1) & 1
-        table = self._stack_maps[stale]
-        # All keys first: deleting under a map's key walk restarts it.
-        for key in list(table.keys()):
-            table.delete(key)
+        self._stack_maps[stale].clear()
         # Nothing writes it until the control word below names its epoch.
         self._stored_at_empty[stale] = read_percpu_counters(self._stored_table, 2)[stale]
         self._python.empty(stale)

@@ -402,8 +402,7 @@ class ProfileProbe(EbpfProbe):
         # Stacks no count names (their sample found the count map full) would
         # fill the map for this parity's next generation. Usually there are
         # none: one system call finds the map empty.
-        for key in list(table.keys()):
-            table.delete(key)
+        table.clear()
         return addresses
 
     def _frames(
